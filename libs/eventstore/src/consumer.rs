@@ -1,0 +1,231 @@
+//! Consumers of the local log: projections that keep read models, fed in global order with
+//! the read-model change and the checkpoint committed in one transaction.
+//!
+//! The same [`IntegrationHandler`] that consumes JetStream in the distributed mode is fed
+//! from the local store in the embedded mode by [`LocalIntegrationFeed`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::db::{DbTx, LogPosition, RecordedEvent, StoreError, SAVE_CHECKPOINT};
+use crate::jetstream::{handle_once, BusError, IntegrationHandler};
+use crate::relay::IntegrationMapper;
+use crate::{on_tx, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("projection {projection} failed on event at position {position}: {reason}")]
+    Apply { projection: String, position: i64, reason: String },
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(e))
+    }
+}
+
+/// A read model kept from the log.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Stable name: the checkpoint's key.
+    fn name(&self) -> &str;
+    /// Applies one event, writing only through `tx`.
+    async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// Applies a batch in log order; override to write each changed row once per batch.
+    async fn apply_batch(&self, tx: &mut DbTx, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(tx, event).await?;
+        }
+        Ok(())
+    }
+    /// Empties the read model before a rebuild.
+    async fn reset(&self, tx: &mut DbTx) -> Result<(), ProjectionError>;
+}
+
+/// Feeds projections from the store.
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    store: Store,
+    projections: Vec<Arc<dyn Projection>>,
+    batch: i64,
+}
+
+impl ProjectionRunner {
+    pub fn new(store: Store, projections: Vec<Arc<dyn Projection>>) -> Self {
+        Self { store, projections, batch: 1000 }
+    }
+
+    pub fn with_batch(mut self, batch: i64) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    pub fn projections(&self) -> &[Arc<dyn Projection>] {
+        &self.projections
+    }
+
+    fn checkpoint_name(projection: &dyn Projection) -> String {
+        format!("projection:{}", projection.name())
+    }
+
+    /// Applies the next batch to one projection; returns the number of events applied.
+    /// On PostgreSQL the checkpoint row is locked first, so replicas running the same
+    /// projection take turns instead of applying a batch twice.
+    pub async fn step(&self, projection: &dyn Projection) -> Result<usize, ProjectionError> {
+        let name = Self::checkpoint_name(projection);
+        let mut tx = self.store.begin().await?;
+        let after = lock_checkpoint(&mut tx, &name).await?;
+        let events = self.store.read_log(after, self.batch).await?;
+        let Some(last) = events.last().map(|e| e.log) else {
+            return Ok(0);
+        };
+        projection.apply_batch(&mut tx, &events).await?;
+        save_checkpoint(&mut tx, &name, last).await?;
+        tx.commit().await?;
+        let metrics = agora_telemetry::metrics::global();
+        metrics.events_handled(projection.name(), events.len() as u64);
+        metrics.consumer_position(projection.name(), last.position);
+        Ok(events.len())
+    }
+
+    /// Applies everything committed so far to every projection.
+    pub async fn catch_up(&self) -> Result<usize, ProjectionError> {
+        let mut total = 0;
+        for projection in &self.projections {
+            loop {
+                let n = self.step(projection.as_ref()).await?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Empties one projection and applies the whole log again, reporting (done, total).
+    pub async fn rebuild(&self, projection: &dyn Projection, progress: impl Fn(u64, u64)) -> Result<u64, ProjectionError> {
+        let (total, _) = self.store.log_extent().await?;
+        let name = Self::checkpoint_name(projection);
+        let mut tx = self.store.begin().await?;
+        lock_checkpoint(&mut tx, &name).await?;
+        projection.reset(&mut tx).await?;
+        save_checkpoint(&mut tx, &name, LogPosition::START).await?;
+        tx.commit().await?;
+        let mut done = 0u64;
+        loop {
+            let n = self.step(projection).await?;
+            if n == 0 {
+                return Ok(done);
+            }
+            done += n as u64;
+            progress(done, total.max(0) as u64);
+        }
+    }
+
+    /// Runs until `shutdown` resolves, woken by appends in this process and polling for
+    /// those of other processes; failures are logged and retried.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let waiter = self.store.appended().notified();
+            let mut busy = false;
+            for projection in &self.projections {
+                match self.step(projection.as_ref()).await {
+                    Ok(n) => busy |= n as i64 == self.batch,
+                    Err(e) => tracing::error!(projection = projection.name(), error = %e, "projection failed; retrying"),
+                }
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = waiter => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
+async fn lock_checkpoint(tx: &mut DbTx, name: &str) -> Result<LogPosition, StoreError> {
+    let postgres = tx.is_postgres();
+    let row: Option<(i64, i64)> = on_tx!(tx, conn => {
+        sqlx::query("INSERT INTO checkpoints (name, tx_id, position, updated_at) VALUES ($1, 0, 0, '') ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .execute(&mut **conn)
+            .await?;
+        let sql = if postgres {
+            "SELECT tx_id, position FROM checkpoints WHERE name = $1 FOR UPDATE"
+        } else {
+            "SELECT tx_id, position FROM checkpoints WHERE name = $1"
+        };
+        sqlx::query_as(sql).bind(name).fetch_optional(&mut **conn).await?
+    });
+    Ok(row.map(|(transaction, position)| LogPosition { transaction, position }).unwrap_or_default())
+}
+
+async fn save_checkpoint(tx: &mut DbTx, name: &str, at: LogPosition) -> Result<(), StoreError> {
+    on_tx!(tx, conn => {
+        sqlx::query(SAVE_CHECKPOINT)
+            .bind(name)
+            .bind(at.transaction)
+            .bind(at.position)
+            .bind(crate::db::format_time(chrono::Utc::now()))
+            .execute(&mut **conn)
+            .await?;
+    });
+    Ok(())
+}
+
+/// The embedded mode's stand-in for JetStream: maps the local log to integration events
+/// and hands them to a handler, with the same exactly-once rule.
+pub struct LocalIntegrationFeed {
+    pub store: Store,
+    pub mapper: Arc<dyn IntegrationMapper>,
+    pub handler: Arc<dyn IntegrationHandler>,
+}
+
+impl LocalIntegrationFeed {
+    /// Hands over everything committed so far; returns the number of new events handled.
+    pub async fn catch_up(&self) -> Result<usize, BusError> {
+        let name = format!("feed:{}", self.handler.name());
+        let mut after = self.store.checkpoint(&name).await?;
+        let mut handled = 0;
+        loop {
+            let events = self.store.read_log(after, 1000).await?;
+            let Some(last) = events.last().map(|e| e.log) else { return Ok(handled) };
+            for event in &events {
+                let Some(integration) = self.mapper.map(event) else { continue };
+                let prefix = self.handler.filter().trim_end_matches('>').trim_end_matches('.');
+                if !integration.nats_subject.starts_with(prefix) {
+                    continue;
+                }
+                if handle_once(&self.store, self.handler.as_ref(), &integration).await? {
+                    handled += 1;
+                }
+            }
+            self.store.save_checkpoint(&name, last).await?;
+            after = last;
+        }
+    }
+
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let waiter = self.store.appended().notified();
+            if let Err(e) = self.catch_up().await {
+                tracing::error!(handler = self.handler.name(), error = %e, "local feed failed; retrying");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = waiter => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}

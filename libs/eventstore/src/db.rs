@@ -1,0 +1,633 @@
+//! The store: schema, appends, and reading streams and the global log on either backend.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+use uuid::Uuid;
+
+use crate::chain::{ChainLink, GENESIS};
+use crate::{on_backend, on_tx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("another change to {stream} was committed first (expected to write sequence {sequence}); reload and try again")]
+    Conflict { stream: String, sequence: i64 },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event {position} is not valid JSON: {source}")]
+    Corrupt { position: i64, source: serde_json::Error },
+    #[error("cannot serialise event: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("database URL '{url}' is not usable: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("stream {stream} has no event {sequence} to continue from")]
+    BrokenStream { stream: String, sequence: i64 },
+}
+
+/// Where events live.
+pub enum Backend {
+    Postgres(PgPool),
+    /// SQLite allows one writer at a time; one writer connection avoids busy errors, while
+    /// readers use their own connections and never block it (WAL).
+    Sqlite { writer: SqlitePool, reader: SqlitePool },
+}
+
+/// An open transaction on either backend, for handlers that write read models.
+pub enum DbTx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl DbTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        on_tx!(self, tx => tx.commit().await)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, DbTx::Postgres(_))
+    }
+}
+
+/// A point in the global log. Readers order by (transaction, position): on PostgreSQL a
+/// sequence value is taken before commit, so positions alone commit out of order under
+/// concurrency; ordering by the writing transaction and reading only below the oldest
+/// running transaction means no event can appear behind a reader that has moved on.
+/// On SQLite writers are serial and the transaction part is always zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct LogPosition {
+    pub transaction: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { transaction: 0, position: 0 };
+}
+
+/// One event as stored.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub log: LogPosition,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub hash: String,
+}
+
+impl RecordedEvent {
+    pub fn position(&self) -> i64 {
+        self.log.position
+    }
+
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+}
+
+/// An event about to be appended.
+pub struct NewEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// A snapshot to write together with events.
+pub struct NewSnapshot {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub last_sequence: i64,
+    pub snapshot_version: i64,
+    pub payload: Value,
+}
+
+const POSTGRES_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS events (
+        position BIGSERIAL PRIMARY KEY,
+        tx_id BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+        event_id TEXT NOT NULL,
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL,
+        event_type TEXT NOT NULL,
+        event_version TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        UNIQUE (aggregate_type, aggregate_id, sequence))",
+    "CREATE INDEX IF NOT EXISTS events_log_order ON events (tx_id, position)",
+    "CREATE TABLE IF NOT EXISTS snapshots (
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        last_sequence BIGINT NOT NULL,
+        snapshot_version BIGINT NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id))",
+    "CREATE TABLE IF NOT EXISTS checkpoints (
+        name TEXT PRIMARY KEY,
+        tx_id BIGINT NOT NULL,
+        position BIGINT NOT NULL,
+        updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS handled_events (
+        consumer TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        PRIMARY KEY (consumer, event_id))",
+];
+
+const SQLITE_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS events (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        tx_id INTEGER NOT NULL DEFAULT 0,
+        event_id TEXT NOT NULL,
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        event_version TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        UNIQUE (aggregate_type, aggregate_id, sequence))",
+    "CREATE TABLE IF NOT EXISTS snapshots (
+        aggregate_type TEXT NOT NULL,
+        aggregate_id TEXT NOT NULL,
+        last_sequence INTEGER NOT NULL,
+        snapshot_version INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id))",
+    "CREATE TABLE IF NOT EXISTS checkpoints (
+        name TEXT PRIMARY KEY,
+        tx_id INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS handled_events (
+        consumer TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        PRIMARY KEY (consumer, event_id))",
+];
+
+const SELECT_EVENT: &str = "SELECT position, tx_id, event_id, aggregate_type, aggregate_id, sequence, \
+    event_type, event_version, payload, metadata, recorded_at, hash FROM events";
+
+/// Bounded so that a surge of short streams cannot grow memory without limit.
+const HASH_CACHE_LIMIT: usize = 100_000;
+
+/// The event store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+    appended: Arc<tokio::sync::Notify>,
+    /// Last known (sequence, hash) per stream: lets an append chain onto the event the
+    /// command just loaded without reading it again.
+    heads: Arc<Mutex<HashMap<(String, String), (i64, String)>>>,
+}
+
+pub(crate) fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://PATH` and creates the schema if missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+                url: redact(url),
+                reason: e.to_string(),
+            })?;
+            Self::postgres(options, 32).await?
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            Self::sqlite(std::path::Path::new(path)).await?
+        } else {
+            return Err(StoreError::BadUrl {
+                url: redact(url),
+                reason: "expected postgres://… or sqlite://PATH".into(),
+            });
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn postgres(options: PgConnectOptions, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_backend(Backend::Postgres(pool)))
+    }
+
+    pub async fn sqlite(path: &std::path::Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // An acknowledged response must survive a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self::from_backend(Backend::Sqlite { writer, reader }))
+    }
+
+    pub fn from_backend(backend: Backend) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            appended: Arc::new(tokio::sync::Notify::new()),
+            heads: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(*self.backend, Backend::Postgres(_))
+    }
+
+    /// Woken after every append in this process, so that local consumers need not poll.
+    pub fn appended(&self) -> &tokio::sync::Notify {
+        &self.appended
+    }
+
+    /// Creates the event store's tables; safe to run any number of times.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let statements = if self.is_postgres() { POSTGRES_SCHEMA } else { SQLITE_SCHEMA };
+        self.execute_ddl(statements).await
+    }
+
+    /// Runs schema statements for a read model or service table on this store's database.
+    pub async fn execute_ddl(&self, statements: &[&str]) -> Result<(), StoreError> {
+        on_backend!(&*self.backend, pool => {
+            for statement in statements {
+                sqlx::query(statement).execute(pool).await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// A transaction for a read-model change.
+    pub async fn begin(&self) -> Result<DbTx, StoreError> {
+        Ok(match &*self.backend {
+            Backend::Postgres(pool) => DbTx::Postgres(pool.begin().await?),
+            Backend::Sqlite { writer, .. } => DbTx::Sqlite(writer.begin().await?),
+        })
+    }
+
+    /// Appends events (of one or several streams) atomically. A sequence already taken in
+    /// its stream means someone else wrote first: [`StoreError::Conflict`], nothing written.
+    pub async fn append(&self, events: &[NewEvent], snapshot: Option<NewSnapshot>) -> Result<Vec<RecordedEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recorded = self.chain(events).await?;
+        let mut sql = String::from(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata, recorded_at, hash) VALUES ",
+        );
+        for i in 0..recorded.len() {
+            let b = i * 10;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${},${},${},${},${},${},${},${},${},${})",
+                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10
+            ));
+        }
+        let conflict = || StoreError::Conflict {
+            stream: format!("{}/{}", events[0].aggregate_type, events[0].aggregate_id),
+            sequence: events[0].sequence,
+        };
+        let result: Result<(), sqlx::Error> = on_backend!(&*self.backend, pool => {
+            let mut query = sqlx::query(&sql);
+            for (event, text) in &recorded {
+                query = query
+                    .bind(event.event_id.to_string())
+                    .bind(&event.aggregate_type)
+                    .bind(&event.aggregate_id)
+                    .bind(event.sequence)
+                    .bind(&event.event_type)
+                    .bind(&event.event_version)
+                    .bind(&text.payload)
+                    .bind(&text.metadata)
+                    .bind(&text.recorded_at)
+                    .bind(&event.hash);
+            }
+            match snapshot {
+                // One statement is its own transaction: the common path costs one round trip.
+                None => query.execute(pool).await.map(|_| ()),
+                Some(snapshot) => async {
+                    let mut tx = pool.begin().await?;
+                    query.execute(&mut *tx).await?;
+                    sqlx::query(
+                        "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, snapshot_version, payload) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+                         last_sequence = excluded.last_sequence, snapshot_version = excluded.snapshot_version, \
+                         payload = excluded.payload",
+                    )
+                    .bind(&snapshot.aggregate_type)
+                    .bind(&snapshot.aggregate_id)
+                    .bind(snapshot.last_sequence)
+                    .bind(snapshot.snapshot_version)
+                    .bind(snapshot.payload.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await
+                }.await,
+            }
+        });
+        match result {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(conflict()),
+            Err(e) => return Err(e.into()),
+        }
+        let recorded: Vec<RecordedEvent> = recorded.into_iter().map(|(event, _)| event).collect();
+        for event in &recorded {
+            self.remember_head(&event.aggregate_type, &event.aggregate_id, event.sequence, &event.hash);
+            agora_telemetry::metrics::global().events_appended(&event.aggregate_type, 1);
+        }
+        self.appended.notify_waiters();
+        Ok(recorded)
+    }
+
+    /// Stamps id, time and hash on each new event, chaining onto its stream's previous one.
+    async fn chain(&self, events: &[NewEvent]) -> Result<Vec<(RecordedEvent, StoredText)>, StoreError> {
+        let mut previous: HashMap<(String, String), (i64, String)> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+            let previous_hash = match previous.get(&key) {
+                Some((sequence, hash)) if *sequence == event.sequence - 1 => hash.clone(),
+                _ => self.hash_of(&event.aggregate_type, &event.aggregate_id, event.sequence - 1).await?,
+            };
+            let event_id = Uuid::now_v7();
+            let recorded_at = Utc::now();
+            let text = StoredText {
+                payload: event.payload.to_string(),
+                metadata: event.metadata.to_string(),
+                recorded_at: format_time(recorded_at),
+            };
+            let hash = ChainLink {
+                previous_hash: &previous_hash,
+                aggregate_type: &event.aggregate_type,
+                aggregate_id: &event.aggregate_id,
+                sequence: event.sequence,
+                event_id: &event_id.to_string(),
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                recorded_at: &text.recorded_at,
+                payload: &text.payload,
+                metadata: &text.metadata,
+            }
+            .hash();
+            previous.insert(key, (event.sequence, hash.clone()));
+            out.push((
+                RecordedEvent {
+                    log: LogPosition::START,
+                    event_id,
+                    aggregate_type: event.aggregate_type.clone(),
+                    aggregate_id: event.aggregate_id.clone(),
+                    sequence: event.sequence,
+                    event_type: event.event_type.clone(),
+                    event_version: event.event_version.clone(),
+                    payload: event.payload.clone(),
+                    metadata: event.metadata.clone(),
+                    recorded_at,
+                    hash,
+                },
+                text,
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn hash_of(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Result<String, StoreError> {
+        if sequence < 1 {
+            return Ok(GENESIS.to_string());
+        }
+        if let Ok(heads) = self.heads.lock() {
+            if let Some((known, hash)) = heads.get(&(aggregate_type.to_string(), aggregate_id.to_string())) {
+                if *known == sequence {
+                    return Ok(hash.clone());
+                }
+            }
+        }
+        let row = on_backend!(&*self.backend, pool => {
+            sqlx::query("SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3")
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| row.try_get::<String, _>("hash"))
+                .transpose()?
+        });
+        match row {
+            Some(hash) => Ok(hash),
+            // The command was decided on an event that is not there: another writer's
+            // transaction rolled back or the stream was never loaded. Either way, retry.
+            None => Err(StoreError::BrokenStream { stream: format!("{aggregate_type}/{aggregate_id}"), sequence }),
+        }
+    }
+
+    fn remember_head(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64, hash: &str) {
+        if let Ok(mut heads) = self.heads.lock() {
+            if heads.len() >= HASH_CACHE_LIMIT {
+                heads.clear();
+            }
+            heads.insert((aggregate_type.to_string(), aggregate_id.to_string()), (sequence, hash.to_string()));
+        }
+    }
+
+    /// Events of one stream with a sequence above `after`, in order.
+    pub async fn read_stream(&self, aggregate_type: &str, aggregate_id: &str, after: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
+        );
+        let events: Vec<RecordedEvent> = match &*self.backend {
+            Backend::Postgres(pool) => {
+                let rows = sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(after).fetch_all(pool).await?;
+                rows.iter().map(decode_pg).collect::<Result<_, _>>()?
+            }
+            Backend::Sqlite { reader, .. } => {
+                let rows = sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(after).fetch_all(reader).await?;
+                rows.iter().map(decode_sqlite).collect::<Result<_, _>>()?
+            }
+        };
+        if let Some(last) = events.last() {
+            self.remember_head(aggregate_type, aggregate_id, last.sequence, &last.hash);
+        }
+        Ok(events)
+    }
+
+    /// Up to `limit` events after `after` in global log order. Never returns an event
+    /// while an earlier one (in that order) may still commit.
+    pub async fn read_log(&self, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        match &*self.backend {
+            Backend::Postgres(pool) => {
+                let sql = format!(
+                    "{SELECT_EVENT} WHERE (tx_id, position) > ($1, $2) \
+                     AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                     ORDER BY tx_id, position LIMIT $3"
+                );
+                let rows = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit).fetch_all(pool).await?;
+                rows.iter().map(decode_pg).collect()
+            }
+            Backend::Sqlite { reader, .. } => {
+                let sql = format!("{SELECT_EVENT} WHERE (tx_id, position) > ($1, $2) ORDER BY tx_id, position LIMIT $3");
+                let rows = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit).fetch_all(reader).await?;
+                rows.iter().map(decode_sqlite).collect()
+            }
+        }
+    }
+
+    /// The log position just before the event at `position`, for re-reading from it.
+    pub async fn log_position_before(&self, position: i64) -> Result<Option<LogPosition>, StoreError> {
+        let tx: Option<i64> = on_backend!(&*self.backend, pool => {
+            sqlx::query("SELECT tx_id FROM events WHERE position = $1")
+                .bind(position)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| row.try_get::<i64, _>("tx_id"))
+                .transpose()?
+        });
+        Ok(tx.map(|transaction| LogPosition { transaction, position: position - 1 }))
+    }
+
+    /// Number of events in the log and the highest position.
+    pub async fn log_extent(&self) -> Result<(i64, i64), StoreError> {
+        on_backend!(&*self.backend, pool => {
+            let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(MAX(position), 0) AS max FROM events")
+                .fetch_one(pool)
+                .await?;
+            Ok((row.try_get::<i64, _>("n")?, row.try_get::<i64, _>("max")?))
+        })
+    }
+
+    pub async fn read_snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<(i64, i64, Value)>, StoreError> {
+        let row: Option<(i64, i64, String)> = on_backend!(&*self.backend, pool => {
+            sqlx::query_as(
+                "SELECT last_sequence, snapshot_version, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        match row {
+            None => Ok(None),
+            Some((last, version, payload)) => Ok(Some((last, version, serde_json::from_str(&payload)?))),
+        }
+    }
+
+    pub async fn checkpoint(&self, name: &str) -> Result<LogPosition, StoreError> {
+        let row: Option<(i64, i64)> = on_backend!(&*self.backend, pool => {
+            sqlx::query_as("SELECT tx_id, position FROM checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(transaction, position)| LogPosition { transaction, position }).unwrap_or_default())
+    }
+
+    pub async fn save_checkpoint(&self, name: &str, at: LogPosition) -> Result<(), StoreError> {
+        on_backend!(&*self.backend, pool => {
+            sqlx::query(SAVE_CHECKPOINT)
+                .bind(name)
+                .bind(at.transaction)
+                .bind(at.position)
+                .bind(format_time(Utc::now()))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at";
+
+struct StoredText {
+    payload: String,
+    metadata: String,
+    recorded_at: String,
+}
+
+/// Hides the password of a database URL in error messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+macro_rules! decode_row {
+    ($name:ident, $row:ty) => {
+        fn $name(row: &$row) -> Result<RecordedEvent, StoreError> {
+            let position: i64 = row.try_get("position")?;
+            let payload: String = row.try_get("payload")?;
+            let metadata: String = row.try_get("metadata")?;
+            let event_id: String = row.try_get("event_id")?;
+            let recorded_at: String = row.try_get("recorded_at")?;
+            let corrupt = |source| StoreError::Corrupt { position, source };
+            Ok(RecordedEvent {
+                log: LogPosition { transaction: row.try_get("tx_id")?, position },
+                event_id: Uuid::parse_str(&event_id).unwrap_or_default(),
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+                event_version: row.try_get("event_version")?,
+                payload: serde_json::from_str(&payload).map_err(corrupt)?,
+                metadata: serde_json::from_str(&metadata).map_err(corrupt)?,
+                recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+                hash: row.try_get("hash")?,
+            })
+        }
+    };
+}
+
+decode_row!(decode_pg, sqlx::postgres::PgRow);
+decode_row!(decode_sqlite, sqlx::sqlite::SqliteRow);
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(redact("postgres://agora:secret@db:5432/agora"), "postgres://agora:***@db:5432/agora");
+        assert_eq!(redact("postgres://root@127.0.0.1/test"), "postgres://root@127.0.0.1/test");
+        assert_eq!(redact("sqlite://./data.db"), "sqlite://./data.db");
+    }
+}

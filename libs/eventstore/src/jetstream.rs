@@ -1,0 +1,338 @@
+//! Integration events on NATS JetStream: the wire form (CloudEvents-style headers around a
+//! protobuf body), the stream set-up, and durable consumers with exactly-once effect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use crate::db::{DbTx, StoreError};
+use crate::{on_tx, Store};
+
+/// Header names: CloudEvents' binary mode over NATS, plus W3C trace context.
+pub mod headers {
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const SPEC_VERSION: &str = "ce-specversion";
+    pub const ID: &str = "ce-id";
+    pub const TYPE: &str = "ce-type";
+    pub const SOURCE: &str = "ce-source";
+    pub const SUBJECT: &str = "ce-subject";
+    pub const TIME: &str = "ce-time";
+    pub const DATA_CONTENT_TYPE: &str = "content-type";
+    pub const DATA_SCHEMA: &str = "ce-dataschema";
+    pub const SEQUENCE: &str = "ce-agorasequence";
+    pub const POSITION: &str = "ce-agoraposition";
+    pub const HASH: &str = "ce-agorahash";
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// A versioned integration event: the public contract other systems subscribe to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationEvent {
+    /// The stored event's id; JetStream drops a repeat with the same id.
+    pub id: Uuid,
+    /// e.g. `dk.agora.hearing.v1.HearingPublished`.
+    pub event_type: String,
+    /// e.g. `agora/hearing`.
+    pub source: String,
+    /// The aggregate the event is about, e.g. the hearing id.
+    pub subject: String,
+    /// NATS subject below the stream prefix, e.g. `hearing.v1.published.<id>`.
+    pub nats_subject: String,
+    pub time: DateTime<Utc>,
+    /// The event's sequence in its stream, so consumers can spot gaps and order per subject.
+    pub sequence: i64,
+    /// The global log position in the source store.
+    pub position: i64,
+    /// The event's audit-chain hash: subscribers holding it anchor the log outside our database.
+    pub hash: String,
+    pub traceparent: Option<String>,
+    /// Protobuf-encoded message named by `event_type`.
+    pub data: Bytes,
+}
+
+impl IntegrationEvent {
+    pub fn to_headers(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(headers::MSG_ID, self.id.to_string().as_str());
+        map.insert(headers::SPEC_VERSION, "1.0");
+        map.insert(headers::ID, self.id.to_string().as_str());
+        map.insert(headers::TYPE, self.event_type.as_str());
+        map.insert(headers::SOURCE, self.source.as_str());
+        map.insert(headers::SUBJECT, self.subject.as_str());
+        map.insert(headers::TIME, crate::db::format_time(self.time).as_str());
+        map.insert(headers::DATA_CONTENT_TYPE, "application/protobuf");
+        map.insert(headers::SEQUENCE, self.sequence.to_string().as_str());
+        map.insert(headers::POSITION, self.position.to_string().as_str());
+        map.insert(headers::HASH, self.hash.as_str());
+        if let Some(traceparent) = &self.traceparent {
+            map.insert(headers::TRACEPARENT, traceparent.as_str());
+        }
+        map
+    }
+
+    /// Reads an event from a message; names the header that is missing or malformed.
+    pub fn from_message(nats_subject: &str, headers: Option<&HeaderMap>, data: Bytes) -> Result<Self, WireError> {
+        let headers = headers.ok_or(WireError::Missing(headers::ID))?;
+        let get = |name: &'static str| -> Result<String, WireError> {
+            headers.get(name).map(|v| v.as_str().to_string()).ok_or(WireError::Missing(name))
+        };
+        let id = get(headers::ID)?;
+        let time = get(headers::TIME)?;
+        Ok(Self {
+            id: Uuid::parse_str(&id).map_err(|_| WireError::Malformed(headers::ID, id))?,
+            event_type: get(headers::TYPE)?,
+            source: get(headers::SOURCE)?,
+            subject: get(headers::SUBJECT)?,
+            nats_subject: nats_subject.to_string(),
+            time: DateTime::parse_from_rfc3339(&time)
+                .map_err(|_| WireError::Malformed(headers::TIME, time.clone()))?
+                .with_timezone(&Utc),
+            sequence: get(headers::SEQUENCE)?.parse().unwrap_or_default(),
+            position: get(headers::POSITION)?.parse().unwrap_or_default(),
+            hash: get(headers::HASH).unwrap_or_default(),
+            traceparent: get(headers::TRACEPARENT).ok(),
+            data,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("integration event has no {0} header")]
+    Missing(&'static str),
+    #[error("integration event header {0} is malformed: {1:?}")]
+    Malformed(&'static str, String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("NATS at {url} is not reachable: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("JetStream stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("publishing to JetStream failed: {0}")]
+    Publish(String),
+    #[error("JetStream consumer {consumer}: {reason}")]
+    Consumer { consumer: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("handler {consumer} failed on event {event_id}: {reason}")]
+    Handler { consumer: String, event_id: Uuid, reason: String },
+}
+
+/// Where integration events go: the stream name and the subject prefix. Tests give every
+/// run its own prefix, so that they run in parallel and leave nothing in others' way.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    /// 1 on a single server; 3 in production (see docs/operations.md).
+    pub replicas: usize,
+}
+
+impl BusConfig {
+    pub fn new(url: &str, prefix: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            stream: prefix.replace(['.', '*', '>', ' '], "_").to_uppercase(),
+            subject_prefix: prefix.to_string(),
+            replicas: 1,
+        }
+    }
+
+    pub fn subject(&self, event: &IntegrationEvent) -> String {
+        format!("{}.{}", self.subject_prefix, event.nats_subject)
+    }
+}
+
+/// A connected JetStream context with the stream ensured.
+#[derive(Clone)]
+pub struct Bus {
+    pub config: BusConfig,
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects and creates or updates the stream; safe to run from every replica at start-up.
+    pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        // The initial connect retries in the background; make a dead server an error now.
+        client.flush().await.map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        let jetstream = jetstream::new(client.clone());
+        let bus = Self { config, client, jetstream };
+        bus.ensure_stream().await?;
+        Ok(bus)
+    }
+
+    pub async fn ensure_stream(&self) -> Result<(), BusError> {
+        let config = stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![format!("{}.>", self.config.subject_prefix)],
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            // Long enough to absorb a relay's repeats after a crash or an outage.
+            duplicate_window: Duration::from_secs(30 * 60),
+            ..Default::default()
+        };
+        self.jetstream
+            .create_or_update_stream(config)
+            .await
+            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), reason: e.to_string() })?;
+        Ok(())
+    }
+
+    /// Deletes the stream (tests clean up after themselves).
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        self.jetstream
+            .delete_stream(&self.config.stream)
+            .await
+            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), reason: e.to_string() })?;
+        Ok(())
+    }
+}
+
+/// Something that reacts to integration events by writing to its own database, in the
+/// transaction that also records the event as handled.
+#[async_trait::async_trait]
+pub trait IntegrationHandler: Send + Sync {
+    /// Durable name: the JetStream consumer's and the dedup key.
+    fn name(&self) -> &str;
+    /// NATS subject filter below the prefix, e.g. `hearing.>`.
+    fn filter(&self) -> &str;
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String>;
+}
+
+/// Handles one event exactly once: the handler's writes and the handled mark commit
+/// together, and an event already marked is skipped. Returns whether it was new.
+pub async fn handle_once(store: &Store, handler: &dyn IntegrationHandler, event: &IntegrationEvent) -> Result<bool, BusError> {
+    let mut tx = store.begin().await?;
+    let inserted = on_tx!(&mut tx, conn => {
+        sqlx::query("INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(handler.name())
+            .bind(event.id.to_string())
+            .execute(&mut **conn)
+            .await
+            .map_err(StoreError::from)?
+            .rows_affected()
+    });
+    if inserted == 0 {
+        return Ok(false);
+    }
+    handler.handle(&mut tx, event).await.map_err(|reason| BusError::Handler {
+        consumer: handler.name().to_string(),
+        event_id: event.id,
+        reason,
+    })?;
+    tx.commit().await.map_err(StoreError::from)?;
+    agora_telemetry::metrics::global().events_handled(handler.name(), 1);
+    agora_telemetry::metrics::global().consumer_position(handler.name(), event.position);
+    Ok(true)
+}
+
+/// Runs a durable pull consumer with explicit acks until `shutdown` resolves. A message is
+/// acknowledged only after its effect committed; a crash before the ack means redelivery,
+/// which [`handle_once`] turns into a no-op.
+pub async fn consume(
+    bus: &Bus,
+    store: Store,
+    handler: Arc<dyn IntegrationHandler>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BusError> {
+    let consumer_error = |reason: String| BusError::Consumer { consumer: handler.name().to_string(), reason };
+    let stream = bus
+        .jetstream
+        .get_stream(&bus.config.stream)
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            handler.name(),
+            consumer::pull::Config {
+                durable_name: Some(handler.name().to_string()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                filter_subject: format!("{}.{}", bus.config.subject_prefix, handler.filter()),
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+    let mut messages = consumer.messages().await.map_err(|e| consumer_error(e.to_string()))?;
+    tokio::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            next = messages.next() => next,
+        };
+        let Some(message) = message else { return Ok(()) };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(consumer = handler.name(), error = %e, "JetStream delivery error; continuing");
+                continue;
+            }
+        };
+        match IntegrationEvent::from_message(message.subject.as_str(), message.headers.as_ref(), message.payload.clone()) {
+            Ok(event) => {
+                let span = tracing::info_span!("consume", consumer = handler.name(), event_type = %event.event_type, event_id = %event.id);
+                if let Some(traceparent) = &event.traceparent {
+                    agora_telemetry::propagation::set_parent_from_traceparent(&span, traceparent, None);
+                }
+                let _entered = span.enter();
+                if let Err(e) = handle_once(&store, handler.as_ref(), &event).await {
+                    // Not acknowledged: JetStream redelivers after ack_wait.
+                    tracing::error!(error = %e, "event not handled; it will be redelivered");
+                    continue;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, subject = %message.subject, "skipping a message that is not an integration event"),
+        }
+        if let Err(e) = message.ack().await {
+            tracing::warn!(error = %e, "ack failed; the event will be redelivered and skipped as handled");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let event = IntegrationEvent {
+            id: Uuid::now_v7(),
+            event_type: "dk.agora.hearing.v1.HearingPublished".into(),
+            source: "agora/hearing".into(),
+            subject: "h-1".into(),
+            nats_subject: "hearing.v1.published.h-1".into(),
+            time: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456Z").map(|t| t.with_timezone(&Utc)).expect("time"),
+            sequence: 3,
+            position: 42,
+            hash: "ab".into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            data: Bytes::from_static(b"\x0a\x01x"),
+        };
+        let headers = event.to_headers();
+        let back = IntegrationEvent::from_message("hearing.v1.published.h-1", Some(&headers), event.data.clone()).expect("decodes");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn a_message_without_headers_names_what_is_missing() {
+        let error = IntegrationEvent::from_message("x", None, Bytes::new()).unwrap_err();
+        assert_eq!(error.to_string(), "integration event has no ce-id header");
+    }
+}

@@ -1,0 +1,156 @@
+//! The outbox relay: reads the events table in global order and publishes every event to
+//! JetStream as an integration event, then records how far it got.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db::{LogPosition, RecordedEvent, StoreError};
+use crate::jetstream::{Bus, BusError, IntegrationEvent};
+use crate::Store;
+
+/// Maps stored domain events to the public integration events; `None` keeps an event internal.
+pub trait IntegrationMapper: Send + Sync {
+    fn map(&self, event: &RecordedEvent) -> Option<IntegrationEvent>;
+}
+
+/// Several mappers (one per service in the process) behind one.
+pub struct Mappers(pub Vec<Arc<dyn IntegrationMapper>>);
+
+impl IntegrationMapper for Mappers {
+    fn map(&self, event: &RecordedEvent) -> Option<IntegrationEvent> {
+        self.0.iter().find_map(|m| m.map(event))
+    }
+}
+
+pub struct Relay {
+    store: Store,
+    bus: Bus,
+    mapper: Arc<dyn IntegrationMapper>,
+    batch: i64,
+}
+
+/// Relays of one stream serialise on a PostgreSQL advisory lock in this class (keyed by the
+/// stream's name), so that one replica publishes at a time and the others stand by.
+const RELAY_LOCK_CLASS: i32 = 0x4147_4f52;
+
+impl Relay {
+    pub fn new(store: Store, bus: Bus, mapper: Arc<dyn IntegrationMapper>) -> Self {
+        Self { store, bus, mapper, batch: 1000 }
+    }
+
+    fn checkpoint_name(&self) -> String {
+        format!("relay:{}", self.bus.config.stream)
+    }
+
+    /// Publishes one batch and returns how many events it read (0 when caught up).
+    pub async fn publish_batch(&self) -> Result<usize, BusError> {
+        let name = self.checkpoint_name();
+        let after = self.store.checkpoint(&name).await?;
+        let events = self.store.read_log(after, self.batch).await?;
+        let Some(last) = events.last().map(|e| e.log) else { return Ok(0) };
+        self.publish(&events).await?;
+        self.store.save_checkpoint(&name, last).await?;
+        agora_telemetry::metrics::global().relay_position(last.position);
+        Ok(events.len())
+    }
+
+    /// Publishes events pipelined: all sends first, then all acknowledgements.
+    async fn publish(&self, events: &[RecordedEvent]) -> Result<usize, BusError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let Some(integration) = self.mapper.map(event) else { continue };
+            let subject = self.bus.config.subject(&integration);
+            let ack = self
+                .bus
+                .jetstream
+                .publish_with_headers(subject, integration.to_headers(), integration.data.clone())
+                .await
+                .map_err(|e| BusError::Publish(e.to_string()))?;
+            acks.push(ack);
+        }
+        let published = acks.len();
+        for ack in acks {
+            ack.await.map_err(|e| BusError::Publish(e.to_string()))?;
+        }
+        agora_telemetry::metrics::global().events_published(published as u64);
+        Ok(published)
+    }
+
+    /// Re-sends history from the event at `from_position` on, without moving the relay's
+    /// checkpoint; JetStream drops what it still holds (same `Nats-Msg-Id`) within its
+    /// duplicate window, and consumers ignore what they handled.
+    pub async fn republish(&self, from_position: i64, progress: impl Fn(usize)) -> Result<usize, BusError> {
+        let mut after = match self.store.log_position_before(from_position).await? {
+            Some(at) => at,
+            None if from_position <= 1 => LogPosition::START,
+            None => return Err(BusError::Store(StoreError::BrokenStream { stream: "log".into(), sequence: from_position })),
+        };
+        let mut total = 0;
+        loop {
+            let events = self.store.read_log(after, self.batch).await?;
+            let Some(last) = events.last().map(|e| e.log) else { return Ok(total) };
+            total += self.publish(&events).await?;
+            progress(total);
+            after = last;
+        }
+    }
+
+    /// Runs until `shutdown` resolves: publishes whenever events are appended here, and
+    /// polls for those appended by other processes. Errors (NATS or the database down) are
+    /// logged and retried from the last recorded checkpoint, so nothing is lost.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let _leader = loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                lead = self.lead() => match lead {
+                    Ok(lock) => break lock,
+                    Err(e) => tracing::warn!(error = %e, "relay cannot take the lead yet; retrying"),
+                },
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let waiter = self.store.appended().notified();
+            match self.publish_batch().await {
+                Ok(n) if n as i64 == self.batch => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = waiter => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "relay could not publish; will resume from its checkpoint");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// On PostgreSQL, waits to hold the relay lock on a connection of its own; the lock
+    /// goes with the connection if this process dies.
+    async fn lead(&self) -> Result<Option<sqlx::PgConnection>, StoreError> {
+        let crate::Backend::Postgres(pool) = self.store.backend() else { return Ok(None) };
+        // Detached: dropping it closes the session, which releases the lock; back in the pool
+        // it would keep the lock for whoever borrowed it next.
+        let mut conn = pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+            .bind(RELAY_LOCK_CLASS)
+            .bind(self.checkpoint_name())
+            .execute(&mut conn)
+            .await?;
+        tracing::info!(stream = %self.bus.config.stream, "relay is publishing");
+        Ok(Some(conn))
+    }
+}

@@ -1,0 +1,167 @@
+//! Test support: a store of its own for every test (a PostgreSQL schema or a SQLite file)
+//! and a JetStream stream of its own, all removed afterwards.
+//!
+//! When PostgreSQL or NATS is not reachable a test is skipped with a message saying so,
+//! except under `CI=true`, where a missing server fails the test.
+
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::jetstream::{Bus, BusConfig};
+use crate::Store;
+
+pub fn postgres_url() -> String {
+    std::env::var("AGORA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("AGORA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn required() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// Called when a server is missing: fails under CI, otherwise says plainly what is skipped.
+pub fn unavailable(what: &str, error: &dyn std::fmt::Display) {
+    if required() {
+        panic!("{what} is required under CI=true but not reachable: {error}");
+    }
+    eprintln!("SKIPPED: {what} is not reachable ({error}); this test did not run");
+}
+
+/// A store in a PostgreSQL schema of its own, dropped with the value.
+pub struct TestDatabase {
+    pub store: Store,
+    pub schema: String,
+    pub options: PgConnectOptions,
+}
+
+impl TestDatabase {
+    /// A second, independent store on the same schema: another "replica".
+    pub async fn another_store(&self, max_connections: u32) -> Store {
+        match Store::postgres(self.options.clone(), max_connections).await {
+            Ok(store) => store,
+            Err(e) => panic!("cannot open a second store on schema {}: {e}", self.schema),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        let url = postgres_url();
+        // Drop runs outside async context; a short-lived runtime on its own thread can
+        // still talk to the database.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A migrated store in a fresh PostgreSQL schema, or `None` (skipped) when there is no server.
+pub async fn postgres(max_connections: u32) -> Option<TestDatabase> {
+    let url = postgres_url();
+    let mut admin = match sqlx::PgConnection::connect(&url).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            unavailable(&format!("PostgreSQL at {url}"), &e);
+            return None;
+        }
+    };
+    let schema = format!("agora_test_{}", Uuid::new_v4().simple());
+    if let Err(e) = sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await {
+        panic!("cannot create test schema {schema}: {e}");
+    }
+    let _ = admin.close().await;
+    let options = match PgConnectOptions::from_str(&url) {
+        Ok(options) => options.options([("search_path", schema.as_str())]),
+        Err(e) => panic!("AGORA_TEST_DATABASE_URL is not a PostgreSQL URL: {e}"),
+    };
+    let store = match Store::postgres(options.clone(), max_connections).await {
+        Ok(store) => store,
+        Err(e) => panic!("cannot connect to test schema {schema}: {e}"),
+    };
+    if let Err(e) = store.migrate().await {
+        panic!("cannot migrate test schema {schema}: {e}");
+    }
+    Some(TestDatabase { store, schema, options })
+}
+
+/// A migrated store in a SQLite file in a temporary directory (kept alive by the guard).
+pub async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
+    };
+    let store = match Store::sqlite(&dir.path().join("events.db")).await {
+        Ok(store) => store,
+        Err(e) => panic!("cannot open SQLite store: {e}"),
+    };
+    if let Err(e) = store.migrate().await {
+        panic!("cannot migrate SQLite store: {e}");
+    }
+    (store, dir)
+}
+
+/// A JetStream stream with a subject prefix of its own, deleted with the value; `None`
+/// (skipped) when there is no server.
+pub struct TestBus {
+    pub bus: Bus,
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let bus = self.bus.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async move {
+                // The bus's client belongs to the test's runtime; use a connection of our own.
+                if let Ok(client) = async_nats::connect(bus.config.url.as_str()).await {
+                    let _ = async_nats::jetstream::new(client).delete_stream(&bus.config.stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn nats() -> Option<TestBus> {
+    let url = nats_url();
+    let prefix = format!("agoratest{}", Uuid::new_v4().simple());
+    match Bus::connect(BusConfig::new(&url, &prefix)).await {
+        Ok(bus) => Some(TestBus { bus }),
+        Err(e) => {
+            unavailable(&format!("NATS JetStream at {url}"), &e);
+            None
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {seconds} s waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

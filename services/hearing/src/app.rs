@@ -1,0 +1,576 @@
+//! Command handling and policies: who may do what to a hearing, and the thin path from a
+//! request through the aggregate to the store.
+
+use std::sync::Arc;
+
+use agora_auth::visibility::{can_see_hearing, HearingFacts};
+use agora_auth::Principal;
+use agora_eventstore::{AggregateStore, EventContext, EventRepository, RecordedEvent, Store, StoreError};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::{AggregateContext, AggregateError, EventStore};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::fields::{sanitize_file_name, sniff_content_type, Violation};
+use crate::domain::invitees::{parse_csv, parse_invitee, Pseudonymizer, RowError};
+use crate::domain::reference::{self, KleEntry, Reference, ReferenceCommand, ReferenceError, ReferenceItem};
+use crate::domain::{Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, StoredFile};
+
+/// Why a request was not carried out; the gRPC adapter maps each to its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("you must be logged in to {0}")]
+    Unauthenticated(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Violation>),
+    #[error("the hearing was changed by someone else at the same time; reload and try again")]
+    Conflict,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<HearingError> for AppError {
+    fn from(e: HearingError) -> Self {
+        match e {
+            HearingError::NotFound => AppError::NotFound("hearing".into()),
+            HearingError::AlreadyExists => AppError::FailedPrecondition("the hearing already exists".into()),
+            e @ HearingError::NotAllowedInState { .. } => AppError::FailedPrecondition(e.to_string()),
+            HearingError::Invalid(v) => AppError::Invalid(v),
+        }
+    }
+}
+
+impl From<ReferenceError> for AppError {
+    fn from(e: ReferenceError) -> Self {
+        match e {
+            ReferenceError::Invalid(v) => AppError::Invalid(v),
+            ReferenceError::NotFound => AppError::NotFound("reference data".into()),
+        }
+    }
+}
+
+impl<T: std::error::Error + Into<AppError>> From<AggregateError<T>> for AppError {
+    fn from(e: AggregateError<T>) -> Self {
+        match e {
+            AggregateError::UserError(e) => e.into(),
+            AggregateError::AggregateConflict => AppError::Conflict,
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => AppError::Conflict,
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Keyed hash of CPR numbers: the same person always gets the same reference, and the
+/// number cannot be recovered from it without the key.
+pub struct KeyedPseudonymizer {
+    key: Vec<u8>,
+}
+
+impl KeyedPseudonymizer {
+    pub fn new(key: &[u8]) -> Self {
+        Self { key: key.to_vec() }
+    }
+}
+
+impl Pseudonymizer for KeyedPseudonymizer {
+    fn person_reference(&self, cpr: &str) -> String {
+        // HMAC-SHA256 by hand (two nested hashes), to avoid a crate for one function.
+        let mut key = [0u8; 64];
+        if self.key.len() > 64 {
+            key[..32].copy_from_slice(&Sha256::digest(&self.key));
+        } else {
+            key[..self.key.len()].copy_from_slice(&self.key);
+        }
+        let inner_pad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
+        let outer_pad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
+        let inner = Sha256::new().chain_update(&inner_pad).chain_update(cpr.as_bytes()).finalize();
+        let outer = Sha256::new().chain_update(&outer_pad).chain_update(inner).finalize();
+        hex::encode(&outer[..16])
+    }
+}
+
+/// The time source; tests set it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// A file as uploaded, before checks.
+pub struct Upload {
+    pub field: String,
+    pub file_name: String,
+    pub content: Bytes,
+}
+
+/// The outcome of a CSV import: who was added, and each row that was not.
+#[derive(Debug)]
+pub struct ImportReport {
+    pub added: usize,
+    pub already_invited: usize,
+    pub errors: Vec<RowError>,
+}
+
+/// An entry of a hearing's audit trail: who did what, when.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub position: i64,
+    pub sequence: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub actor: String,
+    pub command: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    pub hash: String,
+}
+
+/// The hearing service's application layer.
+#[derive(Clone)]
+pub struct HearingApp {
+    pub store: Store,
+    hearings: Arc<AggregateStore<Hearing>>,
+    references: Arc<AggregateStore<Reference>>,
+    files: Arc<dyn ObjectStore>,
+    pseudonymizer: Arc<KeyedPseudonymizer>,
+    clock: Clock,
+}
+
+/// Long-running hearings collect many events (invitees, files); load from a snapshot.
+const SNAPSHOT_EVERY: usize = 50;
+
+fn actor(principal: &Principal) -> EventContext {
+    EventContext::for_actor(format!("user:{}", principal.user_id))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(id).map_err(|_| AppError::Invalid(vec![Violation::new("hearing_id", format!("'{id}' er ikke et gyldigt id"))]))
+}
+
+impl HearingApp {
+    pub fn new(store: Store, files: Arc<dyn ObjectStore>, pseudonym_key: &[u8], clock: Clock) -> Self {
+        let hearings = EventRepository::aggregate_store::<Hearing>(store.clone(), Some(SNAPSHOT_EVERY), Vec::new());
+        let references = EventRepository::aggregate_store::<Reference>(store.clone(), None, Vec::new());
+        Self {
+            store,
+            hearings: Arc::new(hearings),
+            references: Arc::new(references),
+            files,
+            pseudonymizer: Arc::new(KeyedPseudonymizer::new(pseudonym_key)),
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Runs a command: load, check who may, decide, commit. Returns the hearing after it.
+    async fn execute(
+        &self,
+        id: Uuid,
+        context: EventContext,
+        authorize: impl FnOnce(&Hearing) -> Result<(), AppError>,
+        command: HearingCommand,
+    ) -> Result<Hearing, AppError> {
+        let mut loaded = self.hearings.load_aggregate(&id.to_string()).await?;
+        let hearing = loaded.aggregate();
+        if !hearing.exists && !matches!(command, HearingCommand::Create { .. }) {
+            return Err(AppError::NotFound("hearing".into()));
+        }
+        authorize(hearing)?;
+        let events = hearing.decide(command.clone())?;
+        let mut after = hearing.clone();
+        if events.is_empty() {
+            return Ok(after);
+        }
+        for event in events.clone() {
+            cqrs_es::Aggregate::apply(&mut after, event);
+        }
+        let metadata = context.with_command(command.name()).to_metadata();
+        self.hearings.commit(events, loaded, metadata).await?;
+        Ok(after)
+    }
+
+    /// The hearing as stored now (the source of truth, not a read model).
+    pub async fn load(&self, id: Uuid) -> Result<Hearing, AppError> {
+        let loaded = self.hearings.load_aggregate(&id.to_string()).await?;
+        let mut loaded = loaded;
+        let hearing = loaded.aggregate().clone();
+        if !hearing.exists || hearing.status == HearingStatus::Deleted {
+            return Err(AppError::NotFound("hearing".into()));
+        }
+        Ok(hearing)
+    }
+
+    async fn facts(&self, id: Uuid, hearing: &Hearing, viewer: Option<&Principal>) -> Result<HearingFacts, AppError> {
+        let (reviewer, invitee) = match viewer {
+            Some(viewer) => {
+                let refs = crate::queries::viewer_references(viewer);
+                let reviewer = hearing.reviewers.contains(&viewer.user_id);
+                let invitee = hearing.invitees.keys().any(|k| refs.contains(k));
+                let _ = id;
+                (reviewer, invitee)
+            }
+            None => (false, false),
+        };
+        Ok(HearingFacts {
+            published: hearing.status.is_published(),
+            closed: hearing.closed,
+            internal: hearing.internal(),
+            viewer_is_owner: viewer.is_some_and(|v| v.user_id == hearing.owner),
+            viewer_is_reviewer: reviewer,
+            viewer_is_invitee: invitee,
+        })
+    }
+
+    /// A hearing if `viewer` may see it; one they may not see does not exist for them.
+    pub async fn get(&self, viewer: Option<&Principal>, id: &str) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let hearing = self.load(id).await?;
+        let facts = self.facts(id, &hearing, viewer).await?;
+        if !can_see_hearing(viewer, &facts) {
+            return Err(AppError::NotFound("hearing".into()));
+        }
+        Ok(hearing)
+    }
+
+    /// Owner, reviewers and administrators manage; others are refused (or told it does not
+    /// exist, when they may not even see it).
+    fn may_manage(principal: &Principal, hearing: &Hearing, action: &str) -> Result<(), AppError> {
+        if principal.is_administrator() || principal.user_id == hearing.owner {
+            return Ok(());
+        }
+        Err(AppError::PermissionDenied(format!("only the hearing's owner or an administrator may {action}")))
+    }
+
+    pub async fn create(&self, principal: &Principal, hearing_type_id: &str) -> Result<(Uuid, Hearing), AppError> {
+        if !principal.is_employee() || !principal.can_create_hearings() {
+            return Err(AppError::PermissionDenied("only employees with the hearing creator role may create hearings".into()));
+        }
+        let hearing_type = match self.reference_item("hearing_type", hearing_type_id).await? {
+            Some((ReferenceItem::HearingType(t), false)) => t,
+            Some((_, true)) => {
+                return Err(AppError::Invalid(vec![Violation::new("hearing_type_id", format!("høringstypen '{hearing_type_id}' er udgået"))]));
+            }
+            _ => return Err(AppError::Invalid(vec![Violation::new("hearing_type_id", format!("ukendt høringstype '{hearing_type_id}'"))])),
+        };
+        let id = Uuid::now_v7();
+        let hearing = self
+            .execute(id, actor(principal), |_| Ok(()), HearingCommand::Create { hearing_type, owner: principal.user_id })
+            .await?;
+        Ok((id, hearing))
+    }
+
+    pub async fn update(&self, principal: &Principal, id: &str, changes: HearingChanges) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let mut violations = Vec::new();
+        if let Some(area) = changes.subject_area_id.as_deref().filter(|a| !a.is_empty()) {
+            self.require_reference("subject_area", "subject_area_id", area, &mut violations).await?;
+        }
+        if let Some(area) = changes.city_area_id.as_deref().filter(|a| !a.is_empty()) {
+            self.require_reference("city_area", "city_area_id", area, &mut violations).await?;
+        }
+        if let Some(kle) = changes.kle_number.as_deref().filter(|k| !k.is_empty()) {
+            if crate::queries::kle_numbers(&self.store, kle, "", 1).await?.iter().all(|e| e.number != kle) {
+                violations.push(Violation::new("kle_number", format!("'{kle}' er ikke et KLE-nummer")));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(AppError::Invalid(violations));
+        }
+        let now = self.now();
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "change it"), HearingCommand::Update { changes, now })
+            .await
+    }
+
+    async fn require_reference(&self, kind: &str, field: &str, id: &str, violations: &mut Vec<Violation>) -> Result<(), AppError> {
+        match self.reference_item(kind, id).await? {
+            Some((_, false)) => {}
+            Some((_, true)) => violations.push(Violation::new(field, format!("'{id}' er udgået"))),
+            None => violations.push(Violation::new(field, format!("ukendt værdi '{id}'"))),
+        }
+        Ok(())
+    }
+
+    pub async fn publish(&self, principal: &Principal, id: &str) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let now = self.now();
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "publish it"), HearingCommand::Publish { now }).await
+    }
+
+    pub async fn conclude(&self, principal: &Principal, id: &str, conclusion: Option<String>) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "conclude it"), HearingCommand::Conclude { conclusion })
+            .await
+    }
+
+    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), AppError> {
+        let id = parse_id(id)?;
+        let by_administrator = principal.is_administrator();
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "delete it"), HearingCommand::Delete { by_administrator })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn reassign_owner(&self, principal: &Principal, id: &str, owner: &str) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let owner = Uuid::parse_str(owner).map_err(|_| AppError::Invalid(vec![Violation::new("owner_id", "ikke et gyldigt bruger-id")]))?;
+        let authorize = |_: &Hearing| {
+            if principal.is_administrator() {
+                Ok(())
+            } else {
+                Err(AppError::PermissionDenied("only an administrator may reassign a hearing's owner".into()))
+            }
+        };
+        self.execute(id, actor(principal), authorize, HearingCommand::ReassignOwner { owner }).await
+    }
+
+    pub async fn set_reviewer(&self, principal: &Principal, id: &str, user: &str, add: bool) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let user = Uuid::parse_str(user).map_err(|_| AppError::Invalid(vec![Violation::new("user_id", "ikke et gyldigt bruger-id")]))?;
+        let command = if add { HearingCommand::AddReviewer { user } } else { HearingCommand::RemoveReviewer { user } };
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "change its reviewers"), command).await
+    }
+
+    /// Invites people by identifier (e-mail, CPR, CVR, `group:…`, `user:…`); every bad
+    /// identifier is named and nothing is added unless all are good.
+    pub async fn invite(&self, principal: &Principal, id: &str, identifiers: &[(String, String)]) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let mut invitees = Vec::new();
+        let mut violations = Vec::new();
+        for (i, (identifier, label)) in identifiers.iter().enumerate() {
+            match parse_invitee(identifier, label, self.pseudonymizer.as_ref()) {
+                Ok(invitee) => invitees.push(invitee),
+                Err(message) => violations.push(Violation::new(&format!("invitees[{i}]"), message)),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(AppError::Invalid(violations));
+        }
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "invite to it"), HearingCommand::AddInvitees { invitees })
+            .await
+    }
+
+    /// Imports invitees from a CSV file: the good rows are added, each bad row reported.
+    pub async fn import_invitees(&self, principal: &Principal, id: &str, csv: &[u8]) -> Result<ImportReport, AppError> {
+        let hearing_id = parse_id(id)?;
+        let text = std::str::from_utf8(csv)
+            .map_err(|_| AppError::Invalid(vec![Violation::new("csv", "filen er ikke UTF-8-tekst")]))?;
+        let (invitees, errors) = parse_csv(text, self.pseudonymizer.as_ref());
+        let before = self.load(hearing_id).await?.invitees.len();
+        let count = invitees.len();
+        let after = self
+            .execute(
+                hearing_id,
+                actor(principal),
+                |h| Self::may_manage(principal, h, "invite to it"),
+                HearingCommand::AddInvitees { invitees },
+            )
+            .await?;
+        let added = after.invitees.len().saturating_sub(before);
+        Ok(ImportReport { added, already_invited: count - added, errors })
+    }
+
+    pub async fn remove_invitee(&self, principal: &Principal, id: &str, reference: &str) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let command = HearingCommand::RemoveInvitee { reference: reference.to_string() };
+        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "change its invitees"), command).await
+    }
+
+    /// Stores a file for a field after checking its type by content and its size; the file
+    /// is removed again if the hearing refuses it, so nothing is left half-written.
+    pub async fn attach_file(&self, principal: &Principal, id: &str, upload: Upload) -> Result<(Hearing, StoredFile), AppError> {
+        let hearing_id = parse_id(id)?;
+        let hearing = self.load(hearing_id).await?;
+        Self::may_manage(principal, &hearing, "attach files")?;
+        let content_type = sniff_content_type(&upload.content).unwrap_or("application/octet-stream").to_string();
+        let file = StoredFile {
+            id: Uuid::now_v7(),
+            field: upload.field,
+            name: sanitize_file_name(&upload.file_name),
+            content_type,
+            size: upload.content.len() as u64,
+            sha256: hex::encode(Sha256::digest(&upload.content)),
+        };
+        // Check before writing anything: the aggregate's rule on a copy.
+        hearing.decide(HearingCommand::AttachFile { file: file.clone() })?;
+        let path = file_path(hearing_id, file.id);
+        self.files
+            .put(&path, upload.content.into())
+            .await
+            .map_err(|e| AppError::Internal(format!("cannot store the file: {e}")))?;
+        let result = self
+            .execute(hearing_id, actor(principal), |h| Self::may_manage(principal, h, "attach files"), HearingCommand::AttachFile { file: file.clone() })
+            .await;
+        match result {
+            Ok(hearing) => Ok((hearing, file)),
+            Err(e) => {
+                let _ = self.files.delete(&path).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn remove_file(&self, principal: &Principal, id: &str, file_id: &str) -> Result<Hearing, AppError> {
+        let hearing_id = parse_id(id)?;
+        let file_id = Uuid::parse_str(file_id).map_err(|_| AppError::Invalid(vec![Violation::new("file_id", "ikke et gyldigt fil-id")]))?;
+        let command = HearingCommand::RemoveFile { file_id };
+        // The content stays in the object store: the log refers to it, and erasure is a
+        // separate, deliberate act.
+        self.execute(hearing_id, actor(principal), |h| Self::may_manage(principal, h, "remove files"), command).await
+    }
+
+    /// A file's content, if the viewer may see its hearing.
+    pub async fn read_file(&self, viewer: Option<&Principal>, id: &str, file_id: &str) -> Result<(StoredFile, Bytes), AppError> {
+        let hearing = self.get(viewer, id).await?;
+        let hearing_id = parse_id(id)?;
+        let file = hearing
+            .files
+            .iter()
+            .find(|f| f.id.to_string() == file_id)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound("file".into()))?;
+        let bytes = self
+            .files
+            .get(&file_path(hearing_id, file.id))
+            .await
+            .map_err(|e| AppError::Internal(format!("cannot read the file: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| AppError::Internal(format!("cannot read the file: {e}")))?;
+        Ok((file, bytes))
+    }
+
+    /// Moves one hearing along the clock; safe to call from any number of replicas.
+    pub async fn advance_clock(&self, id: &str, now: DateTime<Utc>) -> Result<Hearing, AppError> {
+        let id = parse_id(id)?;
+        let context = EventContext::for_actor("system:scheduler");
+        let hearing = self.execute(id, context, |_| Ok(()), HearingCommand::AdvanceClock { now }).await?;
+        Ok(hearing)
+    }
+
+    /// Who did what, when, straight from the hearing's events.
+    pub async fn audit_trail(&self, principal: &Principal, id: &str) -> Result<Vec<AuditEntry>, AppError> {
+        let hearing_id = parse_id(id)?;
+        let hearing = self.load(hearing_id).await.or_else(|e| match e {
+            // Administrators may read the trail of a deleted hearing too.
+            AppError::NotFound(_) if principal.is_administrator() => Ok(Hearing::default()),
+            e => Err(e),
+        })?;
+        let reviewer = hearing.reviewers.contains(&principal.user_id);
+        if !(principal.is_administrator() || principal.user_id == hearing.owner || reviewer) {
+            return Err(AppError::PermissionDenied("only the owner, reviewers and administrators may read the audit trail".into()));
+        }
+        let events = self.store.read_stream(<Hearing as cqrs_es::Aggregate>::TYPE, &hearing_id.to_string(), 0).await?;
+        if events.is_empty() {
+            return Err(AppError::NotFound("hearing".into()));
+        }
+        Ok(events.into_iter().map(audit_entry).collect())
+    }
+
+    // Reference data.
+
+    fn require_administrator(principal: &Principal) -> Result<(), AppError> {
+        if principal.is_administrator() {
+            Ok(())
+        } else {
+            Err(AppError::PermissionDenied("only administrators may change reference data".into()))
+        }
+    }
+
+    async fn execute_reference(&self, principal: &Principal, aggregate_id: &str, command: ReferenceCommand) -> Result<(), AppError> {
+        Self::require_administrator(principal)?;
+        let mut loaded = self.references.load_aggregate(aggregate_id).await?;
+        let events = loaded.aggregate().decide(command)?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let metadata = actor(principal).with_command("ChangeReferenceData").to_metadata();
+        self.references.commit(events, loaded, metadata).await?;
+        Ok(())
+    }
+
+    pub async fn define_reference(&self, principal: &Principal, item: ReferenceItem) -> Result<(), AppError> {
+        let aggregate_id = item.aggregate_id();
+        self.execute_reference(principal, &aggregate_id, ReferenceCommand::Define(item)).await
+    }
+
+    pub async fn retire_reference(&self, principal: &Principal, kind: &str, id: &str) -> Result<(), AppError> {
+        self.execute_reference(principal, &reference::aggregate_id(kind, id), ReferenceCommand::Retire).await
+    }
+
+    pub async fn load_kle(&self, principal: &Principal, entries: Vec<KleEntry>) -> Result<usize, AppError> {
+        let n = entries.len();
+        self.execute_reference(principal, reference::KLE_AGGREGATE_ID, ReferenceCommand::LoadKle(entries)).await?;
+        Ok(n)
+    }
+
+    /// One reference item from the source of truth, with whether it is retired.
+    pub async fn reference_item(&self, kind: &str, id: &str) -> Result<Option<(ReferenceItem, bool)>, AppError> {
+        let mut loaded = self.references.load_aggregate(&reference::aggregate_id(kind, id)).await?;
+        let reference = loaded.aggregate();
+        Ok(reference.item.clone().filter(|item| item.kind() == kind).map(|item| (item, reference.retired)))
+    }
+
+    /// Whether the log has any event yet (the demo seed runs on an empty store only once).
+    pub async fn is_empty(&self) -> Result<bool, AppError> {
+        let repo = EventRepository::new(self.store.clone());
+        let kle = repo.get_events::<Reference>(reference::KLE_AGGREGATE_ID).await.map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(kle.is_empty())
+    }
+}
+
+fn file_path(hearing_id: Uuid, file_id: Uuid) -> ObjectPath {
+    ObjectPath::from(format!("hearings/{hearing_id}/{file_id}"))
+}
+
+fn audit_entry(event: RecordedEvent) -> AuditEntry {
+    AuditEntry {
+        position: event.position(),
+        sequence: event.sequence,
+        event_id: event.event_id,
+        actor: event.metadata_str(agora_eventstore::metadata::keys::ACTOR).unwrap_or("").to_string(),
+        command: event.metadata_str(agora_eventstore::metadata::keys::COMMAND).unwrap_or("").to_string(),
+        event_type: event.event_type,
+        recorded_at: event.recorded_at,
+        payload: event.payload.get("data").cloned().unwrap_or(serde_json::Value::Null),
+        hash: event.hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_stable_keyed_and_do_not_contain_the_number() {
+        let a = KeyedPseudonymizer::new(b"key-a");
+        let b = KeyedPseudonymizer::new(b"key-b");
+        assert_eq!(a.person_reference("0101801234"), a.person_reference("0101801234"));
+        assert_ne!(a.person_reference("0101801234"), b.person_reference("0101801234"));
+        assert_ne!(a.person_reference("0101801234"), a.person_reference("0101801235"));
+        assert!(!a.person_reference("0101801234").contains("0101801234"));
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let p = KeyedPseudonymizer::new(b"Jefe");
+        assert_eq!(p.person_reference("what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c7");
+    }
+}

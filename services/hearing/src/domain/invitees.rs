@@ -1,0 +1,149 @@
+//! Reading invitees from what owners type or upload: e-mail addresses, CPR and CVR numbers,
+//! invitation groups, and CSV files with a report of every row that could not be used.
+
+use super::{Invitee, InviteeKind};
+
+/// Turns a CPR number into a stable pseudonymous reference (a keyed hash held by the
+/// service), so that no event or table ever holds the number itself.
+pub trait Pseudonymizer {
+    fn person_reference(&self, cpr: &str) -> String;
+}
+
+/// A row that could not be read, by its number in the file (1-based, header included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub row: usize,
+    pub message: String,
+}
+
+/// Reads one invitee from an identifier: an e-mail address, a CPR number (ddmmyy-xxxx or
+/// 10 digits), a CVR number (8 digits) or `group:<id>`.
+pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudonymizer) -> Result<Invitee, String> {
+    let identifier = identifier.trim();
+    let label = label.trim();
+    if let Some(group) = identifier.strip_prefix("group:") {
+        if group.trim().is_empty() {
+            return Err("gruppen mangler et id".into());
+        }
+        return Ok(Invitee {
+            reference: format!("group:{}", group.trim()),
+            kind: InviteeKind::Group,
+            label: if label.is_empty() { group.trim().to_string() } else { label.to_string() },
+        });
+    }
+    if let Some(user) = identifier.strip_prefix("user:") {
+        let id = uuid::Uuid::parse_str(user.trim()).map_err(|_| format!("'{user}' er ikke et bruger-id"))?;
+        return Ok(Invitee {
+            reference: format!("user:{id}"),
+            kind: InviteeKind::User,
+            label: if label.is_empty() { id.to_string() } else { label.to_string() },
+        });
+    }
+    if identifier.contains('@') {
+        if !super::looks_like_email(identifier) {
+            return Err(format!("'{identifier}' er ikke en gyldig e-mailadresse"));
+        }
+        let email = identifier.to_lowercase();
+        return Ok(Invitee {
+            reference: format!("email:{email}"),
+            kind: InviteeKind::Email,
+            label: if label.is_empty() { email } else { label.to_string() },
+        });
+    }
+    let digits: String = identifier.chars().filter(|c| *c != '-' && *c != ' ').collect();
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        return match digits.len() {
+            10 if plausible_cpr_date(&digits) => Ok(Invitee {
+                reference: format!("person:{}", pseudonymizer.person_reference(&digits)),
+                kind: InviteeKind::Person,
+                // Never echo the number: the label is what the owner gave, or masked.
+                label: if label.is_empty() { format!("{}-xxxx", &digits[..6]) } else { label.to_string() },
+            }),
+            10 => Err("CPR-nummeret har ikke en gyldig dato".into()),
+            8 => Ok(Invitee {
+                reference: format!("company:{digits}"),
+                kind: InviteeKind::Company,
+                label: if label.is_empty() { format!("CVR {digits}") } else { label.to_string() },
+            }),
+            n => Err(format!("{n} cifre er hverken et CPR-nummer (10) eller et CVR-nummer (8)")),
+        };
+    }
+    if identifier.is_empty() {
+        return Err("tom række".into());
+    }
+    Err("ukendt modtager: angiv e-mail, CPR, CVR eller group:<id>".into())
+}
+
+fn plausible_cpr_date(digits: &str) -> bool {
+    let day: u32 = digits[0..2].parse().unwrap_or(0);
+    let month: u32 = digits[2..4].parse().unwrap_or(0);
+    (1..=31).contains(&day) && (1..=12).contains(&month)
+}
+
+/// Reads a CSV of invitees: `identifier[;name]` or `identifier[,name]` per row, an optional
+/// header row. Returns what could be read and an error per row that could not.
+pub fn parse_csv(text: &str, pseudonymizer: &dyn Pseudonymizer) -> (Vec<Invitee>, Vec<RowError>) {
+    let mut invitees = Vec::new();
+    let mut errors = Vec::new();
+    let text = text.trim_start_matches('\u{feff}');
+    for (index, line) in text.lines().enumerate() {
+        let row = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let separator = if line.contains(';') { ';' } else { ',' };
+        let mut columns = line.splitn(2, separator);
+        let identifier = columns.next().unwrap_or_default().trim().trim_matches('"');
+        let label = columns.next().unwrap_or_default().trim().trim_matches('"');
+        if row == 1 && matches!(identifier.to_lowercase().as_str(), "identifier" | "id" | "email" | "e-mail" | "modtager" | "identifikation") {
+            continue;
+        }
+        match parse_invitee(identifier, label, pseudonymizer) {
+            Ok(invitee) if invitees.iter().any(|i: &Invitee| i.reference == invitee.reference) => {
+                errors.push(RowError { row, message: "modtageren står allerede i filen".into() })
+            }
+            Ok(invitee) => invitees.push(invitee),
+            Err(message) => errors.push(RowError { row, message }),
+        }
+    }
+    (invitees, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake;
+    impl Pseudonymizer for Fake {
+        fn person_reference(&self, cpr: &str) -> String {
+            format!("ref{}", cpr.len())
+        }
+    }
+
+    #[test]
+    fn a_csv_with_good_and_bad_rows_reports_each_bad_row() {
+        let csv = "identifier;navn\nanna@example.dk;Anna\n0101801234;Bo\n12345678;Firma A/S\nnot-an-email@\n123\nanna@example.dk\n3213801234\n";
+        let (invitees, errors) = parse_csv(csv, &Fake);
+        assert_eq!(invitees.len(), 3);
+        assert_eq!(invitees[0].reference, "email:anna@example.dk");
+        assert_eq!(invitees[1].reference, "person:ref10");
+        assert_eq!(invitees[2].reference, "company:12345678");
+        let rows: Vec<usize> = errors.iter().map(|e| e.row).collect();
+        assert_eq!(rows, vec![5, 6, 7, 8], "{errors:?}");
+        assert!(errors[2].message.contains("allerede"));
+    }
+
+    #[test]
+    fn a_cpr_number_never_reaches_the_invitee() {
+        let invitee = parse_invitee("010180-1234", "", &Fake).expect("valid");
+        assert_eq!(invitee.kind, InviteeKind::Person);
+        assert!(!invitee.reference.contains("1234") && !invitee.label.contains("1234"), "{invitee:?}");
+    }
+
+    #[test]
+    fn groups_and_emails() {
+        assert_eq!(parse_invitee("group:naboer", "", &Fake).expect("group").kind, InviteeKind::Group);
+        assert_eq!(parse_invitee("Anna@Example.DK", "", &Fake).expect("email").reference, "email:anna@example.dk");
+        assert!(parse_invitee("group:", "", &Fake).is_err());
+    }
+}
