@@ -200,7 +200,12 @@ impl LocalIntegrationFeed {
             let events = self.store.read_log(after, 1000).await?;
             let Some(last) = events.last().map(|e| e.log) else { return Ok(handled) };
             for event in &events {
-                let Some(integration) = self.mapper.map(event) else { continue };
+                let mapped = self.mapper.map(event).await.map_err(|reason| BusError::Handler {
+                    consumer: self.handler.name().to_string(),
+                    event_id: event.event_id,
+                    reason,
+                })?;
+                let Some(integration) = mapped else { continue };
                 let prefix = self.handler.filter().trim_end_matches('>').trim_end_matches('.');
                 if !integration.nats_subject.starts_with(prefix) {
                     continue;

@@ -8,17 +8,25 @@ use crate::db::{LogPosition, RecordedEvent, StoreError};
 use crate::jetstream::{Bus, BusError, IntegrationEvent};
 use crate::Store;
 
-/// Maps stored domain events to the public integration events; `None` keeps an event internal.
+/// Maps stored domain events to the public integration events; `Ok(None)` keeps an event
+/// internal. Called in log order, so a mapper may keep per-stream state between calls.
+#[async_trait::async_trait]
 pub trait IntegrationMapper: Send + Sync {
-    fn map(&self, event: &RecordedEvent) -> Option<IntegrationEvent>;
+    async fn map(&self, event: &RecordedEvent) -> Result<Option<IntegrationEvent>, String>;
 }
 
 /// Several mappers (one per service in the process) behind one.
 pub struct Mappers(pub Vec<Arc<dyn IntegrationMapper>>);
 
+#[async_trait::async_trait]
 impl IntegrationMapper for Mappers {
-    fn map(&self, event: &RecordedEvent) -> Option<IntegrationEvent> {
-        self.0.iter().find_map(|m| m.map(event))
+    async fn map(&self, event: &RecordedEvent) -> Result<Option<IntegrationEvent>, String> {
+        for mapper in &self.0 {
+            if let Some(mapped) = mapper.map(event).await? {
+                return Ok(Some(mapped));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -58,7 +66,8 @@ impl Relay {
     async fn publish(&self, events: &[RecordedEvent]) -> Result<usize, BusError> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
-            let Some(integration) = self.mapper.map(event) else { continue };
+            let mapped = self.mapper.map(event).await.map_err(|reason| BusError::Publish(format!("mapping event {}: {reason}", event.position())))?;
+            let Some(integration) = mapped else { continue };
             let subject = self.bus.config.subject(&integration);
             let ack = self
                 .bus

@@ -30,7 +30,7 @@ pub const LOG_FORMAT_ENV: &str = "AGORA_LOG_FORMAT";
 /// Environment variable holding the `tracing` filter directives.
 pub const LOG_FILTER_ENV: &str = "RUST_LOG";
 /// Filter used when [`LOG_FILTER_ENV`] is unset or empty.
-pub const DEFAULT_LOG_FILTER: &str = "info";
+pub const DEFAULT_LOG_FILTER: &str = "info,opentelemetry=warn,opentelemetry_sdk=warn,h2=warn,hyper=warn,tower=warn";
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,1 +1,113 @@
-fn main() {}
+//! `agora`: the one binary. `agora run` runs every service in one process on the embedded
+//! default (SQLite, no servers); `agora run --target hearing` runs chosen services against
+//! PostgreSQL and NATS JetStream. It also carries the operator's tools.
+
+mod bench;
+mod config;
+mod demo;
+mod run;
+mod tools;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConnectArgs, RunArgs};
+
+#[derive(Parser)]
+#[command(name = "agora", version, about = "Agora: the digital hearing portal")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services: all of them on the embedded default, or the given targets distributed.
+    Run(RunArgs),
+    /// Create or update the database schema of the event store and the read models.
+    Migrate(ConnectArgs),
+    /// Check the audit log's hash chains.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Re-send the event history to JetStream from a global position.
+    Republish {
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[arg(long, env = "AGORA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[arg(long, env = "AGORA_NATS_PREFIX", default_value = "agora")]
+        nats_prefix: String,
+    },
+    /// Read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
+    /// Development tokens for the demo users (embedded mode only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Benchmarks; figures go to docs/benchmarks.md.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk every stream; exit 0 when intact, 1 naming the stream and position otherwise.
+    Verify(ConnectArgs),
+}
+
+#[derive(Subcommand)]
+enum ProjectionCommand {
+    /// Empty the read models and apply the whole log again.
+    Rebuild(ConnectArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print an access token for a demo user (admin, karen, lars, erik, birgitte, carl, dorte).
+    Issue {
+        user: String,
+        #[arg(long, env = "AGORA_DATA_DIR", default_value = "./agora-data")]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await.map(|_| 0),
+            Command::Migrate(connect) => tools::migrate(connect).await.map(|_| 0),
+            Command::Audit { command: AuditCommand::Verify(connect) } => tools::audit_verify(connect).await,
+            Command::Republish { from, connect, nats_url, nats_prefix } => {
+                tools::republish(connect, &nats_url, &nats_prefix, from).await.map(|_| 0)
+            }
+            Command::Projections { command: ProjectionCommand::Rebuild(connect) } => tools::rebuild(connect).await.map(|_| 0),
+            Command::Token { command: TokenCommand::Issue { user, data_dir } } => tools::issue_token(&data_dir, &user).map(|_| 0),
+            Command::Bench { command } => bench::run(command).await.map(|_| 0),
+        }
+    });
+    match result {
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

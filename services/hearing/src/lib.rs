@@ -8,6 +8,8 @@
 
 pub mod app;
 pub mod domain;
+pub mod grpc;
+pub mod integration;
 pub mod projections;
 pub mod queries;
 pub mod scheduler;

@@ -1,0 +1,667 @@
+//! The event store's behaviour, the same on PostgreSQL and SQLite: every scenario is an
+//! `async fn scenario(db: Db)` run once per backend (`<scenario>::sqlite`,
+//! `<scenario>::postgres`; the latter is skipped when PostgreSQL is not reachable).
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_eventstore::audit::{self, Finding, Problem};
+use agora_eventstore::consumer::{Projection, ProjectionError, ProjectionRunner};
+use agora_eventstore::jetstream::{handle_once, IntegrationEvent, IntegrationHandler};
+use agora_eventstore::{on_backend, on_tx, DbTx, EventContext, EventRepository, LogPosition, RecordedEvent, Store};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use cqrs_es::persist::SemanticVersionEventUpcaster;
+use cqrs_es::{AggregateError, EventStore};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use common::*;
+
+// 1. Append and load --------------------------------------------------------------------
+
+on_both_backends!(append_and_load);
+
+async fn append_and_load(db: Db) {
+    let store = db.store.clone();
+    let counters = counter_store(&store, None);
+    let correlation = Uuid::now_v7();
+    let context = EventContext::for_actor("user:x").with_command("Add").with_correlation(correlation);
+    let first_metadata = context.to_metadata();
+
+    execute(&counters, "c-1", CounterCommand::Add(vec![3, 4]), first_metadata.clone()).await.or_fail("first command");
+    execute(&counters, "c-1", CounterCommand::Label("first".into()), metadata("user:y")).await.or_fail("second command");
+    execute(&counters, "c-1", CounterCommand::Add(vec![-2]), first_metadata.clone()).await.or_fail("third command");
+    // Another stream in between, which must not leak into c-1.
+    add(&counters, "c-2", &[100]).await;
+
+    assert_eq!(
+        load(&counters, "c-1").await,
+        Counter { total: 5, amounts: vec![3, 4, -2], label: Some("first".into()) }
+    );
+    assert_eq!(load(&counters, "c-2").await.amounts, vec![100]);
+    assert_eq!(load(&counters, "never-written").await, Counter::default());
+
+    // A rejected command writes nothing.
+    let rejected = execute(&counters, "c-1", CounterCommand::Add(vec![1, 0]), metadata("user:x")).await;
+    assert!(matches!(rejected, Err(AggregateError::UserError(_))), "adding zero must be refused");
+
+    let events = store.read_stream(COUNTER, "c-1", 0).await.or_fail("read_stream");
+    assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        vec!["Added", "Added", "Labelled", "Added"]
+    );
+    assert!(events.iter().all(|e| e.aggregate_type == COUNTER && e.aggregate_id == "c-1"));
+    assert!(events.iter().all(|e| e.event_version == EVENT_VERSION));
+    assert_eq!(events[0].payload, json!({"Added": {"amount": 3}}));
+    assert_eq!(events[2].payload, json!({"Labelled": {"label": "first"}}));
+
+    // Metadata: who, in answer to what, caused by what.
+    let correlation = correlation.to_string();
+    for event in [&events[0], &events[1], &events[3]] {
+        assert_eq!(event.metadata_str("actor"), Some("user:x"), "event {}", event.sequence);
+        assert_eq!(event.metadata_str("correlation_id"), Some(correlation.as_str()));
+        assert_eq!(event.metadata_str("causation_id"), Some(correlation.as_str()));
+        assert_eq!(event.metadata_str("command"), Some("Add"));
+    }
+    assert_eq!(events[2].metadata_str("actor"), Some("user:y"));
+    assert_ne!(events[2].metadata_str("correlation_id"), Some(correlation.as_str()));
+    // cqrs-es hands back exactly the metadata it was given.
+    let envelopes = counters.load_events("c-1").await.or_fail("load_events");
+    assert_eq!(envelopes.len(), 4);
+    assert_eq!(envelopes[0].metadata, first_metadata);
+
+    // Ids are UUIDv7 and unique; time and hash are set.
+    assert!(events.iter().all(|e| e.event_id.get_version_num() == 7), "event ids must be UUIDv7");
+    let ids: HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), events.len(), "event ids must be distinct");
+    let now = Utc::now();
+    for event in &events {
+        assert_ne!(event.recorded_at, chrono::DateTime::<Utc>::default(), "recorded_at must be set");
+        assert!((now - event.recorded_at).num_hours().abs() < 1, "recorded_at {} is not about now", event.recorded_at);
+        assert_eq!(event.hash.len(), 64, "hex SHA-256 expected, got {:?}", event.hash);
+    }
+    let hashes: HashSet<&str> = events.iter().map(|e| e.hash.as_str()).collect();
+    assert_eq!(hashes.len(), events.len());
+    assert!(events.windows(2).all(|w| w[0].log < w[1].log), "a stream's events are in log order");
+
+    // Reading part of a stream.
+    let tail = store.read_stream(COUNTER, "c-1", 2).await.or_fail("read_stream after 2");
+    assert_eq!(tail.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![events[2].event_id, events[3].event_id]);
+
+    // The global log holds the same events, in the order they were written.
+    let log = store.read_log(LogPosition::START, 100).await.or_fail("read_log");
+    assert_eq!(log.len(), 5);
+    let in_log: Vec<Uuid> = log.iter().filter(|e| e.aggregate_id == "c-1").map(|e| e.event_id).collect();
+    assert_eq!(in_log, events.iter().map(|e| e.event_id).collect::<Vec<_>>());
+    assert_eq!(log[4].aggregate_id, "c-2");
+    assert!(log.windows(2).all(|w| w[0].log < w[1].log));
+    assert_eq!(store.log_extent().await.or_fail("log_extent").0, 5);
+    // Paging through the log returns the same events.
+    let mut paged = Vec::new();
+    let mut after = LogPosition::START;
+    loop {
+        let page = store.read_log(after, 2).await.or_fail("read_log page");
+        let Some(last) = page.last() else { break };
+        after = last.log;
+        paged.extend(page.into_iter().map(|e| e.event_id));
+    }
+    assert_eq!(paged, log.iter().map(|e| e.event_id).collect::<Vec<_>>());
+}
+
+// 2. Optimistic concurrency -------------------------------------------------------------
+
+on_both_backends!(optimistic_concurrency);
+
+fn added(amounts: &[i64]) -> Vec<CounterEvent> {
+    amounts.iter().map(|&amount| CounterEvent::Added { amount }).collect()
+}
+
+async fn optimistic_concurrency(db: Db) {
+    let counters = Arc::new(counter_store(&db.store, None));
+    add(&counters, "c", &[1]).await;
+    let mut expected = vec![1];
+
+    // One after the other: the second writer decided on a stale version.
+    let first = counters.load_aggregate("c").await.or_fail("load first");
+    let second = counters.load_aggregate("c").await.or_fail("load second");
+    assert_eq!((first.current_sequence, second.current_sequence), (1, 1));
+    counters.commit(added(&[10, 20, 30]), first, metadata("user:a")).await.or_fail("first commit");
+    expected.extend([10, 20, 30]);
+    let stale = counters.commit(added(&[-1, -2]), second, metadata("user:b")).await;
+    assert!(matches!(stale, Err(AggregateError::AggregateConflict)), "expected a conflict, got {stale:?}");
+    assert_eq!(load(&counters, "c").await.amounts, expected);
+
+    // Truly concurrent, several rounds: exactly one of two commits wins, whole.
+    for round in 0..10i64 {
+        let a = counters.load_aggregate("c").await.or_fail("load a");
+        let b = counters.load_aggregate("c").await.or_fail("load b");
+        let a_events = [1000 + round, 2000 + round, 3000 + round];
+        let b_events = [-1000 - round, -2000 - round];
+        let (ra, rb) = tokio::join!(
+            tokio::spawn({
+                let counters = counters.clone();
+                async move { counters.commit(added(&a_events), a, metadata("user:a")).await }
+            }),
+            tokio::spawn({
+                let counters = counters.clone();
+                async move { counters.commit(added(&b_events), b, metadata("user:b")).await }
+            }),
+        );
+        let (ra, rb) = (ra.or_fail("task a"), rb.or_fail("task b"));
+        match (&ra, &rb) {
+            (Ok(_), Err(AggregateError::AggregateConflict)) => expected.extend(a_events),
+            (Err(AggregateError::AggregateConflict), Ok(_)) => expected.extend(b_events),
+            _ => panic!("round {round}: expected exactly one winner and one conflict, got {ra:?} and {rb:?}"),
+        }
+        let stream = db.store.read_stream(COUNTER, "c", 0).await.or_fail("read_stream");
+        assert_eq!(stream.len(), expected.len(), "round {round}: only the winner's events are stored");
+        assert!(stream.iter().enumerate().all(|(i, e)| e.sequence == i as i64 + 1), "sequences stay contiguous");
+    }
+    assert_eq!(load(&counters, "c").await.amounts, expected);
+    let report = audit::verify(&db.store).await.or_fail("verify");
+    assert!(report.intact(), "{:?}", report.findings);
+    assert_eq!(report.events, expected.len() as u64);
+}
+
+// 3. Global order under concurrent writers ---------------------------------------------
+
+on_both_backends!(global_order_with_concurrent_writers, 16);
+
+async fn global_order_with_concurrent_writers(db: Db) {
+    const WRITERS: usize = 8;
+    const EVENTS_PER_WRITER: usize = 200;
+    const STREAMS_PER_WRITER: usize = 4;
+    const TOTAL: usize = WRITERS * EVENTS_PER_WRITER;
+
+    let store = db.store.clone();
+    let writing = Arc::new(AtomicBool::new(true));
+    let reader = tokio::spawn({
+        let store = store.clone();
+        let writing = writing.clone();
+        async move {
+            let mut after = LogPosition::START;
+            let mut seen = Vec::with_capacity(TOTAL);
+            let mut batches_while_writing = 0usize;
+            while seen.len() < TOTAL {
+                let appended = store.appended().notified();
+                let batch = store.read_log(after, 100).await.or_fail("read_log");
+                for event in &batch {
+                    assert!(event.log > after, "log went backwards or repeated: {:?} after {:?}", event.log, after);
+                    after = event.log;
+                    seen.push(event.event_id);
+                }
+                if batch.is_empty() {
+                    // Woken by this process's appends; the timeout only re-polls (PostgreSQL
+                    // may hold events back while an older transaction is still open).
+                    let _ = tokio::time::timeout(Duration::from_millis(5), appended).await;
+                } else if writing.load(Ordering::SeqCst) {
+                    batches_while_writing += 1;
+                }
+            }
+            (seen, batches_while_writing)
+        }
+    });
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let counters = counter_store(&store, None);
+            tokio::spawn(async move {
+                let mut written = 0;
+                let mut commit = 0usize;
+                while written < EVENTS_PER_WRITER {
+                    let size = (commit % 4 + 1).min(EVENTS_PER_WRITER - written);
+                    let id = format!("w{w}-s{}", commit % STREAMS_PER_WRITER);
+                    let amounts: Vec<i64> = (0..size).map(|i| (written + i + 1) as i64).collect();
+                    add(&counters, &id, &amounts).await;
+                    written += size;
+                    commit += 1;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.or_fail("writer task");
+    }
+    writing.store(false, Ordering::SeqCst);
+
+    let (seen, batches_while_writing) = testing_wait(reader).await;
+    assert_eq!(seen.len(), TOTAL, "the reader saw every event exactly once");
+    let seen_set: HashSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(seen_set.len(), TOTAL, "no event was delivered twice");
+
+    let mut written = HashSet::new();
+    for w in 0..WRITERS {
+        for s in 0..STREAMS_PER_WRITER {
+            let stream = store.read_stream(COUNTER, &format!("w{w}-s{s}"), 0).await.or_fail("read_stream");
+            assert!(stream.iter().enumerate().all(|(i, e)| e.sequence == i as i64 + 1));
+            written.extend(stream.into_iter().map(|e| e.event_id));
+        }
+    }
+    assert_eq!(written.len(), TOTAL);
+    assert_eq!(seen_set, written, "the reader saw exactly the events that were written");
+    // Not asserted (it depends on scheduling), but shows the reader did overlap the writers.
+    eprintln!("reader read {batches_while_writing} non-empty batches while writers were running");
+
+    let report = audit::verify(&store).await.or_fail("verify");
+    assert!(report.intact(), "{:?}", report.findings);
+    assert_eq!((report.streams, report.events), ((WRITERS * STREAMS_PER_WRITER) as u64, TOTAL as u64));
+}
+
+/// Waits (with a deadline) for a task that finishes by itself, and returns its output.
+async fn testing_wait<T: Send + 'static>(task: tokio::task::JoinHandle<T>) -> T {
+    agora_eventstore::testing::eventually(30, "the reader to see every event", || async {
+        task.is_finished().then_some(())
+    })
+    .await;
+    task.await.or_fail("reader task")
+}
+
+// 4. Hash chain -------------------------------------------------------------------------
+
+/// Three streams of five events, verified intact; returns the events of stream "t-2".
+async fn seed_chain(store: &Store) -> Vec<RecordedEvent> {
+    let counters = counter_store(store, None);
+    for round in 1..=5 {
+        for id in ["t-1", "t-2", "t-3"] {
+            add(&counters, id, &[round]).await;
+        }
+    }
+    let report = audit::verify(store).await.or_fail("verify");
+    assert!(report.intact(), "fresh log must be intact: {:?}", report.findings);
+    assert_eq!((report.streams, report.events), (3, 15));
+    store.read_stream(COUNTER, "t-2", 0).await.or_fail("read_stream")
+}
+
+async fn only_finding(store: &Store) -> Finding {
+    let report = audit::verify(store).await.or_fail("verify");
+    assert_eq!((report.streams, report.events), (3, report.events), "all streams are still walked");
+    assert_eq!(report.findings.len(), 1, "exactly the tampered stream is reported: {:?}", report.findings);
+    report.findings[0].clone()
+}
+
+on_both_backends!(tamper_changed_payload);
+
+async fn tamper_changed_payload(db: Db) {
+    let events = seed_chain(&db.store).await;
+    let changed = execute_sql(
+        &db.store,
+        "UPDATE events SET payload = $1 WHERE aggregate_id = $2 AND sequence = 3",
+        &[r#"{"Added":{"amount":1000000}}"#, "t-2"],
+    )
+    .await;
+    assert_eq!(changed, 1);
+    let finding = only_finding(&db.store).await;
+    assert_eq!(
+        finding,
+        Finding { stream: "counter/t-2".into(), position: events[2].position(), sequence: 3, problem: Problem::Changed }
+    );
+    assert!(finding.to_string().contains("counter/t-2"), "{finding}");
+}
+
+on_both_backends!(tamper_deleted_event);
+
+async fn tamper_deleted_event(db: Db) {
+    let events = seed_chain(&db.store).await;
+    let deleted = execute_sql(&db.store, "DELETE FROM events WHERE aggregate_id = $1 AND sequence = 3", &["t-2"]).await;
+    assert_eq!(deleted, 1);
+    let finding = only_finding(&db.store).await;
+    assert_eq!(
+        finding,
+        Finding {
+            stream: "counter/t-2".into(),
+            position: events[3].position(),
+            sequence: 4,
+            problem: Problem::Missing { expected_sequence: 3 },
+        }
+    );
+}
+
+on_both_backends!(tamper_swapped_payloads);
+
+async fn tamper_swapped_payloads(db: Db) {
+    let events = seed_chain(&db.store).await;
+    let (second, third) = (events[1].payload.to_string(), events[2].payload.to_string());
+    assert_ne!(second, third);
+    let sql = "UPDATE events SET payload = $1 WHERE aggregate_id = $2 AND sequence = $3";
+    assert_eq!(execute_sql(&db.store, &sql.replace("$3", "2"), &[&third, "t-2"]).await, 1);
+    assert_eq!(execute_sql(&db.store, &sql.replace("$3", "3"), &[&second, "t-2"]).await, 1);
+    let finding = only_finding(&db.store).await;
+    assert_eq!(
+        finding,
+        Finding { stream: "counter/t-2".into(), position: events[1].position(), sequence: 2, problem: Problem::Changed }
+    );
+}
+
+on_both_backends!(tamper_rehashed_event);
+
+/// A forger who also recomputes the changed event's hash is caught at the next link.
+async fn tamper_rehashed_event(db: Db) {
+    let events = seed_chain(&db.store).await;
+    let forged_payload = r#"{"Added":{"amount":-7}}"#;
+    let row: Result<(String, String, String), sqlx::Error> = on_backend!(db.store.backend(), pool => {
+        sqlx::query_as("SELECT event_id, recorded_at, metadata FROM events WHERE aggregate_id = $1 AND sequence = 2")
+            .bind("t-2")
+            .fetch_one(pool)
+            .await
+    });
+    let (event_id, recorded_at, stored_metadata) = row.or_fail("reading the raw event");
+    let forged_hash = agora_eventstore::chain::ChainLink {
+        previous_hash: &events[0].hash,
+        aggregate_type: COUNTER,
+        aggregate_id: "t-2",
+        sequence: 2,
+        event_id: &event_id,
+        event_type: "Added",
+        event_version: EVENT_VERSION,
+        recorded_at: &recorded_at,
+        payload: forged_payload,
+        metadata: &stored_metadata,
+    }
+    .hash();
+    let changed = execute_sql(
+        &db.store,
+        "UPDATE events SET payload = $1, hash = $2 WHERE aggregate_id = $3 AND sequence = 2",
+        &[forged_payload, &forged_hash, "t-2"],
+    )
+    .await;
+    assert_eq!(changed, 1);
+    let finding = only_finding(&db.store).await;
+    assert_eq!(
+        finding,
+        Finding { stream: "counter/t-2".into(), position: events[2].position(), sequence: 3, problem: Problem::Changed }
+    );
+}
+
+// 5. Snapshots --------------------------------------------------------------------------
+
+on_both_backends!(snapshots);
+
+async fn snapshots(db: Db) {
+    let with_snapshots = counter_store(&db.store, Some(3));
+    let without = counter_store(&db.store, None);
+    for amount in 1..=10 {
+        add(&with_snapshots, "s", &[amount]).await;
+        assert_eq!(load(&with_snapshots, "s").await, load(&without, "s").await, "after event {amount}");
+    }
+    let (last, version, _) = db.store.read_snapshot(COUNTER, "s").await.or_fail("read_snapshot").or_fail("snapshot");
+    assert_eq!((last, version), (9, 3), "a snapshot every 3 events");
+
+    // A commit of four crosses the boundary at 12 and ends at 14.
+    add(&with_snapshots, "s", &[11, 12, 13, 14]).await;
+    let loaded = load(&with_snapshots, "s").await;
+    assert_eq!(loaded, load(&without, "s").await);
+    assert_eq!(loaded.amounts, (1..=14).collect::<Vec<i64>>());
+    assert_eq!(loaded.total, (1..=14).sum::<i64>());
+
+    let (last, version, payload) = db.store.read_snapshot(COUNTER, "s").await.or_fail("read_snapshot").or_fail("snapshot");
+    let stream = db.store.read_stream(COUNTER, "s", 0).await.or_fail("read_stream");
+    assert_eq!(stream.len(), 14);
+    assert!(last <= stream.len() as i64);
+    assert_eq!((last, version), (12, 4));
+    // The snapshot is exactly the state after its last event.
+    let snapshot: Counter = serde_json::from_value(payload).or_fail("snapshot payload");
+    assert_eq!(snapshot.amounts, (1..=last).collect::<Vec<i64>>());
+    assert_eq!(snapshot.total, (1..=last).sum::<i64>());
+
+    // A stream written without snapshots loads through a snapshot store too.
+    add(&without, "plain", &[5, 6, 7, 8]).await;
+    assert_eq!(load(&with_snapshots, "plain").await.amounts, vec![5, 6, 7, 8]);
+    add(&with_snapshots, "plain", &[9]).await;
+    assert_eq!(load(&without, "plain").await.amounts, vec![5, 6, 7, 8, 9]);
+
+    // A conflicting commit leaves no snapshot behind: only the winner's state is saved.
+    add(&with_snapshots, "race", &[1, 2]).await;
+    let a = with_snapshots.load_aggregate("race").await.or_fail("load a");
+    let b = with_snapshots.load_aggregate("race").await.or_fail("load b");
+    with_snapshots.commit(added(&[100]), a, metadata("user:a")).await.or_fail("winner");
+    let lost = with_snapshots.commit(added(&[200]), b, metadata("user:b")).await;
+    assert!(matches!(lost, Err(AggregateError::AggregateConflict)), "{lost:?}");
+    let (last, _, payload) = db.store.read_snapshot(COUNTER, "race").await.or_fail("read_snapshot").or_fail("snapshot");
+    assert_eq!(last, 3);
+    assert_eq!(serde_json::from_value::<Counter>(payload).or_fail("payload").amounts, vec![1, 2, 100]);
+    assert_eq!(load(&with_snapshots, "race").await.amounts, vec![1, 2, 100]);
+}
+
+// 6. Upcasting --------------------------------------------------------------------------
+
+on_both_backends!(upcasting);
+
+fn rename_value_to_amount() -> SemanticVersionEventUpcaster {
+    SemanticVersionEventUpcaster::new(
+        "Added",
+        EVENT_VERSION,
+        Box::new(|payload: Value| match payload {
+            Value::Object(mut outer) => {
+                if let Some(Value::Object(inner)) = outer.get_mut("Added") {
+                    if let Some(value) = inner.remove("value") {
+                        inner.insert("amount".into(), value);
+                    }
+                }
+                Value::Object(outer)
+            }
+            other => other,
+        }),
+    )
+}
+
+async fn upcasting(db: Db) {
+    // An older release wrote version-1 events.
+    let old = EventRepository::aggregate_store::<OldCounter>(db.store.clone(), None, Vec::new());
+    execute(&old, "u", 5, metadata("user:old")).await.or_fail("old command 1");
+    execute(&old, "u", 7, metadata("user:old")).await.or_fail("old command 2");
+
+    // Without an upcaster the new code cannot read them.
+    let plain = counter_store(&db.store, None);
+    let unreadable = plain.load_aggregate("u").await;
+    assert!(matches!(unreadable, Err(AggregateError::DeserializationError(_))), "version 1 must not deserialize as is");
+
+    // With one it reads them, and carries on writing the current version.
+    let upcasting = counter_store_with(&db.store, vec![Box::new(rename_value_to_amount())]);
+    assert_eq!(load(&upcasting, "u").await.amounts, vec![5, 7]);
+    add(&upcasting, "u", &[10]).await;
+    assert_eq!(load(&upcasting, "u").await, Counter { total: 22, amounts: vec![5, 7, 10], label: None });
+
+    // Upcasting happens on read: the log itself is never rewritten.
+    let stored = db.store.read_stream(COUNTER, "u", 0).await.or_fail("read_stream");
+    assert_eq!(stored.iter().map(|e| e.event_version.as_str()).collect::<Vec<_>>(), vec!["1", "1", EVENT_VERSION]);
+    assert_eq!(stored[0].payload, json!({"Added": {"value": 5}}));
+    let report = audit::verify(&db.store).await.or_fail("verify");
+    assert!(report.intact(), "{:?}", report.findings);
+}
+
+// 7. Projections ------------------------------------------------------------------------
+
+/// Counts events per aggregate in a table of its own.
+struct CountPerAggregate;
+
+const COUNTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS test_counts (aggregate_id TEXT PRIMARY KEY, n BIGINT NOT NULL)";
+
+#[async_trait]
+impl Projection for CountPerAggregate {
+    fn name(&self) -> &str {
+        "test-counts"
+    }
+
+    async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        on_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO test_counts (aggregate_id, n) VALUES ($1, 1) \
+                 ON CONFLICT (aggregate_id) DO UPDATE SET n = test_counts.n + 1",
+            )
+            .bind(&event.aggregate_id)
+            .execute(&mut **conn)
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut DbTx) -> Result<(), ProjectionError> {
+        on_tx!(tx, conn => {
+            sqlx::query("DELETE FROM test_counts").execute(&mut **conn).await?;
+        });
+        Ok(())
+    }
+}
+
+async fn counts(store: &Store) -> Vec<(String, i64)> {
+    let rows: Result<Vec<(String, i64)>, sqlx::Error> = on_backend!(store.backend(), pool => {
+        sqlx::query_as("SELECT aggregate_id, n FROM test_counts ORDER BY aggregate_id").fetch_all(pool).await
+    });
+    rows.or_fail("reading test_counts")
+}
+
+on_both_backends!(projections);
+
+async fn projections(db: Db) {
+    let store = db.store.clone();
+    store.execute_ddl(&[COUNTS_TABLE]).await.or_fail("creating test_counts");
+    let counters = counter_store(&store, None);
+    for round in 0..20 {
+        add(&counters, "p-a", &[round + 1]).await;
+        if round % 2 == 0 {
+            add(&counters, "p-b", &[1, 2]).await;
+        }
+    }
+    add(&counters, "p-c", &[9]).await;
+    let expected = vec![("p-a".to_string(), 20), ("p-b".to_string(), 20), ("p-c".to_string(), 1)];
+
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(CountPerAggregate)]).with_batch(7);
+    assert_eq!(runner.catch_up().await.or_fail("catch_up"), 41);
+    assert_eq!(counts(&store).await, expected);
+    assert_eq!(runner.catch_up().await.or_fail("second catch_up"), 0, "nothing is applied twice");
+    assert_eq!(counts(&store).await, expected);
+
+    // New events are picked up from the checkpoint.
+    add(&counters, "p-c", &[1, 1]).await;
+    assert_eq!(runner.catch_up().await.or_fail("catch_up after more"), 2);
+    let expected = vec![("p-a".to_string(), 20), ("p-b".to_string(), 20), ("p-c".to_string(), 3)];
+    assert_eq!(counts(&store).await, expected);
+
+    // A rebuild empties the read model and ends with the same counts.
+    let rebuilt = runner.rebuild(&CountPerAggregate, |_, _| {}).await.or_fail("rebuild");
+    assert_eq!(rebuilt, 43);
+    assert_eq!(counts(&store).await, expected);
+    assert_eq!(runner.catch_up().await.or_fail("catch_up after rebuild"), 0);
+
+    // Two replicas catching up at once still count every event once.
+    let more = 200usize;
+    for i in 0..more {
+        add(&counters, &format!("q-{}", i % 5), &[1]).await;
+    }
+    let other = db.another_store().await;
+    let first = ProjectionRunner::new(store.clone(), vec![Arc::new(CountPerAggregate)]).with_batch(5);
+    let second = ProjectionRunner::new(other, vec![Arc::new(CountPerAggregate)]).with_batch(5);
+    let (a, b) = tokio::join!(
+        tokio::spawn(async move { first.catch_up().await }),
+        tokio::spawn(async move { second.catch_up().await })
+    );
+    let (a, b) = (a.or_fail("task a").or_fail("catch_up a"), b.or_fail("task b").or_fail("catch_up b"));
+    assert_eq!(a + b, more, "between them the replicas applied each new event once ({a} + {b})");
+    let now = counts(&store).await;
+    assert_eq!(now[..3], expected[..]);
+    assert_eq!(now[3..], (0..5).map(|i| (format!("q-{i}"), (more / 5) as i64)).collect::<Vec<_>>()[..]);
+    let total = scalar(&store, "SELECT CAST(SUM(n) AS BIGINT) FROM test_counts").await;
+    assert_eq!(total, store.log_extent().await.or_fail("log_extent").0);
+}
+
+// 8. Exactly-once integration handler ----------------------------------------------------
+
+const EFFECTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS test_effects (event_id TEXT NOT NULL, subject TEXT NOT NULL)";
+
+/// Writes one row per handled event; fails (after writing) while `fail` is set.
+struct RecordEffect {
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl IntegrationHandler for RecordEffect {
+    fn name(&self) -> &str {
+        "test-effects"
+    }
+
+    fn filter(&self) -> &str {
+        "test.>"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        on_tx!(tx, conn => {
+            sqlx::query("INSERT INTO test_effects (event_id, subject) VALUES ($1, $2)")
+                .bind(event.id.to_string())
+                .bind(&event.subject)
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        });
+        if self.fail.load(Ordering::SeqCst) {
+            return Err("the handler failed on purpose".into());
+        }
+        Ok(())
+    }
+}
+
+fn integration_event(subject: &str) -> IntegrationEvent {
+    IntegrationEvent {
+        id: Uuid::now_v7(),
+        event_type: "dk.agora.test.v1.Added".into(),
+        source: "agora/test".into(),
+        subject: subject.into(),
+        nats_subject: format!("test.v1.{subject}"),
+        time: Utc::now(),
+        sequence: 1,
+        position: 1,
+        hash: String::new(),
+        traceparent: None,
+        data: Bytes::from_static(b"{}"),
+    }
+}
+
+on_both_backends!(exactly_once_handler);
+
+async fn exactly_once_handler(db: Db) {
+    let store = db.store.clone();
+    store.execute_ddl(&[EFFECTS_TABLE]).await.or_fail("creating test_effects");
+    let handler = RecordEffect { fail: AtomicBool::new(false) };
+    let event = integration_event("h-1");
+
+    assert!(handle_once(&store, &handler, &event).await.or_fail("first delivery"));
+    assert!(!handle_once(&store, &handler, &event).await.or_fail("second delivery"), "a repeat is skipped");
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM test_effects").await, 1, "the effect happened once");
+
+    // A failing handler leaves neither its effect nor the handled mark: the retry runs.
+    let other = integration_event("h-2");
+    handler.fail.store(true, Ordering::SeqCst);
+    assert!(handle_once(&store, &handler, &other).await.is_err());
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM test_effects").await, 1, "the failed attempt was rolled back");
+    handler.fail.store(false, Ordering::SeqCst);
+    assert!(handle_once(&store, &handler, &other).await.or_fail("retry"));
+    assert!(!handle_once(&store, &handler, &other).await.or_fail("repeat after retry"));
+    assert_eq!(
+        strings(&store, "SELECT subject FROM test_effects ORDER BY subject").await,
+        vec!["h-1".to_string(), "h-2".to_string()]
+    );
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM handled_events").await, 2);
+
+    // Handlers are deduplicated separately: the same event is new to another consumer.
+    struct Another;
+    #[async_trait]
+    impl IntegrationHandler for Another {
+        fn name(&self) -> &str {
+            "another"
+        }
+        fn filter(&self) -> &str {
+            ">"
+        }
+        async fn handle(&self, _: &mut DbTx, _: &IntegrationEvent) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    assert!(handle_once(&store, &Another, &event).await.or_fail("another consumer"));
+}

@@ -1,0 +1,16 @@
+//! Compiles proto/ with protox, so that a fresh machine needs no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["agora/hearing/v1/hearing.proto", "agora/hearing/v1/events.proto"];
+    let descriptors = protox::compile(files, [&root])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out.join("agora_descriptor.bin");
+    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_fds(descriptors)?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}

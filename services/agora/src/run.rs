@@ -1,0 +1,178 @@
+//! `agora run`: starts the chosen services and their background work, and stops them
+//! cleanly on Ctrl-C or SIGTERM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_eventstore::consumer::ProjectionRunner;
+use agora_eventstore::jetstream::{Bus, BusConfig};
+use agora_eventstore::relay::Relay;
+use agora_eventstore::Store;
+use agora_hearing::app::HearingApp;
+use agora_hearing::grpc::HearingGrpc;
+use agora_hearing::integration::HearingIntegration;
+use agora_hearing::projections::{self, HearingListProjection};
+use agora_proto::hearing::v1::hearing_service_server::HearingServiceServer;
+use agora_proto::hearing::v1::reference_data_service_server::ReferenceDataServiceServer;
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::{RunArgs, Settings};
+
+/// Files up to this size travel in one gRPC message.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Resolves when the process is asked to stop.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn shutdown_future(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// The hearing service wired to a store: what both modes and the tests share.
+pub fn hearing_app(store: &Store, settings: &Settings) -> anyhow::Result<HearingApp> {
+    std::fs::create_dir_all(&settings.files_dir)
+        .with_context(|| format!("AGORA_FILES_DIR: cannot create {}", settings.files_dir.display()))?;
+    let files = object_store::local::LocalFileSystem::new_with_prefix(&settings.files_dir)
+        .with_context(|| format!("AGORA_FILES_DIR: cannot use {}", settings.files_dir.display()))?;
+    Ok(HearingApp::new(store.clone(), Arc::new(files), &settings.pseudonym_key, Arc::new(chrono::Utc::now)))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("agora"))?;
+    let settings = args.settings()?;
+    let store = args.connect.store().await?;
+    projections::migrate(&store).await.context("cannot create the read-model tables")?;
+    let app = hearing_app(&store, &settings)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // HTTP: health, readiness, metrics.
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
+    tasks.spawn(agora_telemetry::metrics::serve(http, ready.clone(), shutdown_future(&stop_rx)).map_into());
+
+    // gRPC with the standard health service and server reflection.
+    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("AGORA_GRPC_ADDR: cannot listen on {}", settings.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build gRPC reflection")?;
+    let hearing_grpc = HearingGrpc::new(app.clone(), Arc::new(settings.verifier.clone()));
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(HearingServiceServer::new(hearing_grpc.clone()).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+        .add_service(ReferenceDataServiceServer::new(hearing_grpc));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let grpc_shutdown = shutdown_future(&stop_rx);
+    tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, grpc_shutdown).await.map_err(anyhow::Error::from) });
+
+    // Read models first, so the demo seed and the scheduler see what exists.
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
+    runner.catch_up().await.context("cannot bring the read models up to date")?;
+    if settings.embedded && !args.no_demo {
+        if crate::demo::seed(&app, &runner).await.context("cannot seed demo data")? {
+            runner.catch_up().await.context("cannot bring the read models up to date")?;
+            tracing::info!("seeded demo reference data and hearings");
+        }
+    }
+    tasks.spawn(runner.run(shutdown_future(&stop_rx)).map_ok());
+    tasks.spawn(agora_hearing::scheduler::run(app.clone(), Duration::from_secs(args.scheduler_interval), shutdown_future(&stop_rx)).map_ok());
+
+    if !settings.embedded {
+        let mut bus_config = BusConfig::new(&args.nats_url, &args.nats_prefix);
+        bus_config.replicas = args.nats_replicas;
+        let bus = Bus::connect(bus_config).await.with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?;
+        let relay = Relay::new(store.clone(), bus, Arc::new(HearingIntegration::new(store.clone())));
+        tasks.spawn(relay.run(shutdown_future(&stop_rx)).map_ok());
+    }
+
+    health.set_serving::<HearingServiceServer<HearingGrpc>>().await;
+    ready.store(true, Ordering::SeqCst);
+    let mode = if settings.embedded { "embedded (SQLite, everything in one process)".to_string() } else { format!("targets {}", settings.targets.join(",")) };
+    tracing::info!(grpc = %grpc_addr, http = %settings.http_addr, ready_ms = started.elapsed().as_millis() as u64, "agora is ready: {mode}");
+    println!("agora is ready ({mode}) in {} ms", started.elapsed().as_millis());
+    println!("  gRPC:    http://{grpc_addr}  (hearing and reference data services, health, reflection)");
+    println!("  health:  http://{}/healthz   metrics: http://{}/metrics", settings.http_addr, settings.http_addr);
+    if settings.dev_login {
+        println!("  development login is ON: demo users admin, karen, lars, erik, birgitte, carl, dorte");
+        println!("    token for a demo user: agora token issue karen --data-dir {}", args.connect.data_dir.display());
+    }
+
+    tokio::select! {
+        _ = stop_signal() => tracing::info!("stopping"),
+        Some(result) = tasks.join_next() => {
+            // A server ending on its own is an error worth stopping for.
+            let _ = stop_tx.send(true);
+            match result {
+                Ok(Ok(())) => anyhow::bail!("a service stopped unexpectedly"),
+                Ok(Err(e)) => return Err(e),
+                Err(e) => anyhow::bail!("a service crashed: {e}"),
+            }
+        }
+    }
+    ready.store(false, Ordering::SeqCst);
+    health.set_not_serving::<HearingServiceServer<HearingGrpc>>().await;
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("some work did not stop within 10 s");
+    }
+    Ok(())
+}
+
+trait IntoTask {
+    fn map_ok(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static;
+}
+
+impl<F: std::future::Future<Output = ()> + Send + 'static> IntoTask for F {
+    fn map_ok(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        async move {
+            self.await;
+            Ok(())
+        }
+    }
+}
+
+trait IntoIoTask {
+    fn map_into(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static;
+}
+
+impl<F: std::future::Future<Output = std::io::Result<()>> + Send + 'static> IntoIoTask for F {
+    fn map_into(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+        async move { self.await.map_err(anyhow::Error::from) }
+    }
+}

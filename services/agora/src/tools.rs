@@ -1,0 +1,96 @@
+//! The operator's tools: migrations, audit verification, republishing, rebuilds, tokens.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use agora_eventstore::consumer::ProjectionRunner;
+use agora_eventstore::jetstream::{Bus, BusConfig};
+use agora_eventstore::relay::Relay;
+use agora_hearing::integration::HearingIntegration;
+use agora_hearing::projections::{self, HearingListProjection};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{development_issuer, ConnectArgs};
+
+pub async fn migrate(connect: ConnectArgs) -> anyhow::Result<()> {
+    let store = connect.store().await?;
+    projections::migrate(&store).await.context("cannot create the read-model tables")?;
+    println!("schema is up to date");
+    Ok(())
+}
+
+/// Exit code 0 when every chain is intact, 1 when tampering was found.
+pub async fn audit_verify(connect: ConnectArgs) -> anyhow::Result<u8> {
+    let store = connect.store().await?;
+    let report = agora_eventstore::audit::verify(&store).await.context("cannot read the event log")?;
+    if report.intact() {
+        println!("audit log intact: {} streams, {} events", report.streams, report.events);
+        return Ok(0);
+    }
+    for finding in &report.findings {
+        println!("TAMPERED: {finding}");
+    }
+    println!(
+        "audit log NOT intact: {} of {} streams have problems ({} events checked)",
+        report.findings.len(),
+        report.streams,
+        report.events
+    );
+    Ok(1)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, {eta} left)") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub async fn republish(connect: ConnectArgs, nats_url: &str, prefix: &str, from: i64) -> anyhow::Result<()> {
+    if from < 1 {
+        anyhow::bail!("--from must be a position of 1 or more (got {from})");
+    }
+    let store = connect.store().await?;
+    let bus = Bus::connect(BusConfig::new(nats_url, prefix)).await?;
+    let relay = Relay::new(store.clone(), bus, Arc::new(HearingIntegration::new(store.clone())));
+    let (count, last) = store.log_extent().await?;
+    let bar = progress_bar(count.max(0) as u64);
+    let sent = relay.republish(from, |n| bar.set_position(n as u64)).await?;
+    bar.finish_and_clear();
+    println!("re-sent {sent} events from position {from} (last position {last}); JetStream drops those it still holds");
+    Ok(())
+}
+
+pub async fn rebuild(connect: ConnectArgs) -> anyhow::Result<()> {
+    let store = connect.store().await?;
+    projections::migrate(&store).await?;
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
+    for projection in runner.projections().to_vec() {
+        let bar = progress_bar(0);
+        let started = std::time::Instant::now();
+        let applied = runner
+            .rebuild(projection.as_ref(), |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        println!("rebuilt {}: {applied} events in {seconds:.2} s ({:.0} events/s)", projection.name(), applied as f64 / seconds.max(1e-9));
+    }
+    Ok(())
+}
+
+pub fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
+    let Some(user) = crate::demo::find_user(handle) else {
+        let handles: Vec<&str> = crate::demo::users().iter().map(|u| u.handle).collect();
+        anyhow::bail!("no demo user '{handle}' (there are: {})", handles.join(", "));
+    };
+    let issuer = development_issuer(data_dir)?;
+    let token = issuer.issue(&user.principal).context("cannot issue a token")?;
+    println!("{token}");
+    eprintln!("token for {} ({}), valid 8 hours; use as 'authorization: Bearer <token>'", user.name, user.principal.user_id);
+    Ok(())
+}
