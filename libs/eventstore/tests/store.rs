@@ -440,10 +440,10 @@ fn rename_value_to_amount() -> SemanticVersionEventUpcaster {
         EVENT_VERSION,
         Box::new(|payload: Value| match payload {
             Value::Object(mut outer) => {
-                if let Some(Value::Object(inner)) = outer.get_mut("Added") {
-                    if let Some(value) = inner.remove("value") {
-                        inner.insert("amount".into(), value);
-                    }
+                if let Some(Value::Object(inner)) = outer.get_mut("Added")
+                    && let Some(value) = inner.remove("value")
+                {
+                    inner.insert("amount".into(), value);
                 }
                 Value::Object(outer)
             }

@@ -14,14 +14,10 @@ use agora_hearing::grpc::HearingGrpc;
 use agora_hearing::integration::HearingIntegration;
 use agora_hearing::projections::{self, HearingListProjection};
 use agora_proto::hearing::v1::hearing_service_server::HearingServiceServer;
-use agora_proto::hearing::v1::reference_data_service_server::ReferenceDataServiceServer;
 use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::config::{RunArgs, Settings};
-
-/// Files up to this size travel in one gRPC message.
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Resolves when the process is asked to stop.
 async fn stop_signal() {
@@ -90,12 +86,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build gRPC reflection")?;
-    let hearing_grpc = HearingGrpc::new(app.clone(), Arc::new(settings.verifier.clone()));
+    let (hearing_service, reference_service) = agora_hearing::grpc::services(app.clone(), Arc::new(settings.verifier.clone()));
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(HearingServiceServer::new(hearing_grpc.clone()).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
-        .add_service(ReferenceDataServiceServer::new(hearing_grpc));
+        .add_service(hearing_service)
+        .add_service(reference_service);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, grpc_shutdown).await.map_err(anyhow::Error::from) });

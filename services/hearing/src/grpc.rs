@@ -555,3 +555,23 @@ impl ReferenceDataService for HearingGrpc {
         }))
     }
 }
+
+/// Files up to this size travel in one gRPC message.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The service's two gRPC services, ready to add to a server.
+pub fn services(
+    app: HearingApp,
+    verifier: Arc<TokenVerifier>,
+) -> (
+    agora_proto::hearing::v1::hearing_service_server::HearingServiceServer<HearingGrpc>,
+    agora_proto::hearing::v1::reference_data_service_server::ReferenceDataServiceServer<HearingGrpc>,
+) {
+    let grpc = HearingGrpc::new(app, verifier);
+    (
+        agora_proto::hearing::v1::hearing_service_server::HearingServiceServer::new(grpc.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+        agora_proto::hearing::v1::reference_data_service_server::ReferenceDataServiceServer::new(grpc),
+    )
+}

@@ -204,7 +204,7 @@ impl<T> Expect<T> for Option<T> {
 
 enum Guard {
     Sqlite { _dir: tempfile::TempDir, path: PathBuf },
-    Postgres(TestDatabase),
+    Postgres(Box<TestDatabase>),
 }
 
 /// A store of the test's own on one backend, removed when dropped.
@@ -223,7 +223,7 @@ impl Db {
     /// `None` when PostgreSQL is not reachable (the test is then skipped, except under CI).
     pub async fn postgres(max_connections: u32) -> Option<Db> {
         let database = testing::postgres(max_connections).await?;
-        Some(Db { store: database.store.clone(), guard: Guard::Postgres(database) })
+        Some(Db { store: database.store.clone(), guard: Guard::Postgres(Box::new(database)) })
     }
 
     /// A second, independent store on the same database: another replica of the service.
@@ -237,6 +237,7 @@ impl Db {
 
 /// Generates `<name>::sqlite` and `<name>::postgres` tests running `async fn <name>(Db)`;
 /// an optional second argument is the PostgreSQL pool size.
+#[allow(unused_macros)] // not every test binary uses it
 macro_rules! on_both_backends {
     ($scenario:ident) => {
         on_both_backends!($scenario, 8);
@@ -281,4 +282,45 @@ pub async fn strings(store: &Store, sql: &str) -> Vec<String> {
     let result: Result<Vec<String>, sqlx::Error> =
         agora_eventstore::on_backend!(store.backend(), pool => sqlx::query_scalar(sql).fetch_all(pool).await);
     result.or_fail(sql)
+}
+
+/// The whole log once it holds `expected` events. On PostgreSQL `read_log` shows an event
+/// only after every older write transaction in the cluster has ended (other tests' too), so
+/// a test that just appended waits for the log rather than expecting it at once.
+pub async fn whole_log(store: &Store, expected: usize) -> Vec<agora_eventstore::RecordedEvent> {
+    testing::eventually(10, &format!("the log to show {expected} events"), || async {
+        let mut events = Vec::new();
+        let mut after = agora_eventstore::LogPosition::START;
+        loop {
+            let batch = store.read_log(after, 1000).await.or_fail("read_log");
+            let Some(last) = batch.last() else { break };
+            after = last.log;
+            events.extend(batch);
+        }
+        assert!(events.len() <= expected, "the log holds {} events, more than the {expected} written", events.len());
+        (events.len() == expected).then_some(events)
+    })
+    .await
+}
+
+/// Calls `step` (which returns how many events it handled) until `expected` were handled
+/// in total, for the same reason as [`whole_log`]; more than `expected` fails at once.
+pub async fn repeat_until<F, Fut>(expected: usize, what: &str, mut step: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    testing::eventually(10, what, || {
+        let next = step();
+        let total = &total;
+        async move {
+            let n = next.await;
+            let sum = total.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
+            assert!(sum <= expected, "{what}: handled {sum}, more than {expected}");
+            (sum == expected).then_some(())
+        }
+    })
+    .await;
+    total.into_inner()
 }
