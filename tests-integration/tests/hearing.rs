@@ -188,7 +188,7 @@ async fn visibility(mut h: Harness) {
     }
     h.settle().await;
 
-    let mut titles = |who: Option<agora_auth::Principal>| {
+    let titles = |who: Option<agora_auth::Principal>| {
         let request = h.as_user(who.as_ref(), pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() });
         let mut client = h.hearings.clone();
         async move {

@@ -50,6 +50,10 @@ impl DbTx {
         on_tx!(self, tx => tx.commit().await)
     }
 
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        on_tx!(self, tx => tx.rollback().await)
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, DbTx::Postgres(_))
     }
@@ -186,6 +190,16 @@ const SQLITE_SCHEMA: &[&str] = &[
 const SELECT_EVENT: &str = "SELECT position, tx_id, event_id, aggregate_type, aggregate_id, sequence, \
     event_type, event_version, payload, metadata, recorded_at, hash FROM events";
 
+/// The log in reading order, below the oldest running transaction.
+const LOG_PG: &str = "SELECT position, tx_id, event_id, aggregate_type, aggregate_id, sequence, \
+    event_type, event_version, payload, metadata, recorded_at, hash FROM events WHERE (tx_id, position) > ($1, $2) \
+    AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY tx_id, position LIMIT $3";
+
+/// SQLite has one writer at a time, so the log is always settled.
+const LOG_SQLITE: &str = "SELECT position, tx_id, event_id, aggregate_type, aggregate_id, sequence, \
+    event_type, event_version, payload, metadata, recorded_at, hash FROM events WHERE (tx_id, position) > ($1, $2) \
+    ORDER BY tx_id, position LIMIT $3";
+
 /// Bounded so that a surge of short streams cannot grow memory without limit.
 const HASH_CACHE_LIMIT: usize = 100_000;
 
@@ -291,7 +305,9 @@ impl Store {
     pub async fn begin(&self) -> Result<DbTx, StoreError> {
         Ok(match &*self.backend {
             Backend::Postgres(pool) => DbTx::Postgres(pool.begin().await?),
-            Backend::Sqlite { writer, .. } => DbTx::Sqlite(writer.begin().await?),
+            // IMMEDIATE takes the write lock up front: another process's writer then waits
+            // (busy timeout) instead of failing when this one upgrades from reading.
+            Backend::Sqlite { writer, .. } => DbTx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
         })
     }
 
@@ -487,19 +503,45 @@ impl Store {
     pub async fn read_log(&self, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         match &*self.backend {
             Backend::Postgres(pool) => {
-                let sql = format!(
-                    "{SELECT_EVENT} WHERE (tx_id, position) > ($1, $2) \
-                     AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                     ORDER BY tx_id, position LIMIT $3"
-                );
-                let rows = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit).fetch_all(pool).await?;
+                let rows = sqlx::query(LOG_PG).bind(after.transaction).bind(after.position).bind(limit).fetch_all(pool).await?;
                 rows.iter().map(decode_pg).collect()
             }
             Backend::Sqlite { reader, .. } => {
-                let sql = format!("{SELECT_EVENT} WHERE (tx_id, position) > ($1, $2) ORDER BY tx_id, position LIMIT $3");
-                let rows = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit).fetch_all(reader).await?;
+                let rows = sqlx::query(LOG_SQLITE).bind(after.transaction).bind(after.position).bind(limit).fetch_all(reader).await?;
                 rows.iter().map(decode_sqlite).collect()
             }
+        }
+    }
+
+    /// [`Store::read_log`] on an open transaction's connection, so that a consumer holding
+    /// a transaction needs no second connection. The transaction must not have written yet.
+    pub async fn read_log_in(tx: &mut DbTx, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        match tx {
+            DbTx::Postgres(conn) => {
+                let rows = sqlx::query(LOG_PG).bind(after.transaction).bind(after.position).bind(limit).fetch_all(&mut **conn).await?;
+                rows.iter().map(decode_pg).collect()
+            }
+            DbTx::Sqlite(conn) => {
+                let rows = sqlx::query(LOG_SQLITE).bind(after.transaction).bind(after.position).bind(limit).fetch_all(&mut **conn).await?;
+                rows.iter().map(decode_sqlite).collect()
+            }
+        }
+    }
+
+    /// Whether every event committed so far can be read from the log. On PostgreSQL an
+    /// event stays behind the reading horizon while an older transaction is still running
+    /// (that is what keeps readers from skipping it); this says when none is.
+    pub async fn log_settled(&self) -> Result<bool, StoreError> {
+        match &*self.backend {
+            Backend::Postgres(pool) => {
+                let settled: bool = sqlx::query_scalar(
+                    "SELECT COALESCE(MAX(tx_id), 0) < pg_snapshot_xmin(pg_current_snapshot())::text::bigint FROM events",
+                )
+                .fetch_one(pool)
+                .await?;
+                Ok(settled)
+            }
+            Backend::Sqlite { .. } => Ok(true),
         }
     }
 

@@ -187,11 +187,19 @@ impl Bus {
             duplicate_window: Duration::from_secs(30 * 60),
             ..Default::default()
         };
-        self.jetstream
-            .create_or_update_stream(config)
-            .await
-            .map_err(|e| BusError::Stream { stream: self.config.stream.clone(), reason: e.to_string() })?;
-        Ok(())
+        // A server may refuse for a moment while it still removes an earlier stream of
+        // that name ("error creating store for stream"); such refusals pass.
+        let mut attempt = 0;
+        loop {
+            match self.jetstream.create_or_update_stream(config.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 5 && e.to_string().contains("error creating store") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(BusError::Stream { stream: self.config.stream.clone(), reason: e.to_string() }),
+            }
+        }
     }
 
     /// Deletes the stream (tests clean up after themselves).

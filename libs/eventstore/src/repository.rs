@@ -31,6 +31,10 @@ impl EventRepository {
     /// The aggregate store for `A`: snapshots every `snapshot_every` events when given
     /// (long streams load from the snapshot plus the events after it), old event versions
     /// upcast on load.
+    ///
+    /// With snapshots, decide on a copy of the loaded aggregate (as `HearingApp` does):
+    /// cqrs-es builds the snapshot by applying the new events to the context's aggregate,
+    /// so an aggregate already changed by `handle` would get them twice.
     pub fn aggregate_store<A: Aggregate>(
         store: Store,
         snapshot_every: Option<usize>,
@@ -38,8 +42,8 @@ impl EventRepository {
     ) -> AggregateStore<A> {
         let repo = Self { store, snapshot_every };
         let aggregate_store = match snapshot_every {
-            Some(size) => PersistedEventStore::new_snapshot_store(repo, size),
-            None => PersistedEventStore::new_event_store(repo),
+            Some(size) if size > 0 => PersistedEventStore::new_snapshot_store(repo, size),
+            _ => PersistedEventStore::new_event_store(repo),
         };
         aggregate_store.with_upcasters(upcasters)
     }

@@ -71,26 +71,21 @@ async fn append(store: &Store, id: &str, amounts: &[i64]) {
     }
 }
 
-async fn all_events(store: &Store) -> Vec<RecordedEvent> {
-    let mut events = Vec::new();
-    let mut after = LogPosition::START;
-    loop {
-        let batch = store.read_log(after, 1000).await.or_fail("read_log");
-        let Some(last) = batch.last() else { return events };
-        after = last.log;
-        events.extend(batch);
-    }
+/// Publishes until `expected` events were read from the log (see `whole_log`).
+async fn publish_all(relay: &Relay, expected: usize) -> usize {
+    repeat_until(expected, "the relay to publish", || async { relay.publish_batch().await.or_fail("publish_batch") }).await
 }
 
-async fn publish_all(relay: &Relay) -> usize {
-    let mut total = 0;
-    loop {
-        let n = relay.publish_batch().await.or_fail("publish_batch");
-        if n == 0 {
-            return total;
+/// The next batch fails (once the appended events are visible to the relay).
+async fn publish_fails(relay: &Relay, why: &str) {
+    eventually(10, why, || async {
+        match relay.publish_batch().await {
+            Ok(0) => None,
+            Ok(n) => panic!("{why}: published {n} events instead"),
+            Err(_) => Some(()),
         }
-        total += n;
-    }
+    })
+    .await;
 }
 
 async fn messages_in_stream(bus: &Bus) -> u64 {
@@ -136,11 +131,10 @@ async fn relay_publishes_every_event_once(db: Db, bus: Bus) {
     append(&store, "r1", &[1, 2, 3, 4]).await;
     append(&store, "r2", &[5, 6]).await;
     append(&store, "r1", &[7]).await;
-    let events = all_events(&store).await;
-    assert_eq!(events.len(), 7);
+    let events = whole_log(&store, 7).await;
 
     let relay = Relay::new(store.clone(), bus.clone(), Arc::new(TestMapper::default()));
-    assert_eq!(publish_all(&relay).await, 7);
+    assert_eq!(publish_all(&relay, 7).await, 7);
     let checkpoint_name = format!("relay:{}", bus.config.stream);
     assert_eq!(store.checkpoint(&checkpoint_name).await.or_fail("checkpoint"), events[6].log);
     assert_eq!(messages_in_stream(&bus).await, 7);
@@ -172,17 +166,17 @@ async fn relay_publishes_every_event_once(db: Db, bus: Bus) {
 
     // Starting over from the beginning publishes again, but JetStream drops the repeats.
     store.save_checkpoint(&checkpoint_name, LogPosition::START).await.or_fail("reset checkpoint");
-    assert_eq!(publish_all(&relay).await, 7);
+    assert_eq!(publish_all(&relay, 7).await, 7);
     assert_eq!(messages_in_stream(&bus).await, 7, "repeats are de-duplicated by Nats-Msg-Id");
     let progress = std::sync::Mutex::new(Vec::new());
     let republished = relay.republish(1, |n| progress.lock().or_fail("progress").push(n)).await;
-    assert_eq!(republished.or_fail("republish"), 7);
+    assert_eq!(republished.or_fail("republish"), 7, "all events are visible by now");
     assert_eq!(progress.into_inner().or_fail("progress").last(), Some(&7), "progress reaches the total");
     assert_eq!(messages_in_stream(&bus).await, 7, "republishing adds nothing");
 
     // New events continue the stream.
     append(&store, "r2", &[8]).await;
-    assert_eq!(publish_all(&relay).await, 1);
+    assert_eq!(publish_all(&relay, 1).await, 1);
     assert_eq!(messages_in_stream(&bus).await, 8);
 }
 
@@ -256,7 +250,7 @@ async fn consumer_handles_every_event_once(db: Db, bus: Bus) {
 
     append(&store, "k1", &[1, 2, 3]).await;
     append(&store, "k2", &[4, 5]).await;
-    assert_eq!(publish_all(&relay).await, 5);
+    assert_eq!(publish_all(&relay, 5).await, 5);
     let consumer = start_consumer(&bus, &store);
     wait_for_rows(&store, 5).await;
     stop_consumer(consumer).await;
@@ -264,7 +258,7 @@ async fn consumer_handles_every_event_once(db: Db, bus: Bus) {
     // While it is down more events arrive, and some are published twice.
     append(&store, "k1", &[6, 7]).await;
     append(&store, "k3", &[8]).await;
-    assert_eq!(publish_all(&relay).await, 3);
+    assert_eq!(publish_all(&relay, 3).await, 3);
     relay.republish(1, |_| {}).await.or_fail("republish");
 
     // A new instance with the same durable name picks up where the first stopped.
@@ -272,14 +266,14 @@ async fn consumer_handles_every_event_once(db: Db, bus: Bus) {
     wait_for_rows(&store, 8).await;
     // One more while it runs.
     append(&store, "k2", &[9]).await;
-    assert_eq!(publish_all(&relay).await, 1);
+    assert_eq!(publish_all(&relay, 1).await, 1);
     wait_for_rows(&store, 9).await;
     stop_consumer(consumer).await;
 
     let consumed = strings(&store, "SELECT event_id FROM test_consumed").await;
     assert_eq!(consumed.len(), 9, "every event handled exactly once: {consumed:?}");
     let consumed: HashSet<Uuid> = consumed.iter().map(|id| Uuid::parse_str(id).or_fail("event id")).collect();
-    let stored: HashSet<Uuid> = all_events(&store).await.into_iter().map(|e| e.event_id).collect();
+    let stored: HashSet<Uuid> = whole_log(&store, 9).await.into_iter().map(|e| e.event_id).collect();
     assert_eq!(consumed, stored);
     assert_eq!(scalar(&store, "SELECT COUNT(*) FROM handled_events WHERE consumer = 'test-consumer'").await, 9);
     // Per subject, events were handled in stream order.
@@ -302,14 +296,14 @@ async fn relay_resumes_after_nats_errors(db: Db, bus: Bus) {
     let relay = Relay::new(store.clone(), bus.clone(), mapper.clone());
     let checkpoint_name = format!("relay:{}", bus.config.stream);
     append(&store, "f1", &[1, 2, 3]).await;
-    assert_eq!(publish_all(&relay).await, 3);
+    assert_eq!(publish_all(&relay, 3).await, 3);
     let published_up_to = store.checkpoint(&checkpoint_name).await.or_fail("checkpoint");
 
     // JetStream loses the stream: nothing takes the events, so publishing fails.
     bus.delete_stream().await.or_fail("delete_stream");
     append(&store, "f1", &[4]).await;
     append(&store, "f2", &[5, 6]).await;
-    assert!(relay.publish_batch().await.is_err(), "publishing without a stream must fail");
+    publish_fails(&relay, "publishing without a stream must fail").await;
     assert!(relay.publish_batch().await.is_err(), "and keep failing");
     assert_eq!(
         store.checkpoint(&checkpoint_name).await.or_fail("checkpoint"),
@@ -319,9 +313,9 @@ async fn relay_resumes_after_nats_errors(db: Db, bus: Bus) {
 
     // Back again: everything pending is published, nothing else.
     bus.ensure_stream().await.or_fail("ensure_stream");
-    assert_eq!(publish_all(&relay).await, 3);
+    assert_eq!(publish_all(&relay, 3).await, 3);
     assert_eq!(messages_in_stream(&bus).await, 3);
-    let events = all_events(&store).await;
+    let events = whole_log(&store, 6).await;
     let stream = bus.jetstream.get_stream(&bus.config.stream).await.or_fail("get_stream");
     let mut published = Vec::new();
     for sequence in 1..=3u64 {
@@ -335,9 +329,9 @@ async fn relay_resumes_after_nats_errors(db: Db, bus: Bus) {
     // A mapper that fails holds the relay back the same way, and it resumes after.
     append(&store, "f1", &[7, 8]).await;
     mapper.fail.store(true, Ordering::SeqCst);
-    assert!(relay.publish_batch().await.is_err(), "a failing mapper fails the batch");
+    publish_fails(&relay, "a failing mapper fails the batch").await;
     assert_eq!(store.checkpoint(&checkpoint_name).await.or_fail("checkpoint"), events[5].log);
     mapper.fail.store(false, Ordering::SeqCst);
-    assert_eq!(publish_all(&relay).await, 2);
+    assert_eq!(publish_all(&relay, 2).await, 2);
     assert_eq!(messages_in_stream(&bus).await, 5);
 }

@@ -97,8 +97,7 @@ async fn append_and_load(db: Db) {
     assert_eq!(tail.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![events[2].event_id, events[3].event_id]);
 
     // The global log holds the same events, in the order they were written.
-    let log = store.read_log(LogPosition::START, 100).await.or_fail("read_log");
-    assert_eq!(log.len(), 5);
+    let log = whole_log(&store, 5).await;
     let in_log: Vec<Uuid> = log.iter().filter(|e| e.aggregate_id == "c-1").map(|e| e.event_id).collect();
     assert_eq!(in_log, events.iter().map(|e| e.event_id).collect::<Vec<_>>());
     assert_eq!(log[4].aggregate_id, "c-2");
@@ -511,6 +510,12 @@ impl Projection for CountPerAggregate {
     }
 }
 
+/// Catches up until `expected` events were applied (PostgreSQL may hold recent events back
+/// while an older transaction elsewhere in the cluster is still open).
+async fn catch_up(runner: &ProjectionRunner, expected: usize) -> usize {
+    repeat_until(expected, "the projection to catch up", || async { runner.catch_up().await.or_fail("catch_up") }).await
+}
+
 async fn counts(store: &Store) -> Vec<(String, i64)> {
     let rows: Result<Vec<(String, i64)>, sqlx::Error> = on_backend!(store.backend(), pool => {
         sqlx::query_as("SELECT aggregate_id, n FROM test_counts ORDER BY aggregate_id").fetch_all(pool).await
@@ -534,20 +539,21 @@ async fn projections(db: Db) {
     let expected = vec![("p-a".to_string(), 20), ("p-b".to_string(), 20), ("p-c".to_string(), 1)];
 
     let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(CountPerAggregate)]).with_batch(7);
-    assert_eq!(runner.catch_up().await.or_fail("catch_up"), 41);
+    assert_eq!(catch_up(&runner, 41).await, 41);
     assert_eq!(counts(&store).await, expected);
     assert_eq!(runner.catch_up().await.or_fail("second catch_up"), 0, "nothing is applied twice");
     assert_eq!(counts(&store).await, expected);
 
     // New events are picked up from the checkpoint.
     add(&counters, "p-c", &[1, 1]).await;
-    assert_eq!(runner.catch_up().await.or_fail("catch_up after more"), 2);
+    assert_eq!(catch_up(&runner, 2).await, 2);
     let expected = vec![("p-a".to_string(), 20), ("p-b".to_string(), 20), ("p-c".to_string(), 3)];
     assert_eq!(counts(&store).await, expected);
 
     // A rebuild empties the read model and ends with the same counts.
-    let rebuilt = runner.rebuild(&CountPerAggregate, |_, _| {}).await.or_fail("rebuild");
-    assert_eq!(rebuilt, 43);
+    let rebuilt = runner.rebuild(&CountPerAggregate, |_, _| {}).await.or_fail("rebuild") as usize;
+    assert!(rebuilt <= 43);
+    catch_up(&runner, 43 - rebuilt).await;
     assert_eq!(counts(&store).await, expected);
     assert_eq!(runner.catch_up().await.or_fail("catch_up after rebuild"), 0);
 
@@ -564,7 +570,9 @@ async fn projections(db: Db) {
         tokio::spawn(async move { second.catch_up().await })
     );
     let (a, b) = (a.or_fail("task a").or_fail("catch_up a"), b.or_fail("task b").or_fail("catch_up b"));
-    assert_eq!(a + b, more, "between them the replicas applied each new event once ({a} + {b})");
+    assert!(a + b <= more, "the replicas applied {a} + {b} events, more than the {more} new ones");
+    let rest = catch_up(&ProjectionRunner::new(store.clone(), vec![Arc::new(CountPerAggregate)]), more - a - b).await;
+    assert_eq!(a + b + rest, more, "each new event was applied once ({a} + {b} + {rest})");
     let now = counts(&store).await;
     assert_eq!(now[..3], expected[..]);
     assert_eq!(now[3..], (0..5).map(|i| (format!("q-{i}"), (more / 5) as i64)).collect::<Vec<_>>()[..]);

@@ -192,23 +192,36 @@ impl HearingApp {
         authorize: impl FnOnce(&Hearing) -> Result<(), AppError>,
         command: HearingCommand,
     ) -> Result<Hearing, AppError> {
+        self.execute_tracked(id, context, authorize, command).await.map(|(_, after, _)| after)
+    }
+
+    /// Like `execute`, also returning the status before and whether anything was written,
+    /// as decided in this one load-decide-commit (another replica may act in between two).
+    async fn execute_tracked(
+        &self,
+        id: Uuid,
+        context: EventContext,
+        authorize: impl FnOnce(&Hearing) -> Result<(), AppError>,
+        command: HearingCommand,
+    ) -> Result<(HearingStatus, Hearing, bool), AppError> {
         let mut loaded = self.hearings.load_aggregate(&id.to_string()).await?;
         let hearing = loaded.aggregate();
         if !hearing.exists && !matches!(command, HearingCommand::Create { .. }) {
             return Err(AppError::NotFound("hearing".into()));
         }
         authorize(hearing)?;
+        let before = hearing.status;
         let events = hearing.decide(command.clone())?;
         let mut after = hearing.clone();
         if events.is_empty() {
-            return Ok(after);
+            return Ok((before, after, false));
         }
         for event in events.clone() {
             cqrs_es::Aggregate::apply(&mut after, event);
         }
         let metadata = context.with_command(command.name()).to_metadata();
         self.hearings.commit(events, loaded, metadata).await?;
-        Ok(after)
+        Ok((before, after, true))
     }
 
     /// The hearing as stored now (the source of truth, not a read model).
@@ -464,11 +477,12 @@ impl HearingApp {
     }
 
     /// Moves one hearing along the clock; safe to call from any number of replicas.
-    pub async fn advance_clock(&self, id: &str, now: DateTime<Utc>) -> Result<Hearing, AppError> {
+    /// Returns the move this call made, if it made one.
+    pub async fn advance_clock(&self, id: &str, now: DateTime<Utc>) -> Result<Option<(HearingStatus, HearingStatus)>, AppError> {
         let id = parse_id(id)?;
         let context = EventContext::for_actor("system:scheduler");
-        let hearing = self.execute(id, context, |_| Ok(()), HearingCommand::AdvanceClock { now }).await?;
-        Ok(hearing)
+        let (before, after, written) = self.execute_tracked(id, context, |_| Ok(()), HearingCommand::AdvanceClock { now }).await?;
+        Ok(written.then_some((before, after.status)))
     }
 
     /// Who did what, when, straight from the hearing's events.

@@ -16,14 +16,14 @@ pub async fn tick(app: &HearingApp) -> Result<usize, AppError> {
     let due = queries::due_for_transition(&app.store, now).await?;
     let mut moved = 0;
     for id in due {
-        let before = app.load(uuid::Uuid::parse_str(&id).map_err(|e| AppError::Internal(e.to_string()))?).await?.status;
         match app.advance_clock(&id, now).await {
-            Ok(after) if after.status != before => {
-                agora_telemetry::metrics::global().hearing_transitions(&format!("{before}->{}", after.status));
-                tracing::info!(hearing = %id, from = %before, to = %after.status, "timed transition");
+            Ok(Some((before, after))) => {
+                agora_telemetry::metrics::global().hearing_transitions(&format!("{before}->{after}"));
+                tracing::info!(hearing = %id, from = %before, to = %after, "timed transition");
                 moved += 1;
             }
-            Ok(_) => {}
+            // Already moved (by another replica, or before a restart).
+            Ok(None) => {}
             // Another replica got there first.
             Err(AppError::Conflict) => {}
             Err(e) => tracing::warn!(hearing = %id, error = %e, "timed transition failed; will retry"),

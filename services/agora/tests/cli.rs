@@ -1,0 +1,204 @@
+//! The `agora` binary as an operator and a newcomer use it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use agora_eventstore::{NewEvent, Store};
+use agora_proto::hearing::v1 as pb;
+use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const AGORA: &str = env!("CARGO_BIN_EXE_agora");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn output(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(AGORA);
+    command.args(args).env_remove("AGORA_DATABASE_URL").env_remove("AGORA_TARGETS");
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let out = command.output().await.expect("agora runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Starts `agora run …` and waits (with a deadline) for its ready line.
+async fn start(args: &[&str], envs: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(AGORA);
+    command.arg("run").args(args).env("AGORA_LOG_FORMAT", "json").env("RUST_LOG", "warn").stdout(Stdio::piped()).kill_on_drop(true);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("agora starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("agora is ready") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "agora run did not report ready");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+async fn stop(mut child: Child) {
+    let pid = child.id().expect("running");
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("stops within 20 s").expect("exit status");
+    assert!(exit.success(), "a stop signal is a clean exit: {exit:?}");
+}
+
+async fn public_titles(grpc: u16) -> Vec<String> {
+    let mut client = HearingServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("grpc connects");
+    let list = client.list_hearings(pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() }).await.expect("list");
+    list.into_inner().hearings.into_iter().map(|h| h.title).collect()
+}
+
+#[tokio::test]
+async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let (grpc, http) = (free_port(), free_port());
+    let grpc_addr = format!("127.0.0.1:{grpc}");
+    let http_addr = format!("127.0.0.1:{http}");
+    let args = ["--data-dir", data_dir, "--grpc-addr", &grpc_addr, "--http-addr", &http_addr];
+    let child = start(&args, &[]).await;
+    let titles = public_titles(grpc).await;
+    assert_eq!(
+        titles,
+        ["Cykelsti langs Ringvejen", "Klimaplan 2030", "Lokalplan for Bytorvet", "Skolestruktur i Vest"],
+        "the public sees the published, open, external demo hearings"
+    );
+
+    // The development login: a token for a demo caseworker shows her dashboard.
+    let (code, token, _) = output(&["token", "issue", "karen", "--data-dir", data_dir], &[]).await;
+    assert_eq!(code, 0);
+    let mut client = HearingServiceClient::connect(format!("http://{grpc_addr}")).await.expect("grpc");
+    let mut request = tonic::Request::new(pb::OwnerDashboardRequest {});
+    request.metadata_mut().insert("authorization", format!("Bearer {}", token.trim()).parse().expect("header"));
+    let mine = client.owner_dashboard(request).await.expect("dashboard").into_inner();
+    let statuses: Vec<i32> = mine.hearings.iter().map(|h| h.status).collect();
+    assert_eq!(mine.total, 4, "{:?}", mine.hearings.iter().map(|h| &h.title).collect::<Vec<_>>());
+    assert!(statuses.contains(&(pb::HearingStatus::Draft as i32)) && statuses.contains(&(pb::HearingStatus::Active as i32)));
+    stop(child).await;
+
+    let events_before = Store::sqlite(&dir.path().join("agora.db")).await.expect("store").log_extent().await.expect("extent").0;
+    let child = start(&args, &[]).await;
+    assert_eq!(public_titles(grpc).await.len(), 4);
+    stop(child).await;
+    let events_after = Store::sqlite(&dir.path().join("agora.db")).await.expect("store").log_extent().await.expect("extent").0;
+    assert_eq!(events_before, events_after, "seeding is idempotent");
+
+    // The log the demo wrote is intact.
+    let (code, stdout, _) = output(&["audit", "verify", "--data-dir", data_dir], &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("intact"), "{stdout}");
+}
+
+#[tokio::test]
+async fn audit_verify_names_the_tampered_stream_and_position() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let store = Store::sqlite(&dir.path().join("agora.db")).await.expect("store");
+    store.migrate().await.expect("migrate");
+    for stream in ["a", "b"] {
+        let events: Vec<NewEvent> = (1..=5)
+            .map(|sequence| NewEvent {
+                aggregate_type: "hearing".into(),
+                aggregate_id: stream.into(),
+                sequence,
+                event_type: "HearingUpdated".into(),
+                event_version: "1".into(),
+                payload: serde_json::json!({"n": sequence}),
+                metadata: serde_json::json!({"actor": "user:x"}),
+            })
+            .collect();
+        store.append(&events, None).await.expect("append");
+    }
+    let (code, stdout, _) = output(&["audit", "verify", "--data-dir", data_dir], &[]).await;
+    assert_eq!((code, stdout.contains("2 streams, 10 events")), (0, true), "{stdout}");
+
+    let agora_eventstore::Backend::Sqlite { writer, .. } = store.backend() else { panic!("sqlite") };
+    sqlx::query("UPDATE events SET payload = '{\"n\":42}' WHERE aggregate_id = 'b' AND sequence = 3").execute(writer).await.expect("tamper");
+    let position: i64 = sqlx::query_scalar("SELECT position FROM events WHERE aggregate_id = 'b' AND sequence = 3").fetch_one(writer).await.expect("pos");
+    let (code, stdout, _) = output(&["audit", "verify", "--data-dir", data_dir], &[]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(&format!("stream hearing/b at position {position}")), "{stdout}");
+    assert!(!stdout.contains("hearing/a"), "an intact stream is not accused: {stdout}");
+
+    sqlx::query("DELETE FROM events WHERE aggregate_id = 'a' AND sequence = 2").execute(writer).await.expect("remove");
+    let (code, stdout, _) = output(&["audit", "verify", "--data-dir", data_dir], &[]).await;
+    assert_eq!(code, 1);
+    assert!(stdout.contains("stream hearing/a") && stdout.contains("expected sequence 2"), "{stdout}");
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_setting() {
+    let (code, _, stderr) = output(&["run", "--target", "hearing,nonsense"], &[]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_TARGETS") && stderr.contains("nonsense"), "{stderr}");
+
+    let (code, _, stderr) = output(&["run", "--target", "hearing"], &[]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_DATABASE_URL is required"), "{stderr}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, _, stderr) = output(&["run", "--data-dir", dir.path().to_str().expect("path")], &[("AGORA_GRPC_ADDR", "localhost-ish")]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_GRPC_ADDR 'localhost-ish'"), "{stderr}");
+
+    let (code, _, stderr) = output(
+        &["run", "--target", "hearing"],
+        &[("AGORA_DATABASE_URL", "mysql://x"), ("AGORA_TOKEN_JWKS", "/nonexistent"), ("AGORA_PSEUDONYM_KEY", &"k".repeat(40))],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_TOKEN_JWKS"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_single_target_runs_on_postgresql_and_jetstream() {
+    let Some(database) = agora_eventstore::testing::postgres(2).await else { return };
+    let Some(bus) = agora_eventstore::testing::nats().await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = agora_auth::SigningKey::generate_with_kid("k1").expect("key");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, agora_auth::jwks(&[&key]).to_string()).expect("jwks");
+    let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
+    let (grpc, http) = (free_port(), free_port());
+    let child = start(
+        &["--target", "hearing"],
+        &[
+            ("AGORA_DATABASE_URL", &url),
+            ("AGORA_NATS_URL", &agora_eventstore::testing::nats_url()),
+            ("AGORA_NATS_PREFIX", &bus.bus.config.subject_prefix),
+            ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
+            ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
+            ("AGORA_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
+            ("AGORA_HTTP_ADDR", &format!("127.0.0.1:{http}")),
+        ],
+    )
+    .await;
+    // The standard gRPC health service reports the hearing service as serving.
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}")).expect("uri").connect().await.expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "agora.hearing.v1.HearingService".into() })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // No demo data in production.
+    assert!(public_titles(grpc).await.is_empty());
+    stop(child).await;
+}

@@ -1,0 +1,107 @@
+//! The production path: two replicas on one PostgreSQL, the outbox relay to NATS JetStream,
+//! and the integration events other systems receive.
+
+use std::sync::Arc;
+
+use agora_eventstore::jetstream::IntegrationEvent;
+use agora_eventstore::relay::Relay;
+use agora_eventstore::testing;
+use agora_hearing::integration::HearingIntegration;
+use agora_tests_integration::{pb, Backend, Harness, People};
+use futures::StreamExt;
+use prost::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_make_one_timed_transition() {
+    let Some(mut h) = Harness::start(Backend::Postgres).await else { return };
+    let people = People::new();
+    h.define_reference_data(&people.admin).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = h.draft(&people.karen, "lokalplan", &format!("Høring {n}"), "2026-12-01", "2026-12-20").await;
+        let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id.clone() });
+        h.hearings.publish_hearing(request).await.expect("publish");
+        ids.push(id);
+    }
+    h.settle().await;
+
+    // A second replica: its own connections, the same database, the same moment.
+    let database = h.database.as_ref().expect("postgres harness");
+    let other_store = database.another_store(8).await;
+    let files = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
+    let now = h.now.clone();
+    let clock: agora_hearing::app::Clock = Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now()));
+    let replica = agora_hearing::app::HearingApp::new(other_store, Arc::new(files), b"test-pseudonym-key", clock);
+    h.set_now("2026-12-01T06:00:00Z");
+    let (a, b) = tokio::join!(agora_hearing::scheduler::tick(&h.app), agora_hearing::scheduler::tick(&replica));
+    let moved = a.expect("replica a") + b.expect("replica b");
+    assert_eq!(moved, 5, "each hearing moved exactly once between the two replicas");
+    for id in &ids {
+        let events = h.store.read_stream("hearing", id, 0).await.expect("stream");
+        assert_eq!(events.iter().filter(|e| e.event_type == "HearingStarted").count(), 1, "hearing {id}");
+    }
+    // A restart (a new tick at a later time) neither repeats nor misses anything.
+    h.settle().await;
+    h.set_now("2026-12-02T06:00:00Z");
+    assert_eq!(agora_hearing::scheduler::tick(&replica).await.expect("tick"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribers_receive_versioned_integration_events() {
+    let Some(mut h) = Harness::start(Backend::Postgres).await else { return };
+    let Some(test_bus) = testing::nats().await else { return };
+    let bus = test_bus.bus.clone();
+    let people = People::new();
+    h.define_reference_data(&people.admin).await;
+    let id = h.draft(&people.karen, "lokalplan", "Lokalplan for havnen", "2026-12-01", "2026-12-20").await;
+    let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id.clone() });
+    h.hearings.publish_hearing(request).await.expect("publish");
+
+    let relay = Relay::new(h.store.clone(), bus.clone(), Arc::new(HearingIntegration::new(h.store.clone())));
+    let mut published = 0;
+    loop {
+        let n = relay.publish_batch().await.expect("relay");
+        if n == 0 {
+            break;
+        }
+        published += n;
+    }
+    assert!(published > 0);
+
+    // A subscriber filtering on published hearings, as another system would.
+    let stream = bus.jetstream.get_stream(&bus.config.stream).await.expect("stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.hearing.v1.published.>", bus.config.subject_prefix),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+        .await
+        .expect("a published event arrives")
+        .expect("stream open")
+        .expect("message");
+    let event = IntegrationEvent::from_message(message.subject.as_str(), message.headers.as_ref(), message.payload.clone()).expect("cloudevent headers");
+    assert_eq!(event.event_type, "dk.agora.hearing.v1.HearingPublished");
+    assert_eq!(event.source, "agora/hearing");
+    assert_eq!(event.subject, id);
+    let headers = message.headers.as_ref().expect("headers");
+    assert_eq!(headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(event.id.to_string().as_str()));
+    let body = pb::HearingPublished::decode(message.payload.clone()).expect("protobuf body");
+    let state = body.hearing.expect("state");
+    assert_eq!(state.hearing_id, id);
+    assert_eq!(state.status, pb::HearingStatus::AwaitingStartDate as i32);
+    assert_eq!(state.title, "Lokalplan for havnen");
+    assert_eq!(state.closes_at, "2026-12-20T23:00:00Z");
+
+    // Republishing history adds nothing to the stream: JetStream drops the repeats.
+    let before = bus.jetstream.get_stream(&bus.config.stream).await.expect("stream").info().await.expect("info").state.messages;
+    relay.republish(1, |_| {}).await.expect("republish");
+    let after = bus.jetstream.get_stream(&bus.config.stream).await.expect("stream").info().await.expect("info").state.messages;
+    assert_eq!(before, after);
+    // Every hearing event was published once; reference data stays internal.
+    let hearing_events = h.store.read_stream("hearing", &id, 0).await.expect("stream").len();
+    assert_eq!(before as usize, hearing_events);
+}
