@@ -324,3 +324,53 @@ async fn reference_rules(mut h: Harness) {
     assert!(message.contains("udgået"), "{message}");
 }
 on_both_backends!(reference_data_is_for_administrators, reference_rules);
+
+async fn invitation_groups(mut h: Harness) {
+    let people = People::new();
+    h.define_reference_data(&people.admin).await;
+    let group = pb::InvitationGroup {
+        id: "naboraad".into(),
+        name: "Lokalråd Vest".into(),
+        members: vec![
+            pb::Participant { identifier: "formand@lokalraad.example".into(), label: "Formand".into() },
+            pb::Participant { identifier: "0101801234".into(), label: "Kasserer".into() },
+        ],
+        ..Default::default()
+    };
+    let request = h.as_user(Some(&people.karen), group.clone());
+    assert_eq!(code_and_message(h.reference.define_invitation_group(request).await).0, Code::PermissionDenied);
+    let request = h.as_user(Some(&people.admin), group);
+    h.reference.define_invitation_group(request).await.expect("define group");
+    let bad = pb::InvitationGroup { id: "tom".into(), name: "Tom".into(), members: vec![pb::Participant { identifier: "123".into(), label: String::new() }], ..Default::default() };
+    let request = h.as_user(Some(&people.admin), bad);
+    let (code, message) = code_and_message(h.reference.define_invitation_group(request).await);
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("members[0]"), "{message}");
+    h.settle().await;
+
+    let id = h.draft(&people.karen, "lokalplan", "Nabohøring", "2026-12-01", "2026-12-20").await;
+    let invite = |identifier: &str| pb::InviteRequest {
+        hearing_id: id.clone(),
+        participants: vec![pb::Participant { identifier: identifier.into(), label: String::new() }],
+    };
+    let request = h.as_user(Some(&people.karen), invite("group:ukendt"));
+    let (code, message) = code_and_message(h.hearings.invite_participants(request).await);
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("ukendt"), "{message}");
+    let request = h.as_user(Some(&people.karen), invite("group:naboraad"));
+    let hearing = h.hearings.invite_participants(request).await.expect("invite group").into_inner();
+    assert_eq!(hearing.invitees.len(), 1);
+    assert_eq!((hearing.invitees[0].kind.as_str(), hearing.invitees[0].label.as_str()), ("group", "Lokalråd Vest"));
+
+    let request = h.as_user(Some(&people.citizen), pb::ListReferenceRequest { include_retired: false });
+    assert_eq!(code_and_message(h.reference.list_invitation_groups(request).await).0, Code::PermissionDenied);
+    let request = h.as_user(Some(&people.karen), pb::ListReferenceRequest { include_retired: false });
+    let groups = h.reference.list_invitation_groups(request).await.expect("list").into_inner().groups;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].invitees.len(), 2);
+    assert!(groups[0].invitees.iter().all(|i| !i.reference.contains("0101801234") && !i.label.contains("0101801234")));
+    let (count, _) = h.store.log_extent().await.expect("extent");
+    let log = h.store.read_log(agora_eventstore::LogPosition::START, count).await.expect("log");
+    assert!(log.iter().all(|e| !e.payload.to_string().contains("0101801234")), "no CPR number anywhere in the log");
+}
+on_both_backends!(invitation_groups_are_invited_by_name, invitation_groups);

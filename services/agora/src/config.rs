@@ -74,9 +74,11 @@ pub struct RunArgs {
     /// Health, readiness and Prometheus metrics (the portal joins it with the gateway).
     #[arg(long, env = "AGORA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
-    /// Where documents and images are stored (local disk).
-    #[arg(long, env = "AGORA_FILES_DIR")]
-    pub files_dir: Option<PathBuf>,
+    /// Where documents and images are stored: a local directory (default DATA_DIR/files),
+    /// `file:///path`, `az://container/prefix` (Azure Blob; AZURE_STORAGE_* settings) or
+    /// `s3://bucket/prefix` (S3; AWS_* settings).
+    #[arg(long, env = "AGORA_FILES")]
+    pub files: Option<String>,
     #[arg(long, env = "AGORA_TOKEN_ISSUER", default_value = DEV_ISSUER)]
     pub token_issuer: String,
     #[arg(long, env = "AGORA_TOKEN_AUDIENCE", default_value = AUDIENCE)]
@@ -105,7 +107,7 @@ pub struct Settings {
     pub targets: Vec<String>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    pub files_dir: PathBuf,
+    pub files: FilesLocation,
     pub verifier: TokenVerifier,
     pub pseudonym_key: Vec<u8>,
     pub dev_login: bool,
@@ -142,7 +144,10 @@ impl RunArgs {
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("AGORA_NATS_REPLICAS must be between 1 and 5 (got {})", self.nats_replicas);
         }
-        let files_dir = self.files_dir.clone().unwrap_or_else(|| self.connect.data_dir.join("files"));
+        let files = match &self.files {
+            None => FilesLocation::Local(self.connect.data_dir.join("files")),
+            Some(value) => FilesLocation::parse(value)?,
+        };
         let (verifier, pseudonym_key) = if embedded {
             let key = development_key(&self.connect.data_dir)?;
             let verifier = TokenVerifier::new(&self.token_issuer, &self.token_audience).with_signing_key(&key);
@@ -169,7 +174,7 @@ impl RunArgs {
             targets,
             grpc_addr,
             http_addr,
-            files_dir,
+            files,
             verifier,
             pseudonym_key,
             dev_login: self.dev_login.unwrap_or(embedded),
@@ -201,4 +206,55 @@ fn development_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 
 pub fn development_issuer(data_dir: &Path) -> anyhow::Result<TokenIssuer> {
     Ok(TokenIssuer::new(development_key(data_dir)?, DEV_ISSUER, AUDIENCE, chrono::Duration::hours(8)))
+}
+
+/// Where files go.
+#[derive(Debug, Clone)]
+pub enum FilesLocation {
+    Local(PathBuf),
+    /// A cloud object store URL (az://, abfs://, s3://), configured from the environment.
+    Cloud(String),
+}
+
+impl FilesLocation {
+    pub fn parse(value: &str) -> anyhow::Result<Self> {
+        if let Some(path) = value.strip_prefix("file://") {
+            return Ok(Self::Local(PathBuf::from(path)));
+        }
+        if !value.contains("://") {
+            return Ok(Self::Local(PathBuf::from(value)));
+        }
+        let scheme = value.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "az" | "azure" | "abfs" | "abfss" | "s3" | "s3a" | "https") {
+            bail!("AGORA_FILES '{value}': unsupported scheme '{scheme}' (use a directory, file://, az://, abfs:// or s3://)");
+        }
+        Ok(Self::Cloud(value.to_string()))
+    }
+
+    /// Opens the store: a local directory is created if missing; a cloud store takes its
+    /// settings (account, key or managed identity, region, …) from AZURE_* / AWS_* variables.
+    pub fn open(&self) -> anyhow::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+        match self {
+            Self::Local(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("AGORA_FILES: cannot create {}", dir.display()))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .with_context(|| format!("AGORA_FILES: cannot use {}", dir.display()))?;
+                Ok(std::sync::Arc::new(store))
+            }
+            Self::Cloud(url) => {
+                let parsed = url::Url::parse(url).with_context(|| format!("AGORA_FILES '{url}' is not a URL"))?;
+                let options = std::env::vars()
+                    .filter(|(k, _)| k.starts_with("AZURE_") || k.starts_with("AWS_"))
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v));
+                let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+                    .with_context(|| format!("AGORA_FILES: cannot configure the object store for {url}"))?;
+                let store: std::sync::Arc<dyn object_store::ObjectStore> = std::sync::Arc::from(store);
+                if prefix.as_ref().is_empty() {
+                    Ok(store)
+                } else {
+                    Ok(std::sync::Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+                }
+            }
+        }
+    }
 }

@@ -51,11 +51,8 @@ fn shutdown_future(rx: &watch::Receiver<bool>) -> impl std::future::Future<Outpu
 
 /// The hearing service wired to a store: what both modes and the tests share.
 pub fn hearing_app(store: &Store, settings: &Settings) -> anyhow::Result<HearingApp> {
-    std::fs::create_dir_all(&settings.files_dir)
-        .with_context(|| format!("AGORA_FILES_DIR: cannot create {}", settings.files_dir.display()))?;
-    let files = object_store::local::LocalFileSystem::new_with_prefix(&settings.files_dir)
-        .with_context(|| format!("AGORA_FILES_DIR: cannot use {}", settings.files_dir.display()))?;
-    Ok(HearingApp::new(store.clone(), Arc::new(files), &settings.pseudonym_key, Arc::new(chrono::Utc::now)))
+    let files = settings.files.open()?;
+    Ok(HearingApp::new(store.clone(), files, &settings.pseudonym_key, Arc::new(chrono::Utc::now)))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::domain::fields::{sanitize_file_name, sniff_content_type, Violation};
 use crate::domain::invitees::{parse_csv, parse_invitee, Pseudonymizer, RowError};
 use crate::domain::reference::{self, KleEntry, Reference, ReferenceCommand, ReferenceError, ReferenceItem};
-use crate::domain::{Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, StoredFile};
+use crate::domain::{Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, InviteeKind, StoredFile};
 
 /// Why a request was not carried out; the gRPC adapter maps each to its status code.
 #[derive(Debug, thiserror::Error)]
@@ -375,6 +375,17 @@ impl HearingApp {
         let mut violations = Vec::new();
         for (i, (identifier, label)) in identifiers.iter().enumerate() {
             match parse_invitee(identifier, label, self.pseudonymizer.as_ref()) {
+                Ok(mut invitee) if invitee.kind == InviteeKind::Group => {
+                    let group_id = invitee.reference.trim_start_matches("group:").to_string();
+                    match self.reference_item("invitation_group", &group_id).await? {
+                        Some((ReferenceItem::InvitationGroup { name, .. }, false)) => {
+                            invitee.label = name;
+                            invitees.push(invitee);
+                        }
+                        Some((_, true)) => violations.push(Violation::new(&format!("invitees[{i}]"), format!("gruppen '{group_id}' er udgået"))),
+                        _ => violations.push(Violation::new(&format!("invitees[{i}]"), format!("ingen invitationsgruppe '{group_id}'"))),
+                    }
+                }
                 Ok(invitee) => invitees.push(invitee),
                 Err(message) => violations.push(Violation::new(&format!("invitees[{i}]"), message)),
             }
@@ -529,6 +540,24 @@ impl HearingApp {
     pub async fn define_reference(&self, principal: &Principal, item: ReferenceItem) -> Result<(), AppError> {
         let aggregate_id = item.aggregate_id();
         self.execute_reference(principal, &aggregate_id, ReferenceCommand::Define(item)).await
+    }
+
+    /// Defines an invitation group from identifiers (e-mail, CPR, CVR, `user:…`); CPR
+    /// numbers become pseudonymous references before anything is stored.
+    pub async fn define_invitation_group(&self, principal: &Principal, id: &str, name: &str, identifiers: &[(String, String)]) -> Result<(), AppError> {
+        Self::require_administrator(principal)?;
+        let mut members = Vec::new();
+        let mut violations = Vec::new();
+        for (i, (identifier, label)) in identifiers.iter().enumerate() {
+            match parse_invitee(identifier, label, self.pseudonymizer.as_ref()) {
+                Ok(member) => members.push(member),
+                Err(message) => violations.push(Violation::new(&format!("members[{i}]"), message)),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(AppError::Invalid(violations));
+        }
+        self.define_reference(principal, ReferenceItem::InvitationGroup { id: id.to_string(), name: name.to_string(), members }).await
     }
 
     pub async fn retire_reference(&self, principal: &Principal, kind: &str, id: &str) -> Result<(), AppError> {

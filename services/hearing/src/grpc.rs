@@ -99,6 +99,14 @@ fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
 }
 
+pub fn invitee_to_pb(invitee: &crate::domain::Invitee) -> pb::Invitee {
+    pb::Invitee {
+        reference: invitee.reference.clone(),
+        kind: serde_json::to_value(invitee.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        label: invitee.label.clone(),
+    }
+}
+
 pub fn file_to_pb(file: &StoredFile) -> pb::StoredFile {
     pb::StoredFile {
         file_id: file.id.to_string(),
@@ -171,15 +179,7 @@ pub fn hearing_to_pb(id: &str, hearing: &Hearing, viewer: Option<&Principal>) ->
         owner_id: hearing.owner.to_string(),
         reviewer_ids: if manages { hearing.reviewers.iter().map(ToString::to_string).collect() } else { Vec::new() },
         invitees: if manages {
-            hearing
-                .invitees
-                .values()
-                .map(|i| pb::Invitee {
-                    reference: i.reference.clone(),
-                    kind: serde_json::to_value(i.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                    label: i.label.clone(),
-                })
-                .collect()
+            hearing.invitees.values().map(invitee_to_pb).collect()
         } else {
             Vec::new()
         },
@@ -483,6 +483,38 @@ impl ReferenceDataService for HearingGrpc {
     async fn define_snippet(&self, request: Request<pb::Snippet>) -> Reply<pb::ReferenceAck> {
         let r = request.get_ref().clone();
         self.define(&request, ReferenceItem::Snippet { id: r.id, field: r.field, title: r.title, text: r.text }).await
+    }
+
+    async fn define_invitation_group(&self, request: Request<pb::InvitationGroup>) -> Reply<pb::ReferenceAck> {
+        let caller = self.caller(&request, "change reference data")?;
+        let r = request.get_ref();
+        let members: Vec<(String, String)> = r.members.iter().map(|m| (m.identifier.clone(), m.label.clone())).collect();
+        self.app.define_invitation_group(&caller, &r.id, &r.name, &members).await.map_err(status_of)?;
+        Ok(Response::new(pb::ReferenceAck {}))
+    }
+
+    async fn list_invitation_groups(&self, request: Request<pb::ListReferenceRequest>) -> Reply<pb::InvitationGroupList> {
+        // Members are people: only staff see them.
+        let caller = self.caller(&request, "see invitation groups")?;
+        if !caller.is_employee() {
+            return Err(status_of(AppError::PermissionDenied("only employees may see invitation groups".into())));
+        }
+        let items = self.items("invitation_group", request.get_ref().include_retired).await?;
+        Ok(Response::new(pb::InvitationGroupList {
+            groups: items
+                .iter()
+                .filter_map(|(item, retired)| match item {
+                    ReferenceItem::InvitationGroup { id, name, members } => Some(pb::InvitationGroup {
+                        id: id.clone(),
+                        name: name.clone(),
+                        members: Vec::new(),
+                        invitees: members.iter().map(invitee_to_pb).collect(),
+                        retired: *retired,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        }))
     }
 
     async fn retire_item(&self, request: Request<pb::RetireItemRequest>) -> Reply<pb::ReferenceAck> {

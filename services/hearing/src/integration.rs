@@ -16,7 +16,7 @@ use cqrs_es::Aggregate;
 use prost::Message;
 
 use crate::domain::{Hearing, HearingEvent};
-use crate::grpc::{file_to_pb, status_to_pb};
+use crate::grpc::{file_to_pb, invitee_to_pb, status_to_pb};
 
 pub const SOURCE: &str = "agora/hearing";
 const CACHE_LIMIT: usize = 10_000;
@@ -122,12 +122,7 @@ fn encode(event: &HearingEvent, state: pb::HearingState) -> (&'static str, &'sta
             ("reviewer_removed", "ReviewerRemoved", pb::ReviewerRemoved { hearing, user_id: user.to_string() }.encode_to_vec())
         }
         E::InviteeAdded { invitee } => {
-            let invitee = pb::Invitee {
-                reference: invitee.reference.clone(),
-                kind: serde_json::to_value(invitee.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                label: invitee.label.clone(),
-            };
-            ("invitee_added", "InviteeAdded", pb::InviteeAdded { hearing, invitee: Some(invitee) }.encode_to_vec())
+            ("invitee_added", "InviteeAdded", pb::InviteeAdded { hearing, invitee: Some(invitee_to_pb(invitee)) }.encode_to_vec())
         }
         E::InviteeRemoved { reference } => {
             ("invitee_removed", "InviteeRemoved", pb::InviteeRemoved { hearing, reference: reference.clone() }.encode_to_vec())

@@ -26,6 +26,8 @@ pub enum ReferenceItem {
     CityArea { id: String, name: String },
     /// A ready-made text a caseworker can insert into a field.
     Snippet { id: String, field: String, title: String, text: String },
+    /// A standing list of invitees (e.g. the local councils), invited together as `group:<id>`.
+    InvitationGroup { id: String, name: String, members: Vec<super::Invitee> },
 }
 
 impl ReferenceItem {
@@ -35,20 +37,21 @@ impl ReferenceItem {
             Self::SubjectArea { .. } => "subject_area",
             Self::CityArea { .. } => "city_area",
             Self::Snippet { .. } => "snippet",
+            Self::InvitationGroup { .. } => "invitation_group",
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
             Self::HearingType(t) => &t.id,
-            Self::SubjectArea { id, .. } | Self::CityArea { id, .. } | Self::Snippet { id, .. } => id,
+            Self::SubjectArea { id, .. } | Self::CityArea { id, .. } | Self::Snippet { id, .. } | Self::InvitationGroup { id, .. } => id,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Self::HearingType(t) => &t.name,
-            Self::SubjectArea { name, .. } | Self::CityArea { name, .. } => name,
+            Self::SubjectArea { name, .. } | Self::CityArea { name, .. } | Self::InvitationGroup { name, .. } => name,
             Self::Snippet { title, .. } => title,
         }
     }
@@ -66,6 +69,14 @@ impl ReferenceItem {
         }
         if self.name().trim().is_empty() {
             out.push(Violation::new("name", "navn skal udfyldes"));
+        }
+        if let Self::InvitationGroup { members, .. } = self {
+            if members.is_empty() {
+                out.push(Violation::new("members", "en invitationsgruppe skal have mindst ét medlem"));
+            }
+            if members.iter().any(|m| m.kind == super::InviteeKind::Group) {
+                out.push(Violation::new("members", "en gruppe kan ikke indeholde andre grupper"));
+            }
         }
         if let Self::HearingType(t) = self {
             if t.rule("title").is_none() {
