@@ -22,6 +22,25 @@ pub struct StoredEvent {
     pub hash: String,
 }
 
+impl StoredEvent {
+    /// The event's hash as it should be, chained onto `previous_hash`.
+    pub fn expected_hash(&self, previous_hash: &str) -> String {
+        ChainLink {
+            previous_hash,
+            aggregate_type: &self.aggregate_type,
+            aggregate_id: &self.aggregate_id,
+            sequence: self.sequence,
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+            recorded_at: &self.recorded_at,
+            payload: &self.payload,
+            metadata: &self.metadata,
+        }
+        .hash()
+    }
+}
+
 /// What is wrong at one place in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -88,19 +107,7 @@ impl Verifier {
         let finding = |problem| Finding { stream: stream.clone(), position: event.position, sequence: event.sequence, problem };
         // One finding per stream is enough to name where tampering starts.
         if !self.stream_broken {
-            let recomputed = ChainLink {
-                previous_hash: &self.previous_hash,
-                aggregate_type: &event.aggregate_type,
-                aggregate_id: &event.aggregate_id,
-                sequence: event.sequence,
-                event_id: &event.event_id,
-                event_type: &event.event_type,
-                event_version: &event.event_version,
-                recorded_at: &event.recorded_at,
-                payload: &event.payload,
-                metadata: &event.metadata,
-            }
-            .hash();
+            let recomputed = event.expected_hash(&self.previous_hash);
             let problem = if event.sequence != self.expected_sequence {
                 Some(Problem::Missing { expected_sequence: self.expected_sequence })
             } else if recomputed != event.hash {
@@ -170,19 +177,7 @@ mod tests {
                     recorded_at: "2026-11-22T10:00:00.000000Z".into(),
                     hash: String::new(),
                 };
-                event.hash = ChainLink {
-                    previous_hash: &previous,
-                    aggregate_type: &event.aggregate_type,
-                    aggregate_id: &event.aggregate_id,
-                    sequence,
-                    event_id: &event.event_id,
-                    event_type: &event.event_type,
-                    event_version: &event.event_version,
-                    recorded_at: &event.recorded_at,
-                    payload: &event.payload,
-                    metadata: &event.metadata,
-                }
-                .hash();
+                event.hash = event.expected_hash(&previous);
                 previous = event.hash.clone();
                 event
             })
@@ -238,19 +233,7 @@ mod tests {
     fn a_rehashed_forgery_breaks_the_next_link() {
         let mut events = chain(3);
         events[0].payload = r#"{"n":42}"#.into();
-        events[0].hash = ChainLink {
-            previous_hash: GENESIS,
-            aggregate_type: "hearing",
-            aggregate_id: "h1",
-            sequence: 1,
-            event_id: "e1",
-            event_type: "Changed",
-            event_version: "1",
-            recorded_at: "2026-11-22T10:00:00.000000Z",
-            payload: &events[0].payload,
-            metadata: "{}",
-        }
-        .hash();
+        events[0].hash = events[0].expected_hash(GENESIS);
         let report = run(&events);
         assert_eq!(report.findings[0].sequence, 2, "{:?}", report.findings);
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::db::{DbTx, LogPosition, RecordedEvent, StoreError, SAVE_CHECKPOINT};
+use crate::db::{DbTx, LogPosition, RecordedEvent, StoreError, RESET_CHECKPOINT, SAVE_CHECKPOINT};
 use crate::jetstream::{handle_once, BusError, IntegrationHandler};
 use crate::relay::IntegrationMapper;
 use crate::{on_tx, Store};
@@ -129,7 +129,9 @@ impl ProjectionRunner {
         let mut tx = self.store.begin().await?;
         lock_checkpoint(&mut tx, &name).await?;
         projection.reset(&mut tx).await?;
-        save_checkpoint(&mut tx, &name, LogPosition::START).await?;
+        on_tx!(&mut tx, conn => {
+            sqlx::query(RESET_CHECKPOINT).bind(&name).bind(crate::db::format_time(chrono::Utc::now())).execute(&mut **conn).await?;
+        });
         tx.commit().await?;
         let mut done = 0u64;
         loop {
@@ -223,8 +225,7 @@ impl LocalIntegrationFeed {
                     reason,
                 })?;
                 let Some(integration) = mapped else { continue };
-                let prefix = self.handler.filter().trim_end_matches('>').trim_end_matches('.');
-                if !integration.nats_subject.starts_with(prefix) {
+                if !subject_matches(self.handler.filter(), &integration.nats_subject) {
                     continue;
                 }
                 if handle_once(&self.store, self.handler.as_ref(), &integration).await? {
@@ -249,5 +250,34 @@ impl LocalIntegrationFeed {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
+    }
+}
+
+/// NATS subject matching: `*` matches one token, a final `>` one or more.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in filter.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (t, Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn filters_match_like_nats() {
+        assert!(subject_matches("hearing.>", "hearing.v1.published.h1"));
+        assert!(!subject_matches("hearing.>", "hearings.v1.published.h1"));
+        assert!(!subject_matches("hearing.>", "hearing"));
+        assert!(subject_matches("hearing.v1.*.h1", "hearing.v1.closed.h1"));
+        assert!(!subject_matches("hearing.v1.*", "hearing.v1.closed.h1"));
+        assert!(subject_matches("hearing.v1.closed.h1", "hearing.v1.closed.h1"));
     }
 }

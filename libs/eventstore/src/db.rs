@@ -120,10 +120,12 @@ pub struct NewSnapshot {
     pub payload: Value,
 }
 
-const POSTGRES_SCHEMA: &[&str] = &[
+/// The schema, with `{ID}` (the global position's type) and `{TX}` (how a row learns its
+/// writing transaction) filled in per backend.
+const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS events (
-        position BIGSERIAL PRIMARY KEY,
-        tx_id BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+        position {ID},
+        tx_id BIGINT NOT NULL DEFAULT {TX},
         event_id TEXT NOT NULL,
         aggregate_type TEXT NOT NULL,
         aggregate_id TEXT NOT NULL,
@@ -147,39 +149,6 @@ const POSTGRES_SCHEMA: &[&str] = &[
         name TEXT PRIMARY KEY,
         tx_id BIGINT NOT NULL,
         position BIGINT NOT NULL,
-        updated_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS handled_events (
-        consumer TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        PRIMARY KEY (consumer, event_id))",
-];
-
-const SQLITE_SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS events (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
-        tx_id INTEGER NOT NULL DEFAULT 0,
-        event_id TEXT NOT NULL,
-        aggregate_type TEXT NOT NULL,
-        aggregate_id TEXT NOT NULL,
-        sequence INTEGER NOT NULL,
-        event_type TEXT NOT NULL,
-        event_version TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        metadata TEXT NOT NULL,
-        recorded_at TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        UNIQUE (aggregate_type, aggregate_id, sequence))",
-    "CREATE TABLE IF NOT EXISTS snapshots (
-        aggregate_type TEXT NOT NULL,
-        aggregate_id TEXT NOT NULL,
-        last_sequence INTEGER NOT NULL,
-        snapshot_version INTEGER NOT NULL,
-        payload TEXT NOT NULL,
-        PRIMARY KEY (aggregate_type, aggregate_id))",
-    "CREATE TABLE IF NOT EXISTS checkpoints (
-        name TEXT PRIMARY KEY,
-        tx_id INTEGER NOT NULL,
-        position INTEGER NOT NULL,
         updated_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS handled_events (
         consumer TEXT NOT NULL,
@@ -287,8 +256,15 @@ impl Store {
 
     /// Creates the event store's tables; safe to run any number of times.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let statements = if self.is_postgres() { POSTGRES_SCHEMA } else { SQLITE_SCHEMA };
-        self.execute_ddl(statements).await
+        let (id, tx) = if self.is_postgres() {
+            ("BIGSERIAL PRIMARY KEY", "(pg_current_xact_id()::text::bigint)")
+        } else {
+            // AUTOINCREMENT: a position is never reused, even after the last row is deleted.
+            ("INTEGER PRIMARY KEY AUTOINCREMENT", "0")
+        };
+        let statements: Vec<String> = SCHEMA.iter().map(|s| s.replace("{ID}", id).replace("{TX}", tx)).collect();
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        self.execute_ddl(&statements).await
     }
 
     /// Runs schema statements for a read model or service table on this store's database.
@@ -545,19 +521,6 @@ impl Store {
         }
     }
 
-    /// The log position just before the event at `position`, for re-reading from it.
-    pub async fn log_position_before(&self, position: i64) -> Result<Option<LogPosition>, StoreError> {
-        let tx: Option<i64> = on_backend!(&*self.backend, pool => {
-            sqlx::query("SELECT tx_id FROM events WHERE position = $1")
-                .bind(position)
-                .fetch_optional(pool)
-                .await?
-                .map(|row| row.try_get::<i64, _>("tx_id"))
-                .transpose()?
-        });
-        Ok(tx.map(|transaction| LogPosition { transaction, position: position - 1 }))
-    }
-
     /// Number of events in the log and the highest position.
     pub async fn log_extent(&self) -> Result<(i64, i64), StoreError> {
         on_backend!(&*self.backend, pool => {
@@ -594,6 +557,15 @@ impl Store {
         Ok(row.map(|(transaction, position)| LogPosition { transaction, position }).unwrap_or_default())
     }
 
+    /// Sets a checkpoint back to the start of the log.
+    pub async fn reset_checkpoint(&self, name: &str) -> Result<(), StoreError> {
+        on_backend!(&*self.backend, pool => {
+            sqlx::query(RESET_CHECKPOINT).bind(name).bind(format_time(Utc::now())).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// Moves a checkpoint forward (never back: see `SAVE_CHECKPOINT`).
     pub async fn save_checkpoint(&self, name: &str, at: LogPosition) -> Result<(), StoreError> {
         on_backend!(&*self.backend, pool => {
             sqlx::query(SAVE_CHECKPOINT)
@@ -608,8 +580,15 @@ impl Store {
     }
 }
 
+/// Checkpoints only move forward, so a relay that lost its lead without noticing cannot
+/// set the one that took over back.
 pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
-     ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at";
+     ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at \
+     WHERE (checkpoints.tx_id, checkpoints.position) < (excluded.tx_id, excluded.position)";
+
+/// Sets a checkpoint back (a rebuild starts from the beginning).
+pub(crate) const RESET_CHECKPOINT: &str = "INSERT INTO checkpoints (name, tx_id, position, updated_at) VALUES ($1, 0, 0, $2) \
+     ON CONFLICT (name) DO UPDATE SET tx_id = 0, position = 0, updated_at = excluded.updated_at";
 
 struct StoredText {
     payload: String,

@@ -177,6 +177,22 @@ impl Bus {
         Ok(bus)
     }
 
+    /// Connects to a stream that must exist already, leaving its configuration alone
+    /// (operator tools must not change replicas or limits of a production stream).
+    pub async fn connect_existing(config: BusConfig) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(config.url.as_str())
+            .await
+            .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
+        let jetstream = jetstream::new(client.clone());
+        jetstream
+            .get_stream(&config.stream)
+            .await
+            .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: format!("{e} (start the relay once to create it)") })?;
+        Ok(Self { config, client, jetstream })
+    }
+
     pub async fn ensure_stream(&self) -> Result<(), BusError> {
         let config = stream::Config {
             name: self.config.stream.clone(),

@@ -88,17 +88,16 @@ impl Relay {
     /// Re-sends history from the event at `from_position` on, without moving the relay's
     /// checkpoint; JetStream drops what it still holds (same `Nats-Msg-Id`) within its
     /// duplicate window, and consumers ignore what they handled.
+    /// Positions are not in log order on PostgreSQL (see `LogPosition`), so the whole log is
+    /// walked and every event at or after `from_position` is sent, in log order.
     pub async fn republish(&self, from_position: i64, progress: impl Fn(usize)) -> Result<usize, BusError> {
-        let mut after = match self.store.log_position_before(from_position).await? {
-            Some(at) => at,
-            None if from_position <= 1 => LogPosition::START,
-            None => return Err(BusError::Store(StoreError::BrokenStream { stream: "log".into(), sequence: from_position })),
-        };
+        let mut after = LogPosition::START;
         let mut total = 0;
         loop {
             let events = self.store.read_log(after, self.batch).await?;
             let Some(last) = events.last().map(|e| e.log) else { return Ok(total) };
-            total += self.publish(&events).await?;
+            let wanted: Vec<RecordedEvent> = events.into_iter().filter(|e| e.position() >= from_position).collect();
+            total += self.publish(&wanted).await?;
             progress(total);
             after = last;
         }
@@ -109,7 +108,7 @@ impl Relay {
     /// logged and retried from the last recorded checkpoint, so nothing is lost.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let _leader = loop {
+        let mut leader = loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 lead = self.lead() => match lead {
@@ -124,6 +123,25 @@ impl Relay {
         };
         let mut backoff = Duration::from_millis(100);
         loop {
+            // The lock lives as long as its session: if the connection broke, another
+            // replica may lead now, so stop publishing and queue for the lead again.
+            if let Some(conn) = leader.as_mut() {
+                if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
+                    tracing::warn!("relay lost its database session and with it the lead; queueing again");
+                    leader = loop {
+                        tokio::select! {
+                            _ = &mut shutdown => return,
+                            lead = self.lead() => match lead {
+                                Ok(lock) => break lock,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "relay cannot take the lead yet; retrying");
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                }
+                            },
+                        }
+                    };
+                }
+            }
             let waiter = self.store.appended().notified();
             match self.publish_batch().await {
                 Ok(n) if n as i64 == self.batch => continue,

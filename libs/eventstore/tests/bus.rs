@@ -12,7 +12,7 @@ use std::sync::Arc;
 use agora_eventstore::jetstream::{self, headers, Bus, IntegrationEvent, IntegrationHandler};
 use agora_eventstore::relay::{IntegrationMapper, Relay};
 use agora_eventstore::testing::{self, eventually};
-use agora_eventstore::{on_tx, DbTx, LogPosition, RecordedEvent, Store};
+use agora_eventstore::{on_tx, DbTx, RecordedEvent, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cqrs_es::EventStore;
@@ -165,7 +165,7 @@ async fn relay_publishes_every_event_once(db: Db, bus: Bus) {
     assert!(events.iter().any(|e| e.metadata_str("traceparent").is_none()));
 
     // Starting over from the beginning publishes again, but JetStream drops the repeats.
-    store.save_checkpoint(&checkpoint_name, LogPosition::START).await.or_fail("reset checkpoint");
+    store.reset_checkpoint(&checkpoint_name).await.or_fail("reset checkpoint");
     assert_eq!(publish_all(&relay, 7).await, 7);
     assert_eq!(messages_in_stream(&bus).await, 7, "repeats are de-duplicated by Nats-Msg-Id");
     let progress = std::sync::Mutex::new(Vec::new());

@@ -131,6 +131,12 @@ impl RunArgs {
                 bail!("AGORA_TARGETS: unknown target '{target}' (available: {}, all)", TARGETS.join(", "));
             }
         }
+        if embedded && self.connect.database_url.is_some() {
+            bail!(
+                "AGORA_DATABASE_URL is set but no --target is given: use --target all to run every service on PostgreSQL \
+                 and JetStream, or unset it for the embedded mode (SQLite, demo data, development login)"
+            );
+        }
         if embedded {
             targets = TARGETS.iter().map(|t| t.to_string()).collect();
         } else if self.connect.database_url.is_none() {

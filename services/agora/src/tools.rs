@@ -53,7 +53,7 @@ pub async fn republish(connect: ConnectArgs, nats_url: &str, prefix: &str, from:
         anyhow::bail!("--from must be a position of 1 or more (got {from})");
     }
     let store = connect.store().await?;
-    let bus = Bus::connect(BusConfig::new(nats_url, prefix)).await?;
+    let bus = Bus::connect_existing(BusConfig::new(nats_url, prefix)).await?;
     let relay = Relay::new(store.clone(), bus, Arc::new(HearingIntegration::new(store.clone())));
     let (count, last) = store.log_extent().await?;
     let bar = progress_bar(count.max(0) as u64);

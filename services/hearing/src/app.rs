@@ -92,6 +92,17 @@ impl KeyedPseudonymizer {
 
 impl Pseudonymizer for KeyedPseudonymizer {
     fn person_reference(&self, cpr: &str) -> String {
+        self.keyed_hash(cpr)
+    }
+
+    fn company_reference(&self, cvr: &str) -> String {
+        // Domain-separated from CPR references, so the two can never collide.
+        self.keyed_hash(&format!("cvr:{cvr}"))
+    }
+}
+
+impl KeyedPseudonymizer {
+    fn keyed_hash(&self, cpr: &str) -> String {
         // HMAC-SHA256 by hand (two nested hashes), to avoid a crate for one function.
         let mut key = [0u8; 64];
         if self.key.len() > 64 {
@@ -264,11 +275,14 @@ impl HearingApp {
         Ok(hearing)
     }
 
-    /// Owner, reviewers and administrators manage; others are refused (or told it does not
-    /// exist, when they may not even see it).
+    /// The owner and administrators manage a hearing; others are refused, or told it does
+    /// not exist when they may not even see it.
     fn may_manage(principal: &Principal, hearing: &Hearing, action: &str) -> Result<(), AppError> {
         if principal.is_administrator() || principal.user_id == hearing.owner {
             return Ok(());
+        }
+        if !can_see_hearing(Some(principal), &Self::facts(hearing, Some(principal))) {
+            return Err(AppError::NotFound("hearing".into()));
         }
         Err(AppError::PermissionDenied(format!("only the hearing's owner or an administrator may {action}")))
     }
@@ -414,7 +428,7 @@ impl HearingApp {
             )
             .await?;
         let added = after.invitees.len().saturating_sub(before);
-        Ok(ImportReport { added, already_invited: count - added, errors })
+        Ok(ImportReport { added, already_invited: count.saturating_sub(added), errors })
     }
 
     pub async fn remove_invitee(&self, principal: &Principal, id: &str, reference: &str) -> Result<Hearing, AppError> {
@@ -429,7 +443,9 @@ impl HearingApp {
         let hearing_id = parse_id(id)?;
         let hearing = self.load(hearing_id).await?;
         Self::may_manage(principal, &hearing, "attach files")?;
-        let content_type = sniff_content_type(&upload.content).unwrap_or("application/octet-stream").to_string();
+        let Some(content_type) = sniff_content_type(&upload.content).map(String::from) else {
+            return Err(AppError::Invalid(vec![Violation::new(&upload.field, "filens type kan ikke genkendes ud fra indholdet")]));
+        };
         let file = StoredFile {
             id: Uuid::now_v7(),
             field: upload.field,
@@ -615,6 +631,13 @@ mod tests {
         assert_ne!(a.person_reference("0101801234"), b.person_reference("0101801234"));
         assert_ne!(a.person_reference("0101801234"), a.person_reference("0101801235"));
         assert!(!a.person_reference("0101801234").contains("0101801234"));
+    }
+
+    #[test]
+    fn company_and_person_references_differ_and_hide_the_number() {
+        let p = KeyedPseudonymizer::new(b"key");
+        assert_ne!(p.company_reference("12345678"), p.person_reference("12345678"));
+        assert!(!p.company_reference("12345678").contains("12345678"));
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Projection for HearingListProjection {
                 t if t == Hearing::TYPE => {
                     let id = event.aggregate_id.as_str();
                     if !touched.contains_key(id) {
-                        let hearing = Self::load(tx, id).await?.unwrap_or_default();
+                        let hearing = Self::load(tx, id).await.map_err(|e| apply_failed(event, e))?.unwrap_or_default();
                         touched.insert(id, (hearing, 0, String::new()));
                         order.push(id);
                     }

@@ -3,10 +3,11 @@
 
 use super::{Invitee, InviteeKind};
 
-/// Turns a CPR number into a stable pseudonymous reference (a keyed hash held by the
-/// service), so that no event or table ever holds the number itself.
+/// Turns CPR and CVR numbers into stable pseudonymous references (keyed hashes held by the
+/// service), so that no event or table ever holds the numbers themselves.
 pub trait Pseudonymizer {
     fn person_reference(&self, cpr: &str) -> String;
+    fn company_reference(&self, cvr: &str) -> String;
 }
 
 /// A row that could not be read, by its number in the file (1-based, header included).
@@ -61,9 +62,9 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
             }),
             10 => Err("CPR-nummeret har ikke en gyldig dato".into()),
             8 => Ok(Invitee {
-                reference: format!("company:{digits}"),
+                reference: format!("company:{}", pseudonymizer.company_reference(&digits)),
                 kind: InviteeKind::Company,
-                label: if label.is_empty() { format!("CVR {digits}") } else { label.to_string() },
+                label: if label.is_empty() { "Virksomhed".to_string() } else { label.to_string() },
             }),
             n => Err(format!("{n} cifre er hverken et CPR-nummer (10) eller et CVR-nummer (8)")),
         };
@@ -118,6 +119,9 @@ mod tests {
         fn person_reference(&self, cpr: &str) -> String {
             format!("ref{}", cpr.len())
         }
+        fn company_reference(&self, cvr: &str) -> String {
+            format!("cref{}", cvr.len())
+        }
     }
 
     #[test]
@@ -127,7 +131,7 @@ mod tests {
         assert_eq!(invitees.len(), 3);
         assert_eq!(invitees[0].reference, "email:anna@example.dk");
         assert_eq!(invitees[1].reference, "person:ref10");
-        assert_eq!(invitees[2].reference, "company:12345678");
+        assert_eq!(invitees[2].reference, "company:cref8");
         let rows: Vec<usize> = errors.iter().map(|e| e.row).collect();
         assert_eq!(rows, vec![5, 6, 7, 8], "{errors:?}");
         assert!(errors[2].message.contains("allerede"));
