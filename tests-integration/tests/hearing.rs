@@ -21,9 +21,10 @@ async fn lifecycle(mut h: Harness) {
     assert_eq!(code, Code::FailedPrecondition);
     assert!(message.contains("Draft"), "{message}");
 
-    // Someone else may not publish it; the anonymous public is asked to log in.
+    // A colleague who may not even see the draft is told it does not exist; the
+    // anonymous public is asked to log in.
     let request = h.as_user(Some(&people.lars), pb::HearingRef { hearing_id: id.clone() });
-    assert_eq!(code_and_message(h.hearings.publish_hearing(request).await).0, Code::PermissionDenied);
+    assert_eq!(code_and_message(h.hearings.publish_hearing(request).await).0, Code::NotFound);
     let request = h.as_user(None, pb::HearingRef { hearing_id: id.clone() });
     assert_eq!(code_and_message(h.hearings.publish_hearing(request).await).0, Code::Unauthenticated);
 
@@ -31,6 +32,9 @@ async fn lifecycle(mut h: Harness) {
     let hearing = h.hearings.publish_hearing(request).await.expect("owner publishes").into_inner();
     assert_eq!(hearing.status, pb::HearingStatus::AwaitingStartDate as i32);
     assert_eq!(hearing.opens_at, "2026-11-30T23:00:00Z", "the start date begins at Copenhagen midnight");
+    // Published, the colleague sees it but may not change it.
+    let request = h.as_user(Some(&people.lars), complete_update(&id, "Kapret titel", "2026-12-01", "2026-12-20"));
+    assert_eq!(code_and_message(h.hearings.update_hearing(request).await).0, Code::PermissionDenied);
 
     // The clock moves the hearing along: start date, then past the deadline.
     h.settle().await;
