@@ -120,8 +120,9 @@ pub struct NewSnapshot {
     pub payload: Value,
 }
 
-/// The schema, with `{ID}` (the global position's type) and `{TX}` (how a row learns its
-/// writing transaction) filled in per backend.
+/// The schema, with `{ID}` (the global position's column), `{TX}` (how a row learns its
+/// writing transaction) and `{KEY}` filled in per backend. On PostgreSQL the primary key is
+/// the reading order itself, so an append maintains two indexes, not three.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS events (
         position {ID},
@@ -136,7 +137,7 @@ const SCHEMA: &[&str] = &[
         metadata TEXT NOT NULL,
         recorded_at TEXT NOT NULL,
         hash TEXT NOT NULL,
-        UNIQUE (aggregate_type, aggregate_id, sequence))",
+        UNIQUE (aggregate_type, aggregate_id, sequence){KEY})",
     "CREATE INDEX IF NOT EXISTS events_log_order ON events (tx_id, position)",
     "CREATE TABLE IF NOT EXISTS snapshots (
         aggregate_type TEXT NOT NULL,
@@ -256,13 +257,17 @@ impl Store {
 
     /// Creates the event store's tables; safe to run any number of times.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (id, tx) = if self.is_postgres() {
-            ("BIGSERIAL PRIMARY KEY", "(pg_current_xact_id()::text::bigint)")
+        let (id, tx, key) = if self.is_postgres() {
+            ("BIGSERIAL NOT NULL", "(pg_current_xact_id()::text::bigint)", ", PRIMARY KEY (tx_id, position)")
         } else {
             // AUTOINCREMENT: a position is never reused, even after the last row is deleted.
-            ("INTEGER PRIMARY KEY AUTOINCREMENT", "0")
+            ("INTEGER PRIMARY KEY AUTOINCREMENT", "0", "")
         };
-        let statements: Vec<String> = SCHEMA.iter().map(|s| s.replace("{ID}", id).replace("{TX}", tx)).collect();
+        let statements: Vec<String> = SCHEMA
+            .iter()
+            .filter(|s| !(self.is_postgres() && s.contains("events_log_order")))
+            .map(|s| s.replace("{ID}", id).replace("{TX}", tx).replace("{KEY}", key))
+            .collect();
         let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
         self.execute_ddl(&statements).await
     }
