@@ -133,9 +133,11 @@ impl ProjectionRunner {
             sqlx::query(RESET_CHECKPOINT).bind(&name).bind(crate::db::format_time(chrono::Utc::now())).execute(&mut **conn).await?;
         });
         tx.commit().await?;
+        // Larger batches: fewer commits while nothing else waits on this read model.
+        let rebuilding = Self { batch: self.batch.max(5000), ..self.clone() };
         let mut done = 0u64;
         loop {
-            let n = self.step(projection).await?;
+            let n = rebuilding.step(projection).await?;
             if n == 0 {
                 return Ok(done);
             }

@@ -77,14 +77,16 @@ fn to_persistence(error: StoreError) -> PersistenceError {
 }
 
 fn to_serialized(event: RecordedEvent) -> SerializedEvent {
+    let payload = event.payload_value();
+    let metadata = event.metadata_value();
     SerializedEvent {
         aggregate_id: event.aggregate_id,
         sequence: usize::try_from(event.sequence).unwrap_or_default(),
         aggregate_type: event.aggregate_type,
         event_type: event.event_type,
         event_version: event.event_version,
-        payload: event.payload,
-        metadata: event.metadata,
+        payload,
+        metadata,
     }
 }
 

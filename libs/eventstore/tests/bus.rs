@@ -40,7 +40,7 @@ fn integration_event(event: &RecordedEvent) -> IntegrationEvent {
         sequence: event.sequence,
         position: event.position(),
         hash: event.hash.clone(),
-        traceparent: event.metadata_str("traceparent").map(str::to_string),
+        traceparent: event.metadata_str("traceparent"),
         data: Bytes::from(event.payload.to_string()),
     }
 }
@@ -152,7 +152,7 @@ async fn relay_publishes_every_event_once(db: Db, bus: Bus) {
         assert_eq!(header(headers::SEQUENCE), Some(event.sequence.to_string()));
         assert_eq!(header(headers::POSITION), Some(event.position().to_string()));
         assert_eq!(header(headers::HASH).as_deref(), Some(event.hash.as_str()));
-        assert_eq!(header(headers::TRACEPARENT).as_deref(), event.metadata_str("traceparent"));
+        assert_eq!(header(headers::TRACEPARENT), event.metadata_str("traceparent"));
         assert_eq!(message.payload, Bytes::from(event.payload.to_string()));
         // What a subscriber decodes is what the mapper produced.
         let decoded = IntegrationEvent::from_message(&event_subject(event), Some(&message.headers), message.payload.clone())

@@ -311,6 +311,18 @@ async fn rebuild_once(store: &Store, events: usize) -> anyhow::Result<(u64, f64)
     store.migrate().await?;
     projections::migrate(store).await?;
     fill_with_hearings(store, events).await?;
+    // Reading alone, to tell the log's share of a rebuild from the read model's.
+    let started = Instant::now();
+    let mut after = agora_eventstore::LogPosition::START;
+    let mut read = 0;
+    loop {
+        let batch = store.read_log(after, 5000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.log;
+        read += batch.len();
+    }
+    let read_seconds = started.elapsed().as_secs_f64();
+    println!("  reading the log alone: {read} events in {read_seconds:.2} s = {:.0} events/s", read as f64 / read_seconds);
     let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
     let started = Instant::now();
     let applied = runner.rebuild(&HearingListProjection, |_, _| {}).await?;

@@ -606,15 +606,16 @@ fn file_path(hearing_id: Uuid, file_id: Uuid) -> ObjectPath {
 }
 
 fn audit_entry(event: RecordedEvent) -> AuditEntry {
+    let payload = event.payload_value().get("data").cloned().unwrap_or(serde_json::Value::Null);
     AuditEntry {
         position: event.position(),
         sequence: event.sequence,
         event_id: event.event_id,
-        actor: event.metadata_str(agora_eventstore::metadata::keys::ACTOR).unwrap_or("").to_string(),
-        command: event.metadata_str(agora_eventstore::metadata::keys::COMMAND).unwrap_or("").to_string(),
+        actor: event.metadata_str(agora_eventstore::metadata::keys::ACTOR).unwrap_or_default(),
+        command: event.metadata_str(agora_eventstore::metadata::keys::COMMAND).unwrap_or_default(),
         event_type: event.event_type,
         recorded_at: event.recorded_at,
-        payload: event.payload.get("data").cloned().unwrap_or(serde_json::Value::Null),
+        payload,
         hash: event.hash,
     }
 }

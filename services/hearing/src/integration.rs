@@ -42,7 +42,7 @@ impl HearingIntegration {
                 let mut hearing = Hearing::default();
                 let earlier = self.store.read_stream(Hearing::TYPE, &event.aggregate_id, 0).await.map_err(|e| e.to_string())?;
                 for earlier in earlier.into_iter().take_while(|e| e.sequence < event.sequence) {
-                    let decoded: HearingEvent = serde_json::from_value(earlier.payload).map_err(|e| e.to_string())?;
+                    let decoded: HearingEvent = earlier.decode().map_err(|e| e.to_string())?;
                     hearing.apply(decoded);
                 }
                 hearing
@@ -140,7 +140,7 @@ impl IntegrationMapper for HearingIntegration {
             return Ok(None);
         }
         let domain_event: HearingEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|e| format!("event {} is not a hearing event: {e}", event.position()))?;
+            event.decode::<HearingEvent>().map_err(|e| format!("event {} is not a hearing event: {e}", event.position()))?;
         let hearing = self.state_after(event, domain_event.clone()).await?;
         let (segment, message, data) = encode(&domain_event, hearing_state(&event.aggregate_id, &hearing));
         Ok(Some(IntegrationEvent {
@@ -153,7 +153,7 @@ impl IntegrationMapper for HearingIntegration {
             sequence: event.sequence,
             position: event.position(),
             hash: event.hash.clone(),
-            traceparent: event.metadata_str(agora_eventstore::metadata::keys::TRACEPARENT).map(String::from),
+            traceparent: event.metadata_str(agora_eventstore::metadata::keys::TRACEPARENT),
             data: Bytes::from(data),
         }))
     }

@@ -80,10 +80,14 @@ impl HearingListProjection {
         }
     }
 
-    async fn save(tx: &mut DbTx, id: &str, version: i64, hearing: &Hearing, updated_at: &str) -> Result<(), ProjectionError> {
-        on_tx!(tx, conn => {
-            sqlx::query("DELETE FROM hearing_members WHERE hearing_id = $1").bind(id).execute(&mut **conn).await?;
-        });
+    /// Writes the hearing's row and memberships; `fresh` when its first event was in this
+    /// batch, so nothing of it can be stored yet.
+    async fn save(tx: &mut DbTx, id: &str, version: i64, hearing: &Hearing, updated_at: &str, fresh: bool) -> Result<(), ProjectionError> {
+        if !fresh {
+            on_tx!(tx, conn => {
+                sqlx::query("DELETE FROM hearing_members WHERE hearing_id = $1").bind(id).execute(&mut **conn).await?;
+            });
+        }
         if hearing.status == HearingStatus::Deleted {
             on_tx!(tx, conn => {
                 sqlx::query("DELETE FROM hearing_list WHERE id = $1").bind(id).execute(&mut **conn).await?;
@@ -160,19 +164,25 @@ impl Projection for HearingListProjection {
     /// Folds each hearing's events of the batch into its state and writes it once: a
     /// rebuild reads and writes a row per hearing per batch, not per event.
     async fn apply_batch(&self, tx: &mut DbTx, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let mut touched: HashMap<&str, (Hearing, i64, String)> = HashMap::new();
+        let mut touched: HashMap<&str, (Hearing, i64, String, bool)> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
         for event in events {
             match event.aggregate_type.as_str() {
                 t if t == Hearing::TYPE => {
                     let id = event.aggregate_id.as_str();
                     if !touched.contains_key(id) {
-                        let hearing = Self::load(tx, id).await.map_err(|e| apply_failed(event, e))?.unwrap_or_default();
-                        touched.insert(id, (hearing, 0, String::new()));
+                        // A stream's first event needs no lookup: there is nothing yet.
+                        let fresh = event.sequence == 1;
+                        let hearing = if fresh {
+                            Hearing::default()
+                        } else {
+                            Self::load(tx, id).await.map_err(|e| apply_failed(event, e))?.unwrap_or_default()
+                        };
+                        touched.insert(id, (hearing, 0, String::new(), fresh));
                         order.push(id);
                     }
-                    let domain_event: HearingEvent = serde_json::from_value(event.payload.clone()).map_err(|e| apply_failed(event, e))?;
-                    if let Some((hearing, version, updated_at)) = touched.get_mut(id) {
+                    let domain_event: HearingEvent = event.decode().map_err(|e| apply_failed(event, e))?;
+                    if let Some((hearing, version, updated_at, _)) = touched.get_mut(id) {
                         hearing.apply(domain_event);
                         *version = event.sequence;
                         *updated_at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -183,8 +193,8 @@ impl Projection for HearingListProjection {
             }
         }
         for id in order {
-            if let Some((hearing, version, updated_at)) = touched.get(id) {
-                Self::save(tx, id, *version, hearing, updated_at).await?;
+            if let Some((hearing, version, updated_at, fresh)) = touched.get(id) {
+                Self::save(tx, id, *version, hearing, updated_at, *fresh).await?;
             }
         }
         Ok(())
@@ -201,7 +211,7 @@ impl Projection for HearingListProjection {
 }
 
 async fn apply_reference(tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
-    let domain_event: ReferenceEvent = serde_json::from_value(event.payload.clone()).map_err(|e| apply_failed(event, e))?;
+    let domain_event: ReferenceEvent = event.decode().map_err(|e| apply_failed(event, e))?;
     match domain_event {
         ReferenceEvent::ReferenceDefined { item } => {
             let data = serde_json::to_string(&item).map_err(|e| apply_failed(event, e))?;
