@@ -43,7 +43,7 @@ const RELAY_LOCK_CLASS: i32 = 0x4147_4f52;
 
 impl Relay {
     pub fn new(store: Store, bus: Bus, mapper: Arc<dyn IntegrationMapper>) -> Self {
-        Self { store, bus, mapper, batch: 1000 }
+        Self { store, bus, mapper, batch: 5000 }
     }
 
     fn checkpoint_name(&self) -> String {

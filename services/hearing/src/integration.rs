@@ -31,10 +31,14 @@ impl HearingIntegration {
         Self { store, states: Mutex::new(HashMap::new()) }
     }
 
-    /// The hearing's state after `event`, from the cache when it holds the state just before.
-    async fn state_after(&self, event: &RecordedEvent, domain_event: HearingEvent) -> Result<Hearing, String> {
-        let cached = self.states.lock().ok().and_then(|states| {
-            states.get(&event.aggregate_id).filter(|(sequence, _)| *sequence == event.sequence - 1).map(|(_, h)| h.clone())
+    /// The hearing's public state after `event`, from the cache when it holds the state just
+    /// before. The cached hearing is taken out, changed and put back, never copied.
+    async fn state_after(&self, event: &RecordedEvent, domain_event: HearingEvent) -> Result<pb::HearingState, String> {
+        let cached = self.states.lock().ok().and_then(|mut states| {
+            match states.remove(&event.aggregate_id) {
+                Some((sequence, hearing)) if sequence == event.sequence - 1 => Some(hearing),
+                _ => None,
+            }
         });
         let mut hearing = match cached {
             Some(hearing) => hearing,
@@ -49,13 +53,14 @@ impl HearingIntegration {
             }
         };
         hearing.apply(domain_event);
+        let state = hearing_state(&event.aggregate_id, &hearing);
         if let Ok(mut states) = self.states.lock() {
             if states.len() >= CACHE_LIMIT {
                 states.clear();
             }
-            states.insert(event.aggregate_id.clone(), (event.sequence, hearing.clone()));
+            states.insert(event.aggregate_id.clone(), (event.sequence, hearing));
         }
-        Ok(hearing)
+        Ok(state)
     }
 }
 
@@ -141,8 +146,10 @@ impl IntegrationMapper for HearingIntegration {
         }
         let domain_event: HearingEvent =
             event.decode::<HearingEvent>().map_err(|e| format!("event {} is not a hearing event: {e}", event.position()))?;
-        let hearing = self.state_after(event, domain_event.clone()).await?;
-        let (segment, message, data) = encode(&domain_event, hearing_state(&event.aggregate_id, &hearing));
+        let (segment, message, data) = {
+            let state = self.state_after(event, domain_event.clone()).await?;
+            encode(&domain_event, state)
+        };
         Ok(Some(IntegrationEvent {
             id: event.event_id,
             event_type: format!("dk.agora.hearing.v1.{message}"),
