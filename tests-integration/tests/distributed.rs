@@ -105,3 +105,56 @@ async fn subscribers_receive_versioned_integration_events() {
     let hearing_events = h.store.read_stream("hearing", &id, 0).await.expect("stream").len();
     assert_eq!(before as usize, hearing_events);
 }
+
+/// A subscriber's read model: which hearings are open for responses, as the response
+/// service will keep it.
+struct OpenHearings;
+
+#[async_trait::async_trait]
+impl agora_eventstore::jetstream::IntegrationHandler for OpenHearings {
+    fn name(&self) -> &str {
+        "test-open-hearings"
+    }
+
+    fn filter(&self) -> &str {
+        "hearing.v1.*.*"
+    }
+
+    async fn handle(&self, tx: &mut agora_eventstore::DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        agora_eventstore::on_tx!(tx, conn => {
+            sqlx::query("INSERT INTO seen_events (event_id, event_type) VALUES ($1, $2)")
+                .bind(event.id.to_string())
+                .bind(&event.event_type)
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_consumers_are_fed_from_the_local_log_exactly_once() {
+    let Some(mut h) = Harness::start(Backend::Sqlite).await else { return };
+    h.store.execute_ddl(&["CREATE TABLE seen_events (event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL)"]).await.expect("table");
+    let people = People::new();
+    h.define_reference_data(&people.admin).await;
+    let id = h.draft(&people.karen, "lokalplan", "Lokalplan", "2026-11-01", "2026-12-20").await;
+    let feed = agora_eventstore::consumer::LocalIntegrationFeed {
+        store: h.store.clone(),
+        mapper: Arc::new(HearingIntegration::new(h.store.clone())),
+        handler: Arc::new(OpenHearings),
+    };
+    assert_eq!(feed.catch_up().await.expect("feed"), 3, "created, updated, draft ready; reference data is not published");
+    let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id });
+    h.hearings.publish_hearing(request).await.expect("publish");
+    assert_eq!(feed.catch_up().await.expect("feed"), 2, "published and started");
+    assert_eq!(feed.catch_up().await.expect("feed"), 0, "nothing twice");
+    // Even from the start of the log again (a lost checkpoint), nothing is handled twice.
+    h.store.reset_checkpoint("feed:test-open-hearings").await.expect("reset");
+    assert_eq!(feed.catch_up().await.expect("feed"), 0);
+    let agora_eventstore::Backend::Sqlite { writer, .. } = h.store.backend() else { panic!("sqlite") };
+    let types: Vec<String> = sqlx::query_scalar("SELECT event_type FROM seen_events ORDER BY event_id").fetch_all(writer).await.expect("rows");
+    assert_eq!(types.len(), 5);
+    assert!(types.contains(&"dk.agora.hearing.v1.HearingStarted".to_string()));
+}

@@ -5,6 +5,7 @@
 //! the Prometheus metrics and the small HTTP server that exposes them with
 //! health and readiness probes.
 
+pub mod grpc;
 pub mod metrics;
 pub mod propagation;
 

@@ -85,6 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot build gRPC reflection")?;
     let (hearing_service, reference_service) = agora_hearing::grpc::services(app.clone(), Arc::new(settings.verifier.clone()));
     let router = tonic::transport::Server::builder()
+        .layer(agora_telemetry::grpc::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(hearing_service)

@@ -58,6 +58,16 @@ async fn stop(mut child: Child) {
     assert!(exit.success(), "a stop signal is a clean exit: {exit:?}");
 }
 
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("http connects");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    response
+}
+
 async fn public_titles(grpc: u16) -> Vec<String> {
     let mut client = HearingServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("grpc connects");
     let list = client.list_hearings(pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() }).await.expect("list");
@@ -200,5 +210,11 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
     assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     // No demo data in production.
     assert!(public_titles(grpc).await.is_empty());
+    // Every call is counted by service, method and code.
+    let metrics = http_get(http, "/metrics").await;
+    assert!(
+        metrics.contains(r#"agora_grpc_requests_total{service="agora.hearing.v1.HearingService",method="ListHearings",code="Ok"} 1"#),
+        "{metrics}"
+    );
     stop(child).await;
 }
