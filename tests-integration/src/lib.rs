@@ -104,6 +104,7 @@ impl Harness {
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
         let server = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
+                .trace_fn(agora_telemetry::grpc::server_span)
                 .add_service(hearing_service)
                 .add_service(reference_service)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))

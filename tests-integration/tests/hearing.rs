@@ -378,3 +378,20 @@ async fn invitation_groups(mut h: Harness) {
     assert!(log.iter().all(|e| !e.payload.to_string().contains("0101801234")), "no CPR number anywhere in the log");
 }
 on_both_backends!(invitation_groups_are_invited_by_name, invitation_groups);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_trace_continues_into_the_events() {
+    // The tracing-opentelemetry layer must be installed for remote parents to take effect.
+    let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("test")).expect("telemetry");
+    let Some(mut h) = Harness::start(agora_tests_integration::Backend::Sqlite).await else { return };
+    let people = People::new();
+    h.define_reference_data(&people.admin).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = h.as_user(Some(&people.karen), pb::CreateHearingRequest { hearing_type_id: "lokalplan".into() });
+    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").parse().expect("header"));
+    let hearing = h.hearings.create_hearing(request).await.expect("create").into_inner();
+    let events = h.store.read_stream("hearing", &hearing.hearing_id, 0).await.expect("stream");
+    assert_eq!(events[0].metadata_str("trace_id").as_deref(), Some(trace_id), "the event records the caller's trace");
+    let traceparent = events[0].metadata_str("traceparent").expect("traceparent for the relay");
+    assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "{traceparent}");
+}

@@ -80,3 +80,13 @@ mod tests {
         assert_eq!(code_name(&headers), "NotFound");
     }
 }
+
+/// The span every gRPC call runs in, a child of the caller's trace when its metadata
+/// carries `traceparent`. For `Server::builder().trace_fn(server_span)`: the parent must be
+/// set before the span is entered, which is why it is not done in the handlers.
+pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", path = %request.uri().path());
+    let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+    crate::propagation::set_parent_from_grpc(&span, &metadata);
+    span
+}

@@ -85,6 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot build gRPC reflection")?;
     let (hearing_service, reference_service) = agora_hearing::grpc::services(app.clone(), Arc::new(settings.verifier.clone()));
     let router = tonic::transport::Server::builder()
+        .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)

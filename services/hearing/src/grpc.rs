@@ -61,8 +61,6 @@ impl HearingGrpc {
     }
 
     fn viewer<T>(&self, request: &Request<T>) -> Result<Option<Principal>, Status> {
-        let span = tracing::Span::current();
-        agora_telemetry::propagation::set_parent_from_grpc(&span, request.metadata());
         agora_auth::grpc::principal_from_metadata(&self.verifier, request.metadata())
     }
 
