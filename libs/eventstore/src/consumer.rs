@@ -134,7 +134,7 @@ impl ProjectionRunner {
         });
         tx.commit().await?;
         // Larger batches: fewer commits while nothing else waits on this read model.
-        let rebuilding = Self { batch: self.batch.max(5000), ..self.clone() };
+        let rebuilding = Self { batch: self.batch.max(10_000), ..self.clone() };
         let mut done = 0u64;
         loop {
             let n = rebuilding.step(projection).await?;

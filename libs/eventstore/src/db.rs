@@ -200,6 +200,30 @@ pub struct Store {
     heads: Arc<Mutex<HashMap<(String, String), (i64, String)>>>,
 }
 
+/// `(?,?),(?,?)…` for a multi-row VALUES list: numbered (`$1`) on PostgreSQL, anonymous on
+/// SQLite, which looks named parameters up by a linear scan (quadratic for a large batch).
+pub fn placeholders(postgres: bool, rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 4);
+    for row in 0..rows {
+        if row > 0 {
+            out.push(',');
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push(',');
+            }
+            if postgres {
+                out.push_str(&format!("${}", row * columns + column + 1));
+            } else {
+                out.push('?');
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
 pub(crate) fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -320,23 +344,7 @@ impl Store {
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
              event_version, payload, metadata, recorded_at, hash) VALUES ",
         );
-        let postgres = self.is_postgres();
-        for i in 0..recorded.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            if postgres {
-                let b = i * 10;
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${},${},${},${})",
-                    b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10
-                ));
-            } else {
-                // Anonymous parameters: SQLite looks named ones up by a linear scan, which
-                // makes a large batch quadratic.
-                sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
-            }
-        }
+        sql.push_str(&placeholders(self.is_postgres(), recorded.len(), 10));
         let conflict = || StoreError::Conflict {
             stream: format!("{}/{}", events[0].aggregate_type, events[0].aggregate_id),
             sequence: events[0].sequence,
@@ -673,6 +681,12 @@ decode_row!(decode_sqlite, sqlx::sqlite::SqliteRow);
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn placeholders_per_backend() {
+        assert_eq!(super::placeholders(true, 2, 2), "($1,$2),($3,$4)");
+        assert_eq!(super::placeholders(false, 2, 2), "(?,?),(?,?)");
+    }
 
     #[test]
     fn passwords_never_reach_error_messages() {

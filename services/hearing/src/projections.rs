@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use agora_eventstore::consumer::{Projection, ProjectionError};
-use agora_eventstore::{on_tx, DbTx, RecordedEvent, Store, StoreError};
+use agora_eventstore::{on_tx, placeholders, DbTx, RecordedEvent, Store, StoreError};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 
@@ -80,28 +80,33 @@ impl HearingListProjection {
         }
     }
 
-    /// Writes the hearing's row and memberships; `fresh` when its first event was in this
-    /// batch, so nothing of it can be stored yet.
-    async fn save(tx: &mut DbTx, id: &str, version: i64, hearing: &Hearing, updated_at: &str, fresh: bool) -> Result<(), ProjectionError> {
-        if !fresh {
-            on_tx!(tx, conn => {
-                sqlx::query("DELETE FROM hearing_members WHERE hearing_id = $1").bind(id).execute(&mut **conn).await?;
-            });
+    /// Writes the rows and memberships of every hearing a batch touched, a few statements
+    /// per batch rather than per hearing. `fresh` hearings had their first event in the
+    /// batch, so nothing of them can be stored yet.
+    async fn save_all(tx: &mut DbTx, touched: &[(&str, &Touched)]) -> Result<(), ProjectionError> {
+        let postgres = tx.is_postgres();
+        let stale: Vec<&str> = touched.iter().filter(|(_, t)| !t.fresh).map(|(id, _)| *id).collect();
+        let gone: Vec<&str> = touched.iter().filter(|(_, t)| t.hearing.status == HearingStatus::Deleted).map(|(id, _)| *id).collect();
+        for (table, ids) in [("hearing_members", &stale), ("hearing_list", &gone)] {
+            for chunk in ids.chunks(500) {
+                let column = if table == "hearing_list" { "id" } else { "hearing_id" };
+                let sql = format!("DELETE FROM {table} WHERE {column} IN ({})", placeholders(postgres, 1, chunk.len()).replace(['(', ')'], ""));
+                on_tx!(tx, conn => {
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    query.execute(&mut **conn).await?;
+                });
+            }
         }
-        if hearing.status == HearingStatus::Deleted {
-            on_tx!(tx, conn => {
-                sqlx::query("DELETE FROM hearing_list WHERE id = $1").bind(id).execute(&mut **conn).await?;
-            });
-            return Ok(());
-        }
-        let state = serde_json::to_string(hearing).map_err(|e| ProjectionError::Store(StoreError::Serialize(e)))?;
-        let search_text = format!("{} {} {}", hearing.title(), hearing.field("summary"), hearing.kle_number.as_deref().unwrap_or("")).to_lowercase();
+        let live: Vec<&(&str, &Touched)> = touched.iter().filter(|(_, t)| t.hearing.status != HearingStatus::Deleted).collect();
         let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        on_tx!(tx, conn => {
-            sqlx::query(
+        for chunk in live.chunks(400) {
+            let sql = format!(
                 "INSERT INTO hearing_list (id, version, status, hearing_type_id, hearing_type_name, internal, closed, title, summary, \
                  subject_area_id, city_area_id, kle_number, start_date, deadline, opens_at, closes_at, owner_id, case_number, \
-                 search_text, updated_at, state) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21) \
+                 search_text, updated_at, state) VALUES {} \
                  ON CONFLICT (id) DO UPDATE SET version = excluded.version, status = excluded.status, \
                  hearing_type_id = excluded.hearing_type_id, hearing_type_name = excluded.hearing_type_name, \
                  internal = excluded.internal, closed = excluded.closed, title = excluded.title, summary = excluded.summary, \
@@ -109,46 +114,74 @@ impl HearingListProjection {
                  start_date = excluded.start_date, deadline = excluded.deadline, opens_at = excluded.opens_at, \
                  closes_at = excluded.closes_at, owner_id = excluded.owner_id, case_number = excluded.case_number, \
                  search_text = excluded.search_text, updated_at = excluded.updated_at, state = excluded.state",
-            )
-            .bind(id)
-            .bind(version)
-            .bind(hearing.status.as_str())
-            .bind(&hearing.hearing_type.id)
-            .bind(&hearing.hearing_type.name)
-            .bind(hearing.internal())
-            .bind(hearing.closed)
-            .bind(hearing.title())
-            .bind(hearing.field("summary"))
-            .bind(&hearing.subject_area_id)
-            .bind(&hearing.city_area_id)
-            .bind(&hearing.kle_number)
-            .bind(hearing.start_date.map(|d| d.to_string()))
-            .bind(hearing.deadline.map(|d| d.to_string()))
-            .bind(time(hearing.opens_at()))
-            .bind(time(hearing.closes_at()))
-            .bind(hearing.owner.to_string())
-            .bind(&hearing.case_number)
-            .bind(search_text)
-            .bind(updated_at)
-            .bind(state)
-            .execute(&mut **conn)
-            .await?;
-            let members = hearing
-                .reviewers
-                .iter()
-                .map(|r| ("reviewer", format!("user:{r}")))
-                .chain(hearing.invitees.keys().map(|k| ("invitee", k.clone())));
-            for (role, reference) in members {
-                sqlx::query("INSERT INTO hearing_members (hearing_id, role, reference) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(role)
-                    .bind(reference)
-                    .execute(&mut **conn)
-                    .await?;
+                placeholders(postgres, chunk.len(), 21)
+            );
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (id, t) in chunk {
+                let hearing = &t.hearing;
+                let state = serde_json::to_string(hearing).map_err(|e| ProjectionError::Store(StoreError::Serialize(e)))?;
+                let search_text =
+                    format!("{} {} {}", hearing.title(), hearing.field("summary"), hearing.kle_number.as_deref().unwrap_or("")).to_lowercase();
+                rows.push((*id, t, state, search_text));
             }
-        });
+            on_tx!(tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for (id, t, state, search_text) in &rows {
+                    let hearing = &t.hearing;
+                    query = query
+                        .bind(*id)
+                        .bind(t.version)
+                        .bind(hearing.status.as_str())
+                        .bind(&hearing.hearing_type.id)
+                        .bind(&hearing.hearing_type.name)
+                        .bind(hearing.internal())
+                        .bind(hearing.closed)
+                        .bind(hearing.title())
+                        .bind(hearing.field("summary"))
+                        .bind(&hearing.subject_area_id)
+                        .bind(&hearing.city_area_id)
+                        .bind(&hearing.kle_number)
+                        .bind(hearing.start_date.map(|d| d.to_string()))
+                        .bind(hearing.deadline.map(|d| d.to_string()))
+                        .bind(time(hearing.opens_at()))
+                        .bind(time(hearing.closes_at()))
+                        .bind(hearing.owner.to_string())
+                        .bind(&hearing.case_number)
+                        .bind(search_text)
+                        .bind(&t.updated_at)
+                        .bind(state);
+                }
+                query.execute(&mut **conn).await?;
+            });
+        }
+        let members: Vec<(&str, &str, String)> = live
+            .iter()
+            .flat_map(|(id, t)| {
+                let reviewers = t.hearing.reviewers.iter().map(move |r| (*id, "reviewer", format!("user:{r}")));
+                let invitees = t.hearing.invitees.keys().map(move |k| (*id, "invitee", k.clone()));
+                reviewers.chain(invitees)
+            })
+            .collect();
+        for chunk in members.chunks(2000) {
+            let sql = format!("INSERT INTO hearing_members (hearing_id, role, reference) VALUES {}", placeholders(postgres, chunk.len(), 3));
+            on_tx!(tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for (id, role, reference) in chunk {
+                    query = query.bind(*id).bind(*role).bind(reference);
+                }
+                query.execute(&mut **conn).await?;
+            });
+        }
         Ok(())
     }
+}
+
+/// A hearing as a batch left it.
+struct Touched {
+    hearing: Hearing,
+    version: i64,
+    updated_at: String,
+    fresh: bool,
 }
 
 #[async_trait]
@@ -164,7 +197,7 @@ impl Projection for HearingListProjection {
     /// Folds each hearing's events of the batch into its state and writes it once: a
     /// rebuild reads and writes a row per hearing per batch, not per event.
     async fn apply_batch(&self, tx: &mut DbTx, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let mut touched: HashMap<&str, (Hearing, i64, String, bool)> = HashMap::new();
+        let mut touched: HashMap<&str, Touched> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
         for event in events {
             match event.aggregate_type.as_str() {
@@ -178,26 +211,22 @@ impl Projection for HearingListProjection {
                         } else {
                             Self::load(tx, id).await.map_err(|e| apply_failed(event, e))?.unwrap_or_default()
                         };
-                        touched.insert(id, (hearing, 0, String::new(), fresh));
+                        touched.insert(id, Touched { hearing, version: 0, updated_at: String::new(), fresh });
                         order.push(id);
                     }
                     let domain_event: HearingEvent = event.decode().map_err(|e| apply_failed(event, e))?;
-                    if let Some((hearing, version, updated_at, _)) = touched.get_mut(id) {
-                        hearing.apply(domain_event);
-                        *version = event.sequence;
-                        *updated_at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    if let Some(t) = touched.get_mut(id) {
+                        t.hearing.apply(domain_event);
+                        t.version = event.sequence;
+                        t.updated_at = event.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                     }
                 }
                 t if t == Reference::TYPE => apply_reference(tx, event).await?,
                 _ => {}
             }
         }
-        for id in order {
-            if let Some((hearing, version, updated_at, fresh)) = touched.get(id) {
-                Self::save(tx, id, *version, hearing, updated_at, *fresh).await?;
-            }
-        }
-        Ok(())
+        let rows: Vec<(&str, &Touched)> = order.iter().filter_map(|id| touched.get(id).map(|t| (*id, t))).collect();
+        Self::save_all(tx, &rows).await
     }
 
     async fn reset(&self, tx: &mut DbTx) -> Result<(), ProjectionError> {
