@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use agora_auth::{Capacity, Principal, Role, SigningKey, TokenIssuer};
+use agora_eventstore::Store;
 use agora_eventstore::consumer::ProjectionRunner;
 use agora_eventstore::testing::{self, TestDatabase};
-use agora_eventstore::Store;
 use agora_hearing::app::HearingApp;
 use agora_hearing::projections::{self, HearingListProjection};
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
@@ -91,10 +91,12 @@ impl Harness {
     async fn on_store(store: Store, database: Option<TestDatabase>, sqlite_dir: Option<tempfile::TempDir>) -> Self {
         projections::migrate(&store).await.unwrap_or_else(|e| panic!("read-model schema: {e}"));
         let files_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let files = object_store::local::LocalFileSystem::new_with_prefix(files_dir.path()).unwrap_or_else(|e| panic!("files: {e}"));
+        let files = object_store::local::LocalFileSystem::new_with_prefix(files_dir.path())
+            .unwrap_or_else(|e| panic!("files: {e}"));
         let now = Arc::new(Mutex::new(at("2026-11-22T10:00:00Z")));
         let clock_now = now.clone();
-        let clock: agora_hearing::app::Clock = Arc::new(move || clock_now.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()));
+        let clock: agora_hearing::app::Clock =
+            Arc::new(move || clock_now.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()));
         let app = HearingApp::new(store.clone(), Arc::new(files), b"test-pseudonym-key", clock);
         let key = SigningKey::generate_with_kid("test").unwrap_or_else(|e| panic!("key: {e}"));
         let issuer = TokenIssuer::new(key, "agora-test", "agora", chrono::Duration::hours(1));
@@ -110,15 +112,16 @@ impl Harness {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap_or_else(|e| panic!("uri: {e}"))
-            .connect_lazy();
+        let channel =
+            Channel::from_shared(format!("http://{addr}")).unwrap_or_else(|e| panic!("uri: {e}")).connect_lazy();
         let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
         Self {
             store,
             app,
             runner,
-            hearings: HearingServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20),
+            hearings: HearingServiceClient::new(channel.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
             reference: ReferenceDataServiceClient::new(channel),
             issuer,
             files_dir,
@@ -154,8 +157,12 @@ impl Harness {
 
     /// Reference data as an administrator defines it: two hearing types, areas, KLE.
     pub async fn define_reference_data(&mut self, admin: &Principal) {
-        let external = pb::HearingType { id: "lokalplan".into(), name: "Lokalplan".into(), internal: false, ..Default::default() };
-        let internal = pb::HearingType { id: "intern".into(), name: "Intern høring".into(), internal: true, ..Default::default() };
+        let external =
+            pb::HearingType { id: "lokalplan".into(), name: "Lokalplan".into(), internal: false, ..Default::default() };
+        let internal =
+            pb::HearingType {
+                id: "intern".into(), name: "Intern høring".into(), internal: true, ..Default::default()
+            };
         for t in [external, internal] {
             let request = self.as_user(Some(admin), t);
             self.reference.define_hearing_type(request).await.unwrap_or_else(|e| panic!("hearing type: {e}"));
@@ -163,23 +170,36 @@ impl Harness {
         for (id, name) in [("plan", "Byplan"), ("miljo", "Miljø")] {
             let request = self.as_user(Some(admin), pb::NamedItem { id: id.into(), name: name.into(), retired: false });
             self.reference.define_subject_area(request).await.unwrap_or_else(|e| panic!("subject area: {e}"));
-            let request = self.as_user(Some(admin), pb::NamedItem { id: format!("{id}-by"), name: name.into(), retired: false });
+            let request =
+                self.as_user(Some(admin), pb::NamedItem { id: format!("{id}-by"), name: name.into(), retired: false });
             self.reference.define_city_area(request).await.unwrap_or_else(|e| panic!("city area: {e}"));
         }
         let request = self.as_user(
             Some(admin),
-            pb::LoadKleRequest { entries: Vec::new(), hierarchy_json: include_str!("../../services/hearing/testdata/kle.json").into() },
+            pb::LoadKleRequest {
+                entries: Vec::new(),
+                hierarchy_json: include_str!("../../services/hearing/testdata/kle.json").into(),
+            },
         );
         self.reference.load_kle(request).await.unwrap_or_else(|e| panic!("kle: {e}"));
         self.settle().await;
     }
 
     /// Creates a hearing and fills everything a draft needs.
-    pub async fn draft(&mut self, owner: &Principal, hearing_type: &str, title: &str, start: &str, deadline: &str) -> String {
+    pub async fn draft(
+        &mut self,
+        owner: &Principal,
+        hearing_type: &str,
+        title: &str,
+        start: &str,
+        deadline: &str,
+    ) -> String {
         let request = self.as_user(Some(owner), pb::CreateHearingRequest { hearing_type_id: hearing_type.into() });
-        let hearing = self.hearings.create_hearing(request).await.unwrap_or_else(|e| panic!("create: {e}")).into_inner();
+        let hearing =
+            self.hearings.create_hearing(request).await.unwrap_or_else(|e| panic!("create: {e}")).into_inner();
         let request = self.as_user(Some(owner), complete_update(&hearing.hearing_id, title, start, deadline));
-        let hearing = self.hearings.update_hearing(request).await.unwrap_or_else(|e| panic!("update: {e}")).into_inner();
+        let hearing =
+            self.hearings.update_hearing(request).await.unwrap_or_else(|e| panic!("update: {e}")).into_inner();
         assert_eq!(hearing.status, pb::HearingStatus::Draft as i32, "complete metadata makes a draft");
         hearing.hearing_id
     }
@@ -200,7 +220,11 @@ pub fn complete_update(id: &str, title: &str, start: &str, deadline: &str) -> pb
         subject_area_id: Some("plan".into()),
         city_area_id: Some("plan-by".into()),
         kle_number: Some("01.02.05".into()),
-        contact: Some(pb::ContactPerson { name: "Karen".into(), email: "karen@kommune.example".into(), phone: String::new() }),
+        contact: Some(pb::ContactPerson {
+            name: "Karen".into(),
+            email: "karen@kommune.example".into(),
+            phone: String::new(),
+        }),
         start_date: Some(start.into()),
         deadline: Some(deadline.into()),
         closed: None,

@@ -7,7 +7,7 @@ use agora_eventstore::jetstream::IntegrationEvent;
 use agora_eventstore::relay::Relay;
 use agora_eventstore::testing;
 use agora_hearing::integration::HearingIntegration;
-use agora_tests_integration::{pb, Backend, Harness, People};
+use agora_tests_integration::{Backend, Harness, People, pb};
 use futures::StreamExt;
 use prost::Message;
 
@@ -30,7 +30,8 @@ async fn two_replicas_make_one_timed_transition() {
     let other_store = database.another_store(8).await;
     let files = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
     let now = h.now.clone();
-    let clock: agora_hearing::app::Clock = Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now()));
+    let clock: agora_hearing::app::Clock =
+        Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now()));
     let replica = agora_hearing::app::HearingApp::new(other_store, Arc::new(files), b"test-pseudonym-key", clock);
     h.set_now("2026-12-01T06:00:00Z");
     let (a, b) = tokio::join!(agora_hearing::scheduler::tick(&h.app), agora_hearing::scheduler::tick(&replica));
@@ -58,14 +59,7 @@ async fn subscribers_receive_versioned_integration_events() {
     h.hearings.publish_hearing(request).await.expect("publish");
 
     let relay = Relay::new(h.store.clone(), bus.clone(), Arc::new(HearingIntegration::new(h.store.clone())));
-    let mut published = 0;
-    loop {
-        let n = relay.publish_batch().await.expect("relay");
-        if n == 0 {
-            break;
-        }
-        published += n;
-    }
+    let published = relay.publish_all().await.expect("relay");
     assert!(published > 0);
 
     // A subscriber filtering on published hearings, as another system would.
@@ -83,7 +77,9 @@ async fn subscribers_receive_versioned_integration_events() {
         .expect("a published event arrives")
         .expect("stream open")
         .expect("message");
-    let event = IntegrationEvent::from_message(message.subject.as_str(), message.headers.as_ref(), message.payload.clone()).expect("cloudevent headers");
+    let event =
+        IntegrationEvent::from_message(message.subject.as_str(), message.headers.as_ref(), message.payload.clone())
+            .expect("cloudevent headers");
     assert_eq!(event.event_type, "dk.agora.hearing.v1.HearingPublished");
     assert_eq!(event.source, "agora/hearing");
     assert_eq!(event.subject, id);
@@ -97,9 +93,11 @@ async fn subscribers_receive_versioned_integration_events() {
     assert_eq!(state.closes_at, "2026-12-20T23:00:00Z");
 
     // Republishing history adds nothing to the stream: JetStream drops the repeats.
-    let before = bus.jetstream.get_stream(&bus.config.stream).await.expect("stream").info().await.expect("info").state.messages;
+    let before =
+        bus.jetstream.get_stream(&bus.config.stream).await.expect("stream").info().await.expect("info").state.messages;
     relay.republish(1, |_| {}).await.expect("republish");
-    let after = bus.jetstream.get_stream(&bus.config.stream).await.expect("stream").info().await.expect("info").state.messages;
+    let after =
+        bus.jetstream.get_stream(&bus.config.stream).await.expect("stream").info().await.expect("info").state.messages;
     assert_eq!(before, after);
     // Every hearing event was published once; reference data stays internal.
     let hearing_events = h.store.read_stream("hearing", &id, 0).await.expect("stream").len();
@@ -136,7 +134,10 @@ impl agora_eventstore::jetstream::IntegrationHandler for OpenHearings {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_consumers_are_fed_from_the_local_log_exactly_once() {
     let Some(mut h) = Harness::start(Backend::Sqlite).await else { return };
-    h.store.execute_ddl(&["CREATE TABLE seen_events (event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL)"]).await.expect("table");
+    h.store
+        .execute_ddl(&["CREATE TABLE seen_events (event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL)"])
+        .await
+        .expect("table");
     let people = People::new();
     h.define_reference_data(&people.admin).await;
     let id = h.draft(&people.karen, "lokalplan", "Lokalplan", "2026-11-01", "2026-12-20").await;
@@ -145,7 +146,11 @@ async fn embedded_consumers_are_fed_from_the_local_log_exactly_once() {
         mapper: Arc::new(HearingIntegration::new(h.store.clone())),
         handler: Arc::new(OpenHearings),
     };
-    assert_eq!(feed.catch_up().await.expect("feed"), 3, "created, updated, draft ready; reference data is not published");
+    assert_eq!(
+        feed.catch_up().await.expect("feed"),
+        3,
+        "created, updated, draft ready; reference data is not published"
+    );
     let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id });
     h.hearings.publish_hearing(request).await.expect("publish");
     assert_eq!(feed.catch_up().await.expect("feed"), 2, "published and started");
@@ -154,7 +159,10 @@ async fn embedded_consumers_are_fed_from_the_local_log_exactly_once() {
     h.store.reset_checkpoint("feed:test-open-hearings").await.expect("reset");
     assert_eq!(feed.catch_up().await.expect("feed"), 0);
     let agora_eventstore::Backend::Sqlite { writer, .. } = h.store.backend() else { panic!("sqlite") };
-    let types: Vec<String> = sqlx::query_scalar("SELECT event_type FROM seen_events ORDER BY event_id").fetch_all(writer).await.expect("rows");
+    let types: Vec<String> = sqlx::query_scalar("SELECT event_type FROM seen_events ORDER BY event_id")
+        .fetch_all(writer)
+        .await
+        .expect("rows");
     assert_eq!(types.len(), 5);
     assert!(types.contains(&"dk.agora.hearing.v1.HearingStarted".to_string()));
 }

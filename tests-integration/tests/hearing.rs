@@ -1,6 +1,6 @@
 //! The hearing service over gRPC, end to end, on SQLite and on PostgreSQL.
 
-use agora_tests_integration::{complete_update, on_both_backends, pb, Harness, People};
+use agora_tests_integration::{Harness, People, complete_update, on_both_backends, pb};
 use tonic::Code;
 
 fn code_and_message(result: Result<impl Sized, tonic::Status>) -> (Code, String) {
@@ -16,7 +16,10 @@ async fn lifecycle(mut h: Harness) {
     let id = h.draft(&people.karen, "lokalplan", "Lokalplan for Bytorvet", "2026-12-01", "2026-12-20").await;
 
     // Concluding a draft is a transition the state does not allow: the state is named.
-    let request = h.as_user(Some(&people.karen), pb::ConcludeHearingRequest { hearing_id: id.clone(), conclusion: Some("x".into()) });
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ConcludeHearingRequest { hearing_id: id.clone(), conclusion: Some("x".into()) },
+    );
     let (code, message) = code_and_message(h.hearings.conclude_hearing(request).await);
     assert_eq!(code, Code::FailedPrecondition);
     assert!(message.contains("Draft"), "{message}");
@@ -50,7 +53,10 @@ async fn lifecycle(mut h: Harness) {
     assert_eq!(hearing.status, pb::HearingStatus::AwaitingConclusion as i32);
     assert!(hearing.invitees.is_empty() && hearing.reviewer_ids.is_empty(), "the public does not see who is involved");
 
-    let request = h.as_user(Some(&people.karen), pb::ConcludeHearingRequest { hearing_id: id.clone(), conclusion: Some("Planen vedtages.".into()) });
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ConcludeHearingRequest { hearing_id: id.clone(), conclusion: Some("Planen vedtages.".into()) },
+    );
     let hearing = h.hearings.conclude_hearing(request).await.expect("conclude").into_inner();
     assert_eq!(hearing.status, pb::HearingStatus::Concluded as i32);
     assert_eq!(hearing.fields.get("conclusion").map(String::as_str), Some("Planen vedtages."));
@@ -65,7 +71,15 @@ async fn lifecycle(mut h: Harness) {
     let types: Vec<&str> = trail.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
-        ["HearingCreated", "HearingUpdated", "HearingDraftReady", "HearingPublished", "HearingStarted", "HearingClosed", "HearingConcluded"]
+        [
+            "HearingCreated",
+            "HearingUpdated",
+            "HearingDraftReady",
+            "HearingPublished",
+            "HearingStarted",
+            "HearingClosed",
+            "HearingConcluded"
+        ]
     );
     let karen = format!("user:{}", people.karen.user_id);
     assert_eq!(trail[0].actor, karen);
@@ -91,7 +105,11 @@ async fn bad_input(mut h: Harness) {
     assert!(message.contains("nonexistent"), "{message}");
 
     let request = h.as_user(Some(&people.erik), pb::CreateHearingRequest { hearing_type_id: "lokalplan".into() });
-    assert_eq!(code_and_message(h.hearings.create_hearing(request).await).0, Code::PermissionDenied, "no hearing creator role");
+    assert_eq!(
+        code_and_message(h.hearings.create_hearing(request).await).0,
+        Code::PermissionDenied,
+        "no hearing creator role"
+    );
 
     let id = h.draft(&people.karen, "lokalplan", "Vejplan", "2026-12-01", "2026-12-20").await;
     let mut update = complete_update(&id, &"x".repeat(300), "2026-12-01", "2026-11-01");
@@ -114,7 +132,10 @@ async fn bad_input(mut h: Harness) {
     for field in ["title", "contact.email", "deadline"] {
         assert!(status.message().contains(field), "{field} missing in: {}", status.message());
     }
-    let request = h.as_user(Some(&people.karen), pb::UpdateHearingRequest { hearing_id: id.clone(), deadline: Some("20.12.2026".into()), ..Default::default() });
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::UpdateHearingRequest { hearing_id: id.clone(), deadline: Some("20.12.2026".into()), ..Default::default() },
+    );
     let (code, message) = code_and_message(h.hearings.update_hearing(request).await);
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("20.12.2026"), "{message}");
@@ -144,7 +165,11 @@ async fn concurrency(mut h: Harness) {
         let mut client = h.hearings.clone();
         let request = h.as_user(
             Some(&people.karen),
-            pb::UpdateHearingRequest { hearing_id: id.clone(), fields: [("title".to_string(), format!("Titel nummer {n}"))].into(), ..Default::default() },
+            pb::UpdateHearingRequest {
+                hearing_id: id.clone(),
+                fields: [("title".to_string(), format!("Titel nummer {n}"))].into(),
+                ..Default::default()
+            },
         );
         tasks.spawn(async move { (n, client.update_hearing(request).await) });
     }
@@ -177,14 +202,26 @@ async fn visibility(mut h: Harness) {
     let internal = h.draft(&people.karen, "intern", "Intern arbejdstid", "2026-11-20", "2026-12-20").await;
     let closed = h.draft(&people.karen, "lokalplan", "Lukket nabohøring", "2026-11-20", "2026-12-20").await;
     let draft = h.draft(&people.karen, "lokalplan", "Kladde om parkering", "2026-12-01", "2026-12-20").await;
-    let request = h.as_user(Some(&people.karen), pb::UpdateHearingRequest { hearing_id: closed.clone(), closed: Some(true), ..Default::default() });
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::UpdateHearingRequest { hearing_id: closed.clone(), closed: Some(true), ..Default::default() },
+    );
     h.hearings.update_hearing(request).await.expect("close it");
     let request = h.as_user(
         Some(&people.karen),
-        pb::InviteRequest { hearing_id: closed.clone(), participants: vec![pb::Participant { identifier: format!("user:{}", people.citizen.user_id), label: "Nabo".into() }] },
+        pb::InviteRequest {
+            hearing_id: closed.clone(),
+            participants: vec![pb::Participant {
+                identifier: format!("user:{}", people.citizen.user_id),
+                label: "Nabo".into(),
+            }],
+        },
     );
     h.hearings.invite_participants(request).await.expect("invite");
-    let request = h.as_user(Some(&people.karen), pb::ReviewerRequest { hearing_id: draft.clone(), user_id: people.lars.user_id.to_string() });
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ReviewerRequest { hearing_id: draft.clone(), user_id: people.lars.user_id.to_string() },
+    );
     h.hearings.add_reviewer(request).await.expect("reviewer");
     for id in [&open, &internal, &closed] {
         let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id.clone() });
@@ -193,7 +230,8 @@ async fn visibility(mut h: Harness) {
     h.settle().await;
 
     let titles = |who: Option<agora_auth::Principal>| {
-        let request = h.as_user(who.as_ref(), pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() });
+        let request =
+            h.as_user(who.as_ref(), pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() });
         let mut client = h.hearings.clone();
         async move {
             let list = client.list_hearings(request).await.expect("list").into_inner();
@@ -203,9 +241,21 @@ async fn visibility(mut h: Harness) {
     };
     assert_eq!(titles(None).await, ["Offentlig lokalplan"], "the public sees published, open, external hearings");
     assert_eq!(titles(Some(people.company.clone())).await, ["Offentlig lokalplan"]);
-    assert_eq!(titles(Some(people.citizen.clone())).await, ["Lukket nabohøring", "Offentlig lokalplan"], "an invitee sees the closed one");
-    assert_eq!(titles(Some(people.erik.clone())).await, ["Intern arbejdstid", "Offentlig lokalplan"], "employees see internal, not closed");
-    assert_eq!(titles(Some(people.lars.clone())).await, ["Intern arbejdstid", "Kladde om parkering", "Offentlig lokalplan"], "a reviewer sees the draft");
+    assert_eq!(
+        titles(Some(people.citizen.clone())).await,
+        ["Lukket nabohøring", "Offentlig lokalplan"],
+        "an invitee sees the closed one"
+    );
+    assert_eq!(
+        titles(Some(people.erik.clone())).await,
+        ["Intern arbejdstid", "Offentlig lokalplan"],
+        "employees see internal, not closed"
+    );
+    assert_eq!(
+        titles(Some(people.lars.clone())).await,
+        ["Intern arbejdstid", "Kladde om parkering", "Offentlig lokalplan"],
+        "a reviewer sees the draft"
+    );
     assert_eq!(titles(Some(people.admin.clone())).await.len(), 4);
 
     // The same rules hold for a single hearing: what may not be seen does not exist.
@@ -230,7 +280,9 @@ on_both_backends!(visibility_rules_hold_in_lists_and_reads, visibility);
 async fn search(mut h: Harness) {
     let people = People::new();
     h.define_reference_data(&people.admin).await;
-    for (title, start) in [("Cykelsti i Vest", "2026-11-21"), ("Lokalplan for havnen", "2026-11-22"), ("Skolestruktur", "2026-11-20")] {
+    for (title, start) in
+        [("Cykelsti i Vest", "2026-11-21"), ("Lokalplan for havnen", "2026-11-22"), ("Skolestruktur", "2026-11-20")]
+    {
         let id = h.draft(&people.karen, "lokalplan", title, start, "2026-12-20").await;
         let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id });
         h.hearings.publish_hearing(request).await.expect("publish");
@@ -242,16 +294,28 @@ async fn search(mut h: Harness) {
     };
     let found = list(pb::ListHearingsRequest { text: "HAVNEN".into(), ..Default::default() }).await.expect("search");
     assert_eq!(found.hearings.iter().map(|s| s.title.as_str()).collect::<Vec<_>>(), ["Lokalplan for havnen"]);
-    let by_start = list(pb::ListHearingsRequest { sort_by: "start_date".into(), descending: true, ..Default::default() }).await.expect("sort");
+    let by_start =
+        list(pb::ListHearingsRequest { sort_by: "start_date".into(), descending: true, ..Default::default() })
+            .await
+            .expect("sort");
     assert_eq!(by_start.hearings[0].title, "Lokalplan for havnen");
-    let page = list(pb::ListHearingsRequest { sort_by: "title".into(), page: 2, page_size: 2, ..Default::default() }).await.expect("page");
+    let page = list(pb::ListHearingsRequest { sort_by: "title".into(), page: 2, page_size: 2, ..Default::default() })
+        .await
+        .expect("page");
     assert_eq!((page.total, page.hearings.len()), (3, 1));
     assert_eq!(page.hearings[0].title, "Skolestruktur");
-    let kle = list(pb::ListHearingsRequest { kle_number: "01.02".into(), ..Default::default() }).await.expect("kle prefix");
+    let kle =
+        list(pb::ListHearingsRequest { kle_number: "01.02".into(), ..Default::default() }).await.expect("kle prefix");
     assert_eq!(kle.total, 3);
-    let none = list(pb::ListHearingsRequest { kle_number: "02".into(), ..Default::default() }).await.expect("kle prefix");
+    let none =
+        list(pb::ListHearingsRequest { kle_number: "02".into(), ..Default::default() }).await.expect("kle prefix");
     assert_eq!(none.total, 0);
-    let status = list(pb::ListHearingsRequest { statuses: vec![pb::HearingStatus::AwaitingStartDate as i32], ..Default::default() }).await.expect("status");
+    let status = list(pb::ListHearingsRequest {
+        statuses: vec![pb::HearingStatus::AwaitingStartDate as i32],
+        ..Default::default()
+    })
+    .await
+    .expect("status");
     assert_eq!(status.total, 0, "all three started on publishing");
     let percent = list(pb::ListHearingsRequest { text: "%".into(), ..Default::default() }).await.expect("search");
     assert_eq!(percent.total, 0, "LIKE wildcards in the search text are literal");
@@ -271,7 +335,10 @@ async fn invitees_and_files(mut h: Harness) {
     h.define_reference_data(&people.admin).await;
     let id = h.draft(&people.karen, "lokalplan", "Naboorientering", "2026-12-01", "2026-12-20").await;
     let csv = "identifikation;navn\nanna@example.dk;Anna\n0101801234;Bo\n12345678;Firma\nikke-gyldig\n0101801234\n";
-    let request = h.as_user(Some(&people.karen), pb::ImportInviteesRequest { hearing_id: id.clone(), csv: csv.as_bytes().to_vec() });
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ImportInviteesRequest { hearing_id: id.clone(), csv: csv.as_bytes().to_vec() },
+    );
     let report = h.hearings.import_invitees(request).await.expect("import").into_inner();
     assert_eq!(report.added, 3);
     assert_eq!(report.errors.iter().map(|e| e.row).collect::<Vec<_>>(), [5, 6]);
@@ -285,7 +352,12 @@ async fn invitees_and_files(mut h: Harness) {
     let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n".to_vec();
     let request = h.as_user(
         Some(&people.karen),
-        pb::AttachFileRequest { hearing_id: id.clone(), field: "documents".into(), file_name: "../lokalplan.pdf".into(), content: pdf.clone() },
+        pb::AttachFileRequest {
+            hearing_id: id.clone(),
+            field: "documents".into(),
+            file_name: "../lokalplan.pdf".into(),
+            content: pdf.clone(),
+        },
     );
     let attached = h.hearings.attach_file(request).await.expect("pdf").into_inner();
     let file = attached.file.expect("file");
@@ -293,7 +365,12 @@ async fn invitees_and_files(mut h: Harness) {
     let exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00".to_vec();
     let request = h.as_user(
         Some(&people.karen),
-        pb::AttachFileRequest { hearing_id: id.clone(), field: "documents".into(), file_name: "plan.pdf".into(), content: exe },
+        pb::AttachFileRequest {
+            hearing_id: id.clone(),
+            field: "documents".into(),
+            file_name: "plan.pdf".into(),
+            content: exe,
+        },
     );
     let (code, message) = code_and_message(h.hearings.attach_file(request).await);
     assert_eq!(code, Code::InvalidArgument);
@@ -312,16 +389,21 @@ on_both_backends!(invitees_and_files, invitees_and_files);
 
 async fn reference_rules(mut h: Harness) {
     let people = People::new();
-    let request = h.as_user(Some(&people.karen), pb::NamedItem { id: "plan".into(), name: "Plan".into(), retired: false });
+    let request =
+        h.as_user(Some(&people.karen), pb::NamedItem { id: "plan".into(), name: "Plan".into(), retired: false });
     assert_eq!(code_and_message(h.reference.define_subject_area(request).await).0, Code::PermissionDenied);
     h.define_reference_data(&people.admin).await;
-    let request = h.as_user(Some(&people.admin), pb::RetireItemRequest { kind: "hearing_type".into(), id: "intern".into() });
+    let request =
+        h.as_user(Some(&people.admin), pb::RetireItemRequest { kind: "hearing_type".into(), id: "intern".into() });
     h.reference.retire_item(request).await.expect("retire");
     h.settle().await;
     let request = h.as_user(None, pb::ListReferenceRequest { include_retired: false });
     let types = h.reference.list_hearing_types(request).await.expect("list").into_inner().hearing_types;
     assert_eq!(types.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["lokalplan"]);
-    assert!(types[0].fields.iter().any(|f| f.key == "title" && f.max_length == Some(200)), "standard fields with their rules");
+    assert!(
+        types[0].fields.iter().any(|f| f.key == "title" && f.max_length == Some(200)),
+        "standard fields with their rules"
+    );
     let request = h.as_user(Some(&people.karen), pb::CreateHearingRequest { hearing_type_id: "intern".into() });
     let (code, message) = code_and_message(h.hearings.create_hearing(request).await);
     assert_eq!(code, Code::InvalidArgument);
@@ -345,7 +427,12 @@ async fn invitation_groups(mut h: Harness) {
     assert_eq!(code_and_message(h.reference.define_invitation_group(request).await).0, Code::PermissionDenied);
     let request = h.as_user(Some(&people.admin), group);
     h.reference.define_invitation_group(request).await.expect("define group");
-    let bad = pb::InvitationGroup { id: "tom".into(), name: "Tom".into(), members: vec![pb::Participant { identifier: "123".into(), label: String::new() }], ..Default::default() };
+    let bad = pb::InvitationGroup {
+        id: "tom".into(),
+        name: "Tom".into(),
+        members: vec![pb::Participant { identifier: "123".into(), label: String::new() }],
+        ..Default::default()
+    };
     let request = h.as_user(Some(&people.admin), bad);
     let (code, message) = code_and_message(h.reference.define_invitation_group(request).await);
     assert_eq!(code, Code::InvalidArgument);

@@ -18,28 +18,18 @@ pub const AUTHORIZATION: &str = "authorization";
 /// not exactly one `Bearer` token, or a token that does not verify →
 /// `Err(Status::unauthenticated(..))` whose message names the problem. A bad
 /// token is never downgraded to anonymous access.
-pub fn principal_from_metadata(
-    verifier: &TokenVerifier,
-    metadata: &MetadataMap,
-) -> Result<Option<Principal>, Status> {
+pub fn principal_from_metadata(verifier: &TokenVerifier, metadata: &MetadataMap) -> Result<Option<Principal>, Status> {
     let Some(token) = bearer_token(metadata)? else {
         return Ok(None);
     };
-    verifier
-        .verify(token)
-        .map(Some)
-        .map_err(|e| Status::unauthenticated(e.to_string()))
+    verifier.verify(token).map(Some).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
 /// Like [`principal_from_metadata`], but a missing header is also
 /// `UNAUTHENTICATED`: for calls only signed-in callers may make.
-pub fn require_principal(
-    verifier: &TokenVerifier,
-    metadata: &MetadataMap,
-) -> Result<Principal, Status> {
-    principal_from_metadata(verifier, metadata)?.ok_or_else(|| {
-        Status::unauthenticated("this call requires an access token (authorization: Bearer …)")
-    })
+pub fn require_principal(verifier: &TokenVerifier, metadata: &MetadataMap) -> Result<Principal, Status> {
+    principal_from_metadata(verifier, metadata)?
+        .ok_or_else(|| Status::unauthenticated("this call requires an access token (authorization: Bearer …)"))
 }
 
 /// The bearer token in the metadata, if there is an `authorization` header.
@@ -49,25 +39,17 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Status::unauthenticated(
-            "more than one authorization header",
-        ));
+        return Err(Status::unauthenticated("more than one authorization header"));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("authorization header is not visible ASCII"))?
-        .trim();
+    let value =
+        value.to_str().map_err(|_| Status::unauthenticated("authorization header is not visible ASCII"))?.trim();
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Status::unauthenticated(
-            "unsupported authorization scheme: expected \"Bearer <token>\"",
-        ));
+        return Err(Status::unauthenticated("unsupported authorization scheme: expected \"Bearer <token>\""));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(Status::unauthenticated(
-            "authorization header has an empty bearer token",
-        ));
+        return Err(Status::unauthenticated("authorization header has an empty bearer token"));
     }
     Ok(Some(token))
 }
@@ -76,9 +58,7 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
 /// replacing any authorization header already there.
 pub fn bearer<T>(mut request: tonic::Request<T>, token: &str) -> Result<tonic::Request<T>, Status> {
     if token.is_empty() || token.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(Status::invalid_argument(
-            "access token is empty or contains characters not allowed in a header",
-        ));
+        return Err(Status::invalid_argument("access token is empty or contains characters not allowed in a header"));
     }
     let value = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| Status::invalid_argument("access token cannot be sent as a header value"))?;
@@ -110,10 +90,7 @@ mod tests {
     #[test]
     fn no_header_is_anonymous() {
         let (_, verifier) = setup();
-        assert_eq!(
-            principal_from_metadata(&verifier, &MetadataMap::new()).unwrap(),
-            None
-        );
+        assert_eq!(principal_from_metadata(&verifier, &MetadataMap::new()).unwrap(), None);
         let err = require_principal(&verifier, &MetadataMap::new()).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
     }
@@ -124,14 +101,8 @@ mod tests {
         let principal = Principal::new(Uuid::new_v4(), Capacity::Citizen);
         let token = issuer.issue(&principal).unwrap();
         let request = bearer(tonic::Request::new(()), &token).unwrap();
-        assert_eq!(
-            principal_from_metadata(&verifier, request.metadata()).unwrap(),
-            Some(principal.clone())
-        );
-        assert_eq!(
-            require_principal(&verifier, request.metadata()).unwrap(),
-            principal
-        );
+        assert_eq!(principal_from_metadata(&verifier, request.metadata()).unwrap(), Some(principal.clone()));
+        assert_eq!(require_principal(&verifier, request.metadata()).unwrap(), principal);
 
         // Scheme is case-insensitive.
         let map = with_header(&format!("bearer {token}"));
@@ -141,9 +112,7 @@ mod tests {
     #[test]
     fn bad_headers_are_unauthenticated_with_a_reason() {
         let (issuer, verifier) = setup();
-        let token = issuer
-            .issue(&Principal::new(Uuid::new_v4(), Capacity::Citizen))
-            .unwrap();
+        let token = issuer.issue(&Principal::new(Uuid::new_v4(), Capacity::Citizen)).unwrap();
         let cases = [
             ("Basic dXNlcjpwYXNz", "scheme"),
             ("Bearer", "empty"),
@@ -154,24 +123,12 @@ mod tests {
         for (header, reason) in cases {
             let err = principal_from_metadata(&verifier, &with_header(header)).unwrap_err();
             assert_eq!(err.code(), Code::Unauthenticated, "{header}");
-            assert!(
-                err.message().contains(reason),
-                "{header}: {}",
-                err.message()
-            );
+            assert!(err.message().contains(reason), "{header}: {}", err.message());
         }
 
-        let other = TokenIssuer::new(
-            SigningKey::generate().unwrap(),
-            "iss",
-            "aud",
-            Duration::minutes(5),
-        );
-        let foreign = other
-            .issue(&Principal::new(Uuid::new_v4(), Capacity::Citizen))
-            .unwrap();
-        let err = principal_from_metadata(&verifier, &with_header(&format!("Bearer {foreign}")))
-            .unwrap_err();
+        let other = TokenIssuer::new(SigningKey::generate().unwrap(), "iss", "aud", Duration::minutes(5));
+        let foreign = other.issue(&Principal::new(Uuid::new_v4(), Capacity::Citizen)).unwrap();
+        let err = principal_from_metadata(&verifier, &with_header(&format!("Bearer {foreign}"))).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
         assert!(err.message().contains("key id"), "{}", err.message());
 
@@ -183,18 +140,9 @@ mod tests {
 
     #[test]
     fn bearer_refuses_unsendable_tokens_and_replaces_old_header() {
-        assert_eq!(
-            bearer(tonic::Request::new(()), "").unwrap_err().code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            bearer(tonic::Request::new(()), "a b").unwrap_err().code(),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            bearer(tonic::Request::new(()), "a\nb").unwrap_err().code(),
-            Code::InvalidArgument
-        );
+        assert_eq!(bearer(tonic::Request::new(()), "").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(bearer(tonic::Request::new(()), "a b").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(bearer(tonic::Request::new(()), "a\nb").unwrap_err().code(), Code::InvalidArgument);
         let request = bearer(tonic::Request::new(()), "first").unwrap();
         let request = bearer(request, "second").unwrap();
         assert_eq!(bearer_token(request.metadata()).unwrap(), Some("second"));

@@ -61,19 +61,13 @@ impl SigningKey {
     pub fn generate_with_kid(kid: &str) -> Result<Self, AuthError> {
         validate_kid(kid)?;
         let key = ed25519_dalek::SigningKey::from_bytes(&random_seed()?);
-        Ok(SigningKey {
-            key,
-            kid: kid.to_owned(),
-        })
+        Ok(SigningKey { key, kid: kid.to_owned() })
     }
 
     /// The key for a 32-byte Ed25519 seed (the RFC 8032 private key).
     pub fn from_seed(seed: &[u8; 32], kid: &str) -> Result<Self, AuthError> {
         validate_kid(kid)?;
-        Ok(SigningKey {
-            key: ed25519_dalek::SigningKey::from_bytes(seed),
-            kid: kid.to_owned(),
-        })
+        Ok(SigningKey { key: ed25519_dalek::SigningKey::from_bytes(seed), kid: kid.to_owned() })
     }
 
     /// The key for a base64-encoded 32-byte seed, as written by
@@ -87,10 +81,7 @@ impl SigningKey {
             .or_else(|_| LENIENT_STANDARD.decode(seed))
             .map_err(|_| AuthError::InvalidKey("signing key seed is not valid base64".into()))?;
         let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            AuthError::InvalidKey(format!(
-                "signing key seed must be 32 bytes, got {} bytes",
-                bytes.len()
-            ))
+            AuthError::InvalidKey(format!("signing key seed must be 32 bytes, got {} bytes", bytes.len()))
         })?;
         Self::from_seed(&seed, kid)
     }
@@ -155,26 +146,19 @@ pub fn jwk_thumbprint(key: &VerifyingKey) -> String {
 /// present, must be `sig` and `EdDSA`. A JWK carrying the private part (`d`)
 /// is refused, since it must never be published.
 pub fn verifying_key_from_jwk(jwk: &Value) -> Result<(String, VerifyingKey), AuthError> {
-    let object = jwk
-        .as_object()
-        .ok_or_else(|| AuthError::InvalidKey("JWK is not a JSON object".into()))?;
+    let object = jwk.as_object().ok_or_else(|| AuthError::InvalidKey("JWK is not a JSON object".into()))?;
     let member = |name: &str| -> Result<Option<&str>, AuthError> {
         match object.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(AuthError::InvalidKey(format!(
-                "JWK member {name:?} is not a string"
-            ))),
+            Some(_) => Err(AuthError::InvalidKey(format!("JWK member {name:?} is not a string"))),
         }
     };
     let require = |name: &str, wanted: &str, required: bool| -> Result<(), AuthError> {
         match member(name)? {
             Some(found) if found == wanted => Ok(()),
             None if !required => Ok(()),
-            Some(found) => Err(AuthError::InvalidKey(format!(
-                "JWK {name} is {:?}, expected {wanted:?}",
-                clip(found)
-            ))),
+            Some(found) => Err(AuthError::InvalidKey(format!("JWK {name} is {:?}, expected {wanted:?}", clip(found)))),
             None => Err(AuthError::InvalidKey(format!("JWK has no {name:?}"))),
         }
     };
@@ -190,26 +174,16 @@ pub fn verifying_key_from_jwk(jwk: &Value) -> Result<(String, VerifyingKey), Aut
     let kid = member("kid")?.ok_or_else(|| AuthError::InvalidKey("JWK has no \"kid\"".into()))?;
     validate_kid(kid)?;
     let x = member("x")?.ok_or_else(|| AuthError::InvalidKey("JWK has no \"x\"".into()))?;
-    let bytes = URL_SAFE_NO_PAD.decode(x).map_err(|_| {
-        AuthError::InvalidKey(format!(
-            "JWK {kid:?}: \"x\" is not base64url without padding"
-        ))
-    })?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(x)
+        .map_err(|_| AuthError::InvalidKey(format!("JWK {kid:?}: \"x\" is not base64url without padding")))?;
     let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-        AuthError::InvalidKey(format!(
-            "JWK {kid:?}: \"x\" must be 32 bytes, got {} bytes",
-            bytes.len()
-        ))
+        AuthError::InvalidKey(format!("JWK {kid:?}: \"x\" must be 32 bytes, got {} bytes", bytes.len()))
     })?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
-        AuthError::InvalidKey(format!(
-            "JWK {kid:?}: \"x\" is not a valid Ed25519 public key"
-        ))
-    })?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| AuthError::InvalidKey(format!("JWK {kid:?}: \"x\" is not a valid Ed25519 public key")))?;
     if key.is_weak() {
-        return Err(AuthError::InvalidKey(format!(
-            "JWK {kid:?}: \"x\" is a weak (small-order) Ed25519 public key"
-        )));
+        return Err(AuthError::InvalidKey(format!("JWK {kid:?}: \"x\" is a weak (small-order) Ed25519 public key")));
     }
     Ok((kid.to_owned(), key))
 }
@@ -228,14 +202,10 @@ pub(crate) fn validate_kid(kid: &str) -> Result<(), AuthError> {
         return Err(AuthError::InvalidKey("key id (kid) is empty".into()));
     }
     if kid.len() > MAX_KID_LENGTH {
-        return Err(AuthError::InvalidKey(format!(
-            "key id (kid) is longer than {MAX_KID_LENGTH} characters"
-        )));
+        return Err(AuthError::InvalidKey(format!("key id (kid) is longer than {MAX_KID_LENGTH} characters")));
     }
     if !kid.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(AuthError::InvalidKey(
-            "key id (kid) must be printable ASCII without spaces".into(),
-        ));
+        return Err(AuthError::InvalidKey("key id (kid) must be printable ASCII without spaces".into()));
     }
     Ok(())
 }
@@ -273,10 +243,7 @@ mod tests {
         let key = SigningKey::from_seed_base64(RFC8037_D, "rfc").unwrap();
         let input = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc";
         let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()).to_bytes());
-        assert_eq!(
-            signature,
-            "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
-        );
+        assert_eq!(signature, "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg");
     }
 
     #[test]
@@ -304,22 +271,10 @@ mod tests {
 
     #[test]
     fn bad_seeds_and_kids_are_refused() {
-        assert!(matches!(
-            SigningKey::from_seed_base64("%%%", "k"),
-            Err(AuthError::InvalidKey(_))
-        ));
-        assert!(matches!(
-            SigningKey::from_seed_base64("AAAA", "k"),
-            Err(AuthError::InvalidKey(_))
-        ));
-        assert!(matches!(
-            SigningKey::from_seed_base64(RFC8037_D, ""),
-            Err(AuthError::InvalidKey(_))
-        ));
-        assert!(matches!(
-            SigningKey::from_seed_base64(RFC8037_D, "has space"),
-            Err(AuthError::InvalidKey(_))
-        ));
+        assert!(matches!(SigningKey::from_seed_base64("%%%", "k"), Err(AuthError::InvalidKey(_))));
+        assert!(matches!(SigningKey::from_seed_base64("AAAA", "k"), Err(AuthError::InvalidKey(_))));
+        assert!(matches!(SigningKey::from_seed_base64(RFC8037_D, ""), Err(AuthError::InvalidKey(_))));
+        assert!(matches!(SigningKey::from_seed_base64(RFC8037_D, "has space"), Err(AuthError::InvalidKey(_))));
     }
 
     #[test]
@@ -347,30 +302,18 @@ mod tests {
 
         let mut private = key.public_jwk();
         private["d"] = json!(RFC8037_D);
-        assert!(matches!(
-            verifying_key_from_jwk(&private),
-            Err(AuthError::InvalidKey(_))
-        ));
+        assert!(matches!(verifying_key_from_jwk(&private), Err(AuthError::InvalidKey(_))));
 
         let mut wrong_curve = key.public_jwk();
         wrong_curve["crv"] = json!("X25519");
-        assert!(matches!(
-            verifying_key_from_jwk(&wrong_curve),
-            Err(AuthError::InvalidKey(_))
-        ));
+        assert!(matches!(verifying_key_from_jwk(&wrong_curve), Err(AuthError::InvalidKey(_))));
 
         let mut short = key.public_jwk();
         short["x"] = json!("AAAA");
-        assert!(matches!(
-            verifying_key_from_jwk(&short),
-            Err(AuthError::InvalidKey(_))
-        ));
+        assert!(matches!(verifying_key_from_jwk(&short), Err(AuthError::InvalidKey(_))));
 
         let mut weak = key.public_jwk();
         weak["x"] = json!(URL_SAFE_NO_PAD.encode([0u8; 32]));
-        assert!(matches!(
-            verifying_key_from_jwk(&weak),
-            Err(AuthError::InvalidKey(_))
-        ));
+        assert!(matches!(verifying_key_from_jwk(&weak), Err(AuthError::InvalidKey(_))));
     }
 }

@@ -57,6 +57,4 @@ pub use ed25519_dalek::VerifyingKey;
 pub use error::AuthError;
 pub use key::{SigningKey, jwk_thumbprint, jwks, verifying_key_from_jwk};
 pub use principal::{Capacity, Principal, Role};
-pub use token::{
-    DEFAULT_LEEWAY_SECONDS, MAX_TOKEN_LENGTH, TokenIssuer, TokenVerifier, VerifiedToken,
-};
+pub use token::{DEFAULT_LEEWAY_SECONDS, MAX_TOKEN_LENGTH, TokenIssuer, TokenVerifier, VerifiedToken};

@@ -12,29 +12,23 @@ use crate::AuthError;
 pub(crate) fn check_claims(company: Option<&str>, name: Option<&str>) -> Result<(), AuthError> {
     if let Some(company) = company {
         if company.trim().is_empty() {
-            return Err(AuthError::InvalidClaims(
-                "company reference is empty".into(),
-            ));
+            return Err(AuthError::InvalidClaims("company reference is empty".into()));
         }
         if looks_like_cvr(company) {
             return Err(AuthError::InvalidClaims(
-                "company looks like a CVR number; it must be an opaque pseudonymous reference"
-                    .into(),
+                "company looks like a CVR number; it must be an opaque pseudonymous reference".into(),
             ));
         }
         if looks_like_cpr(company) {
             return Err(AuthError::InvalidClaims(
-                "company looks like a CPR number; it must be an opaque pseudonymous reference"
-                    .into(),
+                "company looks like a CPR number; it must be an opaque pseudonymous reference".into(),
             ));
         }
     }
     if let Some(name) = name
         && contains_cpr_like(name)
     {
-        return Err(AuthError::InvalidClaims(
-            "name contains what looks like a CPR number".into(),
-        ));
+        return Err(AuthError::InvalidClaims("name contains what looks like a CPR number".into()));
     }
     Ok(())
 }
@@ -42,25 +36,15 @@ pub(crate) fn check_claims(company: Option<&str>, name: Option<&str>) -> Result<
 /// The whole value is a CVR number: 8 digits, optionally prefixed `DK` or
 /// `CVR` (any case), with optional spaces, `:` or `-`.
 pub(crate) fn looks_like_cvr(value: &str) -> bool {
-    let compact: String = value
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != ':' && *c != '-')
-        .collect::<String>()
-        .to_ascii_uppercase();
-    let digits = compact
-        .strip_prefix("DK")
-        .or_else(|| compact.strip_prefix("CVR"))
-        .unwrap_or(&compact);
+    let compact: String =
+        value.chars().filter(|c| !c.is_whitespace() && *c != ':' && *c != '-').collect::<String>().to_ascii_uppercase();
+    let digits = compact.strip_prefix("DK").or_else(|| compact.strip_prefix("CVR")).unwrap_or(&compact);
     digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The whole value is a CPR number: `DDMMYY-SSSS` or `DDMMYYSSSS`.
 pub(crate) fn looks_like_cpr(value: &str) -> bool {
-    let digits: Vec<char> = value
-        .trim()
-        .chars()
-        .filter(|c| *c != '-' && *c != ' ')
-        .collect();
+    let digits: Vec<char> = value.trim().chars().filter(|c| *c != '-' && *c != ' ').collect();
     digits.len() == 10 && digits.iter().all(char::is_ascii_digit) && plausible_date(&digits[..6])
 }
 

@@ -45,15 +45,12 @@ impl FromStr for Capacity {
     type Err = AuthError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Capacity::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                AuthError::InvalidClaims(format!(
-                    "unknown capacity {:?} (expected \"employee\", \"citizen\" or \"company\")",
-                    clip(s)
-                ))
-            })
+        Capacity::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+            AuthError::InvalidClaims(format!(
+                "unknown capacity {:?} (expected \"employee\", \"citizen\" or \"company\")",
+                clip(s)
+            ))
+        })
     }
 }
 
@@ -90,15 +87,12 @@ impl FromStr for Role {
     type Err = AuthError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                AuthError::InvalidClaims(format!(
-                    "unknown role {:?} (expected \"administrator\" or \"hearing_creator\")",
-                    clip(s)
-                ))
-            })
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            AuthError::InvalidClaims(format!(
+                "unknown role {:?} (expected \"administrator\" or \"hearing_creator\")",
+                clip(s)
+            ))
+        })
     }
 }
 
@@ -124,13 +118,7 @@ pub struct Principal {
 impl Principal {
     /// A principal with no roles, company or name.
     pub fn new(user_id: Uuid, capacity: Capacity) -> Self {
-        Principal {
-            user_id,
-            capacity,
-            roles: Vec::new(),
-            company: None,
-            name: None,
-        }
+        Principal { user_id, capacity, roles: Vec::new(), company: None, name: None }
     }
 
     /// Adds a role (once).
@@ -194,30 +182,12 @@ mod tests {
 
     #[test]
     fn capacity_and_role_serialize_as_snake_case() {
-        assert_eq!(
-            serde_json::to_string(&Capacity::Employee).unwrap(),
-            "\"employee\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Capacity::Citizen).unwrap(),
-            "\"citizen\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Capacity::Company).unwrap(),
-            "\"company\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Role::Administrator).unwrap(),
-            "\"administrator\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Role::HearingCreator).unwrap(),
-            "\"hearing_creator\""
-        );
-        assert_eq!(
-            serde_json::from_str::<Role>("\"hearing_creator\"").unwrap(),
-            Role::HearingCreator
-        );
+        assert_eq!(serde_json::to_string(&Capacity::Employee).unwrap(), "\"employee\"");
+        assert_eq!(serde_json::to_string(&Capacity::Citizen).unwrap(), "\"citizen\"");
+        assert_eq!(serde_json::to_string(&Capacity::Company).unwrap(), "\"company\"");
+        assert_eq!(serde_json::to_string(&Role::Administrator).unwrap(), "\"administrator\"");
+        assert_eq!(serde_json::to_string(&Role::HearingCreator).unwrap(), "\"hearing_creator\"");
+        assert_eq!(serde_json::from_str::<Role>("\"hearing_creator\"").unwrap(), Role::HearingCreator);
         assert!(serde_json::from_str::<Capacity>("\"Employee\"").is_err());
         for c in Capacity::ALL {
             assert_eq!(c.as_str().parse::<Capacity>().unwrap(), c);
@@ -244,9 +214,7 @@ mod tests {
 
     #[test]
     fn principal_serde_round_trip() {
-        let p = Principal::new(Uuid::new_v4(), Capacity::Company)
-            .with_company("c-7f3a")
-            .with_name("Jens Hansen");
+        let p = Principal::new(Uuid::new_v4(), Capacity::Company).with_company("c-7f3a").with_name("Jens Hansen");
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["capacity"], "company");
         assert_eq!(serde_json::from_value::<Principal>(json).unwrap(), p);

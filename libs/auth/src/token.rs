@@ -95,12 +95,7 @@ impl TokenIssuer {
     /// An issuer signing with `key`, stating `issuer` as `iss` and `audience`
     /// as `aud`, for tokens valid for `ttl` (at least one second).
     pub fn new(key: SigningKey, issuer: &str, audience: &str, ttl: Duration) -> Self {
-        TokenIssuer {
-            key,
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
-            ttl,
-        }
+        TokenIssuer { key, issuer: issuer.to_owned(), audience: audience.to_owned(), ttl }
     }
 
     /// Signs a token for `principal`, valid from now.
@@ -114,25 +109,17 @@ impl TokenIssuer {
     /// CPR or CVR number.
     pub fn issue_at(&self, principal: &Principal, now: DateTime<Utc>) -> Result<String, AuthError> {
         if self.issuer.is_empty() {
-            return Err(AuthError::InvalidConfiguration(
-                "issuer (iss) is empty".into(),
-            ));
+            return Err(AuthError::InvalidConfiguration("issuer (iss) is empty".into()));
         }
         if self.audience.is_empty() {
-            return Err(AuthError::InvalidConfiguration(
-                "audience (aud) is empty".into(),
-            ));
+            return Err(AuthError::InvalidConfiguration("audience (aud) is empty".into()));
         }
         let ttl = self.ttl.num_seconds();
         if ttl < 1 {
-            return Err(AuthError::InvalidConfiguration(
-                "token lifetime (ttl) must be at least one second".into(),
-            ));
+            return Err(AuthError::InvalidConfiguration("token lifetime (ttl) must be at least one second".into()));
         }
         if principal.user_id.is_nil() {
-            return Err(AuthError::InvalidClaims(
-                "user id (sub) is the nil UUID".into(),
-            ));
+            return Err(AuthError::InvalidClaims("user id (sub) is the nil UUID".into()));
         }
         pii::check_claims(principal.company.as_deref(), principal.name.as_deref())?;
 
@@ -140,20 +127,14 @@ impl TokenIssuer {
         let exp = iat
             .checked_add(ttl)
             .filter(|exp| DateTime::from_timestamp(*exp, 0).is_some())
-            .ok_or_else(|| {
-                AuthError::InvalidConfiguration("token lifetime (ttl) is too long".into())
-            })?;
+            .ok_or_else(|| AuthError::InvalidConfiguration("token lifetime (ttl) is too long".into()))?;
         let mut roles = Vec::with_capacity(principal.roles.len());
         for role in &principal.roles {
             if !roles.contains(role) {
                 roles.push(*role);
             }
         }
-        let header = HeaderOut {
-            alg: ALGORITHM,
-            typ: "JWT",
-            kid: self.key.kid(),
-        };
+        let header = HeaderOut { alg: ALGORITHM, typ: "JWT", kid: self.key.kid() };
         let claims = ClaimsOut {
             iss: &self.issuer,
             aud: &self.audience,
@@ -170,11 +151,7 @@ impl TokenIssuer {
         let header = serde_json::to_vec(&header).map_err(|e| AuthError::Encoding(e.to_string()))?;
         let claims = serde_json::to_vec(&claims).map_err(|e| AuthError::Encoding(e.to_string()))?;
 
-        let mut token = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims)
-        );
+        let mut token = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
         let signature = self.key.sign(token.as_bytes());
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
@@ -304,15 +281,12 @@ impl TokenVerifier {
             .ok_or_else(|| AuthError::InvalidJwks("no \"keys\" array".into()))?;
         let mut used = 0;
         for jwk in keys.iter().filter(|jwk| is_ed25519_signing_jwk(jwk)) {
-            let (kid, key) =
-                verifying_key_from_jwk(jwk).map_err(|e| AuthError::InvalidJwks(e.to_string()))?;
+            let (kid, key) = verifying_key_from_jwk(jwk).map_err(|e| AuthError::InvalidJwks(e.to_string()))?;
             self.add_key(kid, key)?;
             used += 1;
         }
         if used == 0 {
-            return Err(AuthError::InvalidJwks(
-                "no Ed25519 signing key (kty \"OKP\", crv \"Ed25519\")".into(),
-            ));
+            return Err(AuthError::InvalidJwks("no Ed25519 signing key (kty \"OKP\", crv \"Ed25519\")".into()));
         }
         Ok(self)
     }
@@ -359,37 +333,26 @@ impl TokenVerifier {
 
     /// Verifies `token` as of `now` and returns its principal.
     pub fn verify_at(&self, token: &str, now: DateTime<Utc>) -> Result<Principal, AuthError> {
-        self.verify_token_at(token, now)
-            .map(|verified| verified.principal)
+        self.verify_token_at(token, now).map(|verified| verified.principal)
     }
 
     /// Verifies `token` as of `now` and returns the principal together with
     /// the token's key id, `jti`, `iat` and `exp`.
-    pub fn verify_token_at(
-        &self,
-        token: &str,
-        now: DateTime<Utc>,
-    ) -> Result<VerifiedToken, AuthError> {
+    pub fn verify_token_at(&self, token: &str, now: DateTime<Utc>) -> Result<VerifiedToken, AuthError> {
         if self.issuer.is_empty() || self.audience.is_empty() {
-            return Err(AuthError::InvalidConfiguration(
-                "verifier has an empty issuer or audience".into(),
-            ));
+            return Err(AuthError::InvalidConfiguration("verifier has an empty issuer or audience".into()));
         }
         if token.is_empty() {
             return Err(AuthError::Malformed("empty token".into()));
         }
         if token.len() > MAX_TOKEN_LENGTH {
-            return Err(AuthError::Malformed(format!(
-                "token is longer than {MAX_TOKEN_LENGTH} bytes"
-            )));
+            return Err(AuthError::Malformed(format!("token is longer than {MAX_TOKEN_LENGTH} bytes")));
         }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(AuthError::Malformed(
-                "expected three base64url parts separated by '.' (compact JWS)".into(),
-            ));
+            return Err(AuthError::Malformed("expected three base64url parts separated by '.' (compact JWS)".into()));
         };
 
         // Header: algorithm first, then type, extensions and key id.
@@ -397,9 +360,7 @@ impl TokenVerifier {
         let alg = match header.get("alg") {
             Some(Value::String(alg)) => alg,
             Some(_) => {
-                return Err(AuthError::Malformed(
-                    "header \"alg\" is not a string".into(),
-                ));
+                return Err(AuthError::Malformed("header \"alg\" is not a string".into()));
             }
             None => return Err(AuthError::Malformed("header has no \"alg\"".into())),
         };
@@ -408,13 +369,10 @@ impl TokenVerifier {
         }
         match header.get("typ") {
             None => {}
-            Some(Value::String(typ))
-                if typ.eq_ignore_ascii_case("JWT") || typ.eq_ignore_ascii_case("at+jwt") => {}
+            Some(Value::String(typ)) if typ.eq_ignore_ascii_case("JWT") || typ.eq_ignore_ascii_case("at+jwt") => {}
             Some(Value::String(typ)) => return Err(AuthError::UnsupportedType(clip(typ))),
             Some(_) => {
-                return Err(AuthError::Malformed(
-                    "header \"typ\" is not a string".into(),
-                ));
+                return Err(AuthError::Malformed("header \"typ\" is not a string".into()));
             }
         }
         if header.contains_key("crit") {
@@ -425,50 +383,32 @@ impl TokenVerifier {
         let kid = match header.get("kid") {
             Some(Value::String(kid)) => kid,
             Some(_) => {
-                return Err(AuthError::Malformed(
-                    "header \"kid\" is not a string".into(),
-                ));
+                return Err(AuthError::Malformed("header \"kid\" is not a string".into()));
             }
             None => return Err(AuthError::MissingKeyId),
         };
-        let key = self
-            .keys
-            .get(kid)
-            .ok_or_else(|| AuthError::UnknownKeyId(clip(kid)))?;
+        let key = self.keys.get(kid).ok_or_else(|| AuthError::UnknownKeyId(clip(kid)))?;
 
         // Signature over the first two parts exactly as received.
-        let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| {
-            AuthError::Malformed("signature is not base64url without padding".into())
-        })?;
-        let signature = Signature::from_slice(&signature).map_err(|_| {
-            AuthError::Malformed(format!(
-                "signature must be 64 bytes, got {} bytes",
-                signature.len()
-            ))
-        })?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| AuthError::Malformed("signature is not base64url without padding".into()))?;
+        let signature = Signature::from_slice(&signature)
+            .map_err(|_| AuthError::Malformed(format!("signature must be 64 bytes, got {} bytes", signature.len())))?;
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
         key.verify_strict(signing_input.as_bytes(), &signature)
             .map_err(|_| AuthError::BadSignature { kid: clip(kid) })?;
 
         // Claims, now that they are known to come from a trusted key.
-        let claims: ClaimsIn =
-            serde_json::from_value(Value::Object(decode_json_object(payload_b64, "payload")?))
-                .map_err(|e| AuthError::InvalidClaims(e.to_string()))?;
+        let claims: ClaimsIn = serde_json::from_value(Value::Object(decode_json_object(payload_b64, "payload")?))
+            .map_err(|e| AuthError::InvalidClaims(e.to_string()))?;
         self.check_claims(claims, kid, now)
     }
 
-    fn check_claims(
-        &self,
-        claims: ClaimsIn,
-        kid: &str,
-        now: DateTime<Utc>,
-    ) -> Result<VerifiedToken, AuthError> {
+    fn check_claims(&self, claims: ClaimsIn, kid: &str, now: DateTime<Utc>) -> Result<VerifiedToken, AuthError> {
         let found_issuer = claims.iss.unwrap_or_default();
         if found_issuer != self.issuer {
-            return Err(AuthError::WrongIssuer {
-                expected: self.issuer.clone(),
-                found: clip(&found_issuer),
-            });
+            return Err(AuthError::WrongIssuer { expected: self.issuer.clone(), found: clip(&found_issuer) });
         }
         let audiences = claims.aud.map(Audience::into_vec).unwrap_or_default();
         if !audiences.contains(&self.audience) {
@@ -485,39 +425,22 @@ impl TokenVerifier {
         let expires_at = DateTime::from_timestamp(exp, 0)
             .ok_or_else(|| AuthError::InvalidClaims("\"exp\" is out of range".into()))?;
         if now_s >= exp.saturating_add(leeway) {
-            return Err(AuthError::Expired {
-                expired_at: exp,
-                now: now_s,
-                leeway_seconds: leeway,
-            });
+            return Err(AuthError::Expired { expired_at: exp, now: now_s, leeway_seconds: leeway });
         }
         let nbf = numeric_date("nbf", claims.nbf.as_ref())?;
         let iat = numeric_date("iat", claims.iat.as_ref())?;
         for valid_from in [nbf, iat].into_iter().flatten() {
             if now_s.saturating_add(leeway) < valid_from {
-                return Err(AuthError::NotYetValid {
-                    valid_from,
-                    now: now_s,
-                    leeway_seconds: leeway,
-                });
+                return Err(AuthError::NotYetValid { valid_from, now: now_s, leeway_seconds: leeway });
             }
         }
 
-        let sub = claims
-            .sub
-            .ok_or_else(|| AuthError::InvalidClaims("missing \"sub\"".into()))?;
-        let user_id = Uuid::try_parse(&sub)
-            .ok()
-            .filter(|id| !id.is_nil())
-            .ok_or_else(|| {
-                AuthError::InvalidClaims(
-                    "\"sub\" is not a UUID (it must be a pseudonymous user id)".into(),
-                )
-            })?;
-        let capacity: Capacity = claims
-            .capacity
-            .ok_or_else(|| AuthError::InvalidClaims("missing \"capacity\"".into()))?
-            .parse()?;
+        let sub = claims.sub.ok_or_else(|| AuthError::InvalidClaims("missing \"sub\"".into()))?;
+        let user_id = Uuid::try_parse(&sub).ok().filter(|id| !id.is_nil()).ok_or_else(|| {
+            AuthError::InvalidClaims("\"sub\" is not a UUID (it must be a pseudonymous user id)".into())
+        })?;
+        let capacity: Capacity =
+            claims.capacity.ok_or_else(|| AuthError::InvalidClaims("missing \"capacity\"".into()))?.parse()?;
         let mut roles = Vec::new();
         for role in claims.roles.unwrap_or_default() {
             // Unknown roles grant nothing and are ignored.
@@ -530,13 +453,7 @@ impl TokenVerifier {
         pii::check_claims(claims.company.as_deref(), claims.name.as_deref())?;
 
         Ok(VerifiedToken {
-            principal: Principal {
-                user_id,
-                capacity,
-                roles,
-                company: claims.company,
-                name: claims.name,
-            },
+            principal: Principal { user_id, capacity, roles, company: claims.company, name: claims.name },
             kid: kid.to_owned(),
             token_id: claims.jti,
             issued_at: iat.and_then(|iat| DateTime::from_timestamp(iat, 0)),
@@ -546,9 +463,9 @@ impl TokenVerifier {
 
     fn add_key(&mut self, kid: String, key: VerifyingKey) -> Result<(), AuthError> {
         match self.keys.get(&kid) {
-            Some(existing) if *existing != key => Err(AuthError::InvalidJwks(format!(
-                "key id {kid:?} appears twice with different keys"
-            ))),
+            Some(existing) if *existing != key => {
+                Err(AuthError::InvalidJwks(format!("key id {kid:?} appears twice with different keys")))
+            }
             _ => {
                 self.keys.insert(kid, key);
                 Ok(())
@@ -576,19 +493,14 @@ fn numeric_date(name: &str, value: Option<&Number>) -> Result<Option<i64>, AuthE
     }
     match value.as_f64() {
         Some(f) if (-9.0e18..=9.0e18).contains(&f) => Ok(Some(f.floor() as i64)),
-        _ => Err(AuthError::InvalidClaims(format!(
-            "{name:?} is not a usable NumericDate"
-        ))),
+        _ => Err(AuthError::InvalidClaims(format!("{name:?} is not a usable NumericDate"))),
     }
 }
 
 fn random_token_id() -> Result<String, AuthError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
-    Ok(uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string())
+    Ok(uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().to_string())
 }
 
 #[cfg(test)]

@@ -70,8 +70,7 @@ pub fn can_see_response_authors(viewer: Option<&Principal>, facts: &HearingFacts
 }
 
 fn sees_everything(viewer: Option<&Principal>, facts: &HearingFacts) -> bool {
-    viewer
-        .is_some_and(|p| p.is_administrator() || facts.viewer_is_owner || facts.viewer_is_reviewer)
+    viewer.is_some_and(|p| p.is_administrator() || facts.viewer_is_owner || facts.viewer_is_reviewer)
 }
 
 #[cfg(test)]
@@ -114,22 +113,10 @@ mod tests {
             assert!(can_see_response_authors(Some(&admin()), &state));
             for capacity in Capacity::ALL {
                 let p = who(capacity);
-                let owner = HearingFacts {
-                    viewer_is_owner: true,
-                    ..state
-                };
-                let reviewer = HearingFacts {
-                    viewer_is_reviewer: true,
-                    ..state
-                };
-                assert!(
-                    can_see_hearing(Some(&p), &owner),
-                    "{capacity} owner {state:?}"
-                );
-                assert!(
-                    can_see_hearing(Some(&p), &reviewer),
-                    "{capacity} reviewer {state:?}"
-                );
+                let owner = HearingFacts { viewer_is_owner: true, ..state };
+                let reviewer = HearingFacts { viewer_is_reviewer: true, ..state };
+                assert!(can_see_hearing(Some(&p), &owner), "{capacity} owner {state:?}");
+                assert!(can_see_hearing(Some(&p), &reviewer), "{capacity} reviewer {state:?}");
                 assert!(can_see_response_authors(Some(&p), &owner));
                 assert!(can_see_response_authors(Some(&p), &reviewer));
             }
@@ -146,18 +133,9 @@ mod tests {
         ];
         for state in states().filter(|s| !s.published) {
             for viewer in &viewers {
-                let invited = HearingFacts {
-                    viewer_is_invitee: true,
-                    ..state
-                };
-                assert!(
-                    !can_see_hearing(viewer.as_ref(), &state),
-                    "{viewer:?} {state:?}"
-                );
-                assert!(
-                    !can_see_hearing(viewer.as_ref(), &invited),
-                    "{viewer:?} {state:?}"
-                );
+                let invited = HearingFacts { viewer_is_invitee: true, ..state };
+                assert!(!can_see_hearing(viewer.as_ref(), &state), "{viewer:?} {state:?}");
+                assert!(!can_see_hearing(viewer.as_ref(), &invited), "{viewer:?} {state:?}");
             }
         }
     }
@@ -165,15 +143,9 @@ mod tests {
     #[test]
     fn invitees_see_published_hearings() {
         for state in states().filter(|s| s.published) {
-            let invited = HearingFacts {
-                viewer_is_invitee: true,
-                ..state
-            };
+            let invited = HearingFacts { viewer_is_invitee: true, ..state };
             for capacity in Capacity::ALL {
-                assert!(
-                    can_see_hearing(Some(&who(capacity)), &invited),
-                    "{capacity} {state:?}"
-                );
+                assert!(can_see_hearing(Some(&who(capacity)), &invited), "{capacity} {state:?}");
             }
         }
     }
@@ -183,52 +155,28 @@ mod tests {
         let employee = who(Capacity::Employee);
         for state in states() {
             let expected = state.published && !state.closed;
-            assert_eq!(
-                can_see_hearing(Some(&employee), &state),
-                expected,
-                "{state:?}"
-            );
+            assert_eq!(can_see_hearing(Some(&employee), &state), expected, "{state:?}");
         }
-        let internal = HearingFacts {
-            internal: true,
-            ..PUBLIC
-        };
+        let internal = HearingFacts { internal: true, ..PUBLIC };
         assert!(can_see_hearing(Some(&employee), &internal));
         // An employee cannot see a closed hearing unless invited.
-        let closed = HearingFacts {
-            closed: true,
-            ..PUBLIC
-        };
+        let closed = HearingFacts { closed: true, ..PUBLIC };
         assert!(!can_see_hearing(Some(&employee), &closed));
-        let invited = HearingFacts {
-            viewer_is_invitee: true,
-            ..closed
-        };
+        let invited = HearingFacts { viewer_is_invitee: true, ..closed };
         assert!(can_see_hearing(Some(&employee), &invited));
     }
 
     #[test]
     fn citizens_companies_and_the_public_see_published_open_external_hearings() {
-        let viewers = [
-            None,
-            Some(who(Capacity::Citizen)),
-            Some(who(Capacity::Company)),
-        ];
+        let viewers = [None, Some(who(Capacity::Citizen)), Some(who(Capacity::Company))];
         for viewer in &viewers {
             for state in states() {
                 let expected = state.published && !state.closed && !state.internal;
-                assert_eq!(
-                    can_see_hearing(viewer.as_ref(), &state),
-                    expected,
-                    "{viewer:?} {state:?}"
-                );
+                assert_eq!(can_see_hearing(viewer.as_ref(), &state), expected, "{viewer:?} {state:?}");
             }
         }
         // A citizen cannot see an internal hearing.
-        let internal = HearingFacts {
-            internal: true,
-            ..PUBLIC
-        };
+        let internal = HearingFacts { internal: true, ..PUBLIC };
         assert!(!can_see_hearing(Some(&who(Capacity::Citizen)), &internal));
         // A hearing-creator role does not make a citizen staff.
         let creator = who(Capacity::Citizen).with_role(Role::HearingCreator);
@@ -238,12 +186,8 @@ mod tests {
     #[test]
     fn anonymous_viewers_cannot_claim_relationships() {
         for state in states() {
-            let claimed = HearingFacts {
-                viewer_is_owner: true,
-                viewer_is_reviewer: true,
-                viewer_is_invitee: true,
-                ..state
-            };
+            let claimed =
+                HearingFacts { viewer_is_owner: true, viewer_is_reviewer: true, viewer_is_invitee: true, ..state };
             let expected = state.published && !state.closed && !state.internal;
             assert_eq!(can_see_hearing(None, &claimed), expected, "{state:?}");
             assert!(!can_see_response_authors(None, &claimed));
@@ -255,10 +199,7 @@ mod tests {
         for capacity in Capacity::ALL {
             let p = who(capacity).with_role(Role::HearingCreator);
             assert!(!can_see_response_authors(Some(&p), &PUBLIC), "{capacity}");
-            let invited = HearingFacts {
-                viewer_is_invitee: true,
-                ..PUBLIC
-            };
+            let invited = HearingFacts { viewer_is_invitee: true, ..PUBLIC };
             assert!(!can_see_response_authors(Some(&p), &invited), "{capacity}");
         }
         assert!(!can_see_response_authors(None, &PUBLIC));

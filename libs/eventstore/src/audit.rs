@@ -4,7 +4,7 @@ use futures::TryStreamExt;
 use sqlx::Row;
 
 use crate::chain::{ChainLink, GENESIS};
-use crate::{on_backend, Store, StoreError};
+use crate::{Store, StoreError, on_backend};
 
 /// One event exactly as stored, the input to verification.
 #[derive(Debug, Clone)]
@@ -104,7 +104,8 @@ impl Verifier {
         }
         self.report.events += 1;
         let stream = format!("{}/{}", event.aggregate_type, event.aggregate_id);
-        let finding = |problem| Finding { stream: stream.clone(), position: event.position, sequence: event.sequence, problem };
+        let finding =
+            |problem| Finding { stream: stream.clone(), position: event.position, sequence: event.sequence, problem };
         // One finding per stream is enough to name where tampering starts.
         if !self.stream_broken {
             let recomputed = event.expected_hash(&self.previous_hash);

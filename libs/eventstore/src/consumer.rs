@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::db::{DbTx, LogPosition, RecordedEvent, StoreError, RESET_CHECKPOINT, SAVE_CHECKPOINT};
-use crate::jetstream::{handle_once, BusError, IntegrationHandler};
+use crate::db::{DbTx, LogPosition, RESET_CHECKPOINT, RecordedEvent, SAVE_CHECKPOINT, StoreError};
+use crate::jetstream::{BusError, IntegrationHandler, handle_once};
 use crate::relay::IntegrationMapper;
-use crate::{on_tx, Store};
+use crate::{Store, on_tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -115,7 +115,9 @@ impl ProjectionRunner {
                 return Ok(total);
             }
             if tokio::time::Instant::now() > deadline {
-                tracing::warn!("events are still hidden behind a long-running transaction; read models may lag until it ends");
+                tracing::warn!(
+                    "events are still hidden behind a long-running transaction; read models may lag until it ends"
+                );
                 return Ok(total);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -123,7 +125,11 @@ impl ProjectionRunner {
     }
 
     /// Empties one projection and applies the whole log again, reporting (done, total).
-    pub async fn rebuild(&self, projection: &dyn Projection, progress: impl Fn(u64, u64)) -> Result<u64, ProjectionError> {
+    pub async fn rebuild(
+        &self,
+        projection: &dyn Projection,
+        progress: impl Fn(u64, u64),
+    ) -> Result<u64, ProjectionError> {
         let (total, _) = self.store.log_extent().await?;
         let name = Self::checkpoint_name(projection);
         let mut tx = self.store.begin().await?;
@@ -156,7 +162,9 @@ impl ProjectionRunner {
             for projection in &self.projections {
                 match self.step(projection.as_ref()).await {
                     Ok(n) => busy |= n as i64 == self.batch,
-                    Err(e) => tracing::error!(projection = projection.name(), error = %e, "projection failed; retrying"),
+                    Err(e) => {
+                        tracing::error!(projection = projection.name(), error = %e, "projection failed; retrying")
+                    }
                 }
             }
             if busy {

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::value::RawValue;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
@@ -18,7 +18,9 @@ use crate::{on_backend, on_tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("another change to {stream} was committed first (expected to write sequence {sequence}); reload and try again")]
+    #[error(
+        "another change to {stream} was committed first (expected to write sequence {sequence}); reload and try again"
+    )]
     Conflict { stream: String, sequence: i64 },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -37,7 +39,10 @@ pub enum Backend {
     Postgres(PgPool),
     /// SQLite allows one writer at a time; one writer connection avoids busy errors, while
     /// readers use their own connections and never block it (WAL).
-    Sqlite { writer: SqlitePool, reader: SqlitePool },
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
 }
 
 /// An open transaction on either backend, for handlers that write read models.
@@ -108,7 +113,8 @@ impl RecordedEvent {
     }
 
     pub fn metadata_str(&self, key: &str) -> Option<String> {
-        let map: std::collections::HashMap<&str, std::borrow::Cow<'_, str>> = serde_json::from_str(self.metadata.get()).ok()?;
+        let map: std::collections::HashMap<&str, std::borrow::Cow<'_, str>> =
+            serde_json::from_str(self.metadata.get()).ok()?;
         map.get(key).map(|v| v.to_string())
     }
 
@@ -190,6 +196,9 @@ const LOG_SQLITE: &str = "SELECT position, tx_id, event_id, aggregate_type, aggr
 /// Bounded so that a surge of short streams cannot grow memory without limit.
 const HASH_CACHE_LIMIT: usize = 100_000;
 
+/// (aggregate type, aggregate id).
+type StreamKey = (String, String);
+
 /// The event store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -197,7 +206,7 @@ pub struct Store {
     appended: Arc<tokio::sync::Notify>,
     /// Last known (sequence, hash) per stream: lets an append chain onto the event the
     /// command just loaded without reading it again.
-    heads: Arc<Mutex<HashMap<(String, String), (i64, String)>>>,
+    heads: Arc<Mutex<HashMap<StreamKey, (i64, String)>>>,
 }
 
 /// `(?,?),(?,?)…` for a multi-row VALUES list: numbered (`$1`) on PostgreSQL, anonymous on
@@ -232,10 +241,8 @@ impl Store {
     /// Connects to `postgres://…` or `sqlite://PATH` and creates the schema if missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
-                url: redact(url),
-                reason: e.to_string(),
-            })?;
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl { url: redact(url), reason: e.to_string() })?;
             Self::postgres(options, 32).await?
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             Self::sqlite(std::path::Path::new(path)).await?
@@ -268,10 +275,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self::from_backend(Backend::Sqlite { writer, reader }))
     }
 
@@ -335,7 +339,11 @@ impl Store {
 
     /// Appends events (of one or several streams) atomically. A sequence already taken in
     /// its stream means someone else wrote first: [`StoreError::Conflict`], nothing written.
-    pub async fn append(&self, events: &[NewEvent], snapshot: Option<NewSnapshot>) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn append(
+        &self,
+        events: &[NewEvent],
+        snapshot: Option<NewSnapshot>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -456,12 +464,11 @@ impl Store {
         if sequence < 1 {
             return Ok(GENESIS.to_string());
         }
-        if let Ok(heads) = self.heads.lock() {
-            if let Some((known, hash)) = heads.get(&(aggregate_type.to_string(), aggregate_id.to_string())) {
-                if *known == sequence {
-                    return Ok(hash.clone());
-                }
-            }
+        if let Ok(heads) = self.heads.lock()
+            && let Some((known, hash)) = heads.get(&(aggregate_type.to_string(), aggregate_id.to_string()))
+            && *known == sequence
+        {
+            return Ok(hash.clone());
         }
         let row = on_backend!(&*self.backend, pool => {
             sqlx::query("SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3")
@@ -491,17 +498,24 @@ impl Store {
     }
 
     /// Events of one stream with a sequence above `after`, in order.
-    pub async fn read_stream(&self, aggregate_type: &str, aggregate_id: &str, after: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = format!(
             "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
         );
         let events: Vec<RecordedEvent> = match &*self.backend {
             Backend::Postgres(pool) => {
-                let rows = sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(after).fetch_all(pool).await?;
+                let rows =
+                    sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(after).fetch_all(pool).await?;
                 rows.iter().map(decode_pg).collect::<Result<_, _>>()?
             }
             Backend::Sqlite { reader, .. } => {
-                let rows = sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(after).fetch_all(reader).await?;
+                let rows =
+                    sqlx::query(&sql).bind(aggregate_type).bind(aggregate_id).bind(after).fetch_all(reader).await?;
                 rows.iter().map(decode_sqlite).collect::<Result<_, _>>()?
             }
         };
@@ -516,11 +530,21 @@ impl Store {
     pub async fn read_log(&self, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         match &*self.backend {
             Backend::Postgres(pool) => {
-                let rows = sqlx::query(LOG_PG).bind(after.transaction).bind(after.position).bind(limit).fetch_all(pool).await?;
+                let rows = sqlx::query(LOG_PG)
+                    .bind(after.transaction)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
                 rows.iter().map(decode_pg).collect()
             }
             Backend::Sqlite { reader, .. } => {
-                let rows = sqlx::query(LOG_SQLITE).bind(after.transaction).bind(after.position).bind(limit).fetch_all(reader).await?;
+                let rows = sqlx::query(LOG_SQLITE)
+                    .bind(after.transaction)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(reader)
+                    .await?;
                 rows.iter().map(decode_sqlite).collect()
             }
         }
@@ -531,11 +555,21 @@ impl Store {
     pub async fn read_log_in(tx: &mut DbTx, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         match tx {
             DbTx::Postgres(conn) => {
-                let rows = sqlx::query(LOG_PG).bind(after.transaction).bind(after.position).bind(limit).fetch_all(&mut **conn).await?;
+                let rows = sqlx::query(LOG_PG)
+                    .bind(after.transaction)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(&mut **conn)
+                    .await?;
                 rows.iter().map(decode_pg).collect()
             }
             DbTx::Sqlite(conn) => {
-                let rows = sqlx::query(LOG_SQLITE).bind(after.transaction).bind(after.position).bind(limit).fetch_all(&mut **conn).await?;
+                let rows = sqlx::query(LOG_SQLITE)
+                    .bind(after.transaction)
+                    .bind(after.position)
+                    .bind(limit)
+                    .fetch_all(&mut **conn)
+                    .await?;
                 rows.iter().map(decode_sqlite).collect()
             }
         }
@@ -568,7 +602,11 @@ impl Store {
         })
     }
 
-    pub async fn read_snapshot(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<(i64, i64, Value)>, StoreError> {
+    pub async fn read_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<(i64, i64, Value)>, StoreError> {
         let row: Option<(i64, i64, String)> = on_backend!(&*self.backend, pool => {
             sqlx::query_as(
                 "SELECT last_sequence, snapshot_version, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
@@ -668,7 +706,9 @@ macro_rules! decode_row {
                 event_version: row.try_get(7)?,
                 payload: RawValue::from_string(payload).map_err(corrupt)?,
                 metadata: RawValue::from_string(metadata).map_err(corrupt)?,
-                recorded_at: DateTime::parse_from_rfc3339(recorded_at).map(|t| t.with_timezone(&Utc)).unwrap_or_default(),
+                recorded_at: DateTime::parse_from_rfc3339(recorded_at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
                 hash: row.try_get(11)?,
             })
         }

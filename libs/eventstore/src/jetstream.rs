@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::db::{DbTx, StoreError};
-use crate::{on_tx, Store};
+use crate::{Store, on_tx};
 
 /// Header names: CloudEvents' binary mode over NATS, plus W3C trace context.
 pub mod headers {
@@ -186,10 +186,10 @@ impl Bus {
             .await
             .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
         let jetstream = jetstream::new(client.clone());
-        jetstream
-            .get_stream(&config.stream)
-            .await
-            .map_err(|e| BusError::Stream { stream: config.stream.clone(), reason: format!("{e} (start the relay once to create it)") })?;
+        jetstream.get_stream(&config.stream).await.map_err(|e| BusError::Stream {
+            stream: config.stream.clone(),
+            reason: format!("{e} (start the relay once to create it)"),
+        })?;
         Ok(Self { config, client, jetstream })
     }
 
@@ -241,7 +241,11 @@ pub trait IntegrationHandler: Send + Sync {
 
 /// Handles one event exactly once: the handler's writes and the handled mark commit
 /// together, and an event already marked is skipped. Returns whether it was new.
-pub async fn handle_once(store: &Store, handler: &dyn IntegrationHandler, event: &IntegrationEvent) -> Result<bool, BusError> {
+pub async fn handle_once(
+    store: &Store,
+    handler: &dyn IntegrationHandler,
+    event: &IntegrationEvent,
+) -> Result<bool, BusError> {
     let mut tx = store.begin().await?;
     let inserted = on_tx!(&mut tx, conn => {
         sqlx::query("INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -276,11 +280,7 @@ pub async fn consume(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BusError> {
     let consumer_error = |reason: String| BusError::Consumer { consumer: handler.name().to_string(), reason };
-    let stream = bus
-        .jetstream
-        .get_stream(&bus.config.stream)
-        .await
-        .map_err(|e| consumer_error(e.to_string()))?;
+    let stream = bus.jetstream.get_stream(&bus.config.stream).await.map_err(|e| consumer_error(e.to_string()))?;
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
             handler.name(),
@@ -309,7 +309,11 @@ pub async fn consume(
                 continue;
             }
         };
-        match IntegrationEvent::from_message(message.subject.as_str(), message.headers.as_ref(), message.payload.clone()) {
+        match IntegrationEvent::from_message(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            message.payload.clone(),
+        ) {
             Ok(event) => {
                 let span = tracing::info_span!("consume", consumer = handler.name(), event_type = %event.event_type, event_id = %event.id);
                 if let Some(traceparent) = &event.traceparent {
@@ -322,7 +326,9 @@ pub async fn consume(
                     continue;
                 }
             }
-            Err(e) => tracing::error!(error = %e, subject = %message.subject, "skipping a message that is not an integration event"),
+            Err(e) => {
+                tracing::error!(error = %e, subject = %message.subject, "skipping a message that is not an integration event")
+            }
         }
         if let Err(e) = message.ack().await {
             tracing::warn!(error = %e, "ack failed; the event will be redelivered and skipped as handled");
@@ -342,7 +348,9 @@ mod tests {
             source: "agora/hearing".into(),
             subject: "h-1".into(),
             nats_subject: "hearing.v1.published.h-1".into(),
-            time: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456Z").map(|t| t.with_timezone(&Utc)).expect("time"),
+            time: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456Z")
+                .map(|t| t.with_timezone(&Utc))
+                .expect("time"),
             sequence: 3,
             position: 42,
             hash: "ab".into(),
@@ -350,7 +358,8 @@ mod tests {
             data: Bytes::from_static(b"\x0a\x01x"),
         };
         let headers = event.to_headers();
-        let back = IntegrationEvent::from_message("hearing.v1.published.h-1", Some(&headers), event.data.clone()).expect("decodes");
+        let back = IntegrationEvent::from_message("hearing.v1.published.h-1", Some(&headers), event.data.clone())
+            .expect("decodes");
         assert_eq!(back, event);
     }
 

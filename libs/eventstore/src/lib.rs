@@ -18,7 +18,7 @@ pub mod relay;
 mod repository;
 pub mod testing;
 
-pub use db::{placeholders, Backend, DbTx, LogPosition, NewEvent, NewSnapshot, RecordedEvent, Store, StoreError};
+pub use db::{Backend, DbTx, LogPosition, NewEvent, NewSnapshot, RecordedEvent, Store, StoreError, placeholders};
 pub use metadata::{EventContext, Metadata};
 pub use repository::{AggregateStore, EventRepository};
 

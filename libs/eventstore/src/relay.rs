@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Store;
 use crate::db::{LogPosition, RecordedEvent, StoreError};
 use crate::jetstream::{Bus, BusError, IntegrationEvent};
-use crate::Store;
 
 /// Maps stored domain events to the public integration events; `Ok(None)` keeps an event
 /// internal. Called in log order, so a mapper may keep per-stream state between calls.
@@ -62,11 +62,36 @@ impl Relay {
         Ok(events.len())
     }
 
+    /// Publishes everything committed before the call, waiting (up to ten seconds) for
+    /// events still behind the reading horizon (see `Store::log_settled`).
+    pub async fn publish_all(&self) -> Result<usize, BusError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut total = 0;
+        loop {
+            let settled = self.store.log_settled().await?;
+            loop {
+                let n = self.publish_batch().await?;
+                total += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            if settled || tokio::time::Instant::now() > deadline {
+                return Ok(total);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Publishes events pipelined: all sends first, then all acknowledgements.
     async fn publish(&self, events: &[RecordedEvent]) -> Result<usize, BusError> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
-            let mapped = self.mapper.map(event).await.map_err(|reason| BusError::Publish(format!("mapping event {}: {reason}", event.position())))?;
+            let mapped = self
+                .mapper
+                .map(event)
+                .await
+                .map_err(|reason| BusError::Publish(format!("mapping event {}: {reason}", event.position())))?;
             let Some(integration) = mapped else { continue };
             let subject = self.bus.config.subject(&integration);
             let ack = self
@@ -125,22 +150,22 @@ impl Relay {
         loop {
             // The lock lives as long as its session: if the connection broke, another
             // replica may lead now, so stop publishing and queue for the lead again.
-            if let Some(conn) = leader.as_mut() {
-                if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
-                    tracing::warn!("relay lost its database session and with it the lead; queueing again");
-                    leader = loop {
-                        tokio::select! {
-                            _ = &mut shutdown => return,
-                            lead = self.lead() => match lead {
-                                Ok(lock) => break lock,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "relay cannot take the lead yet; retrying");
-                                    tokio::time::sleep(Duration::from_secs(2)).await;
-                                }
-                            },
-                        }
-                    };
-                }
+            if let Some(conn) = leader.as_mut()
+                && sqlx::query("SELECT 1").execute(&mut *conn).await.is_err()
+            {
+                tracing::warn!("relay lost its database session and with it the lead; queueing again");
+                leader = loop {
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        lead = self.lead() => match lead {
+                            Ok(lock) => break lock,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "relay cannot take the lead yet; retrying");
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                            }
+                        },
+                    }
+                };
             }
             let waiter = self.store.appended().notified();
             match self.publish_batch().await {

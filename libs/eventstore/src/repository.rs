@@ -1,10 +1,10 @@
 //! The cqrs-es seam: [`EventRepository`] implements `PersistedEventRepository` on [`Store`].
 
+use cqrs_es::Aggregate;
 use cqrs_es::persist::{
     EventUpcaster, PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
-use cqrs_es::Aggregate;
 use serde_json::Value;
 
 use crate::db::{NewEvent, NewSnapshot, RecordedEvent, Store, StoreError};
@@ -47,7 +47,6 @@ impl EventRepository {
         };
         aggregate_store.with_upcasters(upcasters)
     }
-
 }
 
 /// How many of `count` new events after `current` cqrs-es folds into the snapshot it hands
@@ -71,7 +70,9 @@ fn to_persistence(error: StoreError) -> PersistenceError {
     match error {
         StoreError::Conflict { .. } | StoreError::BrokenStream { .. } => PersistenceError::OptimisticLockError,
         StoreError::Database(e) => PersistenceError::ConnectionError(Box::new(e)),
-        StoreError::Corrupt { .. } | StoreError::Serialize(_) => PersistenceError::DeserializationError(Box::new(error)),
+        StoreError::Corrupt { .. } | StoreError::Serialize(_) => {
+            PersistenceError::DeserializationError(Box::new(error))
+        }
         other => PersistenceError::UnknownError(Box::new(other)),
     }
 }
@@ -105,7 +106,10 @@ impl PersistedEventRepository for EventRepository {
         Ok(events.into_iter().map(to_serialized).collect())
     }
 
-    async fn get_snapshot<A: Aggregate>(&self, aggregate_id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
         let snapshot = self.store.read_snapshot(A::TYPE, aggregate_id).await.map_err(to_persistence)?;
         Ok(snapshot.map(|(last_sequence, version, aggregate)| SerializedSnapshot {
             aggregate_id: aggregate_id.to_string(),
@@ -187,8 +191,14 @@ mod tests {
     #[test]
     fn snapshot_covers_the_same_events_as_cqrs_es_folds_in() {
         // (snapshot size, current sequence, new events, expected) mirrors cqrs-es's own table.
-        for (size, current, count, expected) in [(5, 5, 3, 0), (4, 5, 3, 3), (4, 5, 4, 3), (4, 5, 8, 7), (10, 0, 1, 0), (1, 0, 1, 1)] {
-            assert_eq!(events_in_snapshot(Some(size), current, count), expected, "size {size}, at {current}, {count} new");
+        for (size, current, count, expected) in
+            [(5, 5, 3, 0), (4, 5, 3, 3), (4, 5, 4, 3), (4, 5, 8, 7), (10, 0, 1, 0), (1, 0, 1, 1)]
+        {
+            assert_eq!(
+                events_in_snapshot(Some(size), current, count),
+                expected,
+                "size {size}, at {current}, {count} new"
+            );
         }
         assert_eq!(events_in_snapshot(None, 5, 100), 0);
     }

@@ -6,12 +6,12 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::PgConnectOptions;
 use sqlx::Connection;
+use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
-use crate::jetstream::{Bus, BusConfig};
 use crate::Store;
+use crate::jetstream::{Bus, BusConfig};
 
 pub fn postgres_url() -> String {
     std::env::var("AGORA_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())

@@ -6,13 +6,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use agora_eventstore::jetstream::{self, headers, Bus, IntegrationEvent, IntegrationHandler};
+use agora_eventstore::jetstream::{self, Bus, IntegrationEvent, IntegrationHandler, headers};
 use agora_eventstore::relay::{IntegrationMapper, Relay};
 use agora_eventstore::testing::{self, eventually};
-use agora_eventstore::{on_tx, DbTx, RecordedEvent, Store};
+use agora_eventstore::{DbTx, RecordedEvent, Store, on_tx};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cqrs_es::EventStore;
@@ -64,16 +64,14 @@ async fn append(store: &Store, id: &str, amounts: &[i64]) {
             metadata.insert("traceparent".into(), TRACEPARENT.into());
         }
         let loaded = counters.load_aggregate(id).await.or_fail("load");
-        counters
-            .commit(vec![CounterEvent::Added { amount: *amount }], loaded, metadata)
-            .await
-            .or_fail("commit");
+        counters.commit(vec![CounterEvent::Added { amount: *amount }], loaded, metadata).await.or_fail("commit");
     }
 }
 
 /// Publishes until `expected` events were read from the log (see `whole_log`).
 async fn publish_all(relay: &Relay, expected: usize) -> usize {
-    repeat_until(expected, "the relay to publish", || async { relay.publish_batch().await.or_fail("publish_batch") }).await
+    repeat_until(expected, "the relay to publish", || async { relay.publish_batch().await.or_fail("publish_batch") })
+        .await
 }
 
 /// The next batch fails (once the appended events are visible to the relay).
@@ -155,8 +153,9 @@ async fn relay_publishes_every_event_once(db: Db, bus: Bus) {
         assert_eq!(header(headers::TRACEPARENT), event.metadata_str("traceparent"));
         assert_eq!(message.payload, Bytes::from(event.payload.to_string()));
         // What a subscriber decodes is what the mapper produced.
-        let decoded = IntegrationEvent::from_message(&event_subject(event), Some(&message.headers), message.payload.clone())
-            .or_fail("from_message");
+        let decoded =
+            IntegrationEvent::from_message(&event_subject(event), Some(&message.headers), message.payload.clone())
+                .or_fail("from_message");
         let mut expected = integration_event(event);
         expected.time = decoded.time; // the wire carries microseconds
         assert_eq!(decoded, expected);
@@ -186,8 +185,7 @@ fn event_subject(event: &RecordedEvent) -> String {
 
 // 10. Durable consumer ------------------------------------------------------------------
 
-const CONSUMED_TABLE: &str =
-    "CREATE TABLE IF NOT EXISTS test_consumed (event_id TEXT NOT NULL, subject TEXT NOT NULL, sequence BIGINT NOT NULL)";
+const CONSUMED_TABLE: &str = "CREATE TABLE IF NOT EXISTS test_consumed (event_id TEXT NOT NULL, subject TEXT NOT NULL, sequence BIGINT NOT NULL)";
 
 struct RecordConsumed;
 

@@ -6,20 +6,20 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agora_eventstore::audit::{self, Finding, Problem};
 use agora_eventstore::consumer::{Projection, ProjectionError, ProjectionRunner};
-use agora_eventstore::jetstream::{handle_once, IntegrationEvent, IntegrationHandler};
-use agora_eventstore::{on_backend, on_tx, DbTx, EventContext, EventRepository, LogPosition, RecordedEvent, Store};
+use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_once};
+use agora_eventstore::{DbTx, EventContext, EventRepository, LogPosition, RecordedEvent, Store, on_backend, on_tx};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 use cqrs_es::persist::SemanticVersionEventUpcaster;
 use cqrs_es::{AggregateError, EventStore};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use common::*;
@@ -36,7 +36,9 @@ async fn append_and_load(db: Db) {
     let first_metadata = context.to_metadata();
 
     execute(&counters, "c-1", CounterCommand::Add(vec![3, 4]), first_metadata.clone()).await.or_fail("first command");
-    execute(&counters, "c-1", CounterCommand::Label("first".into()), metadata("user:y")).await.or_fail("second command");
+    execute(&counters, "c-1", CounterCommand::Label("first".into()), metadata("user:y"))
+        .await
+        .or_fail("second command");
     execute(&counters, "c-1", CounterCommand::Add(vec![-2]), first_metadata.clone()).await.or_fail("third command");
     // Another stream in between, which must not leak into c-1.
     add(&counters, "c-2", &[100]).await;
@@ -300,7 +302,12 @@ async fn tamper_changed_payload(db: Db) {
     let finding = only_finding(&db.store).await;
     assert_eq!(
         finding,
-        Finding { stream: "counter/t-2".into(), position: events[2].position(), sequence: 3, problem: Problem::Changed }
+        Finding {
+            stream: "counter/t-2".into(),
+            position: events[2].position(),
+            sequence: 3,
+            problem: Problem::Changed
+        }
     );
     assert!(finding.to_string().contains("counter/t-2"), "{finding}");
 }
@@ -335,7 +342,12 @@ async fn tamper_swapped_payloads(db: Db) {
     let finding = only_finding(&db.store).await;
     assert_eq!(
         finding,
-        Finding { stream: "counter/t-2".into(), position: events[1].position(), sequence: 2, problem: Problem::Changed }
+        Finding {
+            stream: "counter/t-2".into(),
+            position: events[1].position(),
+            sequence: 2,
+            problem: Problem::Changed
+        }
     );
 }
 
@@ -375,7 +387,12 @@ async fn tamper_rehashed_event(db: Db) {
     let finding = only_finding(&db.store).await;
     assert_eq!(
         finding,
-        Finding { stream: "counter/t-2".into(), position: events[2].position(), sequence: 3, problem: Problem::Changed }
+        Finding {
+            stream: "counter/t-2".into(),
+            position: events[2].position(),
+            sequence: 3,
+            problem: Problem::Changed
+        }
     );
 }
 
@@ -400,7 +417,8 @@ async fn snapshots(db: Db) {
     assert_eq!(loaded.amounts, (1..=14).collect::<Vec<i64>>());
     assert_eq!(loaded.total, (1..=14).sum::<i64>());
 
-    let (last, version, payload) = db.store.read_snapshot(COUNTER, "s").await.or_fail("read_snapshot").or_fail("snapshot");
+    let (last, version, payload) =
+        db.store.read_snapshot(COUNTER, "s").await.or_fail("read_snapshot").or_fail("snapshot");
     let stream = db.store.read_stream(COUNTER, "s", 0).await.or_fail("read_stream");
     assert_eq!(stream.len(), 14);
     assert!(last <= stream.len() as i64);

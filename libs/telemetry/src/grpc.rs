@@ -35,7 +35,8 @@ fn split_path(path: &str) -> (String, String) {
 /// The code of a unary response: an error travels in the headers ("trailers-only"), a
 /// success in the trailers, so no code in the headers means OK.
 fn code_name(headers: &http::HeaderMap) -> String {
-    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+    let code =
+        headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
     format!("{:?}", tonic::Code::from_i32(code))
 }
 
@@ -67,20 +68,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_and_codes() {
-        assert_eq!(split_path("/agora.hearing.v1.HearingService/GetHearing"), ("agora.hearing.v1.HearingService".into(), "GetHearing".into()));
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(code_name(&headers), "Ok");
-        headers.insert("grpc-status", http::HeaderValue::from_static("5"));
-        assert_eq!(code_name(&headers), "NotFound");
-    }
-}
-
 /// The span every gRPC call runs in, a child of the caller's trace when its metadata
 /// carries `traceparent`. For `Server::builder().trace_fn(server_span)`: the parent must be
 /// set before the span is entered, which is why it is not done in the handlers.
@@ -89,4 +76,21 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
     let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
     crate::propagation::set_parent_from_grpc(&span, &metadata);
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_codes() {
+        assert_eq!(
+            split_path("/agora.hearing.v1.HearingService/GetHearing"),
+            ("agora.hearing.v1.HearingService".into(), "GetHearing".into())
+        );
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(code_name(&headers), "Ok");
+        headers.insert("grpc-status", http::HeaderValue::from_static("5"));
+        assert_eq!(code_name(&headers), "NotFound");
+    }
 }

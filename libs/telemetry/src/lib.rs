@@ -98,11 +98,7 @@ impl TelemetryConfig {
             .ok()
             .map(|value| value.trim().to_owned())
             .filter(|value| !value.is_empty());
-        Self {
-            service_name: service_name.to_owned(),
-            log_format,
-            otlp_endpoint,
-        }
+        Self { service_name: service_name.to_owned(), log_format, otlp_endpoint }
     }
 }
 
@@ -211,23 +207,13 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         .with_tracer(provider.tracer(config.service_name.clone()))
         .with_filter(export_filter());
     let json = config.log_format.is_json();
-    let json_layer = json.then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-    });
+    let json_layer = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr));
     let text_layer = (!json).then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+        tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr)
     });
 
-    let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(json_layer)
-        .with(text_layer)
-        .with(otel_layer)
-        .try_init();
+    let installed =
+        tracing_subscriber::registry().with(filter).with(json_layer).with(text_layer).with(otel_layer).try_init();
 
     match installed {
         Ok(()) => {
@@ -241,9 +227,7 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             tracing::warn!(error = %err, "agora-telemetry: global subscriber not fully installed");
         }
     }
-    Ok(TelemetryGuard {
-        provider: Some(provider),
-    })
+    Ok(TelemetryGuard { provider: Some(provider) })
 }
 
 fn env_filter() -> Result<EnvFilter, TelemetryError> {
@@ -252,10 +236,7 @@ fn env_filter() -> Result<EnvFilter, TelemetryError> {
         Ok(_) | Err(std::env::VarError::NotPresent) => DEFAULT_LOG_FILTER.to_owned(),
         Err(std::env::VarError::NotUnicode(_)) => return Err(TelemetryError::LogFilterNotUnicode),
     };
-    EnvFilter::try_new(&directives).map_err(|source| TelemetryError::InvalidLogFilter {
-        filter: directives,
-        source,
-    })
+    EnvFilter::try_new(&directives).map_err(|source| TelemetryError::InvalidLogFilter { filter: directives, source })
 }
 
 /// Spans from the crates that carry the export itself must not be exported: with
@@ -264,27 +245,19 @@ fn env_filter() -> Result<EnvFilter, TelemetryError> {
 fn export_filter() -> Targets {
     Targets::new()
         .with_default(LevelFilter::TRACE)
-        .with_targets(
-            ["h2", "hyper", "tonic", "tower", "opentelemetry"]
-                .map(|target| (target, LevelFilter::OFF)),
-        )
+        .with_targets(["h2", "hyper", "tonic", "tower", "opentelemetry"].map(|target| (target, LevelFilter::OFF)))
 }
 
 /// Checked here rather than left to the exporter so that a typo in the deployment
 /// names the variable instead of surfacing as a transport error.
 fn validate_endpoint(endpoint: &str) -> Result<(), TelemetryError> {
-    let invalid = |reason: String| TelemetryError::InvalidOtlpEndpoint {
-        endpoint: endpoint.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| TelemetryError::InvalidOtlpEndpoint { endpoint: endpoint.to_owned(), reason };
     let uri: axum::http::Uri = endpoint.parse().map_err(|err| invalid(format!("{err}")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(other) => return Err(invalid(format!("scheme '{other}' is not http or https"))),
         None => {
-            return Err(invalid(
-                "missing scheme, expected e.g. http://host:4317".into(),
-            ));
+            return Err(invalid("missing scheme, expected e.g. http://host:4317".into()));
         }
     }
     if uri.authority().is_none() {
@@ -294,9 +267,7 @@ fn validate_endpoint(endpoint: &str) -> Result<(), TelemetryError> {
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .build();
+    let resource = Resource::builder().with_service_name(config.service_name.clone()).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     let Some(endpoint) = &config.otlp_endpoint else {
         return Ok(builder.build());
@@ -309,10 +280,7 @@ fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Teleme
         .with_tonic()
         .with_endpoint(endpoint.clone())
         .build()
-        .map_err(|source| TelemetryError::OtlpExporter {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
+        .map_err(|source| TelemetryError::OtlpExporter { endpoint: endpoint.clone(), source })?;
     Ok(builder.with_batch_exporter(exporter).build())
 }
 
@@ -323,34 +291,18 @@ mod tests {
     #[test]
     fn log_format_parses_known_values_and_names_bad_ones() {
         assert_eq!("JSON".parse::<LogFormat>().ok(), Some(LogFormat::Json));
-        assert_eq!(
-            " pretty ".parse::<LogFormat>().ok(),
-            Some(LogFormat::Pretty)
-        );
+        assert_eq!(" pretty ".parse::<LogFormat>().ok(), Some(LogFormat::Pretty));
         assert_eq!("auto".parse::<LogFormat>().ok(), Some(LogFormat::Auto));
         let err = "yaml".parse::<LogFormat>().err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("AGORA_LOG_FORMAT 'yaml' is not one of json, pretty, auto")
-        );
+        assert_eq!(err.as_deref(), Some("AGORA_LOG_FORMAT 'yaml' is not one of json, pretty, auto"));
     }
 
     #[test]
     fn bad_endpoints_are_rejected_with_the_variable_named() {
-        for bad in [
-            "not a url",
-            "collector:4317",
-            "ftp://collector:4317",
-            "http://",
-        ] {
+        for bad in ["not a url", "collector:4317", "ftp://collector:4317", "http://"] {
             let err = validate_endpoint(bad).err().map(|e| e.to_string());
             let msg = err.unwrap_or_else(|| panic!("'{bad}' was accepted"));
-            assert!(
-                msg.starts_with(&format!(
-                    "OTEL_EXPORTER_OTLP_ENDPOINT '{bad}' is not a valid URL: "
-                )),
-                "{msg}"
-            );
+            assert!(msg.starts_with(&format!("OTEL_EXPORTER_OTLP_ENDPOINT '{bad}' is not a valid URL: ")), "{msg}");
         }
         assert!(validate_endpoint("http://otel-collector:4317").is_ok());
     }
@@ -362,10 +314,7 @@ mod tests {
             log_format: LogFormat::Json,
             otlp_endpoint: Some("::nope".into()),
         };
-        assert!(matches!(
-            init(config),
-            Err(TelemetryError::InvalidOtlpEndpoint { .. })
-        ));
+        assert!(matches!(init(config), Err(TelemetryError::InvalidOtlpEndpoint { .. })));
     }
 
     #[test]
@@ -375,10 +324,7 @@ mod tests {
             log_format: LogFormat::Json,
             otlp_endpoint: Some("http://127.0.0.1:4317".into()),
         };
-        assert!(matches!(
-            tracer_provider(&config),
-            Err(TelemetryError::NoTokioRuntime)
-        ));
+        assert!(matches!(tracer_provider(&config), Err(TelemetryError::NoTokioRuntime)));
     }
 
     fn exporting_guard() -> TelemetryGuard {
@@ -388,9 +334,7 @@ mod tests {
             otlp_endpoint: Some("http://127.0.0.1:4317".into()),
         };
         match tracer_provider(&config) {
-            Ok(provider) => TelemetryGuard {
-                provider: Some(provider),
-            },
+            Ok(provider) => TelemetryGuard { provider: Some(provider) },
             Err(err) => panic!("exporter did not build: {err}"),
         }
     }
@@ -409,11 +353,8 @@ mod tests {
 
     #[test]
     fn init_twice_is_ok_and_spans_get_trace_ids() {
-        let config = TelemetryConfig {
-            service_name: "test".into(),
-            log_format: LogFormat::Pretty,
-            otlp_endpoint: None,
-        };
+        let config =
+            TelemetryConfig { service_name: "test".into(), log_format: LogFormat::Pretty, otlp_endpoint: None };
         let first = init(config.clone());
         assert!(first.is_ok(), "{:?}", first.err());
         let second = init(config);
@@ -432,9 +373,6 @@ mod tests {
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             None,
         );
-        assert_eq!(
-            span.in_scope(propagation::current_trace_id).as_deref(),
-            Some("0af7651916cd43dd8448eb211c80319c")
-        );
+        assert_eq!(span.in_scope(propagation::current_trace_id).as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
     }
 }

@@ -73,11 +73,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let events_appended = Family::<AggregateLabels, Counter>::default();
-        registry.register(
-            "agora_events_appended",
-            "Events appended to the event store",
-            events_appended.clone(),
-        );
+        registry.register("agora_events_appended", "Events appended to the event store", events_appended.clone());
         let events_published = Counter::default();
         registry.register(
             "agora_events_published",
@@ -91,11 +87,7 @@ impl Metrics {
             relay_position.clone(),
         );
         let events_handled = Family::<ConsumerLabels, Counter>::default();
-        registry.register(
-            "agora_events_handled",
-            "Events processed by a consumer",
-            events_handled.clone(),
-        );
+        registry.register("agora_events_handled", "Events processed by a consumer", events_handled.clone());
         let consumer_position = Family::<ConsumerLabels, Gauge>::default();
         registry.register(
             "agora_consumer_position",
@@ -103,17 +95,9 @@ impl Metrics {
             consumer_position.clone(),
         );
         let grpc_requests = Family::<GrpcLabels, Counter>::default();
-        registry.register(
-            "agora_grpc_requests",
-            "gRPC requests served, by status code",
-            grpc_requests.clone(),
-        );
+        registry.register("agora_grpc_requests", "gRPC requests served, by status code", grpc_requests.clone());
         let hearing_transitions = Family::<TransitionLabels, Counter>::default();
-        registry.register(
-            "agora_hearing_transitions",
-            "Hearing lifecycle transitions",
-            hearing_transitions.clone(),
-        );
+        registry.register("agora_hearing_transitions", "Hearing lifecycle transitions", hearing_transitions.clone());
         Self {
             registry,
             events_appended,
@@ -128,11 +112,7 @@ impl Metrics {
 
     /// `agora_events_appended_total{aggregate_type}`
     pub fn events_appended(&self, aggregate_type: &str, n: u64) {
-        self.events_appended
-            .get_or_create(&AggregateLabels {
-                aggregate_type: aggregate_type.to_owned(),
-            })
-            .inc_by(n);
+        self.events_appended.get_or_create(&AggregateLabels { aggregate_type: aggregate_type.to_owned() }).inc_by(n);
     }
 
     /// `agora_events_published_total`
@@ -147,20 +127,12 @@ impl Metrics {
 
     /// `agora_events_handled_total{consumer}`
     pub fn events_handled(&self, consumer: &str, n: u64) {
-        self.events_handled
-            .get_or_create(&ConsumerLabels {
-                consumer: consumer.to_owned(),
-            })
-            .inc_by(n);
+        self.events_handled.get_or_create(&ConsumerLabels { consumer: consumer.to_owned() }).inc_by(n);
     }
 
     /// `agora_consumer_position{consumer}`
     pub fn consumer_position(&self, consumer: &str, position: i64) {
-        self.consumer_position
-            .get_or_create(&ConsumerLabels {
-                consumer: consumer.to_owned(),
-            })
-            .set(position);
+        self.consumer_position.get_or_create(&ConsumerLabels { consumer: consumer.to_owned() }).set(position);
     }
 
     /// `agora_grpc_requests_total{service,method,code}`
@@ -176,11 +148,7 @@ impl Metrics {
 
     /// `agora_hearing_transitions_total{transition}`
     pub fn hearing_transitions(&self, transition: &str) {
-        self.hearing_transitions
-            .get_or_create(&TransitionLabels {
-                transition: transition.to_owned(),
-            })
-            .inc();
+        self.hearing_transitions.get_or_create(&TransitionLabels { transition: transition.to_owned() }).inc();
     }
 
     /// OpenMetrics text exposition of every metric, ending in `# EOF`; serve it with
@@ -214,16 +182,11 @@ async fn serve_metrics(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()) }),
-        )
+        .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(ready);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn readyz(State(ready): State<Arc<AtomicBool>>) -> impl IntoResponse {
@@ -263,29 +226,18 @@ mod tests {
             "agora_grpc_requests_total{service=\"agora.hearing.v1.HearingService\",method=\"CreateHearing\",code=\"Ok\"} 1",
             "agora_hearing_transitions_total{transition=\"draft_to_published\"} 1",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in:\n{text}"
-            );
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     /// Minimal HTTP/1.1 GET; returns (status code, headers+body as text).
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
+        stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("write: {e}"));
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .unwrap_or_else(|e| panic!("read: {e}"));
+        stream.read_to_end(&mut raw).await.unwrap_or_else(|e| panic!("read: {e}"));
         let text = String::from_utf8_lossy(&raw).into_owned();
         let status = text
             .strip_prefix("HTTP/1.1 ")
@@ -301,12 +253,8 @@ mod tests {
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()));
         metrics.hearing_transitions("published_to_closed");
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let ready = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_metrics(listener, metrics, ready.clone(), async {
@@ -315,15 +263,8 @@ mod tests {
 
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200, "{body}");
-        assert!(
-            body.to_ascii_lowercase()
-                .contains(&format!("content-type: {CONTENT_TYPE}")),
-            "{body}"
-        );
-        assert!(
-            body.contains("agora_hearing_transitions_total{transition=\"published_to_closed\"} 1"),
-            "{body}"
-        );
+        assert!(body.to_ascii_lowercase().contains(&format!("content-type: {CONTENT_TYPE}")), "{body}");
+        assert!(body.contains("agora_hearing_transitions_total{transition=\"published_to_closed\"} 1"), "{body}");
 
         let (status, body) = get(addr, "/healthz").await;
         assert_eq!(status, 200);
@@ -343,12 +284,8 @@ mod tests {
     #[tokio::test]
     async fn public_serve_exposes_the_global_registry() {
         global().events_published(1);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, Arc::new(AtomicBool::new(true)), async {
             let _ = stopped.await;

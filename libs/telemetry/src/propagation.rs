@@ -40,9 +40,7 @@ pub fn current_trace_id() -> Option<String> {
     let cx = tracing::Span::current().context();
     let span = cx.span();
     let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
 /// Makes `span` a child of the remote context in a `traceparent` (and optional
@@ -50,11 +48,7 @@ pub fn current_trace_id() -> Option<String> {
 ///
 /// Call it right after creating `span`, before entering it or creating children:
 /// OpenTelemetry fixes a span's parent when the span starts.
-pub fn set_parent_from_traceparent(
-    span: &tracing::Span,
-    traceparent: &str,
-    tracestate: Option<&str>,
-) {
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) {
     let mut carrier = HashMap::with_capacity(2);
     carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
     if let Some(state) = tracestate {
@@ -65,10 +59,7 @@ pub fn set_parent_from_traceparent(
 
 /// Injects the current context into outgoing gRPC metadata (traceparent/tracestate).
 pub fn inject_grpc(metadata: &mut MetadataMap) {
-    TraceContextPropagator::new().inject_context(
-        &tracing::Span::current().context(),
-        &mut MetadataInjector(metadata),
-    );
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut MetadataInjector(metadata));
 }
 
 /// Extracts the remote context from incoming gRPC metadata and sets it as parent of
@@ -79,9 +70,7 @@ pub fn set_parent_from_grpc(span: &tracing::Span, metadata: &MetadataMap) {
 
 /// A tonic client interceptor that injects the current context, for
 /// `FooClient::with_interceptor(channel, inject_interceptor)`.
-pub fn inject_interceptor(
-    mut req: tonic::Request<()>,
-) -> Result<tonic::Request<()>, tonic::Status> {
+pub fn inject_interceptor(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     inject_grpc(req.metadata_mut());
     Ok(req)
 }
@@ -106,10 +95,7 @@ impl Injector for MetadataInjector<'_> {
         if value.is_empty() {
             return;
         }
-        if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
+        if let (Ok(key), Ok(value)) = (MetadataKey::from_bytes(key.as_bytes()), MetadataValue::try_from(value)) {
             self.0.insert(key, value);
         }
     }
@@ -147,8 +133,8 @@ mod tests {
     fn with_otel<R>(f: impl FnOnce() -> R) -> R {
         use opentelemetry::trace::TracerProvider as _;
         let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, f)
     }
 
@@ -204,10 +190,7 @@ mod tests {
             let request = request.unwrap_or_else(|status| panic!("interceptor failed: {status}"));
             let metadata = request.metadata();
             assert!(metadata.get(TRACEPARENT).is_some());
-            assert!(
-                metadata.get(TRACESTATE).is_none(),
-                "empty tracestate was sent"
-            );
+            assert!(metadata.get(TRACESTATE).is_none(), "empty tracestate was sent");
 
             let server = tracing::info_span!("server");
             set_parent_from_grpc(&server, metadata);

@@ -175,7 +175,10 @@ async fn append_in(args: &AppendArgs, options: PgConnectOptions) -> anyhow::Resu
     sqlx::query("CREATE TABLE baseline (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
     let payload = serde_json::Value::String("x".repeat(args.payload));
     let text = payload.to_string();
-    println!("{:>8} {:>7} {:>12} {:>9} {:>9} {:>12} {:>7}", "writers", "batch", "events/s", "p50 ms", "p99 ms", "INSERT/s", "ratio");
+    println!(
+        "{:>8} {:>7} {:>12} {:>9} {:>9} {:>12} {:>7}",
+        "writers", "batch", "events/s", "p50 ms", "p99 ms", "INSERT/s", "ratio"
+    );
     let mut rows = Vec::new();
     for &writers in &args.writers {
         let baseline_pool = pool.clone();
@@ -230,23 +233,38 @@ async fn append_in(args: &AppendArgs, options: PgConnectOptions) -> anyhow::Resu
             }));
         }
     }
-    println!("ratio = appends/s ÷ single-row INSERTs/s of the same payload at the same concurrency (batch 10: one append of ten events)");
+    println!(
+        "ratio = appends/s ÷ single-row INSERTs/s of the same payload at the same concurrency (batch 10: one append of ten events)"
+    );
     Ok(serde_json::Value::Array(rows))
 }
 
 /// Appends `count` hearing events over hearings of 20 events each.
 async fn fill_with_hearings(store: &Store, count: usize) -> anyhow::Result<()> {
-    let hearing_type = HearingType { id: "bench".into(), name: "Bench".into(), internal: false, fields: HearingType::standard_fields(), template: Default::default() };
+    let hearing_type = HearingType {
+        id: "bench".into(),
+        name: "Bench".into(),
+        internal: false,
+        fields: HearingType::standard_fields(),
+        template: Default::default(),
+    };
     let mut pending = Vec::new();
     let per_hearing = 20;
     for h in 0..count.div_ceil(per_hearing) {
         let id = Uuid::now_v7().to_string();
         for s in 0..per_hearing.min(count - h * per_hearing) {
             let event = if s == 0 {
-                HearingEvent::HearingCreated { hearing_type: hearing_type.clone(), owner: Uuid::nil(), fields: Default::default() }
+                HearingEvent::HearingCreated {
+                    hearing_type: hearing_type.clone(),
+                    owner: Uuid::nil(),
+                    fields: Default::default(),
+                }
             } else {
                 HearingEvent::HearingUpdated {
-                    changes: HearingChanges { fields: [("title".to_string(), format!("Høring nummer {h}, ændring {s}"))].into(), ..Default::default() },
+                    changes: HearingChanges {
+                        fields: [("title".to_string(), format!("Høring nummer {h}, ændring {s}"))].into(),
+                        ..Default::default()
+                    },
                 }
             };
             pending.push(NewEvent {
@@ -284,14 +302,7 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         let bus = Bus::connect(BusConfig::new(&args.nats_url, &prefix)).await?;
         let relay = Relay::new(store.clone(), bus.clone(), Arc::new(HearingIntegration::new(store.clone())));
         let started = Instant::now();
-        let mut published = 0;
-        loop {
-            let n = relay.publish_batch().await?;
-            if n == 0 {
-                break;
-            }
-            published += n;
-        }
+        let published = relay.publish_all().await?;
         let seconds = started.elapsed().as_secs_f64();
         bus.delete_stream().await?;
         anyhow::Ok((published, seconds))
@@ -322,7 +333,10 @@ async fn rebuild_once(store: &Store, events: usize) -> anyhow::Result<(u64, f64)
         read += batch.len();
     }
     let read_seconds = started.elapsed().as_secs_f64();
-    println!("  reading the log alone: {read} events in {read_seconds:.2} s = {:.0} events/s", read as f64 / read_seconds);
+    println!(
+        "  reading the log alone: {read} events in {read_seconds:.2} s = {:.0} events/s",
+        read as f64 / read_seconds
+    );
     let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
     let started = Instant::now();
     let applied = runner.rebuild(&HearingListProjection, |_, _| {}).await?;
@@ -405,7 +419,11 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     schema.drop().await?;
     samples.sort_by(f64::total_cmp);
     let median = samples[samples.len() / 2];
-    println!("agora run --target hearing: ready in {median:.0} ms (median of {}), idle RSS {:.1} MB", samples.len(), rss as f64 / 1024.0);
+    println!(
+        "agora run --target hearing: ready in {median:.0} ms (median of {}), idle RSS {:.1} MB",
+        samples.len(),
+        rss as f64 / 1024.0
+    );
     if args.db.json {
         println!("{}", json!({"ready_ms": median, "idle_rss_mb": rss as f64 / 1024.0}));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use agora_auth::{SigningKey, TokenIssuer, TokenVerifier};
 use agora_eventstore::Store;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Args;
 
 /// The services this binary can run.
@@ -160,11 +160,14 @@ impl RunArgs {
             (verifier, development_secret(&self.connect.data_dir)?)
         } else {
             let Some(path) = &self.token_jwks else {
-                bail!("AGORA_TOKEN_JWKS is required with --target: the public keys that access tokens are verified with");
+                bail!(
+                    "AGORA_TOKEN_JWKS is required with --target: the public keys that access tokens are verified with"
+                );
             };
-            let text = std::fs::read_to_string(path).with_context(|| format!("AGORA_TOKEN_JWKS: cannot read {}", path.display()))?;
-            let jwks: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("AGORA_TOKEN_JWKS: {} is not JSON", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("AGORA_TOKEN_JWKS: cannot read {}", path.display()))?;
+            let jwks: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("AGORA_TOKEN_JWKS: {} is not JSON", path.display()))?;
             let verifier = TokenVerifier::from_jwks(&self.token_issuer, &self.token_audience, &jwks)
                 .with_context(|| format!("AGORA_TOKEN_JWKS: {} is not a usable JWKS", path.display()))?;
             let Some(secret) = &self.pseudonym_key else {
@@ -192,9 +195,11 @@ impl RunArgs {
 pub fn development_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
     let path = data_dir.join("dev-signing-key");
     if let Ok(seed) = std::fs::read_to_string(&path) {
-        return SigningKey::from_seed_base64(seed.trim(), "dev").with_context(|| format!("{} is not a signing key", path.display()));
+        return SigningKey::from_seed_base64(seed.trim(), "dev")
+            .with_context(|| format!("{} is not a signing key", path.display()));
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("AGORA_DATA_DIR: cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("AGORA_DATA_DIR: cannot create {}", data_dir.display()))?;
     let key = SigningKey::generate_with_kid("dev").context("cannot generate a development key")?;
     std::fs::write(&path, key.to_seed_base64()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
@@ -232,7 +237,9 @@ impl FilesLocation {
         }
         let scheme = value.split("://").next().unwrap_or_default();
         if !matches!(scheme, "az" | "azure" | "abfs" | "abfss" | "s3" | "s3a" | "https") {
-            bail!("AGORA_FILES '{value}': unsupported scheme '{scheme}' (use a directory, file://, az://, abfs:// or s3://)");
+            bail!(
+                "AGORA_FILES '{value}': unsupported scheme '{scheme}' (use a directory, file://, az://, abfs:// or s3://)"
+            );
         }
         Ok(Self::Cloud(value.to_string()))
     }
@@ -242,7 +249,8 @@ impl FilesLocation {
     pub fn open(&self) -> anyhow::Result<std::sync::Arc<dyn object_store::ObjectStore>> {
         match self {
             Self::Local(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("AGORA_FILES: cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("AGORA_FILES: cannot create {}", dir.display()))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
                     .with_context(|| format!("AGORA_FILES: cannot use {}", dir.display()))?;
                 Ok(std::sync::Arc::new(store))

@@ -7,7 +7,7 @@ use agora_auth::{Capacity, Principal, Role};
 use agora_eventstore::consumer::ProjectionRunner;
 use agora_hearing::app::{AppError, HearingApp};
 use agora_hearing::domain::fields::HearingType;
-use agora_hearing::domain::reference::{parse_kle_hierarchy, ReferenceItem};
+use agora_hearing::domain::reference::{ReferenceItem, parse_kle_hierarchy};
 use agora_hearing::domain::{ContactPerson, HearingChanges};
 use chrono::{Days, TimeZone, Utc};
 use uuid::Uuid;
@@ -32,15 +32,33 @@ pub fn users() -> Vec<DemoUser> {
             name: "Anne Administrator",
             principal: employee(1, "Anne Administrator").with_role(Role::Administrator).with_role(Role::HearingCreator),
         },
-        DemoUser { handle: "karen", name: "Karen Sagsbehandler", principal: employee(2, "Karen Sagsbehandler").with_role(Role::HearingCreator) },
-        DemoUser { handle: "lars", name: "Lars Sagsbehandler", principal: employee(3, "Lars Sagsbehandler").with_role(Role::HearingCreator) },
+        DemoUser {
+            handle: "karen",
+            name: "Karen Sagsbehandler",
+            principal: employee(2, "Karen Sagsbehandler").with_role(Role::HearingCreator),
+        },
+        DemoUser {
+            handle: "lars",
+            name: "Lars Sagsbehandler",
+            principal: employee(3, "Lars Sagsbehandler").with_role(Role::HearingCreator),
+        },
         DemoUser { handle: "erik", name: "Erik Medarbejder", principal: employee(4, "Erik Medarbejder") },
-        DemoUser { handle: "birgitte", name: "Birgitte Borger", principal: Principal::new(user(5), Capacity::Citizen).with_name("Birgitte Borger") },
-        DemoUser { handle: "carl", name: "Carl Citizen", principal: Principal::new(user(6), Capacity::Citizen).with_name("Carl Citizen") },
+        DemoUser {
+            handle: "birgitte",
+            name: "Birgitte Borger",
+            principal: Principal::new(user(5), Capacity::Citizen).with_name("Birgitte Borger"),
+        },
+        DemoUser {
+            handle: "carl",
+            name: "Carl Citizen",
+            principal: Principal::new(user(6), Capacity::Citizen).with_name("Carl Citizen"),
+        },
         DemoUser {
             handle: "dorte",
             name: "Dorte Virksomhed",
-            principal: Principal::new(user(7), Capacity::Company).with_name("Dorte Virksomhed").with_company("demo-company-1"),
+            principal: Principal::new(user(7), Capacity::Company)
+                .with_name("Dorte Virksomhed")
+                .with_company("demo-company-1"),
         },
     ]
 }
@@ -62,7 +80,8 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
         return Ok(false);
     }
     let admin = find_user("admin").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo admin".into()))?;
-    let karen = find_user("karen").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo caseworker".into()))?;
+    let karen =
+        find_user("karen").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo caseworker".into()))?;
     let lars = find_user("lars").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo caseworker".into()))?;
 
     let types = [
@@ -71,15 +90,36 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
             name: "Lokalplan".into(),
             internal: false,
             fields: HearingType::standard_fields(),
-            template: [("body".to_string(), "Kommunen sender hermed forslag til lokalplan i offentlig høring.".to_string())].into(),
+            template: [(
+                "body".to_string(),
+                "Kommunen sender hermed forslag til lokalplan i offentlig høring.".to_string(),
+            )]
+            .into(),
         },
-        HearingType { id: "politik".into(), name: "Politik og strategi".into(), internal: false, fields: HearingType::standard_fields(), template: Default::default() },
-        HearingType { id: "intern".into(), name: "Intern høring".into(), internal: true, fields: HearingType::standard_fields(), template: Default::default() },
+        HearingType {
+            id: "politik".into(),
+            name: "Politik og strategi".into(),
+            internal: false,
+            fields: HearingType::standard_fields(),
+            template: Default::default(),
+        },
+        HearingType {
+            id: "intern".into(),
+            name: "Intern høring".into(),
+            internal: true,
+            fields: HearingType::standard_fields(),
+            template: Default::default(),
+        },
     ];
     for t in types {
         app.define_reference(&admin, ReferenceItem::HearingType(t)).await?;
     }
-    for (id, name) in [("plan", "Byplan og byggeri"), ("miljo", "Miljø og klima"), ("skole", "Skole og dagtilbud"), ("trafik", "Trafik og veje")] {
+    for (id, name) in [
+        ("plan", "Byplan og byggeri"),
+        ("miljo", "Miljø og klima"),
+        ("skole", "Skole og dagtilbud"),
+        ("trafik", "Trafik og veje"),
+    ] {
         app.define_reference(&admin, ReferenceItem::SubjectArea { id: id.into(), name: name.into() }).await?;
     }
     for (id, name) in [("centrum", "Centrum"), ("vest", "Vest"), ("oest", "Øst"), ("hele", "Hele kommunen")] {
@@ -91,7 +131,8 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
             id: "persondata".into(),
             field: "body".into(),
             title: "Om behandling af personoplysninger".into(),
-            text: "Dit høringssvar offentliggøres uden navn. Læs mere om kommunens behandling af personoplysninger.".into(),
+            text: "Dit høringssvar offentliggøres uden navn. Læs mere om kommunens behandling af personoplysninger."
+                .into(),
         },
     )
     .await?;
@@ -104,7 +145,11 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
     // past their deadline are published by an app whose clock stands a month back.
     let today = chrono_tz::Europe::Copenhagen.from_utc_datetime(&Utc::now().naive_utc()).date_naive();
     let day = |offset: i64| {
-        if offset >= 0 { today.checked_add_days(Days::new(offset as u64)) } else { today.checked_sub_days(Days::new((-offset) as u64)) }
+        if offset >= 0 {
+            today.checked_add_days(Days::new(offset as u64))
+        } else {
+            today.checked_sub_days(Days::new((-offset) as u64))
+        }
     };
     let month_ago = Utc::now() - chrono::Duration::days(30);
     let past_app = app.with_clock(Arc::new(move || month_ago));
@@ -124,12 +169,96 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
         conclude: Option<&'a str>,
     }
     let demos = [
-        Demo { n: 1, owner: &karen, hearing_type: "lokalplan", title: "Lokalplan for Bytorvet", summary: "Forslag til ny lokalplan for området omkring Bytorvet med boliger og butikker.", subject: "plan", city: "centrum", kle: "01.02.05", start: -5, deadline: 25, publish: true, closed: false, conclude: None },
-        Demo { n: 2, owner: &karen, hearing_type: "politik", title: "Klimaplan 2030", summary: "Kommunens forslag til klimaplan frem mod 2030 i offentlig høring.", subject: "miljo", city: "hele", kle: "09.00.00", start: 3, deadline: 40, publish: true, closed: false, conclude: None },
-        Demo { n: 3, owner: &lars, hearing_type: "politik", title: "Skolestruktur i Vest", summary: "Høring om ny skolestruktur for skolerne i den vestlige bydel.", subject: "skole", city: "vest", kle: "17.00.00", start: -28, deadline: -2, publish: true, closed: false, conclude: None },
-        Demo { n: 4, owner: &lars, hearing_type: "lokalplan", title: "Cykelsti langs Ringvejen", summary: "Forslag om ny dobbeltrettet cykelsti langs Ringvejen.", subject: "trafik", city: "oest", kle: "05.01.00", start: -28, deadline: -10, publish: true, closed: false, conclude: Some("Cykelstien anlægges som foreslået, med en ekstra krydsning ved skolen.") },
-        Demo { n: 5, owner: &karen, hearing_type: "intern", title: "Ny arbejdstidsaftale", summary: "Intern høring blandt medarbejderne om ny arbejdstidsaftale.", subject: "plan", city: "hele", kle: "81.00.00", start: -1, deadline: 14, publish: true, closed: true, conclude: None },
-        Demo { n: 6, owner: &karen, hearing_type: "lokalplan", title: "Udkast: Parkeringsnorm", summary: "Udkast til ny parkeringsnorm for nybyggeri.", subject: "trafik", city: "hele", kle: "05.13.00", start: 10, deadline: 40, publish: false, closed: false, conclude: None },
+        Demo {
+            n: 1,
+            owner: &karen,
+            hearing_type: "lokalplan",
+            title: "Lokalplan for Bytorvet",
+            summary: "Forslag til ny lokalplan for området omkring Bytorvet med boliger og butikker.",
+            subject: "plan",
+            city: "centrum",
+            kle: "01.02.05",
+            start: -5,
+            deadline: 25,
+            publish: true,
+            closed: false,
+            conclude: None,
+        },
+        Demo {
+            n: 2,
+            owner: &karen,
+            hearing_type: "politik",
+            title: "Klimaplan 2030",
+            summary: "Kommunens forslag til klimaplan frem mod 2030 i offentlig høring.",
+            subject: "miljo",
+            city: "hele",
+            kle: "09.00.00",
+            start: 3,
+            deadline: 40,
+            publish: true,
+            closed: false,
+            conclude: None,
+        },
+        Demo {
+            n: 3,
+            owner: &lars,
+            hearing_type: "politik",
+            title: "Skolestruktur i Vest",
+            summary: "Høring om ny skolestruktur for skolerne i den vestlige bydel.",
+            subject: "skole",
+            city: "vest",
+            kle: "17.00.00",
+            start: -28,
+            deadline: -2,
+            publish: true,
+            closed: false,
+            conclude: None,
+        },
+        Demo {
+            n: 4,
+            owner: &lars,
+            hearing_type: "lokalplan",
+            title: "Cykelsti langs Ringvejen",
+            summary: "Forslag om ny dobbeltrettet cykelsti langs Ringvejen.",
+            subject: "trafik",
+            city: "oest",
+            kle: "05.01.00",
+            start: -28,
+            deadline: -10,
+            publish: true,
+            closed: false,
+            conclude: Some("Cykelstien anlægges som foreslået, med en ekstra krydsning ved skolen."),
+        },
+        Demo {
+            n: 5,
+            owner: &karen,
+            hearing_type: "intern",
+            title: "Ny arbejdstidsaftale",
+            summary: "Intern høring blandt medarbejderne om ny arbejdstidsaftale.",
+            subject: "plan",
+            city: "hele",
+            kle: "81.00.00",
+            start: -1,
+            deadline: 14,
+            publish: true,
+            closed: true,
+            conclude: None,
+        },
+        Demo {
+            n: 6,
+            owner: &karen,
+            hearing_type: "lokalplan",
+            title: "Udkast: Parkeringsnorm",
+            summary: "Udkast til ny parkeringsnorm for nybyggeri.",
+            subject: "trafik",
+            city: "hele",
+            kle: "05.13.00",
+            start: 10,
+            deadline: 40,
+            publish: false,
+            closed: false,
+            conclude: None,
+        },
     ];
     for demo in demos {
         let id = Uuid::from_u128(0x0000_0000_0000_7000_9000_0000_0000_0000 | demo.n);
@@ -148,7 +277,11 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
             subject_area_id: Some(demo.subject.into()),
             city_area_id: Some(demo.city.into()),
             kle_number: Some(demo.kle.into()),
-            contact: Some(ContactPerson { name: demo.owner.name.clone().unwrap_or_default(), email: "hoering@kommune.example".into(), phone: String::new() }),
+            contact: Some(ContactPerson {
+                name: demo.owner.name.clone().unwrap_or_default(),
+                email: "hoering@kommune.example".into(),
+                phone: String::new(),
+            }),
             start_date: Some(start),
             deadline: Some(deadline),
             closed: Some(demo.closed),
@@ -168,7 +301,12 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
         }
     }
     // A reviewer on one hearing, so the dashboard shows both roles.
-    app.set_reviewer(&karen, &Uuid::from_u128(0x0000_0000_0000_7000_9000_0000_0000_0000 | 1).to_string(), &lars.user_id.to_string(), true)
-        .await?;
+    app.set_reviewer(
+        &karen,
+        &Uuid::from_u128(0x0000_0000_0000_7000_9000_0000_0000_0000 | 1).to_string(),
+        &lars.user_id.to_string(),
+        true,
+    )
+    .await?;
     Ok(true)
 }

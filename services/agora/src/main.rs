@@ -20,6 +20,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Run services: all of them on the embedded default, or the given targets distributed.
     Run(RunArgs),
@@ -97,8 +98,12 @@ fn main() -> std::process::ExitCode {
             Command::Republish { from, connect, nats_url, nats_prefix } => {
                 tools::republish(connect, &nats_url, &nats_prefix, from).await.map(|_| 0)
             }
-            Command::Projections { command: ProjectionCommand::Rebuild(connect) } => tools::rebuild(connect).await.map(|_| 0),
-            Command::Token { command: TokenCommand::Issue { user, data_dir } } => tools::issue_token(&data_dir, &user).map(|_| 0),
+            Command::Projections { command: ProjectionCommand::Rebuild(connect) } => {
+                tools::rebuild(connect).await.map(|_| 0)
+            }
+            Command::Token { command: TokenCommand::Issue { user, data_dir } } => {
+                tools::issue_token(&data_dir, &user).map(|_| 0)
+            }
             Command::Bench { command } => bench::run(command).await.map(|_| 0),
         }
     });

@@ -1,14 +1,14 @@
 //! `agora run`: starts the chosen services and their background work, and stops them
 //! cleanly on Ctrl-C or SIGTERM.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use agora_eventstore::Store;
 use agora_eventstore::consumer::ProjectionRunner;
 use agora_eventstore::jetstream::{Bus, BusConfig};
 use agora_eventstore::relay::Relay;
-use agora_eventstore::Store;
 use agora_hearing::app::HearingApp;
 use agora_hearing::grpc::HearingGrpc;
 use agora_hearing::integration::HearingIntegration;
@@ -71,7 +71,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
-    tasks.spawn(agora_telemetry::metrics::serve(http, ready.clone(), shutdown_future(&stop_rx)).map_into());
+    let metrics = agora_telemetry::metrics::serve(http, ready.clone(), shutdown_future(&stop_rx));
+    tasks.spawn(async move { metrics.await.map_err(anyhow::Error::from) });
 
     // gRPC with the standard health service and server reflection.
     let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
@@ -83,7 +84,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build gRPC reflection")?;
-    let (hearing_service, reference_service) = agora_hearing::grpc::services(app.clone(), Arc::new(settings.verifier.clone()));
+    let (hearing_service, reference_service) =
+        agora_hearing::grpc::services(app.clone(), Arc::new(settings.verifier.clone()));
     let router = tonic::transport::Server::builder()
         .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
@@ -93,31 +95,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_service(reference_service);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
-    tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, grpc_shutdown).await.map_err(anyhow::Error::from) });
+    tasks.spawn(async move {
+        router.serve_with_incoming_shutdown(incoming, grpc_shutdown).await.map_err(anyhow::Error::from)
+    });
 
     // Read models first, so the demo seed and the scheduler see what exists.
     let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
     runner.catch_up().await.context("cannot bring the read models up to date")?;
-    if settings.embedded && !args.no_demo {
-        if crate::demo::seed(&app, &runner).await.context("cannot seed demo data")? {
-            runner.catch_up().await.context("cannot bring the read models up to date")?;
-            tracing::info!("seeded demo reference data and hearings");
-        }
+    if settings.embedded && !args.no_demo && crate::demo::seed(&app, &runner).await.context("cannot seed demo data")? {
+        runner.catch_up().await.context("cannot bring the read models up to date")?;
+        tracing::info!("seeded demo reference data and hearings");
     }
-    tasks.spawn(runner.run(shutdown_future(&stop_rx)).map_ok());
-    tasks.spawn(agora_hearing::scheduler::run(app.clone(), Duration::from_secs(args.scheduler_interval), shutdown_future(&stop_rx)).map_ok());
+    tasks.spawn(until_stopped(runner.run(shutdown_future(&stop_rx))));
+    tasks.spawn(until_stopped(agora_hearing::scheduler::run(
+        app.clone(),
+        Duration::from_secs(args.scheduler_interval),
+        shutdown_future(&stop_rx),
+    )));
 
     if !settings.embedded {
         let mut bus_config = BusConfig::new(&args.nats_url, &args.nats_prefix);
         bus_config.replicas = args.nats_replicas;
-        let bus = Bus::connect(bus_config).await.with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?;
+        let bus = Bus::connect(bus_config)
+            .await
+            .with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?;
         let relay = Relay::new(store.clone(), bus, Arc::new(HearingIntegration::new(store.clone())));
-        tasks.spawn(relay.run(shutdown_future(&stop_rx)).map_ok());
+        tasks.spawn(until_stopped(relay.run(shutdown_future(&stop_rx))));
     }
 
     health.set_serving::<HearingServiceServer<HearingGrpc>>().await;
     ready.store(true, Ordering::SeqCst);
-    let mode = if settings.embedded { "embedded (SQLite, everything in one process)".to_string() } else { format!("targets {}", settings.targets.join(",")) };
+    let mode = if settings.embedded {
+        "embedded (SQLite, everything in one process)".to_string()
+    } else {
+        format!("targets {}", settings.targets.join(","))
+    };
     tracing::info!(grpc = %grpc_addr, http = %settings.http_addr, ready_ms = started.elapsed().as_millis() as u64, "agora is ready: {mode}");
     println!("agora is ready ({mode}) in {} ms", started.elapsed().as_millis());
     println!("  gRPC:    http://{grpc_addr}  (hearing and reference data services, health, reflection)");
@@ -142,32 +154,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(false, Ordering::SeqCst);
     health.set_not_serving::<HearingServiceServer<HearingGrpc>>().await;
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("some work did not stop within 10 s");
     }
     Ok(())
 }
 
-trait IntoTask {
-    fn map_ok(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static;
-}
-
-impl<F: std::future::Future<Output = ()> + Send + 'static> IntoTask for F {
-    fn map_ok(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-        async move {
-            self.await;
-            Ok(())
-        }
-    }
-}
-
-trait IntoIoTask {
-    fn map_into(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static;
-}
-
-impl<F: std::future::Future<Output = std::io::Result<()>> + Send + 'static> IntoIoTask for F {
-    fn map_into(self) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
-        async move { self.await.map_err(anyhow::Error::from) }
-    }
+/// A background loop as a task whose end is not an error in itself.
+async fn until_stopped(work: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    work.await;
+    Ok(())
 }

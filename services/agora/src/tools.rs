@@ -11,7 +11,7 @@ use agora_hearing::projections::{self, HearingListProjection};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{development_issuer, ConnectArgs};
+use crate::config::{ConnectArgs, development_issuer};
 
 pub async fn migrate(connect: ConnectArgs) -> anyhow::Result<()> {
     let store = connect.store().await?;
@@ -78,7 +78,11 @@ pub async fn rebuild(connect: ConnectArgs) -> anyhow::Result<()> {
             .await?;
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
-        println!("rebuilt {}: {applied} events in {seconds:.2} s ({:.0} events/s)", projection.name(), applied as f64 / seconds.max(1e-9));
+        println!(
+            "rebuilt {}: {applied} events in {seconds:.2} s ({:.0} events/s)",
+            projection.name(),
+            applied as f64 / seconds.max(1e-9)
+        );
     }
     Ok(())
 }
@@ -91,6 +95,9 @@ pub fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
     let issuer = development_issuer(data_dir)?;
     let token = issuer.issue(&user.principal).context("cannot issue a token")?;
     println!("{token}");
-    eprintln!("token for {} ({}), valid 8 hours; use as 'authorization: Bearer <token>'", user.name, user.principal.user_id);
+    eprintln!(
+        "token for {} ({}), valid 8 hours; use as 'authorization: Bearer <token>'",
+        user.name, user.principal.user_id
+    );
     Ok(())
 }

@@ -22,13 +22,23 @@ async fn output(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
         command.env(k, v);
     }
     let out = command.output().await.expect("agora runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Starts `agora run …` and waits (with a deadline) for its ready line.
 async fn start(args: &[&str], envs: &[(&str, &str)]) -> Child {
     let mut command = Command::new(AGORA);
-    command.arg("run").args(args).env("AGORA_LOG_FORMAT", "json").env("RUST_LOG", "warn").stdout(Stdio::piped()).kill_on_drop(true);
+    command
+        .arg("run")
+        .args(args)
+        .env("AGORA_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
     for (k, v) in envs {
         command.env(k, v);
     }
@@ -54,7 +64,10 @@ async fn stop(mut child: Child) {
     let pid = child.id().expect("running");
     let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("kill");
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("stops within 20 s").expect("exit status");
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("stops within 20 s")
+        .expect("exit status");
     assert!(exit.success(), "a stop signal is a clean exit: {exit:?}");
 }
 
@@ -70,7 +83,10 @@ async fn http_get(port: u16, path: &str) -> String {
 
 async fn public_titles(grpc: u16) -> Vec<String> {
     let mut client = HearingServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("grpc connects");
-    let list = client.list_hearings(pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() }).await.expect("list");
+    let list = client
+        .list_hearings(pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() })
+        .await
+        .expect("list");
     list.into_inner().hearings.into_iter().map(|h| h.title).collect()
 }
 
@@ -99,14 +115,18 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     let mine = client.owner_dashboard(request).await.expect("dashboard").into_inner();
     let statuses: Vec<i32> = mine.hearings.iter().map(|h| h.status).collect();
     assert_eq!(mine.total, 4, "{:?}", mine.hearings.iter().map(|h| &h.title).collect::<Vec<_>>());
-    assert!(statuses.contains(&(pb::HearingStatus::Draft as i32)) && statuses.contains(&(pb::HearingStatus::Active as i32)));
+    assert!(
+        statuses.contains(&(pb::HearingStatus::Draft as i32)) && statuses.contains(&(pb::HearingStatus::Active as i32))
+    );
     stop(child).await;
 
-    let events_before = Store::sqlite(&dir.path().join("agora.db")).await.expect("store").log_extent().await.expect("extent").0;
+    let events_before =
+        Store::sqlite(&dir.path().join("agora.db")).await.expect("store").log_extent().await.expect("extent").0;
     let child = start(&args, &[]).await;
     assert_eq!(public_titles(grpc).await.len(), 4);
     stop(child).await;
-    let events_after = Store::sqlite(&dir.path().join("agora.db")).await.expect("store").log_extent().await.expect("extent").0;
+    let events_after =
+        Store::sqlite(&dir.path().join("agora.db")).await.expect("store").log_extent().await.expect("extent").0;
     assert_eq!(events_before, events_after, "seeding is idempotent");
 
     // The log the demo wrote is intact.
@@ -139,8 +159,14 @@ async fn audit_verify_names_the_tampered_stream_and_position() {
     assert_eq!((code, stdout.contains("2 streams, 10 events")), (0, true), "{stdout}");
 
     let agora_eventstore::Backend::Sqlite { writer, .. } = store.backend() else { panic!("sqlite") };
-    sqlx::query("UPDATE events SET payload = '{\"n\":42}' WHERE aggregate_id = 'b' AND sequence = 3").execute(writer).await.expect("tamper");
-    let position: i64 = sqlx::query_scalar("SELECT position FROM events WHERE aggregate_id = 'b' AND sequence = 3").fetch_one(writer).await.expect("pos");
+    sqlx::query("UPDATE events SET payload = '{\"n\":42}' WHERE aggregate_id = 'b' AND sequence = 3")
+        .execute(writer)
+        .await
+        .expect("tamper");
+    let position: i64 = sqlx::query_scalar("SELECT position FROM events WHERE aggregate_id = 'b' AND sequence = 3")
+        .fetch_one(writer)
+        .await
+        .expect("pos");
     let (code, stdout, _) = output(&["audit", "verify", "--data-dir", data_dir], &[]).await;
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains(&format!("stream hearing/b at position {position}")), "{stdout}");
@@ -163,13 +189,19 @@ async fn configuration_errors_name_the_setting() {
     assert!(stderr.contains("AGORA_DATABASE_URL is required"), "{stderr}");
 
     let dir = tempfile::tempdir().expect("tmp");
-    let (code, _, stderr) = output(&["run", "--data-dir", dir.path().to_str().expect("path")], &[("AGORA_GRPC_ADDR", "localhost-ish")]).await;
+    let (code, _, stderr) =
+        output(&["run", "--data-dir", dir.path().to_str().expect("path")], &[("AGORA_GRPC_ADDR", "localhost-ish")])
+            .await;
     assert_ne!(code, 0);
     assert!(stderr.contains("AGORA_GRPC_ADDR 'localhost-ish'"), "{stderr}");
 
     let (code, _, stderr) = output(
         &["run", "--target", "hearing"],
-        &[("AGORA_DATABASE_URL", "mysql://x"), ("AGORA_TOKEN_JWKS", "/nonexistent"), ("AGORA_PSEUDONYM_KEY", &"k".repeat(40))],
+        &[
+            ("AGORA_DATABASE_URL", "mysql://x"),
+            ("AGORA_TOKEN_JWKS", "/nonexistent"),
+            ("AGORA_PSEUDONYM_KEY", &"k".repeat(40)),
+        ],
     )
     .await;
     assert_ne!(code, 0);
@@ -200,7 +232,11 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
     )
     .await;
     // The standard gRPC health service reports the hearing service as serving.
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}")).expect("uri").connect().await.expect("connect");
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let reply = health
         .check(tonic_health::pb::HealthCheckRequest { service: "agora.hearing.v1.HearingService".into() })
@@ -213,7 +249,9 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
     // Every call is counted by service, method and code.
     let metrics = http_get(http, "/metrics").await;
     assert!(
-        metrics.contains(r#"agora_grpc_requests_total{service="agora.hearing.v1.HearingService",method="ListHearings",code="Ok"} 1"#),
+        metrics.contains(
+            r#"agora_grpc_requests_total{service="agora.hearing.v1.HearingService",method="ListHearings",code="Ok"} 1"#
+        ),
         "{metrics}"
     );
     stop(child).await;

@@ -3,20 +3,20 @@
 
 use std::sync::Arc;
 
-use agora_auth::visibility::{can_see_hearing, HearingFacts};
 use agora_auth::Principal;
+use agora_auth::visibility::{HearingFacts, can_see_hearing};
 use agora_eventstore::{AggregateStore, EventContext, EventRepository, RecordedEvent, Store, StoreError};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
-use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::fields::{sanitize_file_name, sniff_content_type, Violation};
-use crate::domain::invitees::{parse_csv, parse_invitee, Pseudonymizer, RowError};
+use crate::domain::fields::{Violation, sanitize_file_name, sniff_content_type};
+use crate::domain::invitees::{Pseudonymizer, RowError, parse_csv, parse_invitee};
 use crate::domain::reference::{self, KleEntry, Reference, ReferenceCommand, ReferenceError, ReferenceItem};
 use crate::domain::{Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, InviteeKind, StoredFile};
 
@@ -169,7 +169,8 @@ fn actor(principal: &Principal) -> EventContext {
 }
 
 fn parse_id(id: &str) -> Result<Uuid, AppError> {
-    Uuid::parse_str(id).map_err(|_| AppError::Invalid(vec![Violation::new("hearing_id", format!("'{id}' er ikke et gyldigt id"))]))
+    Uuid::parse_str(id)
+        .map_err(|_| AppError::Invalid(vec![Violation::new("hearing_id", format!("'{id}' er ikke et gyldigt id"))]))
 }
 
 impl HearingApp {
@@ -293,19 +294,39 @@ impl HearingApp {
 
     /// Creates a hearing under an id chosen by the caller, so that a retried create (or a
     /// re-run seed) finds the first one instead of making a second.
-    pub async fn create_with_id(&self, principal: &Principal, hearing_type_id: &str, id: Uuid) -> Result<(Uuid, Hearing), AppError> {
+    pub async fn create_with_id(
+        &self,
+        principal: &Principal,
+        hearing_type_id: &str,
+        id: Uuid,
+    ) -> Result<(Uuid, Hearing), AppError> {
         if !principal.is_employee() || !principal.can_create_hearings() {
-            return Err(AppError::PermissionDenied("only employees with the hearing creator role may create hearings".into()));
+            return Err(AppError::PermissionDenied(
+                "only employees with the hearing creator role may create hearings".into(),
+            ));
         }
         let hearing_type = match self.reference_item("hearing_type", hearing_type_id).await? {
             Some((ReferenceItem::HearingType(t), false)) => t,
             Some((_, true)) => {
-                return Err(AppError::Invalid(vec![Violation::new("hearing_type_id", format!("høringstypen '{hearing_type_id}' er udgået"))]));
+                return Err(AppError::Invalid(vec![Violation::new(
+                    "hearing_type_id",
+                    format!("høringstypen '{hearing_type_id}' er udgået"),
+                )]));
             }
-            _ => return Err(AppError::Invalid(vec![Violation::new("hearing_type_id", format!("ukendt høringstype '{hearing_type_id}'"))])),
+            _ => {
+                return Err(AppError::Invalid(vec![Violation::new(
+                    "hearing_type_id",
+                    format!("ukendt høringstype '{hearing_type_id}'"),
+                )]));
+            }
         };
         let hearing = self
-            .execute(id, actor(principal), |_| Ok(()), HearingCommand::Create { hearing_type, owner: principal.user_id })
+            .execute(
+                id,
+                actor(principal),
+                |_| Ok(()),
+                HearingCommand::Create { hearing_type, owner: principal.user_id },
+            )
             .await?;
         Ok((id, hearing))
     }
@@ -319,20 +340,31 @@ impl HearingApp {
         if let Some(area) = changes.city_area_id.as_deref().filter(|a| !a.is_empty()) {
             self.require_reference("city_area", "city_area_id", area, &mut violations).await?;
         }
-        if let Some(kle) = changes.kle_number.as_deref().filter(|k| !k.is_empty()) {
-            if crate::queries::kle_numbers(&self.store, kle, "", 1).await?.iter().all(|e| e.number != kle) {
-                violations.push(Violation::new("kle_number", format!("'{kle}' er ikke et KLE-nummer")));
-            }
+        if let Some(kle) = changes.kle_number.as_deref().filter(|k| !k.is_empty())
+            && crate::queries::kle_numbers(&self.store, kle, "", 1).await?.iter().all(|e| e.number != kle)
+        {
+            violations.push(Violation::new("kle_number", format!("'{kle}' er ikke et KLE-nummer")));
         }
         if !violations.is_empty() {
             return Err(AppError::Invalid(violations));
         }
         let now = self.now();
-        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "change it"), HearingCommand::Update { changes, now })
-            .await
+        self.execute(
+            id,
+            actor(principal),
+            |h| Self::may_manage(principal, h, "change it"),
+            HearingCommand::Update { changes, now },
+        )
+        .await
     }
 
-    async fn require_reference(&self, kind: &str, field: &str, id: &str, violations: &mut Vec<Violation>) -> Result<(), AppError> {
+    async fn require_reference(
+        &self,
+        kind: &str,
+        field: &str,
+        id: &str,
+        violations: &mut Vec<Violation>,
+    ) -> Result<(), AppError> {
         match self.reference_item(kind, id).await? {
             Some((_, false)) => {}
             Some((_, true)) => violations.push(Violation::new(field, format!("'{id}' er udgået"))),
@@ -344,26 +376,48 @@ impl HearingApp {
     pub async fn publish(&self, principal: &Principal, id: &str) -> Result<Hearing, AppError> {
         let id = parse_id(id)?;
         let now = self.now();
-        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "publish it"), HearingCommand::Publish { now }).await
+        self.execute(
+            id,
+            actor(principal),
+            |h| Self::may_manage(principal, h, "publish it"),
+            HearingCommand::Publish { now },
+        )
+        .await
     }
 
-    pub async fn conclude(&self, principal: &Principal, id: &str, conclusion: Option<String>) -> Result<Hearing, AppError> {
+    pub async fn conclude(
+        &self,
+        principal: &Principal,
+        id: &str,
+        conclusion: Option<String>,
+    ) -> Result<Hearing, AppError> {
         let id = parse_id(id)?;
-        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "conclude it"), HearingCommand::Conclude { conclusion })
-            .await
+        self.execute(
+            id,
+            actor(principal),
+            |h| Self::may_manage(principal, h, "conclude it"),
+            HearingCommand::Conclude { conclusion },
+        )
+        .await
     }
 
     pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), AppError> {
         let id = parse_id(id)?;
         let by_administrator = principal.is_administrator();
-        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "delete it"), HearingCommand::Delete { by_administrator })
-            .await?;
+        self.execute(
+            id,
+            actor(principal),
+            |h| Self::may_manage(principal, h, "delete it"),
+            HearingCommand::Delete { by_administrator },
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn reassign_owner(&self, principal: &Principal, id: &str, owner: &str) -> Result<Hearing, AppError> {
         let id = parse_id(id)?;
-        let owner = Uuid::parse_str(owner).map_err(|_| AppError::Invalid(vec![Violation::new("owner_id", "ikke et gyldigt bruger-id")]))?;
+        let owner = Uuid::parse_str(owner)
+            .map_err(|_| AppError::Invalid(vec![Violation::new("owner_id", "ikke et gyldigt bruger-id")]))?;
         let authorize = |_: &Hearing| {
             if principal.is_administrator() {
                 Ok(())
@@ -374,16 +428,28 @@ impl HearingApp {
         self.execute(id, actor(principal), authorize, HearingCommand::ReassignOwner { owner }).await
     }
 
-    pub async fn set_reviewer(&self, principal: &Principal, id: &str, user: &str, add: bool) -> Result<Hearing, AppError> {
+    pub async fn set_reviewer(
+        &self,
+        principal: &Principal,
+        id: &str,
+        user: &str,
+        add: bool,
+    ) -> Result<Hearing, AppError> {
         let id = parse_id(id)?;
-        let user = Uuid::parse_str(user).map_err(|_| AppError::Invalid(vec![Violation::new("user_id", "ikke et gyldigt bruger-id")]))?;
+        let user = Uuid::parse_str(user)
+            .map_err(|_| AppError::Invalid(vec![Violation::new("user_id", "ikke et gyldigt bruger-id")]))?;
         let command = if add { HearingCommand::AddReviewer { user } } else { HearingCommand::RemoveReviewer { user } };
         self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "change its reviewers"), command).await
     }
 
     /// Invites people by identifier (e-mail, CPR, CVR, `group:…`, `user:…`); every bad
     /// identifier is named and nothing is added unless all are good.
-    pub async fn invite(&self, principal: &Principal, id: &str, identifiers: &[(String, String)]) -> Result<Hearing, AppError> {
+    pub async fn invite(
+        &self,
+        principal: &Principal,
+        id: &str,
+        identifiers: &[(String, String)],
+    ) -> Result<Hearing, AppError> {
         let id = parse_id(id)?;
         let mut invitees = Vec::new();
         let mut violations = Vec::new();
@@ -396,8 +462,12 @@ impl HearingApp {
                             invitee.label = name;
                             invitees.push(invitee);
                         }
-                        Some((_, true)) => violations.push(Violation::new(&format!("invitees[{i}]"), format!("gruppen '{group_id}' er udgået"))),
-                        _ => violations.push(Violation::new(&format!("invitees[{i}]"), format!("ingen invitationsgruppe '{group_id}'"))),
+                        Some((_, true)) => violations
+                            .push(Violation::new(&format!("invitees[{i}]"), format!("gruppen '{group_id}' er udgået"))),
+                        _ => violations.push(Violation::new(
+                            &format!("invitees[{i}]"),
+                            format!("ingen invitationsgruppe '{group_id}'"),
+                        )),
                     }
                 }
                 Ok(invitee) => invitees.push(invitee),
@@ -407,8 +477,13 @@ impl HearingApp {
         if !violations.is_empty() {
             return Err(AppError::Invalid(violations));
         }
-        self.execute(id, actor(principal), |h| Self::may_manage(principal, h, "invite to it"), HearingCommand::AddInvitees { invitees })
-            .await
+        self.execute(
+            id,
+            actor(principal),
+            |h| Self::may_manage(principal, h, "invite to it"),
+            HearingCommand::AddInvitees { invitees },
+        )
+        .await
     }
 
     /// Imports invitees from a CSV file: the good rows are added, each bad row reported.
@@ -439,12 +514,20 @@ impl HearingApp {
 
     /// Stores a file for a field after checking its type by content and its size; the file
     /// is removed again if the hearing refuses it, so nothing is left half-written.
-    pub async fn attach_file(&self, principal: &Principal, id: &str, upload: Upload) -> Result<(Hearing, StoredFile), AppError> {
+    pub async fn attach_file(
+        &self,
+        principal: &Principal,
+        id: &str,
+        upload: Upload,
+    ) -> Result<(Hearing, StoredFile), AppError> {
         let hearing_id = parse_id(id)?;
         let hearing = self.load(hearing_id).await?;
         Self::may_manage(principal, &hearing, "attach files")?;
         let Some(content_type) = sniff_content_type(&upload.content).map(String::from) else {
-            return Err(AppError::Invalid(vec![Violation::new(&upload.field, "filens type kan ikke genkendes ud fra indholdet")]));
+            return Err(AppError::Invalid(vec![Violation::new(
+                &upload.field,
+                "filens type kan ikke genkendes ud fra indholdet",
+            )]));
         };
         let file = StoredFile {
             id: Uuid::now_v7(),
@@ -462,7 +545,12 @@ impl HearingApp {
             .await
             .map_err(|e| AppError::Internal(format!("cannot store the file: {e}")))?;
         let result = self
-            .execute(hearing_id, actor(principal), |h| Self::may_manage(principal, h, "attach files"), HearingCommand::AttachFile { file: file.clone() })
+            .execute(
+                hearing_id,
+                actor(principal),
+                |h| Self::may_manage(principal, h, "attach files"),
+                HearingCommand::AttachFile { file: file.clone() },
+            )
             .await;
         match result {
             Ok(hearing) => Ok((hearing, file)),
@@ -475,7 +563,8 @@ impl HearingApp {
 
     pub async fn remove_file(&self, principal: &Principal, id: &str, file_id: &str) -> Result<Hearing, AppError> {
         let hearing_id = parse_id(id)?;
-        let file_id = Uuid::parse_str(file_id).map_err(|_| AppError::Invalid(vec![Violation::new("file_id", "ikke et gyldigt fil-id")]))?;
+        let file_id = Uuid::parse_str(file_id)
+            .map_err(|_| AppError::Invalid(vec![Violation::new("file_id", "ikke et gyldigt fil-id")]))?;
         let command = HearingCommand::RemoveFile { file_id };
         // The content stays in the object store: the log refers to it, and erasure is a
         // separate, deliberate act.
@@ -483,7 +572,12 @@ impl HearingApp {
     }
 
     /// A file's content, if the viewer may see its hearing.
-    pub async fn read_file(&self, viewer: Option<&Principal>, id: &str, file_id: &str) -> Result<(StoredFile, Bytes), AppError> {
+    pub async fn read_file(
+        &self,
+        viewer: Option<&Principal>,
+        id: &str,
+        file_id: &str,
+    ) -> Result<(StoredFile, Bytes), AppError> {
         let hearing = self.get(viewer, id).await?;
         let hearing_id = parse_id(id)?;
         let file = hearing
@@ -505,10 +599,15 @@ impl HearingApp {
 
     /// Moves one hearing along the clock; safe to call from any number of replicas.
     /// Returns the move this call made, if it made one.
-    pub async fn advance_clock(&self, id: &str, now: DateTime<Utc>) -> Result<Option<(HearingStatus, HearingStatus)>, AppError> {
+    pub async fn advance_clock(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(HearingStatus, HearingStatus)>, AppError> {
         let id = parse_id(id)?;
         let context = EventContext::for_actor("system:scheduler");
-        let (before, after, written) = self.execute_tracked(id, context, |_| Ok(()), HearingCommand::AdvanceClock { now }).await?;
+        let (before, after, written) =
+            self.execute_tracked(id, context, |_| Ok(()), HearingCommand::AdvanceClock { now }).await?;
         Ok(written.then_some((before, after.status)))
     }
 
@@ -522,7 +621,9 @@ impl HearingApp {
         })?;
         let reviewer = hearing.reviewers.contains(&principal.user_id);
         if !(principal.is_administrator() || principal.user_id == hearing.owner || reviewer) {
-            return Err(AppError::PermissionDenied("only the owner, reviewers and administrators may read the audit trail".into()));
+            return Err(AppError::PermissionDenied(
+                "only the owner, reviewers and administrators may read the audit trail".into(),
+            ));
         }
         let events = self.store.read_stream(<Hearing as cqrs_es::Aggregate>::TYPE, &hearing_id.to_string(), 0).await?;
         if events.is_empty() {
@@ -541,7 +642,12 @@ impl HearingApp {
         }
     }
 
-    async fn execute_reference(&self, principal: &Principal, aggregate_id: &str, command: ReferenceCommand) -> Result<(), AppError> {
+    async fn execute_reference(
+        &self,
+        principal: &Principal,
+        aggregate_id: &str,
+        command: ReferenceCommand,
+    ) -> Result<(), AppError> {
         Self::require_administrator(principal)?;
         let mut loaded = self.references.load_aggregate(aggregate_id).await?;
         let events = loaded.aggregate().decide(command)?;
@@ -560,7 +666,13 @@ impl HearingApp {
 
     /// Defines an invitation group from identifiers (e-mail, CPR, CVR, `user:…`); CPR
     /// numbers become pseudonymous references before anything is stored.
-    pub async fn define_invitation_group(&self, principal: &Principal, id: &str, name: &str, identifiers: &[(String, String)]) -> Result<(), AppError> {
+    pub async fn define_invitation_group(
+        &self,
+        principal: &Principal,
+        id: &str,
+        name: &str,
+        identifiers: &[(String, String)],
+    ) -> Result<(), AppError> {
         Self::require_administrator(principal)?;
         let mut members = Vec::new();
         let mut violations = Vec::new();
@@ -573,7 +685,11 @@ impl HearingApp {
         if !violations.is_empty() {
             return Err(AppError::Invalid(violations));
         }
-        self.define_reference(principal, ReferenceItem::InvitationGroup { id: id.to_string(), name: name.to_string(), members }).await
+        self.define_reference(
+            principal,
+            ReferenceItem::InvitationGroup { id: id.to_string(), name: name.to_string(), members },
+        )
+        .await
     }
 
     pub async fn retire_reference(&self, principal: &Principal, kind: &str, id: &str) -> Result<(), AppError> {
@@ -596,7 +712,10 @@ impl HearingApp {
     /// Whether the log has any event yet (the demo seed runs on an empty store only once).
     pub async fn is_empty(&self) -> Result<bool, AppError> {
         let repo = EventRepository::new(self.store.clone());
-        let kle = repo.get_events::<Reference>(reference::KLE_AGGREGATE_ID).await.map_err(|e| AppError::Internal(e.to_string()))?;
+        let kle = repo
+            .get_events::<Reference>(reference::KLE_AGGREGATE_ID)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
         Ok(kle.is_empty())
     }
 }

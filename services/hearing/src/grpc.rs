@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, HearingApp, Upload};
 use crate::domain::fields::{FieldKind, FieldRule, HearingType, Violation};
-use crate::domain::reference::{parse_kle_hierarchy, KleEntry, ReferenceItem};
+use crate::domain::reference::{KleEntry, ReferenceItem, parse_kle_hierarchy};
 use crate::domain::{ContactPerson, Hearing, HearingChanges, HearingStatus, StoredFile};
 use crate::queries::{self, ListQuery, SortBy};
 
@@ -32,7 +32,12 @@ pub fn status_of(error: AppError) -> Status {
             let mut status = Status::invalid_argument(message);
             let json = serde_json::to_string(&violations).unwrap_or_default();
             // Header values must be visible ASCII; escape everything else.
-            let ascii: String = json.chars().flat_map(|c| if c.is_ascii() && !c.is_ascii_control() { vec![c] } else { c.escape_unicode().collect() }).collect();
+            let ascii: String = json
+                .chars()
+                .flat_map(
+                    |c| if c.is_ascii() && !c.is_ascii_control() { vec![c] } else { c.escape_unicode().collect() },
+                )
+                .collect();
             if let Ok(value) = ascii.parse() {
                 status.metadata_mut().insert(VIOLATIONS_METADATA, value);
             }
@@ -157,7 +162,8 @@ fn rule_from_pb(rule: pb::FieldRule) -> Result<FieldRule, Status> {
 
 /// The hearing as a viewer sees it: invitees only for those who manage it.
 pub fn hearing_to_pb(id: &str, hearing: &Hearing, viewer: Option<&Principal>) -> pb::Hearing {
-    let manages = viewer.is_some_and(|v| v.is_administrator() || v.user_id == hearing.owner || hearing.reviewers.contains(&v.user_id));
+    let manages = viewer
+        .is_some_and(|v| v.is_administrator() || v.user_id == hearing.owner || hearing.reviewers.contains(&v.user_id));
     pb::Hearing {
         hearing_id: id.to_string(),
         status: status_to_pb(hearing.status) as i32,
@@ -169,18 +175,18 @@ pub fn hearing_to_pb(id: &str, hearing: &Hearing, viewer: Option<&Principal>) ->
         subject_area_id: hearing.subject_area_id.clone().unwrap_or_default(),
         city_area_id: hearing.city_area_id.clone().unwrap_or_default(),
         kle_number: hearing.kle_number.clone().unwrap_or_default(),
-        contact: hearing.contact.as_ref().map(|c| pb::ContactPerson { name: c.name.clone(), email: c.email.clone(), phone: c.phone.clone() }),
+        contact: hearing.contact.as_ref().map(|c| pb::ContactPerson {
+            name: c.name.clone(),
+            email: c.email.clone(),
+            phone: c.phone.clone(),
+        }),
         start_date: hearing.start_date.map(|d| d.to_string()).unwrap_or_default(),
         deadline: hearing.deadline.map(|d| d.to_string()).unwrap_or_default(),
         opens_at: time(hearing.opens_at()),
         closes_at: time(hearing.closes_at()),
         owner_id: hearing.owner.to_string(),
         reviewer_ids: if manages { hearing.reviewers.iter().map(ToString::to_string).collect() } else { Vec::new() },
-        invitees: if manages {
-            hearing.invitees.values().map(invitee_to_pb).collect()
-        } else {
-            Vec::new()
-        },
+        invitees: if manages { hearing.invitees.values().map(invitee_to_pb).collect() } else { Vec::new() },
         files: hearing.files.iter().map(file_to_pb).collect(),
         case_number: hearing.case_number.clone().unwrap_or_default(),
         field_rules: hearing.hearing_type.fields.iter().map(rule_to_pb).collect(),
@@ -229,7 +235,11 @@ fn changes_from_pb(request: &pb::UpdateHearingRequest) -> Result<HearingChanges,
         subject_area_id: request.subject_area_id.clone(),
         city_area_id: request.city_area_id.clone(),
         kle_number: request.kle_number.clone(),
-        contact: request.contact.as_ref().map(|c| ContactPerson { name: c.name.clone(), email: c.email.clone(), phone: c.phone.clone() }),
+        contact: request.contact.as_ref().map(|c| ContactPerson {
+            name: c.name.clone(),
+            email: c.email.clone(),
+            phone: c.phone.clone(),
+        }),
         start_date,
         deadline,
         closed: request.closed,
@@ -315,7 +325,8 @@ impl HearingService for HearingGrpc {
     async fn invite_participants(&self, request: Request<pb::InviteRequest>) -> Reply<pb::Hearing> {
         let caller = self.caller(&request, "invite")?;
         let r = request.get_ref();
-        let identifiers: Vec<(String, String)> = r.participants.iter().map(|p| (p.identifier.clone(), p.label.clone())).collect();
+        let identifiers: Vec<(String, String)> =
+            r.participants.iter().map(|p| (p.identifier.clone(), p.label.clone())).collect();
         let hearing = self.app.invite(&caller, &r.hearing_id, &identifiers).await.map_err(status_of)?;
         Ok(Response::new(hearing_to_pb(&r.hearing_id, &hearing, Some(&caller))))
     }
@@ -364,7 +375,8 @@ impl HearingService for HearingGrpc {
     async fn get_file(&self, request: Request<pb::GetFileRequest>) -> Reply<pb::GetFileResponse> {
         let viewer = self.viewer(&request)?;
         let r = request.get_ref();
-        let (file, content) = self.app.read_file(viewer.as_ref(), &r.hearing_id, &r.file_id).await.map_err(status_of)?;
+        let (file, content) =
+            self.app.read_file(viewer.as_ref(), &r.hearing_id, &r.file_id).await.map_err(status_of)?;
         Ok(Response::new(pb::GetFileResponse { file: Some(file_to_pb(&file)), content: content.to_vec() }))
     }
 
@@ -373,7 +385,8 @@ impl HearingService for HearingGrpc {
         let viewer = self.viewer(&request)?;
         let r = request.into_inner();
         let statuses = r.statuses.iter().map(|s| status_from_pb(*s)).collect::<Result<Vec<_>, _>>()?;
-        let sort = SortBy::parse(&r.sort_by).ok_or_else(|| invalid("sort_by", format!("kan ikke sortere efter '{}'", r.sort_by)))?;
+        let sort = SortBy::parse(&r.sort_by)
+            .ok_or_else(|| invalid("sort_by", format!("kan ikke sortere efter '{}'", r.sort_by)))?;
         let opt = |s: String| if s.is_empty() { None } else { Some(s) };
         let query = ListQuery {
             statuses,
@@ -391,8 +404,12 @@ impl HearingService for HearingGrpc {
         if !violations.is_empty() {
             return Err(status_of(AppError::Invalid(violations)));
         }
-        let page = queries::list_hearings(&self.app.store, viewer.as_ref(), &query).await.map_err(|e| status_of(e.into()))?;
-        Ok(Response::new(pb::ListHearingsResponse { hearings: page.items.into_iter().map(summary_to_pb).collect(), total: page.total }))
+        let page =
+            queries::list_hearings(&self.app.store, viewer.as_ref(), &query).await.map_err(|e| status_of(e.into()))?;
+        Ok(Response::new(pb::ListHearingsResponse {
+            hearings: page.items.into_iter().map(summary_to_pb).collect(),
+            total: page.total,
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -486,12 +503,16 @@ impl ReferenceDataService for HearingGrpc {
     async fn define_invitation_group(&self, request: Request<pb::InvitationGroup>) -> Reply<pb::ReferenceAck> {
         let caller = self.caller(&request, "change reference data")?;
         let r = request.get_ref();
-        let members: Vec<(String, String)> = r.members.iter().map(|m| (m.identifier.clone(), m.label.clone())).collect();
+        let members: Vec<(String, String)> =
+            r.members.iter().map(|m| (m.identifier.clone(), m.label.clone())).collect();
         self.app.define_invitation_group(&caller, &r.id, &r.name, &members).await.map_err(status_of)?;
         Ok(Response::new(pb::ReferenceAck {}))
     }
 
-    async fn list_invitation_groups(&self, request: Request<pb::ListReferenceRequest>) -> Reply<pb::InvitationGroupList> {
+    async fn list_invitation_groups(
+        &self,
+        request: Request<pb::ListReferenceRequest>,
+    ) -> Reply<pb::InvitationGroupList> {
         // Members are people: only staff see them.
         let caller = self.caller(&request, "see invitation groups")?;
         if !caller.is_employee() {
@@ -550,14 +571,20 @@ impl ReferenceDataService for HearingGrpc {
     async fn list_subject_areas(&self, request: Request<pb::ListReferenceRequest>) -> Reply<pb::NamedItemList> {
         let items = self.items("subject_area", request.get_ref().include_retired).await?;
         Ok(Response::new(pb::NamedItemList {
-            items: items.iter().map(|(i, retired)| pb::NamedItem { id: i.id().into(), name: i.name().into(), retired: *retired }).collect(),
+            items: items
+                .iter()
+                .map(|(i, retired)| pb::NamedItem { id: i.id().into(), name: i.name().into(), retired: *retired })
+                .collect(),
         }))
     }
 
     async fn list_city_areas(&self, request: Request<pb::ListReferenceRequest>) -> Reply<pb::NamedItemList> {
         let items = self.items("city_area", request.get_ref().include_retired).await?;
         Ok(Response::new(pb::NamedItemList {
-            items: items.iter().map(|(i, retired)| pb::NamedItem { id: i.id().into(), name: i.name().into(), retired: *retired }).collect(),
+            items: items
+                .iter()
+                .map(|(i, retired)| pb::NamedItem { id: i.id().into(), name: i.name().into(), retired: *retired })
+                .collect(),
         }))
     }
 
@@ -567,9 +594,13 @@ impl ReferenceDataService for HearingGrpc {
             snippets: items
                 .iter()
                 .filter_map(|(item, retired)| match item {
-                    ReferenceItem::Snippet { id, field, title, text } => {
-                        Some(pb::Snippet { id: id.clone(), field: field.clone(), title: title.clone(), text: text.clone(), retired: *retired })
-                    }
+                    ReferenceItem::Snippet { id, field, title, text } => Some(pb::Snippet {
+                        id: id.clone(),
+                        field: field.clone(),
+                        title: title.clone(),
+                        text: text.clone(),
+                        retired: *retired,
+                    }),
                     _ => None,
                 })
                 .collect(),
@@ -579,9 +610,13 @@ impl ReferenceDataService for HearingGrpc {
     async fn search_kle(&self, request: Request<pb::SearchKleRequest>) -> Reply<pb::KleList> {
         let r = request.get_ref();
         let limit = if r.limit == 0 { 50 } else { r.limit.min(500) } as i64;
-        let entries = queries::kle_numbers(&self.app.store, &r.prefix, &r.text, limit).await.map_err(|e| status_of(e.into()))?;
+        let entries =
+            queries::kle_numbers(&self.app.store, &r.prefix, &r.text, limit).await.map_err(|e| status_of(e.into()))?;
         Ok(Response::new(pb::KleList {
-            entries: entries.into_iter().map(|e| pb::KleEntry { number: e.number, title: e.title, retired: e.retired }).collect(),
+            entries: entries
+                .into_iter()
+                .map(|e| pb::KleEntry { number: e.number, title: e.title, retired: e.retired })
+                .collect(),
         }))
     }
 }

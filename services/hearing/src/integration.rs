@@ -34,17 +34,16 @@ impl HearingIntegration {
     /// The hearing's public state after `event`, from the cache when it holds the state just
     /// before. The cached hearing is taken out, changed and put back, never copied.
     async fn state_after(&self, event: &RecordedEvent, domain_event: HearingEvent) -> Result<pb::HearingState, String> {
-        let cached = self.states.lock().ok().and_then(|mut states| {
-            match states.remove(&event.aggregate_id) {
-                Some((sequence, hearing)) if sequence == event.sequence - 1 => Some(hearing),
-                _ => None,
-            }
+        let cached = self.states.lock().ok().and_then(|mut states| match states.remove(&event.aggregate_id) {
+            Some((sequence, hearing)) if sequence == event.sequence - 1 => Some(hearing),
+            _ => None,
         });
         let mut hearing = match cached {
             Some(hearing) => hearing,
             None => {
                 let mut hearing = Hearing::default();
-                let earlier = self.store.read_stream(Hearing::TYPE, &event.aggregate_id, 0).await.map_err(|e| e.to_string())?;
+                let earlier =
+                    self.store.read_stream(Hearing::TYPE, &event.aggregate_id, 0).await.map_err(|e| e.to_string())?;
                 for earlier in earlier.into_iter().take_while(|e| e.sequence < event.sequence) {
                     let decoded: HearingEvent = earlier.decode().map_err(|e| e.to_string())?;
                     hearing.apply(decoded);
@@ -65,7 +64,9 @@ impl HearingIntegration {
 }
 
 pub fn hearing_state(id: &str, hearing: &Hearing) -> pb::HearingState {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+    };
     pb::HearingState {
         hearing_id: id.to_string(),
         status: status_to_pb(hearing.status) as i32,
@@ -108,33 +109,57 @@ fn encode(event: &HearingEvent, state: pb::HearingState) -> (&'static str, &'sta
             ("updated", "HearingUpdated", pb::HearingUpdated { hearing, changed }.encode_to_vec())
         }
         E::HearingDraftReady => ("draft_ready", "HearingDraftReady", pb::HearingDraftReady { hearing }.encode_to_vec()),
-        E::HearingDraftIncomplete => ("draft_incomplete", "HearingDraftIncomplete", pb::HearingDraftIncomplete { hearing }.encode_to_vec()),
-        E::HearingPublished { .. } => ("published", "HearingPublished", pb::HearingPublished { hearing }.encode_to_vec()),
+        E::HearingDraftIncomplete => {
+            ("draft_incomplete", "HearingDraftIncomplete", pb::HearingDraftIncomplete { hearing }.encode_to_vec())
+        }
+        E::HearingPublished { .. } => {
+            ("published", "HearingPublished", pb::HearingPublished { hearing }.encode_to_vec())
+        }
         E::HearingStarted { .. } => ("started", "HearingStarted", pb::HearingStarted { hearing }.encode_to_vec()),
         E::HearingClosed { .. } => ("closed", "HearingClosed", pb::HearingClosed { hearing }.encode_to_vec()),
         E::HearingReopened { .. } => ("reopened", "HearingReopened", pb::HearingReopened { hearing }.encode_to_vec()),
-        E::HearingConcluded { conclusion } => {
-            ("concluded", "HearingConcluded", pb::HearingConcluded { hearing, conclusion: conclusion.clone() }.encode_to_vec())
-        }
+        E::HearingConcluded { conclusion } => (
+            "concluded",
+            "HearingConcluded",
+            pb::HearingConcluded { hearing, conclusion: conclusion.clone() }.encode_to_vec(),
+        ),
         E::HearingDeleted { .. } => ("deleted", "HearingDeleted", pb::HearingDeleted { hearing }.encode_to_vec()),
         E::OwnerReassigned { from, .. } => (
             "owner_reassigned",
             "OwnerReassigned",
             pb::OwnerReassigned { hearing, previous_owner_id: from.to_string() }.encode_to_vec(),
         ),
-        E::ReviewerAdded { user } => ("reviewer_added", "ReviewerAdded", pb::ReviewerAdded { hearing, user_id: user.to_string() }.encode_to_vec()),
-        E::ReviewerRemoved { user } => {
-            ("reviewer_removed", "ReviewerRemoved", pb::ReviewerRemoved { hearing, user_id: user.to_string() }.encode_to_vec())
+        E::ReviewerAdded { user } => (
+            "reviewer_added",
+            "ReviewerAdded",
+            pb::ReviewerAdded { hearing, user_id: user.to_string() }.encode_to_vec(),
+        ),
+        E::ReviewerRemoved { user } => (
+            "reviewer_removed",
+            "ReviewerRemoved",
+            pb::ReviewerRemoved { hearing, user_id: user.to_string() }.encode_to_vec(),
+        ),
+        E::InviteeAdded { invitee } => (
+            "invitee_added",
+            "InviteeAdded",
+            pb::InviteeAdded { hearing, invitee: Some(invitee_to_pb(invitee)) }.encode_to_vec(),
+        ),
+        E::InviteeRemoved { reference } => (
+            "invitee_removed",
+            "InviteeRemoved",
+            pb::InviteeRemoved { hearing, reference: reference.clone() }.encode_to_vec(),
+        ),
+        E::FileAttached { file } => (
+            "file_attached",
+            "FileAttached",
+            pb::FileAttached { hearing, file: Some(file_to_pb(file)) }.encode_to_vec(),
+        ),
+        E::FileRemoved { file_id } => {
+            ("file_removed", "FileRemoved", pb::FileRemoved { hearing, file_id: file_id.to_string() }.encode_to_vec())
         }
-        E::InviteeAdded { invitee } => {
-            ("invitee_added", "InviteeAdded", pb::InviteeAdded { hearing, invitee: Some(invitee_to_pb(invitee)) }.encode_to_vec())
+        E::CaseNumberRecorded { .. } => {
+            ("case_number_recorded", "CaseNumberRecorded", pb::CaseNumberRecorded { hearing }.encode_to_vec())
         }
-        E::InviteeRemoved { reference } => {
-            ("invitee_removed", "InviteeRemoved", pb::InviteeRemoved { hearing, reference: reference.clone() }.encode_to_vec())
-        }
-        E::FileAttached { file } => ("file_attached", "FileAttached", pb::FileAttached { hearing, file: Some(file_to_pb(file)) }.encode_to_vec()),
-        E::FileRemoved { file_id } => ("file_removed", "FileRemoved", pb::FileRemoved { hearing, file_id: file_id.to_string() }.encode_to_vec()),
-        E::CaseNumberRecorded { .. } => ("case_number_recorded", "CaseNumberRecorded", pb::CaseNumberRecorded { hearing }.encode_to_vec()),
     }
 }
 
@@ -144,8 +169,9 @@ impl IntegrationMapper for HearingIntegration {
         if event.aggregate_type != Hearing::TYPE {
             return Ok(None);
         }
-        let domain_event: HearingEvent =
-            event.decode::<HearingEvent>().map_err(|e| format!("event {} is not a hearing event: {e}", event.position()))?;
+        let domain_event: HearingEvent = event
+            .decode::<HearingEvent>()
+            .map_err(|e| format!("event {} is not a hearing event: {e}", event.position()))?;
         let (segment, message, data) = {
             let state = self.state_after(event, domain_event.clone()).await?;
             encode(&domain_event, state)

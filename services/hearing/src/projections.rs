@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use agora_eventstore::consumer::{Projection, ProjectionError};
-use agora_eventstore::{on_tx, placeholders, DbTx, RecordedEvent, Store, StoreError};
+use agora_eventstore::{DbTx, RecordedEvent, Store, StoreError, on_tx, placeholders};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 
@@ -61,7 +61,11 @@ pub async fn migrate(store: &Store) -> Result<(), StoreError> {
 }
 
 fn apply_failed(event: &RecordedEvent, reason: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Apply { projection: "hearing-read-model".into(), position: event.position(), reason: reason.to_string() }
+    ProjectionError::Apply {
+        projection: "hearing-read-model".into(),
+        position: event.position(),
+        reason: reason.to_string(),
+    }
 }
 
 /// The hearing list and membership tables.
@@ -86,11 +90,15 @@ impl HearingListProjection {
     async fn save_all(tx: &mut DbTx, touched: &[(&str, &Touched)]) -> Result<(), ProjectionError> {
         let postgres = tx.is_postgres();
         let stale: Vec<&str> = touched.iter().filter(|(_, t)| !t.fresh).map(|(id, _)| *id).collect();
-        let gone: Vec<&str> = touched.iter().filter(|(_, t)| t.hearing.status == HearingStatus::Deleted).map(|(id, _)| *id).collect();
+        let gone: Vec<&str> =
+            touched.iter().filter(|(_, t)| t.hearing.status == HearingStatus::Deleted).map(|(id, _)| *id).collect();
         for (table, ids) in [("hearing_members", &stale), ("hearing_list", &gone)] {
             for chunk in ids.chunks(500) {
                 let column = if table == "hearing_list" { "id" } else { "hearing_id" };
-                let sql = format!("DELETE FROM {table} WHERE {column} IN ({})", placeholders(postgres, 1, chunk.len()).replace(['(', ')'], ""));
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {column} IN ({})",
+                    placeholders(postgres, 1, chunk.len()).replace(['(', ')'], "")
+                );
                 on_tx!(tx, conn => {
                     let mut query = sqlx::query(&sql);
                     for id in chunk {
@@ -100,8 +108,11 @@ impl HearingListProjection {
                 });
             }
         }
-        let live: Vec<&(&str, &Touched)> = touched.iter().filter(|(_, t)| t.hearing.status != HearingStatus::Deleted).collect();
-        let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        let live: Vec<&(&str, &Touched)> =
+            touched.iter().filter(|(_, t)| t.hearing.status != HearingStatus::Deleted).collect();
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        };
         for chunk in live.chunks(400) {
             let sql = format!(
                 "INSERT INTO hearing_list (id, version, status, hearing_type_id, hearing_type_name, internal, closed, title, summary, \
@@ -119,9 +130,15 @@ impl HearingListProjection {
             let mut rows = Vec::with_capacity(chunk.len());
             for (id, t) in chunk {
                 let hearing = &t.hearing;
-                let state = serde_json::to_string(hearing).map_err(|e| ProjectionError::Store(StoreError::Serialize(e)))?;
-                let search_text =
-                    format!("{} {} {}", hearing.title(), hearing.field("summary"), hearing.kle_number.as_deref().unwrap_or("")).to_lowercase();
+                let state =
+                    serde_json::to_string(hearing).map_err(|e| ProjectionError::Store(StoreError::Serialize(e)))?;
+                let search_text = format!(
+                    "{} {} {}",
+                    hearing.title(),
+                    hearing.field("summary"),
+                    hearing.kle_number.as_deref().unwrap_or("")
+                )
+                .to_lowercase();
                 rows.push((*id, t, state, search_text));
             }
             on_tx!(tx, conn => {
@@ -163,7 +180,10 @@ impl HearingListProjection {
             })
             .collect();
         for chunk in members.chunks(2000) {
-            let sql = format!("INSERT INTO hearing_members (hearing_id, role, reference) VALUES {}", placeholders(postgres, chunk.len(), 3));
+            let sql = format!(
+                "INSERT INTO hearing_members (hearing_id, role, reference) VALUES {}",
+                placeholders(postgres, chunk.len(), 3)
+            );
             on_tx!(tx, conn => {
                 let mut query = sqlx::query(&sql);
                 for (id, role, reference) in chunk {

@@ -2,13 +2,13 @@
 //! that a list never carries a hearing its viewer may not see.
 
 use agora_auth::Principal;
-use agora_eventstore::{on_backend, Store, StoreError};
+use agora_eventstore::{Store, StoreError, on_backend};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use crate::domain::HearingStatus;
 use crate::domain::fields::Violation;
 use crate::domain::reference::{KleEntry, ReferenceItem};
-use crate::domain::HearingStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortBy {
@@ -65,10 +65,10 @@ impl ListQuery {
         if self.page_size > MAX_PAGE_SIZE {
             out.push(Violation::new("page_size", format!("højst {MAX_PAGE_SIZE} pr. side")));
         }
-        if let Some(text) = &self.text {
-            if text.chars().count() > 200 {
-                out.push(Violation::new("text", "søgeteksten må højst være 200 tegn"));
-            }
+        if let Some(text) = &self.text
+            && text.chars().count() > 200
+        {
+            out.push(Violation::new("text", "søgeteksten må højst være 200 tegn"));
         }
         out
     }
@@ -305,10 +305,8 @@ pub async fn due_for_transition(store: &Store, now: DateTime<Utc>) -> Result<Vec
 pub async fn membership(store: &Store, hearing_id: &str, viewer: &Principal) -> Result<(bool, bool), StoreError> {
     let refs = viewer_references(viewer);
     let placeholders: Vec<String> = (0..refs.len()).map(|i| format!("${}", i + 2)).collect();
-    let query = format!(
-        "SELECT role FROM hearing_members WHERE hearing_id = $1 AND reference IN ({})",
-        placeholders.join(",")
-    );
+    let query =
+        format!("SELECT role FROM hearing_members WHERE hearing_id = $1 AND reference IN ({})", placeholders.join(","));
     on_backend!(store.backend(), pool => {
         let mut q = sqlx::query(&query).bind(hearing_id);
         for r in &refs {
@@ -321,7 +319,11 @@ pub async fn membership(store: &Store, hearing_id: &str, viewer: &Principal) -> 
 }
 
 /// Reference items of one kind, active ones unless `include_retired`.
-pub async fn reference_items(store: &Store, kind: &str, include_retired: bool) -> Result<Vec<(ReferenceItem, bool)>, StoreError> {
+pub async fn reference_items(
+    store: &Store,
+    kind: &str,
+    include_retired: bool,
+) -> Result<Vec<(ReferenceItem, bool)>, StoreError> {
     on_backend!(store.backend(), pool => {
         let rows = sqlx::query("SELECT data, retired FROM reference_items WHERE kind = $1 ORDER BY name, id")
             .bind(kind)
@@ -331,11 +333,10 @@ pub async fn reference_items(store: &Store, kind: &str, include_retired: bool) -
         for row in &rows {
             let retired: bool = row.try_get("retired")?;
             let data: String = row.try_get("data")?;
-            if let Some(item) = crate::projections::decode_item(&data) {
-                if include_retired || !retired {
+            if let Some(item) = crate::projections::decode_item(&data)
+                && (include_retired || !retired) {
                     out.push((item, retired));
                 }
-            }
         }
         Ok(out)
     })

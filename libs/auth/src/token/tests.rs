@@ -25,9 +25,7 @@ fn issuer(key: &SigningKey) -> TokenIssuer {
 }
 
 fn employee() -> Principal {
-    Principal::new(Uuid::new_v4(), Capacity::Employee)
-        .with_role(Role::HearingCreator)
-        .with_name("Mette Frederiksen")
+    Principal::new(Uuid::new_v4(), Capacity::Employee).with_role(Role::HearingCreator).with_name("Mette Frederiksen")
 }
 
 fn b64(value: &Value) -> String {
@@ -109,10 +107,7 @@ fn token_is_a_standard_compact_jws() {
 
     assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 64);
 
-    let verified = issuer(&k)
-        .verifier()
-        .verify_token_at(&token, now())
-        .unwrap();
+    let verified = issuer(&k).verifier().verify_token_at(&token, now()).unwrap();
     assert_eq!(verified.kid, "k1");
     assert_eq!(verified.token_id.as_deref(), claims["jti"].as_str());
     assert_eq!(verified.issued_at, Some(now()));
@@ -125,10 +120,7 @@ fn each_token_has_its_own_jti() {
     let p = employee();
     let a = issuer(&k).issue_at(&p, now()).unwrap();
     let b = issuer(&k).issue_at(&p, now()).unwrap();
-    assert_ne!(
-        decode_part(a.split('.').nth(1).unwrap())["jti"],
-        decode_part(b.split('.').nth(1).unwrap())["jti"]
-    );
+    assert_ne!(decode_part(a.split('.').nth(1).unwrap())["jti"], decode_part(b.split('.').nth(1).unwrap())["jti"]);
 }
 
 #[test]
@@ -136,10 +128,7 @@ fn refuses_signature_of_another_key() {
     let trusted = key("k1");
     let impostor = key("k1"); // same kid, different key
     let token = issuer(&impostor).issue_at(&employee(), now()).unwrap();
-    let err = issuer(&trusted)
-        .verifier()
-        .verify_at(&token, now())
-        .unwrap_err();
+    let err = issuer(&trusted).verifier().verify_at(&token, now()).unwrap_err();
     assert!(matches!(err, AuthError::BadSignature { .. }), "{err}");
     assert!(err.to_string().contains("signature"));
 }
@@ -153,10 +142,7 @@ fn refuses_tampered_payload() {
     let mut claims = decode_part(parts[1]);
     claims["roles"] = json!(["administrator"]);
     let tampered = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
-    let err = issuer(&k)
-        .verifier()
-        .verify_at(&tampered, now())
-        .unwrap_err();
+    let err = issuer(&k).verifier().verify_at(&tampered, now()).unwrap_err();
     assert!(matches!(err, AuthError::BadSignature { .. }), "{err}");
 }
 
@@ -168,10 +154,7 @@ fn refuses_tampered_signature() {
     let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
     bytes[10] ^= 0x01;
     let tampered = format!("{input}.{}", URL_SAFE_NO_PAD.encode(bytes));
-    let err = issuer(&k)
-        .verifier()
-        .verify_at(&tampered, now())
-        .unwrap_err();
+    let err = issuer(&k).verifier().verify_at(&tampered, now()).unwrap_err();
     assert!(matches!(err, AuthError::BadSignature { .. }), "{err}");
 }
 
@@ -181,15 +164,9 @@ fn refuses_alg_none_and_other_algorithms() {
     let verifier = issuer(&k).verifier();
     let body = b64(&claims(&employee()));
 
-    let none = format!(
-        "{}.{body}.",
-        b64(&json!({"alg": "none", "typ": "JWT", "kid": "k1"}))
-    );
+    let none = format!("{}.{body}.", b64(&json!({"alg": "none", "typ": "JWT", "kid": "k1"})));
     let err = verifier.verify_at(&none, now()).unwrap_err();
-    assert!(
-        matches!(err, AuthError::UnsupportedAlgorithm(ref a) if a == "none"),
-        "{err}"
-    );
+    assert!(matches!(err, AuthError::UnsupportedAlgorithm(ref a) if a == "none"), "{err}");
     assert!(err.to_string().contains("algorithm"));
 
     for alg in ["HS256", "RS256", "ES256", "eddsa", "Ed25519"] {
@@ -197,21 +174,11 @@ fn refuses_alg_none_and_other_algorithms() {
         h["alg"] = json!(alg);
         let token = forge(&k, &h, &claims(&employee()));
         let err = verifier.verify_at(&token, now()).unwrap_err();
-        assert!(
-            matches!(err, AuthError::UnsupportedAlgorithm(_)),
-            "{alg}: {err}"
-        );
+        assert!(matches!(err, AuthError::UnsupportedAlgorithm(_)), "{alg}: {err}");
     }
 
-    let token = forge(
-        &k,
-        &json!({"typ": "JWT", "kid": "k1"}),
-        &claims(&employee()),
-    );
-    assert!(matches!(
-        verifier.verify_at(&token, now()),
-        Err(AuthError::Malformed(_))
-    ));
+    let token = forge(&k, &json!({"typ": "JWT", "kid": "k1"}), &claims(&employee()));
+    assert!(matches!(verifier.verify_at(&token, now()), Err(AuthError::Malformed(_))));
 }
 
 #[test]
@@ -220,17 +187,10 @@ fn refuses_unknown_and_missing_kid() {
     let other = key("k2");
     let token = issuer(&other).issue_at(&employee(), now()).unwrap();
     let err = issuer(&k).verifier().verify_at(&token, now()).unwrap_err();
-    assert!(
-        matches!(err, AuthError::UnknownKeyId(ref kid) if kid == "k2"),
-        "{err}"
-    );
+    assert!(matches!(err, AuthError::UnknownKeyId(ref kid) if kid == "k2"), "{err}");
     assert!(err.to_string().contains("key id"));
 
-    let token = forge(
-        &k,
-        &json!({"alg": "EdDSA", "typ": "JWT"}),
-        &claims(&employee()),
-    );
+    let token = forge(&k, &json!({"alg": "EdDSA", "typ": "JWT"}), &claims(&employee()));
     let err = issuer(&k).verifier().verify_at(&token, now()).unwrap_err();
     assert!(matches!(err, AuthError::MissingKeyId), "{err}");
 }
@@ -238,26 +198,15 @@ fn refuses_unknown_and_missing_kid() {
 #[test]
 fn refuses_wrong_issuer() {
     let k = key("k1");
-    let stranger = TokenIssuer::new(
-        k.clone(),
-        "https://evil.example",
-        AUD,
-        Duration::minutes(15),
-    );
+    let stranger = TokenIssuer::new(k.clone(), "https://evil.example", AUD, Duration::minutes(15));
     let token = stranger.issue_at(&employee(), now()).unwrap();
     let err = issuer(&k).verifier().verify_at(&token, now()).unwrap_err();
-    assert!(
-        matches!(err, AuthError::WrongIssuer { ref found, .. } if found == "https://evil.example"),
-        "{err}"
-    );
+    assert!(matches!(err, AuthError::WrongIssuer { ref found, .. } if found == "https://evil.example"), "{err}");
     assert!(err.to_string().contains("issuer"));
 
     let mut c = claims(&employee());
     c.as_object_mut().unwrap().remove("iss");
-    let err = issuer(&k)
-        .verifier()
-        .verify_at(&forge(&k, &header("k1"), &c), now())
-        .unwrap_err();
+    let err = issuer(&k).verifier().verify_at(&forge(&k, &header("k1"), &c), now()).unwrap_err();
     assert!(matches!(err, AuthError::WrongIssuer { .. }), "{err}");
 }
 
@@ -272,17 +221,9 @@ fn refuses_wrong_audience_and_accepts_audience_arrays() {
 
     let mut c = claims(&employee());
     c["aud"] = json!(["other", AUD]);
-    assert!(
-        issuer(&k)
-            .verifier()
-            .verify_at(&forge(&k, &header("k1"), &c), now())
-            .is_ok()
-    );
+    assert!(issuer(&k).verifier().verify_at(&forge(&k, &header("k1"), &c), now()).is_ok());
     c["aud"] = json!(["other"]);
-    let err = issuer(&k)
-        .verifier()
-        .verify_at(&forge(&k, &header("k1"), &c), now())
-        .unwrap_err();
+    let err = issuer(&k).verifier().verify_at(&forge(&k, &header("k1"), &c), now()).unwrap_err();
     assert!(matches!(err, AuthError::WrongAudience { .. }), "{err}");
 }
 
@@ -292,40 +233,23 @@ fn expiry_with_leeway() {
     let verifier = issuer(&k).verifier();
     let token = issuer(&k).issue_at(&employee(), now()).unwrap();
     let exp = now() + Duration::minutes(15);
-    assert!(
-        verifier
-            .verify_at(&token, exp - Duration::seconds(1))
-            .is_ok()
-    );
-    assert!(
-        verifier
-            .verify_at(&token, exp + Duration::seconds(59))
-            .is_ok()
-    );
-    let err = verifier
-        .verify_at(&token, exp + Duration::seconds(61))
-        .unwrap_err();
+    assert!(verifier.verify_at(&token, exp - Duration::seconds(1)).is_ok());
+    assert!(verifier.verify_at(&token, exp + Duration::seconds(59)).is_ok());
+    let err = verifier.verify_at(&token, exp + Duration::seconds(61)).unwrap_err();
     assert!(matches!(err, AuthError::Expired { .. }), "{err}");
     assert!(err.to_string().contains("expired"));
 
     let strict = issuer(&k).verifier().with_leeway(Duration::zero());
-    assert!(matches!(
-        strict.verify_at(&token, exp),
-        Err(AuthError::Expired { .. })
-    ));
+    assert!(matches!(strict.verify_at(&token, exp), Err(AuthError::Expired { .. })));
 }
 
 #[test]
 fn not_before_with_leeway() {
     let k = key("k1");
     let verifier = issuer(&k).verifier();
-    let soon = issuer(&k)
-        .issue_at(&employee(), now() + Duration::seconds(59))
-        .unwrap();
+    let soon = issuer(&k).issue_at(&employee(), now() + Duration::seconds(59)).unwrap();
     assert!(verifier.verify_at(&soon, now()).is_ok());
-    let later = issuer(&k)
-        .issue_at(&employee(), now() + Duration::seconds(61))
-        .unwrap();
+    let later = issuer(&k).issue_at(&employee(), now() + Duration::seconds(61)).unwrap();
     let err = verifier.verify_at(&later, now()).unwrap_err();
     assert!(matches!(err, AuthError::NotYetValid { .. }), "{err}");
     assert!(err.to_string().contains("not yet valid"));
@@ -334,9 +258,7 @@ fn not_before_with_leeway() {
     let mut c = claims(&employee());
     c.as_object_mut().unwrap().remove("iat");
     c["nbf"] = json!(now().timestamp() + 3600);
-    let err = verifier
-        .verify_at(&forge(&k, &header("k1"), &c), now())
-        .unwrap_err();
+    let err = verifier.verify_at(&forge(&k, &header("k1"), &c), now()).unwrap_err();
     assert!(matches!(err, AuthError::NotYetValid { .. }), "{err}");
 }
 
@@ -359,12 +281,7 @@ fn refuses_garbage() {
         &format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
         &format!("{}.{}.AAAA", parts[0], parts[1]),
         &format!("{}.{}.{}", b64(&json!("a string")), parts[1], parts[2]),
-        &format!(
-            "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode("{not json"),
-            parts[1],
-            parts[2]
-        ),
+        &format!("{}.{}.{}", URL_SAFE_NO_PAD.encode("{not json"), parts[1], parts[2]),
         &long,
     ];
     for token in garbage {
@@ -376,9 +293,7 @@ fn refuses_garbage() {
     // Validly signed, but the payload is not JSON.
     let input = format!("{}.{}", b64(&header("k1")), URL_SAFE_NO_PAD.encode("hello"));
     let signature = URL_SAFE_NO_PAD.encode(k.sign(input.as_bytes()).to_bytes());
-    let err = verifier
-        .verify_at(&format!("{input}.{signature}"), now())
-        .unwrap_err();
+    let err = verifier.verify_at(&format!("{input}.{signature}"), now()).unwrap_err();
     assert!(matches!(err, AuthError::Malformed(_)), "{err}");
 }
 
@@ -388,31 +303,19 @@ fn refuses_crit_and_foreign_types() {
     let verifier = issuer(&k).verifier();
     let mut h = header("k1");
     h["crit"] = json!(["exp"]);
-    let err = verifier
-        .verify_at(&forge(&k, &h, &claims(&employee())), now())
-        .unwrap_err();
+    let err = verifier.verify_at(&forge(&k, &h, &claims(&employee())), now()).unwrap_err();
     assert!(matches!(err, AuthError::Malformed(_)), "{err}");
 
     let mut h = header("k1");
     h["typ"] = json!("JWE");
-    let err = verifier
-        .verify_at(&forge(&k, &h, &claims(&employee())), now())
-        .unwrap_err();
+    let err = verifier.verify_at(&forge(&k, &h, &claims(&employee())), now()).unwrap_err();
     assert!(matches!(err, AuthError::UnsupportedType(_)), "{err}");
 
     h["typ"] = json!("at+jwt");
-    assert!(
-        verifier
-            .verify_at(&forge(&k, &h, &claims(&employee())), now())
-            .is_ok()
-    );
+    assert!(verifier.verify_at(&forge(&k, &h, &claims(&employee())), now()).is_ok());
     let mut h = header("k1");
     h.as_object_mut().unwrap().remove("typ");
-    assert!(
-        verifier
-            .verify_at(&forge(&k, &h, &claims(&employee())), now())
-            .is_ok()
-    );
+    assert!(verifier.verify_at(&forge(&k, &h, &claims(&employee())), now()).is_ok());
 }
 
 #[test]
@@ -442,13 +345,8 @@ fn refuses_bad_claims() {
         } else {
             c[claim] = value.clone();
         }
-        let err = verifier
-            .verify_at(&forge(&k, &header("k1"), &c), now())
-            .unwrap_err();
-        assert!(
-            matches!(err, AuthError::InvalidClaims(_)),
-            "{claim}={value}: {err}"
-        );
+        let err = verifier.verify_at(&forge(&k, &header("k1"), &c), now()).unwrap_err();
+        assert!(matches!(err, AuthError::InvalidClaims(_)), "{claim}={value}: {err}");
     }
 }
 
@@ -463,9 +361,7 @@ fn lenient_where_the_standard_is() {
     c.as_object_mut().unwrap().remove("nbf");
     c.as_object_mut().unwrap().remove("jti");
     c["unknown_claim"] = json!({"x": 1});
-    let got = verifier
-        .verify_at(&forge(&k, &header("k1"), &c), now())
-        .unwrap();
+    let got = verifier.verify_at(&forge(&k, &header("k1"), &c), now()).unwrap();
     assert_eq!(got.roles, vec![Role::HearingCreator]);
     assert_eq!(got.user_id, p.user_id);
 }
@@ -477,26 +373,18 @@ fn key_rotation() {
     let old_token = issuer(&old).issue_at(&employee(), now()).unwrap();
     let new_token = issuer(&new).issue_at(&employee(), now()).unwrap();
 
-    let both = TokenVerifier::new(ISS, AUD)
-        .with_signing_key(&old)
-        .with_signing_key(&new);
+    let both = TokenVerifier::new(ISS, AUD).with_signing_key(&old).with_signing_key(&new);
     assert_eq!(both.kids().collect::<Vec<_>>(), vec!["2025-01", "2025-07"]);
     assert!(both.verify_at(&old_token, now()).is_ok());
     assert!(both.verify_at(&new_token, now()).is_ok());
 
     let retired = both.clone().without_key("2025-01");
     assert!(retired.verify_at(&new_token, now()).is_ok());
-    assert!(matches!(
-        retired.verify_at(&old_token, now()),
-        Err(AuthError::UnknownKeyId(_))
-    ));
+    assert!(matches!(retired.verify_at(&old_token, now()), Err(AuthError::UnknownKeyId(_))));
 
     let only_new = TokenVerifier::new(ISS, AUD).with_key(new.kid(), new.verifying_key());
     assert!(only_new.verify_at(&new_token, now()).is_ok());
-    assert!(matches!(
-        only_new.verify_at(&old_token, now()),
-        Err(AuthError::UnknownKeyId(_))
-    ));
+    assert!(matches!(only_new.verify_at(&old_token, now()), Err(AuthError::UnknownKeyId(_))));
 }
 
 #[test]
@@ -514,14 +402,9 @@ fn jwks_round_trip() {
     }
     let stranger = key("2025-01");
     let token = issuer(&stranger).issue_at(&employee(), now()).unwrap();
-    assert!(matches!(
-        verifier.verify_at(&token, now()),
-        Err(AuthError::BadSignature { .. })
-    ));
+    assert!(matches!(verifier.verify_at(&token, now()), Err(AuthError::BadSignature { .. })));
 
-    let single = TokenVerifier::new(ISS, AUD)
-        .with_jwk(&new.public_jwk())
-        .unwrap();
+    let single = TokenVerifier::new(ISS, AUD).with_jwk(&new.public_jwk()).unwrap();
     assert_eq!(single.kids().collect::<Vec<_>>(), vec!["2025-07"]);
 }
 
@@ -550,64 +433,35 @@ fn jwks_skips_foreign_keys_and_refuses_unusable_sets() {
         assert!(matches!(err, AuthError::InvalidJwks(_)), "{set}: {err}");
     }
     // The same key twice is harmless.
-    assert!(
-        TokenVerifier::from_jwks(ISS, AUD, &json!({"keys": [k.public_jwk(), k.public_jwk()]}))
-            .is_ok()
-    );
+    assert!(TokenVerifier::from_jwks(ISS, AUD, &json!({"keys": [k.public_jwk(), k.public_jwk()]})).is_ok());
 }
 
 #[test]
 fn issuer_refuses_what_must_not_be_signed() {
     let k = key("k1");
     let cvr = Principal::new(Uuid::new_v4(), Capacity::Company).with_company("DK12345678");
-    assert!(matches!(
-        issuer(&k).issue_at(&cvr, now()),
-        Err(AuthError::InvalidClaims(_))
-    ));
+    assert!(matches!(issuer(&k).issue_at(&cvr, now()), Err(AuthError::InvalidClaims(_))));
     let cpr = Principal::new(Uuid::new_v4(), Capacity::Citizen).with_name("0101901234");
-    assert!(matches!(
-        issuer(&k).issue_at(&cpr, now()),
-        Err(AuthError::InvalidClaims(_))
-    ));
+    assert!(matches!(issuer(&k).issue_at(&cpr, now()), Err(AuthError::InvalidClaims(_))));
     let nil = Principal::new(Uuid::nil(), Capacity::Citizen);
-    assert!(matches!(
-        issuer(&k).issue_at(&nil, now()),
-        Err(AuthError::InvalidClaims(_))
-    ));
+    assert!(matches!(issuer(&k).issue_at(&nil, now()), Err(AuthError::InvalidClaims(_))));
 
     let p = employee();
-    for ttl in [
-        Duration::zero(),
-        Duration::seconds(-5),
-        Duration::milliseconds(500),
-    ] {
+    for ttl in [Duration::zero(), Duration::seconds(-5), Duration::milliseconds(500)] {
         let bad = TokenIssuer::new(k.clone(), ISS, AUD, ttl);
-        assert!(matches!(
-            bad.issue_at(&p, now()),
-            Err(AuthError::InvalidConfiguration(_))
-        ));
+        assert!(matches!(bad.issue_at(&p, now()), Err(AuthError::InvalidConfiguration(_))));
     }
     let no_iss = TokenIssuer::new(k.clone(), "", AUD, Duration::minutes(1));
-    assert!(matches!(
-        no_iss.issue_at(&p, now()),
-        Err(AuthError::InvalidConfiguration(_))
-    ));
+    assert!(matches!(no_iss.issue_at(&p, now()), Err(AuthError::InvalidConfiguration(_))));
     let huge = employee().with_name("x".repeat(MAX_TOKEN_LENGTH));
-    assert!(matches!(
-        issuer(&k).issue_at(&huge, now()),
-        Err(AuthError::Encoding(_))
-    ));
+    assert!(matches!(issuer(&k).issue_at(&huge, now()), Err(AuthError::Encoding(_))));
 }
 
 #[test]
 fn duplicate_roles_are_issued_once() {
     let k = key("k1");
     let mut p = employee();
-    p.roles = vec![
-        Role::Administrator,
-        Role::Administrator,
-        Role::HearingCreator,
-    ];
+    p.roles = vec![Role::Administrator, Role::Administrator, Role::HearingCreator];
     let token = issuer(&k).issue_at(&p, now()).unwrap();
     let got = issuer(&k).verifier().verify_at(&token, now()).unwrap();
     assert_eq!(got.roles, vec![Role::Administrator, Role::HearingCreator]);
@@ -636,32 +490,19 @@ fn documented_example_verifies() {
         "kty": "OKP", "crv": "Ed25519", "kid": "2025-07-a", "use": "sig", "alg": "EdDSA",
         "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
     }]});
-    let verifier =
-        TokenVerifier::from_jwks("https://id.agora.example", "agora", &published).unwrap();
-    let at = DateTime::parse_from_rfc3339("2026-01-01T10:05:00Z")
-        .unwrap()
-        .to_utc();
+    let verifier = TokenVerifier::from_jwks("https://id.agora.example", "agora", &published).unwrap();
+    let at = DateTime::parse_from_rfc3339("2026-01-01T10:05:00Z").unwrap().to_utc();
     let principal = verifier.verify_at(TOKEN, at).unwrap();
     assert_eq!(
         principal,
-        Principal::new(
-            Uuid::parse_str("0196f3a2-7c41-7d2e-9b1a-3f5c8e2d4a61").unwrap(),
-            Capacity::Company
-        )
-        .with_company("org-8c2f61d0")
-        .with_name("Karen Jensen")
+        Principal::new(Uuid::parse_str("0196f3a2-7c41-7d2e-9b1a-3f5c8e2d4a61").unwrap(), Capacity::Company)
+            .with_company("org-8c2f61d0")
+            .with_name("Karen Jensen")
     );
-    let later = DateTime::parse_from_rfc3339("2026-01-01T10:17:00Z")
-        .unwrap()
-        .to_utc();
-    assert!(matches!(
-        verifier.verify_at(TOKEN, later),
-        Err(AuthError::Expired { .. })
-    ));
+    let later = DateTime::parse_from_rfc3339("2026-01-01T10:17:00Z").unwrap().to_utc();
+    assert!(matches!(verifier.verify_at(TOKEN, later), Err(AuthError::Expired { .. })));
 
     // The RFC 8037 test key publishes exactly this JWKS.
-    let key =
-        SigningKey::from_seed_base64("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", "2025-07-a")
-            .unwrap();
+    let key = SigningKey::from_seed_base64("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", "2025-07-a").unwrap();
     assert_eq!(jwks(&[&key]), published);
 }

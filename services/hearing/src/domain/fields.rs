@@ -50,7 +50,14 @@ impl FieldRule {
         }
     }
 
-    pub fn files(key: &str, label: &str, kind: FieldKind, max_file_size: u64, max_file_count: u32, allowed: &[&str]) -> Self {
+    pub fn files(
+        key: &str,
+        label: &str,
+        kind: FieldKind,
+        max_file_size: u64,
+        max_file_count: u32,
+        allowed: &[&str],
+    ) -> Self {
         Self {
             key: key.into(),
             label: label.into(),
@@ -92,14 +99,26 @@ impl HearingType {
             FieldRule::text("body", "Høringstekst", false, Some(10), Some(100_000)),
             FieldRule::text("esdh_title", "ESDH-titel", false, Some(3), Some(200)),
             FieldRule::text("conclusion", "Konklusion", true, None, Some(100_000)),
-            FieldRule::files("images", "Billeder", FieldKind::Images, 10 * 1024 * 1024, 10, &["image/png", "image/jpeg", "image/gif", "image/webp"]),
+            FieldRule::files(
+                "images",
+                "Billeder",
+                FieldKind::Images,
+                10 * 1024 * 1024,
+                10,
+                &["image/png", "image/jpeg", "image/gif", "image/webp"],
+            ),
             FieldRule::files(
                 "documents",
                 "Dokumenter",
                 FieldKind::Documents,
                 25 * 1024 * 1024,
                 20,
-                &["application/pdf", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "image/png", "image/jpeg"],
+                &[
+                    "application/pdf",
+                    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                    "image/png",
+                    "image/jpeg",
+                ],
             ),
         ]
     }
@@ -128,18 +147,19 @@ impl std::fmt::Display for Violation {
 /// hearing needs (non-empty, minimum length); while editing a draft, partial text is fine.
 pub fn check_text(rule: &FieldRule, value: &str, complete: bool, out: &mut Vec<Violation>) {
     let length = value.trim().chars().count() as u32;
-    if let Some(max) = rule.max_length {
-        if length > max {
-            out.push(Violation::new(&rule.key, format!("{} må højst være {max} tegn (er {length})", rule.label)));
-        }
+    if let Some(max) = rule.max_length
+        && length > max
+    {
+        out.push(Violation::new(&rule.key, format!("{} må højst være {max} tegn (er {length})", rule.label)));
     }
     if complete {
         if length == 0 && !rule.may_be_empty {
             out.push(Violation::new(&rule.key, format!("{} skal udfyldes", rule.label)));
-        } else if let Some(min) = rule.min_length {
-            if length > 0 && length < min {
-                out.push(Violation::new(&rule.key, format!("{} skal være mindst {min} tegn (er {length})", rule.label)));
-            }
+        } else if let Some(min) = rule.min_length
+            && length > 0
+            && length < min
+        {
+            out.push(Violation::new(&rule.key, format!("{} skal være mindst {min} tegn (er {length})", rule.label)));
         }
     }
 }
@@ -155,18 +175,18 @@ pub fn check_file(rule: &FieldRule, size: u64, content_type: Option<&str>, exist
         out.push(Violation::new(&rule.key, format!("{} er et tekstfelt og kan ikke have filer", rule.label)));
         return;
     }
-    if let Some(max) = rule.max_file_size {
-        if size > max {
-            out.push(Violation::new(&rule.key, format!("filen er {size} bytes; højst {max} bytes er tilladt")));
-        }
+    if let Some(max) = rule.max_file_size
+        && size > max
+    {
+        out.push(Violation::new(&rule.key, format!("filen er {size} bytes; højst {max} bytes er tilladt")));
     }
     if size == 0 {
         out.push(Violation::new(&rule.key, "filen er tom"));
     }
-    if let Some(max) = rule.max_file_count {
-        if existing as u32 >= max {
-            out.push(Violation::new(&rule.key, format!("{} kan højst have {max} filer", rule.label)));
-        }
+    if let Some(max) = rule.max_file_count
+        && existing as u32 >= max
+    {
+        out.push(Violation::new(&rule.key, format!("{} kan højst have {max} filer", rule.label)));
     }
     match content_type {
         Some(found) if rule.allowed_types.is_empty() || rule.allowed_types.iter().any(|t| t == found) => {}
@@ -232,7 +252,10 @@ mod tests {
         assert_eq!(sniff_content_type(pdf), Some("application/pdf"));
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
         assert_eq!(sniff_content_type(png), Some("image/png"));
-        assert_eq!(sniff_content_type(b"MZ\x90\0 an executable pretending to be a pdf"), Some("application/vnd.microsoft.portable-executable"));
+        assert_eq!(
+            sniff_content_type(b"MZ\x90\0 an executable pretending to be a pdf"),
+            Some("application/vnd.microsoft.portable-executable")
+        );
         let rule = FieldRule::files("documents", "Dokumenter", FieldKind::Documents, 100, 2, &["application/pdf"]);
         let mut out = Vec::new();
         check_file(&rule, 50, sniff_content_type(b"MZ\x90\0 exe"), 0, &mut out);

@@ -96,7 +96,12 @@ pub fn parse_csv(text: &str, pseudonymizer: &dyn Pseudonymizer) -> (Vec<Invitee>
         let mut columns = line.splitn(2, separator);
         let identifier = columns.next().unwrap_or_default().trim().trim_matches('"');
         let label = columns.next().unwrap_or_default().trim().trim_matches('"');
-        if row == 1 && matches!(identifier.to_lowercase().as_str(), "identifier" | "id" | "email" | "e-mail" | "modtager" | "identifikation") {
+        if row == 1
+            && matches!(
+                identifier.to_lowercase().as_str(),
+                "identifier" | "id" | "email" | "e-mail" | "modtager" | "identifikation"
+            )
+        {
             continue;
         }
         match parse_invitee(identifier, label, pseudonymizer) {

@@ -13,7 +13,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use fields::{check_file, check_text, FieldKind, HearingType, Violation};
+use fields::{FieldKind, HearingType, Violation, check_file, check_text};
 
 /// Where a hearing is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash, PartialOrd, Ord)]
@@ -139,21 +139,51 @@ impl HearingChanges {
 /// What a caller asks of a hearing. Who may ask is decided before (see `app`).
 #[derive(Debug, Clone)]
 pub enum HearingCommand {
-    Create { hearing_type: HearingType, owner: Uuid },
-    Update { changes: HearingChanges, now: DateTime<Utc> },
-    Publish { now: DateTime<Utc> },
+    Create {
+        hearing_type: HearingType,
+        owner: Uuid,
+    },
+    Update {
+        changes: HearingChanges,
+        now: DateTime<Utc>,
+    },
+    Publish {
+        now: DateTime<Utc>,
+    },
     /// The timed transitions: start date reached, deadline passed.
-    AdvanceClock { now: DateTime<Utc> },
-    Conclude { conclusion: Option<String> },
-    Delete { by_administrator: bool },
-    ReassignOwner { owner: Uuid },
-    AddReviewer { user: Uuid },
-    RemoveReviewer { user: Uuid },
-    AddInvitees { invitees: Vec<Invitee> },
-    RemoveInvitee { reference: String },
-    AttachFile { file: StoredFile },
-    RemoveFile { file_id: Uuid },
-    RecordCaseNumber { case_number: String },
+    AdvanceClock {
+        now: DateTime<Utc>,
+    },
+    Conclude {
+        conclusion: Option<String>,
+    },
+    Delete {
+        by_administrator: bool,
+    },
+    ReassignOwner {
+        owner: Uuid,
+    },
+    AddReviewer {
+        user: Uuid,
+    },
+    RemoveReviewer {
+        user: Uuid,
+    },
+    AddInvitees {
+        invitees: Vec<Invitee>,
+    },
+    RemoveInvitee {
+        reference: String,
+    },
+    AttachFile {
+        file: StoredFile,
+    },
+    RemoveFile {
+        file_id: Uuid,
+    },
+    RecordCaseNumber {
+        case_number: String,
+    },
 }
 
 impl HearingCommand {
@@ -181,27 +211,63 @@ impl HearingCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum HearingEvent {
-    HearingCreated { hearing_type: HearingType, owner: Uuid, fields: BTreeMap<String, String> },
-    HearingUpdated { changes: HearingChanges },
+    HearingCreated {
+        hearing_type: HearingType,
+        owner: Uuid,
+        fields: BTreeMap<String, String>,
+    },
+    HearingUpdated {
+        changes: HearingChanges,
+    },
     /// Metadata complete: Created → Draft (the records case opens now).
     HearingDraftReady,
     /// Metadata no longer complete while still unpublished: Draft → Created.
     HearingDraftIncomplete,
-    HearingPublished { opens_at: DateTime<Utc>, closes_at: DateTime<Utc> },
-    HearingStarted { at: DateTime<Utc> },
-    HearingClosed { at: DateTime<Utc> },
+    HearingPublished {
+        opens_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    },
+    HearingStarted {
+        at: DateTime<Utc>,
+    },
+    HearingClosed {
+        at: DateTime<Utc>,
+    },
     /// The deadline moved later after it had passed: AwaitingConclusion → Active.
-    HearingReopened { closes_at: DateTime<Utc> },
-    HearingConcluded { conclusion: String },
-    HearingDeleted { by_administrator: bool },
-    OwnerReassigned { from: Uuid, to: Uuid },
-    ReviewerAdded { user: Uuid },
-    ReviewerRemoved { user: Uuid },
-    InviteeAdded { invitee: Invitee },
-    InviteeRemoved { reference: String },
-    FileAttached { file: StoredFile },
-    FileRemoved { file_id: Uuid },
-    CaseNumberRecorded { case_number: String },
+    HearingReopened {
+        closes_at: DateTime<Utc>,
+    },
+    HearingConcluded {
+        conclusion: String,
+    },
+    HearingDeleted {
+        by_administrator: bool,
+    },
+    OwnerReassigned {
+        from: Uuid,
+        to: Uuid,
+    },
+    ReviewerAdded {
+        user: Uuid,
+    },
+    ReviewerRemoved {
+        user: Uuid,
+    },
+    InviteeAdded {
+        invitee: Invitee,
+    },
+    InviteeRemoved {
+        reference: String,
+    },
+    FileAttached {
+        file: StoredFile,
+    },
+    FileRemoved {
+        file_id: Uuid,
+    },
+    CaseNumberRecorded {
+        case_number: String,
+    },
 }
 
 impl DomainEvent for HearingEvent {
@@ -322,7 +388,10 @@ impl Hearing {
         for rule in &self.hearing_type.fields {
             if rule.kind == FieldKind::Text && rule.key != "conclusion" {
                 check_text(rule, self.field(&rule.key), true, &mut out);
-            } else if rule.kind != FieldKind::Text && !rule.may_be_empty && !self.files.iter().any(|f| f.field == rule.key) {
+            } else if rule.kind != FieldKind::Text
+                && !rule.may_be_empty
+                && !self.files.iter().any(|f| f.field == rule.key)
+            {
                 out.push(Violation::new(&rule.key, format!("{} skal have mindst én fil", rule.label)));
             }
         }
@@ -343,31 +412,34 @@ impl Hearing {
                 None => violations.push(Violation::new(key, "høringstypen har ikke dette felt")),
             }
         }
-        if let Some(contact) = &changes.contact {
-            if !contact.email.is_empty() && !looks_like_email(&contact.email) {
-                violations.push(Violation::new("contact.email", format!("'{}' er ikke en e-mailadresse", contact.email)));
-            }
+        if let Some(contact) = &changes.contact
+            && !contact.email.is_empty()
+            && !looks_like_email(&contact.email)
+        {
+            violations.push(Violation::new("contact.email", format!("'{}' er ikke en e-mailadresse", contact.email)));
         }
         let start = changes.start_date.or(self.start_date);
         let deadline = changes.deadline.or(self.deadline);
-        if let (Some(start), Some(deadline)) = (start, deadline) {
-            if deadline <= start {
-                violations.push(Violation::new("deadline", "høringsfristen skal ligge efter startdatoen"));
-            }
+        if let (Some(start), Some(deadline)) = (start, deadline)
+            && deadline <= start
+        {
+            violations.push(Violation::new("deadline", "høringsfristen skal ligge efter startdatoen"));
         }
         // What may change depends on how far the hearing has come.
         let published = self.status.is_published();
         if published {
             if changes.closed.is_some() {
-                violations.push(Violation::new("closed", "om høringen er lukket kan ikke ændres efter offentliggørelse"));
+                violations
+                    .push(Violation::new("closed", "om høringen er lukket kan ikke ændres efter offentliggørelse"));
             }
             if changes.start_date.is_some_and(|d| Some(d) != self.start_date) && self.status != AwaitingStartDate {
                 violations.push(Violation::new("start_date", "startdatoen kan ikke ændres efter høringens start"));
             }
-            if let Some(deadline) = changes.deadline {
-                if clock::closes_at(deadline) <= now && Some(deadline) != self.deadline {
-                    violations.push(Violation::new("deadline", "en ny høringsfrist skal ligge i fremtiden"));
-                }
+            if let Some(deadline) = changes.deadline
+                && clock::closes_at(deadline) <= now
+                && Some(deadline) != self.deadline
+            {
+                violations.push(Violation::new("deadline", "en ny høringsfrist skal ligge i fremtiden"));
             }
         }
         if self.status == AwaitingConclusion {
@@ -378,7 +450,8 @@ impl Hearing {
                 && changes.contact.is_none()
                 && changes.start_date.is_none();
             if !only_deadline_or_conclusion {
-                violations.push(Violation::new("status", "efter fristen kan kun høringsfristen og konklusionen ændres"));
+                violations
+                    .push(Violation::new("status", "efter fristen kan kun høringsfristen og konklusionen ændres"));
             }
         }
         if violations.is_empty() { Ok(()) } else { Err(HearingError::Invalid(violations)) }
@@ -524,7 +597,11 @@ impl Hearing {
             }
             C::RemoveInvitee { reference } => {
                 self.refuse_when_concluded("remove an invitee from")?;
-                Ok(if self.invitees.contains_key(&reference) { vec![E::InviteeRemoved { reference }] } else { Vec::new() })
+                Ok(if self.invitees.contains_key(&reference) {
+                    vec![E::InviteeRemoved { reference }]
+                } else {
+                    Vec::new()
+                })
             }
             C::AttachFile { file } => {
                 if matches!(self.status, AwaitingConclusion | Concluded) {
@@ -548,13 +625,18 @@ impl Hearing {
                     return Err(self.refuse("remove files from"));
                 }
                 if !self.files.iter().any(|f| f.id == file_id) {
-                    return Err(HearingError::Invalid(vec![Violation::new("file_id", format!("ingen fil med id {file_id}"))]));
+                    return Err(HearingError::Invalid(vec![Violation::new(
+                        "file_id",
+                        format!("ingen fil med id {file_id}"),
+                    )]));
                 }
                 Ok(vec![E::FileRemoved { file_id }])
             }
-            C::RecordCaseNumber { case_number } => {
-                Ok(if self.case_number.as_ref() == Some(&case_number) { Vec::new() } else { vec![E::CaseNumberRecorded { case_number }] })
-            }
+            C::RecordCaseNumber { case_number } => Ok(if self.case_number.as_ref() == Some(&case_number) {
+                Vec::new()
+            } else {
+                vec![E::CaseNumberRecorded { case_number }]
+            }),
         }
     }
 
@@ -593,7 +675,11 @@ impl Hearing {
 
 fn looks_like_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else { return false };
-    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !s.contains(char::is_whitespace)
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.contains(char::is_whitespace)
 }
 
 impl Aggregate for Hearing {
@@ -603,7 +689,12 @@ impl Aggregate for Hearing {
     type Error = HearingError;
     type Services = ();
 
-    async fn handle(&mut self, command: Self::Command, _services: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
         let events = self.decide(command)?;
         self.emit(sink, events).await;
         Ok(())

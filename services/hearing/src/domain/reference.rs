@@ -22,12 +22,27 @@ pub struct KleEntry {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReferenceItem {
     HearingType(HearingType),
-    SubjectArea { id: String, name: String },
-    CityArea { id: String, name: String },
+    SubjectArea {
+        id: String,
+        name: String,
+    },
+    CityArea {
+        id: String,
+        name: String,
+    },
     /// A ready-made text a caseworker can insert into a field.
-    Snippet { id: String, field: String, title: String, text: String },
+    Snippet {
+        id: String,
+        field: String,
+        title: String,
+        text: String,
+    },
     /// A standing list of invitees (e.g. the local councils), invited together as `group:<id>`.
-    InvitationGroup { id: String, name: String, members: Vec<super::Invitee> },
+    InvitationGroup {
+        id: String,
+        name: String,
+        members: Vec<super::Invitee>,
+    },
 }
 
 impl ReferenceItem {
@@ -44,7 +59,10 @@ impl ReferenceItem {
     pub fn id(&self) -> &str {
         match self {
             Self::HearingType(t) => &t.id,
-            Self::SubjectArea { id, .. } | Self::CityArea { id, .. } | Self::Snippet { id, .. } | Self::InvitationGroup { id, .. } => id,
+            Self::SubjectArea { id, .. }
+            | Self::CityArea { id, .. }
+            | Self::Snippet { id, .. }
+            | Self::InvitationGroup { id, .. } => id,
         }
     }
 
@@ -170,8 +188,14 @@ impl Reference {
                 let mut violations = Vec::new();
                 for entry in &entries {
                     let parts: Vec<&str> = entry.number.split('.').collect();
-                    if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_digit())) {
-                        violations.push(Violation::new("kle", format!("'{}' er ikke et KLE-nummer (fx 02.34.02)", entry.number)));
+                    if parts.is_empty()
+                        || parts.len() > 3
+                        || parts.iter().any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_digit()))
+                    {
+                        violations.push(Violation::new(
+                            "kle",
+                            format!("'{}' er ikke et KLE-nummer (fx 02.34.02)", entry.number),
+                        ));
                     }
                 }
                 if entries.is_empty() {
@@ -196,7 +220,12 @@ impl Aggregate for Reference {
     type Error = ReferenceError;
     type Services = ();
 
-    async fn handle(&mut self, command: Self::Command, _services: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
@@ -242,7 +271,8 @@ pub fn parse_kle_hierarchy(json: &str) -> Result<Vec<KleEntry>, String> {
         #[serde(rename = "Groups", default)]
         groups: Vec<Group>,
     }
-    let main_groups: Vec<MainGroup> = serde_json::from_str(json).map_err(|e| format!("KLE-filen kan ikke læses: {e}"))?;
+    let main_groups: Vec<MainGroup> =
+        serde_json::from_str(json).map_err(|e| format!("KLE-filen kan ikke læses: {e}"))?;
     let entry = |number: String, title: String| {
         let retired = title.trim_end().ends_with("[udgår]");
         KleEntry { number, title: title.trim().to_string(), retired }
@@ -280,7 +310,9 @@ mod tests {
     #[test]
     fn a_malformed_kle_number_is_named() {
         let bad = vec![KleEntry { number: "2.34".into(), title: "x".into(), retired: false }];
-        let Err(ReferenceError::Invalid(v)) = Reference::default().decide(ReferenceCommand::LoadKle(bad)) else { panic!("invalid") };
+        let Err(ReferenceError::Invalid(v)) = Reference::default().decide(ReferenceCommand::LoadKle(bad)) else {
+            panic!("invalid")
+        };
         assert!(v[0].message.contains("'2.34'"));
     }
 
@@ -293,7 +325,9 @@ mod tests {
             fields: vec![],
             template: [("body".to_string(), "t".to_string())].into(),
         };
-        let Err(ReferenceError::Invalid(v)) = Reference::default().decide(ReferenceCommand::Define(ReferenceItem::HearingType(t))) else {
+        let Err(ReferenceError::Invalid(v)) =
+            Reference::default().decide(ReferenceCommand::Define(ReferenceItem::HearingType(t)))
+        else {
             panic!("invalid")
         };
         assert_eq!(v.len(), 2, "{v:?}");

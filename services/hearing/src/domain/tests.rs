@@ -44,7 +44,11 @@ fn complete_changes() -> HearingChanges {
         .collect(),
         subject_area_id: Some("plan".into()),
         kle_number: Some("01.02.05".into()),
-        contact: Some(ContactPerson { name: "Karen Sagsbehandler".into(), email: "karen@ballerup.dk".into(), phone: String::new() }),
+        contact: Some(ContactPerson {
+            name: "Karen Sagsbehandler".into(),
+            email: "karen@ballerup.dk".into(),
+            phone: String::new(),
+        }),
         start_date: Some(date("2026-12-01")),
         deadline: Some(date("2026-12-20")),
         ..Default::default()
@@ -54,7 +58,8 @@ fn complete_changes() -> HearingChanges {
 fn draft() -> Hearing {
     let mut hearing = Hearing::default();
     run(&mut hearing, HearingCommand::Create { hearing_type: hearing_type(), owner: Uuid::nil() }).expect("create");
-    run(&mut hearing, HearingCommand::Update { changes: complete_changes(), now: at("2026-11-22T10:00:00Z") }).expect("update");
+    run(&mut hearing, HearingCommand::Update { changes: complete_changes(), now: at("2026-11-22T10:00:00Z") })
+        .expect("update");
     hearing
 }
 
@@ -90,7 +95,9 @@ fn complete_metadata_makes_a_draft_and_removing_it_goes_back() {
 fn publishing_an_incomplete_hearing_lists_every_missing_thing() {
     let mut hearing = Hearing::default();
     run(&mut hearing, HearingCommand::Create { hearing_type: hearing_type(), owner: Uuid::nil() }).expect("create");
-    let Err(HearingError::Invalid(violations)) = hearing.decide(HearingCommand::Publish { now: at("2026-11-22T10:00:00Z") }) else {
+    let Err(HearingError::Invalid(violations)) =
+        hearing.decide(HearingCommand::Publish { now: at("2026-11-22T10:00:00Z") })
+    else {
         panic!("publish of an incomplete hearing must be refused as invalid");
     };
     let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
@@ -106,7 +113,9 @@ fn invalid_field_values_are_all_listed_and_nothing_changes() {
         contact: Some(ContactPerson { name: "A".into(), email: "not an email".into(), phone: String::new() }),
         ..Default::default()
     };
-    let Err(HearingError::Invalid(violations)) = hearing.decide(HearingCommand::Update { changes, now: at("2026-11-22T10:00:00Z") }) else {
+    let Err(HearingError::Invalid(violations)) =
+        hearing.decide(HearingCommand::Update { changes, now: at("2026-11-22T10:00:00Z") })
+    else {
         panic!("must be invalid");
     };
     let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
@@ -120,14 +129,20 @@ fn the_whole_lifecycle_follows_the_clock() {
     assert_eq!(hearing.status, HearingStatus::AwaitingStartDate);
 
     // One second before Copenhagen midnight on the start date: nothing yet.
-    assert!(run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-11-30T22:59:59Z") }).expect("tick").is_empty());
+    assert!(
+        run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-11-30T22:59:59Z") }).expect("tick").is_empty()
+    );
     run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-11-30T23:00:00Z") }).expect("tick");
     assert_eq!(hearing.status, HearingStatus::Active);
     // The same tick again (another replica, a restart) changes nothing.
-    assert!(run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-11-30T23:00:00Z") }).expect("tick").is_empty());
+    assert!(
+        run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-11-30T23:00:00Z") }).expect("tick").is_empty()
+    );
 
     // The deadline day is included; it closes when 21 December begins in Copenhagen.
-    assert!(run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-12-20T22:59:59Z") }).expect("tick").is_empty());
+    assert!(
+        run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-12-20T22:59:59Z") }).expect("tick").is_empty()
+    );
     run(&mut hearing, HearingCommand::AdvanceClock { now: at("2026-12-20T23:00:00Z") }).expect("tick");
     assert_eq!(hearing.status, HearingStatus::AwaitingConclusion);
 
@@ -135,7 +150,8 @@ fn the_whole_lifecycle_follows_the_clock() {
         hearing.decide(HearingCommand::Conclude { conclusion: Some("  ".into()) }),
         Err(HearingError::Invalid(vec![fields::Violation::new("conclusion", "konklusionen skal udfyldes")]))
     );
-    run(&mut hearing, HearingCommand::Conclude { conclusion: Some("Planen vedtages med ændringer.".into()) }).expect("conclude");
+    run(&mut hearing, HearingCommand::Conclude { conclusion: Some("Planen vedtages med ændringer.".into()) })
+        .expect("conclude");
     assert_eq!(hearing.status, HearingStatus::Concluded);
     assert_eq!(hearing.field("conclusion"), "Planen vedtages med ændringer.");
 
@@ -168,7 +184,8 @@ fn moving_the_deadline_later_reopens_the_hearing() {
         Err(HearingError::Invalid(_))
     ));
     let later = HearingChanges { deadline: Some(date("2027-01-10")), ..Default::default() };
-    let events = run(&mut hearing, HearingCommand::Update { changes: later, now: at("2026-12-21T08:00:00Z") }).expect("move");
+    let events =
+        run(&mut hearing, HearingCommand::Update { changes: later, now: at("2026-12-21T08:00:00Z") }).expect("move");
     assert!(matches!(events.last(), Some(HearingEvent::HearingReopened { .. })));
     assert_eq!(hearing.status, HearingStatus::Active);
 }
@@ -187,7 +204,9 @@ fn the_deadline_cannot_be_moved_into_the_past_once_published() {
 #[test]
 fn a_hearing_whose_deadline_passed_cannot_be_published() {
     let hearing = draft();
-    let Err(HearingError::Invalid(violations)) = hearing.decide(HearingCommand::Publish { now: at("2027-01-01T00:00:00Z") }) else {
+    let Err(HearingError::Invalid(violations)) =
+        hearing.decide(HearingCommand::Publish { now: at("2027-01-01T00:00:00Z") })
+    else {
         panic!("must refuse");
     };
     assert!(violations.iter().any(|v| v.field == "deadline"));
@@ -202,7 +221,10 @@ fn owners_delete_only_unpublished_hearings_administrators_always() {
         Err(HearingError::NotAllowedInState { action: "delete", state: HearingStatus::AwaitingStartDate })
     );
     run(&mut hearing, HearingCommand::Delete { by_administrator: true }).expect("admin deletes");
-    assert_eq!(hearing.decide(HearingCommand::Publish { now: at("2026-11-22T10:00:00Z") }), Err(HearingError::NotFound));
+    assert_eq!(
+        hearing.decide(HearingCommand::Publish { now: at("2026-11-22T10:00:00Z") }),
+        Err(HearingError::NotFound)
+    );
 
     let mut unpublished = draft();
     run(&mut unpublished, HearingCommand::Delete { by_administrator: false }).expect("owner deletes a draft");
@@ -231,7 +253,9 @@ fn roles_and_invitees() {
     let invitee = |r: &str| Invitee { reference: r.into(), kind: InviteeKind::Email, label: r.into() };
     let events = run(
         &mut hearing,
-        HearingCommand::AddInvitees { invitees: vec![invitee("email:a@x.dk"), invitee("email:a@x.dk"), invitee("email:b@x.dk")] },
+        HearingCommand::AddInvitees {
+            invitees: vec![invitee("email:a@x.dk"), invitee("email:a@x.dk"), invitee("email:b@x.dk")],
+        },
     )
     .expect("invite");
     assert_eq!(events.len(), 2, "duplicates are added once");
@@ -250,7 +274,8 @@ fn files_are_checked_against_their_field() {
         size,
         sha256: String::new(),
     };
-    run(&mut hearing, HearingCommand::AttachFile { file: file("documents", "application/pdf", 1000) }).expect("pdf is fine");
+    run(&mut hearing, HearingCommand::AttachFile { file: file("documents", "application/pdf", 1000) })
+        .expect("pdf is fine");
     assert!(matches!(
         hearing.decide(HearingCommand::AttachFile { file: file("documents", "application/x-msdownload", 1000) }),
         Err(HearingError::Invalid(_))
@@ -270,8 +295,11 @@ fn a_custom_type_rule_applies() {
     custom.fields.push(FieldRule::text("extra", "Ekstra", false, Some(5), Some(10)));
     let mut hearing = Hearing::default();
     run(&mut hearing, HearingCommand::Create { hearing_type: custom, owner: Uuid::nil() }).expect("create");
-    run(&mut hearing, HearingCommand::Update { changes: complete_changes(), now: at("2026-11-22T10:00:00Z") }).expect("update");
-    let Err(HearingError::Invalid(violations)) = hearing.decide(HearingCommand::Publish { now: at("2026-11-22T10:00:00Z") }) else {
+    run(&mut hearing, HearingCommand::Update { changes: complete_changes(), now: at("2026-11-22T10:00:00Z") })
+        .expect("update");
+    let Err(HearingError::Invalid(violations)) =
+        hearing.decide(HearingCommand::Publish { now: at("2026-11-22T10:00:00Z") })
+    else {
         panic!("the extra field is required");
     };
     assert_eq!(violations[0].field, "extra");
@@ -280,6 +308,8 @@ fn a_custom_type_rule_applies() {
 #[test]
 fn unchanged_values_record_nothing() {
     let mut hearing = draft();
-    let events = run(&mut hearing, HearingCommand::Update { changes: complete_changes(), now: at("2026-11-22T10:00:00Z") }).expect("same again");
+    let events =
+        run(&mut hearing, HearingCommand::Update { changes: complete_changes(), now: at("2026-11-22T10:00:00Z") })
+            .expect("same again");
     assert!(events.is_empty());
 }
