@@ -345,10 +345,16 @@ impl HearingApp {
         {
             violations.push(Violation::new("kle_number", format!("'{kle}' er ikke et KLE-nummer")));
         }
+        let now = self.now();
         if !violations.is_empty() {
+            // Report the field rules' verdict too, so the caller sees every problem at once.
+            let hearing = self.load(id).await?;
+            Self::may_manage(principal, &hearing, "change it")?;
+            if let Err(HearingError::Invalid(more)) = hearing.decide(HearingCommand::Update { changes, now }) {
+                violations.extend(more);
+            }
             return Err(AppError::Invalid(violations));
         }
-        let now = self.now();
         self.execute(
             id,
             actor(principal),

@@ -32,12 +32,7 @@ pub fn status_of(error: AppError) -> Status {
             let mut status = Status::invalid_argument(message);
             let json = serde_json::to_string(&violations).unwrap_or_default();
             // Header values must be visible ASCII; escape everything else.
-            let ascii: String = json
-                .chars()
-                .flat_map(
-                    |c| if c.is_ascii() && !c.is_ascii_control() { vec![c] } else { c.escape_unicode().collect() },
-                )
-                .collect();
+            let ascii = json_ascii(&json);
             if let Ok(value) = ascii.parse() {
                 status.metadata_mut().insert(VIOLATIONS_METADATA, value);
             }
@@ -48,6 +43,23 @@ pub fn status_of(error: AppError) -> Status {
             Status::internal("internal error; it has been logged")
         }
     }
+}
+
+/// JSON with every non-ASCII character as a `\uXXXX` escape (UTF-16, as JSON has it), so
+/// that it fits in a header value and still parses as the same JSON.
+fn json_ascii(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Status {
@@ -639,4 +651,36 @@ pub fn services(
             .max_encoding_message_size(MAX_MESSAGE),
         agora_proto::hearing::v1::reference_data_service_server::ReferenceDataServiceServer::new(grpc),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_grpc_codes() {
+        let cases = [
+            (AppError::Conflict, tonic::Code::Aborted),
+            (AppError::PermissionDenied("x".into()), tonic::Code::PermissionDenied),
+            (AppError::Unauthenticated("x".into()), tonic::Code::Unauthenticated),
+            (AppError::NotFound("hearing".into()), tonic::Code::NotFound),
+            (AppError::FailedPrecondition("cannot publish a hearing in state Active".into()), tonic::Code::FailedPrecondition),
+            (AppError::Invalid(vec![Violation::new("title", "x")]), tonic::Code::InvalidArgument),
+            (AppError::Internal("secret detail".into()), tonic::Code::Internal),
+        ];
+        for (error, code) in cases {
+            let status = status_of(error);
+            assert_eq!(status.code(), code);
+            assert!(!status.message().contains("secret detail"), "internal details stay in the log");
+        }
+    }
+
+    #[test]
+    fn violations_survive_the_header_with_danish_letters() {
+        let violations = vec![Violation::new("title", "Titel må højst være 5 tegn"), Violation::new("x", "emoji 😀")];
+        let status = status_of(AppError::Invalid(violations.clone()));
+        let header = status.metadata().get(VIOLATIONS_METADATA).and_then(|v| v.to_str().ok()).expect("ascii header");
+        let back: Vec<Violation> = serde_json::from_str(header).expect("valid JSON");
+        assert_eq!(back, violations);
+    }
 }
