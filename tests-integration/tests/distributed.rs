@@ -41,10 +41,31 @@ async fn two_replicas_make_one_timed_transition() {
         let events = h.store.read_stream("hearing", id, 0).await.expect("stream");
         assert_eq!(events.iter().filter(|e| e.event_type == "HearingStarted").count(), 1, "hearing {id}");
     }
-    // A restart (a new tick at a later time) neither repeats nor misses anything.
+    // Both replicas go down through the deadline; a fresh one started afterwards makes the
+    // missed transitions once, and a second tick repeats none of them.
+    drop(replica);
     h.settle().await;
-    h.set_now("2026-12-02T06:00:00Z");
-    assert_eq!(agora_hearing::scheduler::tick(&replica).await.expect("tick"), 0);
+    h.set_now("2026-12-21T06:00:00Z");
+    let restarted = agora_hearing::app::HearingApp::new(
+        database.another_store(4).await,
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files")),
+        b"test-pseudonym-key",
+        {
+            let now = h.now.clone();
+            Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now()))
+        },
+    );
+    assert_eq!(
+        agora_hearing::scheduler::tick(&restarted).await.expect("tick"),
+        5,
+        "the missed deadlines are caught up"
+    );
+    h.settle().await;
+    assert_eq!(agora_hearing::scheduler::tick(&restarted).await.expect("tick"), 0, "and not repeated");
+    for id in &ids {
+        let events = h.store.read_stream("hearing", id, 0).await.expect("stream");
+        assert_eq!(events.iter().filter(|e| e.event_type == "HearingClosed").count(), 1, "hearing {id}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,6 +10,15 @@ fn code_and_message(result: Result<impl Sized, tonic::Status>) -> (Code, String)
     }
 }
 
+fn reassign(
+    h: &Harness,
+    id: &str,
+    who: &agora_auth::Principal,
+    to: &agora_auth::Principal,
+) -> tonic::Request<pb::ReassignOwnerRequest> {
+    h.as_user(Some(who), pb::ReassignOwnerRequest { hearing_id: id.to_string(), owner_id: to.user_id.to_string() })
+}
+
 async fn lifecycle(mut h: Harness) {
     let people = People::new();
     h.define_reference_data(&people.admin).await;
@@ -38,6 +47,19 @@ async fn lifecycle(mut h: Harness) {
     // Published, the colleague sees it but may not change it.
     let request = h.as_user(Some(&people.lars), complete_update(&id, "Kapret titel", "2026-12-01", "2026-12-20"));
     assert_eq!(code_and_message(h.hearings.update_hearing(request).await).0, Code::PermissionDenied);
+    // Only an administrator hands a hearing to another owner; then the new owner manages it.
+    let request = reassign(&h, &id, &people.karen, &people.lars);
+    assert_eq!(code_and_message(h.hearings.reassign_owner(request).await).0, Code::PermissionDenied);
+    let request = reassign(&h, &id, &people.admin, &people.lars);
+    h.hearings.reassign_owner(request).await.expect("administrator reassigns");
+    let summary = [("summary".to_string(), "Nyt resumé fra Lars.".to_string())].into();
+    let request = h.as_user(
+        Some(&people.lars),
+        pb::UpdateHearingRequest { hearing_id: id.clone(), fields: summary, ..Default::default() },
+    );
+    h.hearings.update_hearing(request).await.expect("the new owner changes it");
+    let request = reassign(&h, &id, &people.admin, &people.karen);
+    h.hearings.reassign_owner(request).await.expect("and back");
 
     // The clock moves the hearing along: start date, then past the deadline.
     h.settle().await;
@@ -76,6 +98,9 @@ async fn lifecycle(mut h: Harness) {
             "HearingUpdated",
             "HearingDraftReady",
             "HearingPublished",
+            "OwnerReassigned",
+            "HearingUpdated",
+            "OwnerReassigned",
             "HearingStarted",
             "HearingClosed",
             "HearingConcluded"
@@ -84,7 +109,12 @@ async fn lifecycle(mut h: Harness) {
     let karen = format!("user:{}", people.karen.user_id);
     assert_eq!(trail[0].actor, karen);
     assert_eq!(trail[0].command, "CreateHearing");
-    assert_eq!(trail[4].actor, "system:scheduler");
+    assert_eq!(
+        (trail[4].actor.as_str(), trail[4].command.as_str()),
+        (format!("user:{}", people.admin.user_id).as_str(), "ReassignOwner")
+    );
+    assert_eq!(trail[5].actor, format!("user:{}", people.lars.user_id), "the new owner's change is theirs");
+    assert_eq!(trail[7].actor, "system:scheduler");
     assert!(trail.windows(2).all(|w| w[0].sequence + 1 == w[1].sequence && w[0].hash != w[1].hash));
     let request = h.as_user(Some(&people.citizen), pb::HearingRef { hearing_id: id.clone() });
     assert_eq!(code_and_message(h.hearings.get_audit_trail(request).await).0, Code::PermissionDenied);
@@ -121,11 +151,20 @@ async fn bad_input(mut h: Harness) {
     assert_eq!(status.code(), Code::InvalidArgument);
     // Every violation of the request is listed at once: unknown references and field rules.
     let violations: Vec<serde_json::Value> = serde_json::from_str(
-        status.metadata().get("agora-violations").and_then(|v| v.to_str().ok()).expect("violations travel as metadata for forms"),
+        status
+            .metadata()
+            .get("agora-violations")
+            .and_then(|v| v.to_str().ok())
+            .expect("violations travel as metadata for forms"),
     )
     .expect("a JSON list");
     let fields: Vec<&str> = violations.iter().filter_map(|v| v["field"].as_str()).collect();
-    assert_eq!(fields, ["subject_area_id", "kle_number", "esdh_title", "title", "contact.email", "deadline"], "{}", status.message());
+    assert_eq!(
+        fields,
+        ["subject_area_id", "kle_number", "esdh_title", "title", "contact.email", "deadline"],
+        "{}",
+        status.message()
+    );
     for field in fields {
         assert!(status.message().contains(field), "{field} missing in: {}", status.message());
     }
@@ -321,6 +360,24 @@ async fn search(mut h: Harness) {
     let bad = list(pb::ListHearingsRequest { page_size: 1000, ..Default::default() }).await;
     assert_eq!(bad.expect_err("page too large").code(), Code::InvalidArgument);
 
+    // Filters by hearing type, subject area and city area.
+    let by_type =
+        list(pb::ListHearingsRequest { hearing_type_id: "intern".into(), ..Default::default() }).await.expect("type");
+    assert_eq!(by_type.total, 0);
+    let by_area = list(pb::ListHearingsRequest {
+        hearing_type_id: "lokalplan".into(),
+        subject_area_id: "plan".into(),
+        city_area_id: "plan-by".into(),
+        sort_by: "deadline".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("areas");
+    assert_eq!(by_area.total, 3);
+    let other_area =
+        list(pb::ListHearingsRequest { city_area_id: "miljo-by".into(), ..Default::default() }).await.expect("area");
+    assert_eq!(other_area.total, 0);
+
     let request = h.as_user(None, pb::SearchKleRequest { prefix: "01.02".into(), text: "lokalplan".into(), limit: 10 });
     let kle = h.reference.search_kle(request).await.expect("kle").into_inner();
     assert!(kle.entries.iter().any(|e| e.number == "01.02.05"), "{:?}", kle.entries);
@@ -390,6 +447,17 @@ async fn reference_rules(mut h: Harness) {
         h.as_user(Some(&people.karen), pb::NamedItem { id: "plan".into(), name: "Plan".into(), retired: false });
     assert_eq!(code_and_message(h.reference.define_subject_area(request).await).0, Code::PermissionDenied);
     h.define_reference_data(&people.admin).await;
+    let snippet = pb::Snippet {
+        id: "persondata".into(),
+        field: "body".into(),
+        title: "Om personoplysninger".into(),
+        text: "Dit svar offentliggøres uden navn.".into(),
+        retired: false,
+    };
+    let request = h.as_user(Some(&people.karen), snippet.clone());
+    assert_eq!(code_and_message(h.reference.define_snippet(request).await).0, Code::PermissionDenied);
+    let request = h.as_user(Some(&people.admin), snippet.clone());
+    h.reference.define_snippet(request).await.expect("snippet");
     let request =
         h.as_user(Some(&people.admin), pb::RetireItemRequest { kind: "hearing_type".into(), id: "intern".into() });
     h.reference.retire_item(request).await.expect("retire");
@@ -401,6 +469,9 @@ async fn reference_rules(mut h: Harness) {
         types[0].fields.iter().any(|f| f.key == "title" && f.max_length == Some(200)),
         "standard fields with their rules"
     );
+    let request = h.as_user(Some(&people.karen), pb::ListReferenceRequest { include_retired: false });
+    let snippets = h.reference.list_snippets(request).await.expect("snippets").into_inner().snippets;
+    assert_eq!(snippets, [snippet]);
     let request = h.as_user(Some(&people.karen), pb::CreateHearingRequest { hearing_type_id: "intern".into() });
     let (code, message) = code_and_message(h.hearings.create_hearing(request).await);
     assert_eq!(code, Code::InvalidArgument);

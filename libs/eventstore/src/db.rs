@@ -26,6 +26,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("event {position} is not valid JSON: {source}")]
     Corrupt { position: i64, source: serde_json::Error },
+    #[error("event {position} has a malformed {field}: {reason}")]
+    CorruptField { position: i64, field: &'static str, reason: String },
     #[error("cannot serialise event: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("database URL '{url}' is not usable: {reason}")]
@@ -698,7 +700,11 @@ macro_rules! decode_row {
             let corrupt = |source| StoreError::Corrupt { position, source };
             Ok(RecordedEvent {
                 log: LogPosition { transaction: row.try_get(1)?, position },
-                event_id: Uuid::parse_str(event_id).unwrap_or_default(),
+                event_id: Uuid::parse_str(event_id).map_err(|e| StoreError::CorruptField {
+                    position,
+                    field: "event_id",
+                    reason: e.to_string(),
+                })?,
                 aggregate_type: row.try_get(3)?,
                 aggregate_id: row.try_get(4)?,
                 sequence: row.try_get(5)?,
@@ -708,7 +714,7 @@ macro_rules! decode_row {
                 metadata: RawValue::from_string(metadata).map_err(corrupt)?,
                 recorded_at: DateTime::parse_from_rfc3339(recorded_at)
                     .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or_default(),
+                    .map_err(|e| StoreError::CorruptField { position, field: "recorded_at", reason: e.to_string() })?,
                 hash: row.try_get(11)?,
             })
         }

@@ -93,13 +93,17 @@ impl IntegrationEvent {
             time: DateTime::parse_from_rfc3339(&time)
                 .map_err(|_| WireError::Malformed(headers::TIME, time.clone()))?
                 .with_timezone(&Utc),
-            sequence: get(headers::SEQUENCE)?.parse().unwrap_or_default(),
-            position: get(headers::POSITION)?.parse().unwrap_or_default(),
+            sequence: number(headers::SEQUENCE, get(headers::SEQUENCE)?)?,
+            position: number(headers::POSITION, get(headers::POSITION)?)?,
             hash: get(headers::HASH).unwrap_or_default(),
             traceparent: get(headers::TRACEPARENT).ok(),
             data,
         })
     }
+}
+
+fn number(header: &'static str, value: String) -> Result<i64, WireError> {
+    value.parse().map_err(|_| WireError::Malformed(header, value))
 }
 
 #[derive(Debug, thiserror::Error)]

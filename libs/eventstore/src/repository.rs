@@ -70,7 +70,7 @@ fn to_persistence(error: StoreError) -> PersistenceError {
     match error {
         StoreError::Conflict { .. } | StoreError::BrokenStream { .. } => PersistenceError::OptimisticLockError,
         StoreError::Database(e) => PersistenceError::ConnectionError(Box::new(e)),
-        StoreError::Corrupt { .. } | StoreError::Serialize(_) => {
+        StoreError::Corrupt { .. } | StoreError::CorruptField { .. } | StoreError::Serialize(_) => {
             PersistenceError::DeserializationError(Box::new(error))
         }
         other => PersistenceError::UnknownError(Box::new(other)),

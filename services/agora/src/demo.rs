@@ -67,77 +67,74 @@ pub fn find_user(handle: &str) -> Option<DemoUser> {
     users().into_iter().find(|u| u.handle == handle)
 }
 
-fn ignore_existing(result: Result<(), AppError>) -> Result<(), AppError> {
-    match result {
-        Err(AppError::FailedPrecondition(m)) if m.contains("already exists") => Ok(()),
-        other => other,
-    }
-}
-
 /// Seeds reference data and demo hearings unless already there.
 pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, AppError> {
-    if !app.is_empty().await? {
-        return Ok(false);
-    }
     let admin = find_user("admin").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo admin".into()))?;
     let karen =
         find_user("karen").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo caseworker".into()))?;
     let lars = find_user("lars").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo caseworker".into()))?;
 
-    let types = [
-        HearingType {
-            id: "lokalplan".into(),
-            name: "Lokalplan".into(),
-            internal: false,
-            fields: HearingType::standard_fields(),
-            template: [(
-                "body".to_string(),
-                "Kommunen sender hermed forslag til lokalplan i offentlig høring.".to_string(),
-            )]
-            .into(),
-        },
-        HearingType {
-            id: "politik".into(),
-            name: "Politik og strategi".into(),
-            internal: false,
-            fields: HearingType::standard_fields(),
-            template: Default::default(),
-        },
-        HearingType {
-            id: "intern".into(),
-            name: "Intern høring".into(),
-            internal: true,
-            fields: HearingType::standard_fields(),
-            template: Default::default(),
-        },
-    ];
-    for t in types {
-        app.define_reference(&admin, ReferenceItem::HearingType(t)).await?;
-    }
-    for (id, name) in [
-        ("plan", "Byplan og byggeri"),
-        ("miljo", "Miljø og klima"),
-        ("skole", "Skole og dagtilbud"),
-        ("trafik", "Trafik og veje"),
-    ] {
-        app.define_reference(&admin, ReferenceItem::SubjectArea { id: id.into(), name: name.into() }).await?;
-    }
-    for (id, name) in [("centrum", "Centrum"), ("vest", "Vest"), ("oest", "Øst"), ("hele", "Hele kommunen")] {
-        app.define_reference(&admin, ReferenceItem::CityArea { id: id.into(), name: name.into() }).await?;
-    }
-    app.define_reference(
-        &admin,
-        ReferenceItem::Snippet {
-            id: "persondata".into(),
-            field: "body".into(),
-            title: "Om behandling af personoplysninger".into(),
-            text: "Dit høringssvar offentliggøres uden navn. Læs mere om kommunens behandling af personoplysninger."
+    // Reference data only into an empty store, so that an administrator's later changes
+    // are never put back by a restart.
+    let mut seeded = false;
+    if app.is_empty().await? {
+        seeded = true;
+        let types = [
+            HearingType {
+                id: "lokalplan".into(),
+                name: "Lokalplan".into(),
+                internal: false,
+                fields: HearingType::standard_fields(),
+                template: [(
+                    "body".to_string(),
+                    "Kommunen sender hermed forslag til lokalplan i offentlig høring.".to_string(),
+                )]
                 .into(),
-        },
-    )
-    .await?;
-    let kle = parse_kle_hierarchy(include_str!("../../hearing/testdata/kle.json")).map_err(AppError::Internal)?;
-    app.load_kle(&admin, kle).await?;
+            },
+            HearingType {
+                id: "politik".into(),
+                name: "Politik og strategi".into(),
+                internal: false,
+                fields: HearingType::standard_fields(),
+                template: Default::default(),
+            },
+            HearingType {
+                id: "intern".into(),
+                name: "Intern høring".into(),
+                internal: true,
+                fields: HearingType::standard_fields(),
+                template: Default::default(),
+            },
+        ];
+        for t in types {
+            app.define_reference(&admin, ReferenceItem::HearingType(t)).await?;
+        }
+        for (id, name) in [
+            ("plan", "Byplan og byggeri"),
+            ("miljo", "Miljø og klima"),
+            ("skole", "Skole og dagtilbud"),
+            ("trafik", "Trafik og veje"),
+        ] {
+            app.define_reference(&admin, ReferenceItem::SubjectArea { id: id.into(), name: name.into() }).await?;
+        }
+        for (id, name) in [("centrum", "Centrum"), ("vest", "Vest"), ("oest", "Øst"), ("hele", "Hele kommunen")] {
+            app.define_reference(&admin, ReferenceItem::CityArea { id: id.into(), name: name.into() }).await?;
+        }
+        app.define_reference(
+            &admin,
+            ReferenceItem::Snippet {
+                id: "persondata".into(),
+                field: "body".into(),
+                title: "Om behandling af personoplysninger".into(),
+                text:
+                    "Dit høringssvar offentliggøres uden navn. Læs mere om kommunens behandling af personoplysninger."
+                        .into(),
+            },
+        )
+        .await?;
+        let kle = parse_kle_hierarchy(include_str!("../../hearing/testdata/kle.json")).map_err(AppError::Internal)?;
+        app.load_kle(&admin, kle).await?;
+    }
     // Hearings are checked against the reference lists (read models): bring them up to date.
     runner.catch_up().await.map_err(|e| AppError::Internal(e.to_string()))?;
 
@@ -262,7 +259,12 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
     ];
     for demo in demos {
         let id = Uuid::from_u128(0x0000_0000_0000_7000_9000_0000_0000_0000 | demo.n);
-        ignore_existing(app.create_with_id(demo.owner, demo.hearing_type, id).await.map(|_| ()))?;
+        // Each demo hearing once: one that exists (even deleted) is left as it is.
+        match app.create_with_id(demo.owner, demo.hearing_type, id).await {
+            Ok(_) => seeded = true,
+            Err(AppError::FailedPrecondition(m)) if m.contains("already exists") => continue,
+            Err(e) => return Err(e),
+        }
         let (Some(start), Some(deadline)) = (day(demo.start), day(demo.deadline)) else { continue };
         let changes = HearingChanges {
             fields: [
@@ -299,14 +301,10 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
         if let Some(conclusion) = demo.conclude {
             app.conclude(demo.owner, &hearing_id, Some(conclusion.into())).await?;
         }
+        if demo.n == 1 {
+            // A reviewer, so the dashboard shows both roles.
+            app.set_reviewer(&karen, &hearing_id, &lars.user_id.to_string(), true).await?;
+        }
     }
-    // A reviewer on one hearing, so the dashboard shows both roles.
-    app.set_reviewer(
-        &karen,
-        &Uuid::from_u128(0x0000_0000_0000_7000_9000_0000_0000_0000 | 1).to_string(),
-        &lars.user_id.to_string(),
-        true,
-    )
-    .await?;
-    Ok(true)
+    Ok(seeded)
 }

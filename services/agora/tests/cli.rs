@@ -244,6 +244,30 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
         .expect("health")
         .into_inner();
     assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // Server reflection lists the services, so grpcurl and friends work without .proto files.
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut reflection = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut replies =
+        reflection.server_reflection_info(futures::stream::iter(vec![request])).await.expect("reflection").into_inner();
+    let reply = replies.message().await.expect("reply").expect("one reply");
+    let Some(tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("a service list")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"agora.hearing.v1.HearingService".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
     // No demo data in production.
     assert!(public_titles(grpc).await.is_empty());
     // Every call is counted by service, method and code.
@@ -255,4 +279,26 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
         "{metrics}"
     );
     stop(child).await;
+
+    // The audit check works on PostgreSQL too.
+    let events: Vec<NewEvent> = (1..=3)
+        .map(|sequence| NewEvent {
+            aggregate_type: "hearing".into(),
+            aggregate_id: "h".into(),
+            sequence,
+            event_type: "HearingUpdated".into(),
+            event_version: "1".into(),
+            payload: serde_json::json!({"n": sequence}),
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    database.store.append(&events, None).await.expect("append");
+    let (code, stdout, _) = output(&["audit", "verify", "--database-url", &url], &[]).await;
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("1 streams, 3 events"), "{stdout}");
+    let agora_eventstore::Backend::Postgres(pool) = database.store.backend() else { panic!("postgres") };
+    sqlx::query("UPDATE events SET payload = '{\"n\":7}' WHERE sequence = 2").execute(pool).await.expect("tamper");
+    let (code, stdout, _) = output(&["audit", "verify", "--database-url", &url], &[]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("stream hearing/h at position"), "{stdout}");
 }

@@ -664,7 +664,10 @@ mod tests {
             (AppError::PermissionDenied("x".into()), tonic::Code::PermissionDenied),
             (AppError::Unauthenticated("x".into()), tonic::Code::Unauthenticated),
             (AppError::NotFound("hearing".into()), tonic::Code::NotFound),
-            (AppError::FailedPrecondition("cannot publish a hearing in state Active".into()), tonic::Code::FailedPrecondition),
+            (
+                AppError::FailedPrecondition("cannot publish a hearing in state Active".into()),
+                tonic::Code::FailedPrecondition,
+            ),
             (AppError::Invalid(vec![Violation::new("title", "x")]), tonic::Code::InvalidArgument),
             (AppError::Internal("secret detail".into()), tonic::Code::Internal),
         ];
