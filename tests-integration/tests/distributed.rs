@@ -187,3 +187,82 @@ async fn embedded_consumers_are_fed_from_the_local_log_exactly_once() {
     assert_eq!(types.len(), 5);
     assert!(types.contains(&"dk.agora.hearing.v1.HearingStarted".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_relay_publishes_and_another_takes_over_when_it_stops() {
+    let Some(database) = testing::postgres(8).await else { return };
+    let Some(test_bus) = testing::nats().await else { return };
+    let bus = test_bus.bus.clone();
+    let append = |store: agora_eventstore::Store, stream: &'static str, n: i64| async move {
+        let events: Vec<agora_eventstore::NewEvent> = (1..=n)
+            .map(|sequence| agora_eventstore::NewEvent {
+                aggregate_type: "test".into(),
+                aggregate_id: stream.into(),
+                sequence,
+                event_type: "Happened".into(),
+                event_version: "1".into(),
+                payload: serde_json::json!({"n": sequence}),
+                metadata: serde_json::json!({}),
+            })
+            .collect();
+        store.append(&events, None).await.expect("append");
+    };
+    struct Everything;
+    #[async_trait::async_trait]
+    impl agora_eventstore::relay::IntegrationMapper for Everything {
+        async fn map(&self, event: &agora_eventstore::RecordedEvent) -> Result<Option<IntegrationEvent>, String> {
+            Ok(Some(IntegrationEvent {
+                id: event.event_id,
+                event_type: "test.v1.Happened".into(),
+                source: "test".into(),
+                subject: event.aggregate_id.clone(),
+                nats_subject: format!("test.v1.{}", event.aggregate_id),
+                time: event.recorded_at,
+                sequence: event.sequence,
+                position: event.position(),
+                hash: event.hash.clone(),
+                traceparent: None,
+                data: bytes::Bytes::from(event.payload.get().to_string()),
+            }))
+        }
+    }
+    let stream_count = || {
+        let bus = bus.clone();
+        async move {
+            let mut stream = bus.jetstream.get_stream(&bus.config.stream).await.ok()?;
+            Some(stream.info().await.ok()?.state.messages)
+        }
+    };
+    // Two replicas' relays on their own connections; only one may lead.
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
+    let relay_a = Relay::new(database.store.clone(), bus.clone(), Arc::new(Everything));
+    let relay_b = Relay::new(database.another_store(4).await, bus.clone(), Arc::new(Everything));
+    let a = tokio::spawn(relay_a.run(async move {
+        let _ = stopped_a.await;
+    }));
+    let b = tokio::spawn(relay_b.run(async move {
+        let _ = stopped_b.await;
+    }));
+    append(database.store.clone(), "first", 20).await;
+    testing::eventually(20, "20 events in the stream", || async { stream_count().await.filter(|n| *n == 20) }).await;
+    let agora_eventstore::Backend::Postgres(pool) = database.store.backend() else { panic!("postgres") };
+    let lock_holders = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = hashtext('relay:' || $1)::oid",
+        )
+        .bind(&bus.config.stream)
+        .fetch_one(pool)
+        .await
+        .expect("pg_locks")
+    };
+    assert_eq!(lock_holders().await, 1, "exactly one relay leads");
+
+    // The leader stops (as a replica does on a rolling update); the other takes over.
+    let _ = stop_a.send(());
+    a.await.expect("relay a stops");
+    append(database.store.clone(), "second", 15).await;
+    testing::eventually(20, "35 events in the stream", || async { stream_count().await.filter(|n| *n == 35) }).await;
+    let _ = stop_b.send(());
+    b.await.expect("relay b stops");
+}

@@ -30,19 +30,37 @@ async fn output(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 /// Starts `agora run …` and waits (with a deadline) for its ready line.
-async fn start(args: &[&str], envs: &[(&str, &str)]) -> Child {
+/// A running `agora run` and the log lines it has written so far.
+struct Running {
+    child: Child,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut command = Command::new(AGORA);
+    // No AGORA_LOG_FORMAT: stderr is a pipe, not a terminal, so logs must come out as JSON.
     command
         .arg("run")
         .args(args)
-        .env("AGORA_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
+        .env_remove("AGORA_LOG_FORMAT")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     for (k, v) in envs {
         command.env(k, v);
     }
     let mut child = command.spawn().expect("agora starts");
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let collected = logs.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if let Ok(mut logs) = collected.lock() {
+                logs.push(line);
+            }
+        }
+    });
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
@@ -57,10 +75,19 @@ async fn start(args: &[&str], envs: &[(&str, &str)]) -> Child {
     assert_eq!(ready, Ok(true), "agora run did not report ready");
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    Running { child, logs }
 }
 
-async fn stop(mut child: Child) {
+/// The first log line containing `text`, waiting for it with a deadline.
+async fn testing_eventually_log(running: &Running, text: &str) -> String {
+    agora_eventstore::testing::eventually(20, text, || async {
+        running.logs.lock().ok().and_then(|logs| logs.iter().find(|l| l.contains(text)).cloned())
+    })
+    .await
+}
+
+async fn stop(running: Running) {
+    let mut child = running.child;
     let pid = child.id().expect("running");
     let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("kill");
     assert!(status.success());
@@ -99,6 +126,10 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     let http_addr = format!("127.0.0.1:{http}");
     let args = ["--data-dir", data_dir, "--grpc-addr", &grpc_addr, "--http-addr", &http_addr];
     let child = start(&args, &[]).await;
+    // Not on a terminal, the logs are JSON, one object a line.
+    let ready_log = testing_eventually_log(&child, "agora is ready").await;
+    let parsed: serde_json::Value = serde_json::from_str(&ready_log).expect("a JSON log line");
+    assert_eq!(parsed["level"], "INFO", "{ready_log}");
     let titles = public_titles(grpc).await;
     assert_eq!(
         titles,
