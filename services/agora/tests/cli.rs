@@ -333,3 +333,79 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("stream hearing/h at position"), "{stdout}");
 }
+
+/// A stand-in OpenTelemetry collector: the real OTLP/gRPC trace service, keeping what it gets.
+#[derive(Default, Clone)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let mut spans = self.spans.lock().map_err(|_| tonic::Status::internal("poisoned"))?;
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push((service.clone(), span.name));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let otlp = listener.local_addr().expect("addr");
+    let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+        collector.clone(),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let (grpc, http) = (free_port(), free_port());
+    let running = start(
+        &[
+            "--data-dir",
+            dir.path().to_str().expect("path"),
+            "--no-demo",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}"))],
+    )
+    .await;
+    assert!(public_titles(grpc).await.is_empty());
+    // Stopping flushes what is batched.
+    stop(running).await;
+    let spans = collector.spans.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        spans.iter().any(|(service, name)| service == "agora" && name == "list_hearings"),
+        "the handler's span reached the collector: {spans:?}"
+    );
+}
