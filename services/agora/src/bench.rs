@@ -381,6 +381,7 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let http = free_port()?;
     let grpc = free_port()?;
     let exe = std::env::current_exe()?;
+    let prefix = format!("agorabench{}", Uuid::new_v4().simple());
     let mut samples = Vec::new();
     let mut rss = 0;
     for _ in 0..3 {
@@ -389,7 +390,7 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
             .args(["run", "--target", "hearing"])
             .env("AGORA_DATABASE_URL", &database_url)
             .env("AGORA_NATS_URL", &args.nats_url)
-            .env("AGORA_NATS_PREFIX", format!("agorabench{}", Uuid::new_v4().simple()))
+            .env("AGORA_NATS_PREFIX", &prefix)
             .env("AGORA_TOKEN_JWKS", &jwks_path)
             .env("AGORA_PSEUDONYM_KEY", "bench-pseudonym-key-bench-pseudonym-key")
             .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{http}"))
@@ -417,6 +418,8 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
         child.kill().await?;
     }
     schema.drop().await?;
+    // The runs created the stream; leave nothing behind.
+    Bus::connect_existing(BusConfig::new(&args.nats_url, &prefix)).await?.delete_stream().await?;
     samples.sort_by(f64::total_cmp);
     let median = samples[samples.len() / 2];
     println!(
