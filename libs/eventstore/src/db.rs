@@ -349,7 +349,7 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let recorded = self.chain(events).await?;
+        let recorded = self.chain(events, None).await?;
         let mut sql = String::from(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
              event_version, payload, metadata, recorded_at, hash) VALUES ",
@@ -403,23 +403,77 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         let recorded: Vec<RecordedEvent> = recorded.into_iter().map(|(event, _)| event).collect();
-        for event in &recorded {
+        self.committed(&recorded);
+        Ok(recorded)
+    }
+
+    /// Appends events inside the caller's transaction, so that they commit together with
+    /// the caller's own rows (a service's counters, idempotency keys). Call
+    /// [`Store::committed`] with the result once the transaction has committed.
+    pub async fn append_in(&self, tx: &mut DbTx, events: &[NewEvent]) -> Result<Vec<RecordedEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recorded = self.chain(events, Some(&mut *tx)).await?;
+        let sql = format!(
+            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata, recorded_at, hash) VALUES {}",
+            placeholders(tx.is_postgres(), recorded.len(), 10)
+        );
+        let result: Result<(), sqlx::Error> = on_tx!(tx, conn => {
+            let mut query = sqlx::query(&sql);
+            for (event, text) in &recorded {
+                query = query
+                    .bind(event.event_id.to_string())
+                    .bind(&event.aggregate_type)
+                    .bind(&event.aggregate_id)
+                    .bind(event.sequence)
+                    .bind(&event.event_type)
+                    .bind(&event.event_version)
+                    .bind(&text.payload)
+                    .bind(&text.metadata)
+                    .bind(&text.recorded_at)
+                    .bind(&event.hash);
+            }
+            query.execute(&mut **conn).await.map(|_| ())
+        });
+        match result {
+            Ok(_) => Ok(recorded.into_iter().map(|(event, _)| event).collect()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict {
+                stream: format!("{}/{}", events[0].aggregate_type, events[0].aggregate_id),
+                sequence: events[0].sequence,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records that events were committed: stream heads for the next append, metrics, and a
+    /// wake-up for local consumers.
+    pub fn committed(&self, recorded: &[RecordedEvent]) {
+        for event in recorded {
             self.remember_head(&event.aggregate_type, &event.aggregate_id, event.sequence, &event.hash);
             agora_telemetry::metrics::global().events_appended(&event.aggregate_type, 1);
         }
         self.appended.notify_waiters();
-        Ok(recorded)
     }
 
-    /// Stamps id, time and hash on each new event, chaining onto its stream's previous one.
-    async fn chain(&self, events: &[NewEvent]) -> Result<Vec<(RecordedEvent, StoredText)>, StoreError> {
+    /// Stamps id, time and hash on each new event, chaining onto its stream's previous one
+    /// (read through `tx` when given: on SQLite the transaction holds the only writer).
+    async fn chain(
+        &self,
+        events: &[NewEvent],
+        mut tx: Option<&mut DbTx>,
+    ) -> Result<Vec<(RecordedEvent, StoredText)>, StoreError> {
         let mut previous: HashMap<(String, String), (i64, String)> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         for event in events {
             let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
             let previous_hash = match previous.get(&key) {
                 Some((sequence, hash)) if *sequence == event.sequence - 1 => hash.clone(),
-                _ => self.hash_of(&event.aggregate_type, &event.aggregate_id, event.sequence - 1).await?,
+                _ => {
+                    self.hash_of(&event.aggregate_type, &event.aggregate_id, event.sequence - 1, tx.as_deref_mut())
+                        .await?
+                }
             };
             let event_id = Uuid::now_v7();
             let recorded_at = Utc::now();
@@ -462,7 +516,13 @@ impl Store {
         Ok(out)
     }
 
-    async fn hash_of(&self, aggregate_type: &str, aggregate_id: &str, sequence: i64) -> Result<String, StoreError> {
+    async fn hash_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        tx: Option<&mut DbTx>,
+    ) -> Result<String, StoreError> {
         if sequence < 1 {
             return Ok(GENESIS.to_string());
         }
@@ -472,16 +532,16 @@ impl Store {
         {
             return Ok(hash.clone());
         }
-        let row = on_backend!(&*self.backend, pool => {
-            sqlx::query("SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3")
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .fetch_optional(pool)
-                .await?
-                .map(|row| row.try_get::<String, _>("hash"))
-                .transpose()?
-        });
+        const SQL: &str = "SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
+        let row: Option<(String,)> = match tx {
+            Some(tx) => on_tx!(tx, conn => {
+                sqlx::query_as(SQL).bind(aggregate_type).bind(aggregate_id).bind(sequence).fetch_optional(&mut **conn).await?
+            }),
+            None => on_backend!(&*self.backend, pool => {
+                sqlx::query_as(SQL).bind(aggregate_type).bind(aggregate_id).bind(sequence).fetch_optional(pool).await?
+            }),
+        };
+        let row = row.map(|(hash,)| hash);
         match row {
             Some(hash) => Ok(hash),
             // The command was decided on an event that is not there: another writer's

@@ -1,0 +1,107 @@
+//! What the response service knows of hearings: kept from the hearing service's integration
+//! events, by JetStream in production and by the local log in the embedded mode.
+
+use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler};
+use agora_eventstore::{DbTx, Store, StoreError, on_tx};
+use agora_proto::hearing::v1 as pb;
+use chrono::{DateTime, Utc};
+use prost::Message;
+use uuid::Uuid;
+
+use crate::domain::HearingTerms;
+
+pub const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS response_hearings (
+        hearing_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        closes_at TEXT,
+        owner_id TEXT NOT NULL,
+        sequence BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS response_counters (
+        hearing_id TEXT PRIMARY KEY,
+        last_number BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS response_idempotency (
+        idempotency_key TEXT PRIMARY KEY,
+        content_sha256 TEXT NOT NULL,
+        receipt TEXT NOT NULL)",
+];
+
+pub async fn migrate(store: &Store) -> Result<(), StoreError> {
+    store.execute_ddl(SCHEMA).await
+}
+
+/// Keeps `response_hearings` from hearing events.
+pub struct HearingTermsHandler;
+
+fn status_name(status: i32) -> &'static str {
+    match pb::HearingStatus::try_from(status) {
+        Ok(pb::HearingStatus::Created) => "Created",
+        Ok(pb::HearingStatus::Draft) => "Draft",
+        Ok(pb::HearingStatus::AwaitingStartDate) => "AwaitingStartDate",
+        Ok(pb::HearingStatus::Active) => "Active",
+        Ok(pb::HearingStatus::AwaitingConclusion) => "AwaitingConclusion",
+        Ok(pb::HearingStatus::Concluded) => "Concluded",
+        Ok(pb::HearingStatus::Deleted) => "Deleted",
+        _ => "Unknown",
+    }
+}
+
+#[async_trait::async_trait]
+impl IntegrationHandler for HearingTermsHandler {
+    fn name(&self) -> &str {
+        "response-hearings"
+    }
+
+    fn filter(&self) -> &str {
+        "hearing.v1.>"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        // Every hearing event carries the hearing's state as its field 1, so any of them
+        // decodes as one that has nothing else.
+        let state = pb::HearingCreated::decode(event.data.clone())
+            .map_err(|e| format!("{} is not a hearing event: {e}", event.event_type))?
+            .hearing
+            .ok_or_else(|| format!("{} carries no hearing state", event.event_type))?;
+        let closes_at = if state.closes_at.is_empty() { None } else { Some(state.closes_at.clone()) };
+        // Redeliveries may come out of order: an older state never overwrites a newer one.
+        on_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, sequence) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (hearing_id) DO UPDATE SET status = excluded.status, closes_at = excluded.closes_at, \
+                 owner_id = excluded.owner_id, sequence = excluded.sequence \
+                 WHERE response_hearings.sequence < excluded.sequence",
+            )
+            .bind(&state.hearing_id)
+            .bind(status_name(state.status))
+            .bind(closes_at)
+            .bind(format!("user:{}", state.owner_id))
+            .bind(event.sequence)
+            .execute(&mut **conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        });
+        Ok(())
+    }
+}
+
+/// The terms of the given hearings, read in the intake's transaction.
+pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row: Option<(String, Option<String>, String)> = on_tx!(tx, conn => {
+            sqlx::query_as("SELECT status, closes_at, owner_id FROM response_hearings WHERE hearing_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut **conn)
+                .await?
+        });
+        if let Some((status, closes_at, owner_id)) = row {
+            let closes_at = closes_at
+                .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
+                .transpose()
+                .map_err(|e| StoreError::CorruptField { position: 0, field: "closes_at", reason: e.to_string() })?;
+            out.push(HearingTerms { hearing_id: *id, status, closes_at, owner_id });
+        }
+    }
+    Ok(out)
+}

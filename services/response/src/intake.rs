@@ -1,0 +1,272 @@
+//! Surge-proof intake by group commit.
+//!
+//! Submits queue up (a bounded queue: back-pressure) and a worker takes them in batches.
+//! Each batch is one transaction: it takes each hearing's counter row once, answers retried
+//! idempotency keys with their first receipt, numbers the new responses in arrival order,
+//! appends their events and stores their receipts, and commits. A receipt is given only after
+//! that commit, so an acknowledged response is never lost, and the numbers are gapless because
+//! counter and events commit together. Replicas run a worker each; the counter row lock
+//! makes their batches for one hearing take turns, but a turn carries a whole batch, so no
+//! row or stream is taken once per submit.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_eventstore::{DbTx, NewEvent, Store, StoreError, on_tx, placeholders};
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::domain::{AGGREGATE_TYPE, IntakeError, MAX_KEY, Receipt, ResponseEvent, Submission, check};
+use crate::hearings::terms_in;
+
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+struct Job {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Receipt, IntakeError>>,
+}
+
+/// Settings of the intake queue.
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    /// Submits waiting at most; beyond it a submit waits up to `queue_wait`, then is told to retry.
+    pub queue: usize,
+    pub queue_wait: Duration,
+    /// Submits in one transaction at most.
+    pub max_batch: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self { queue: 4096, queue_wait: Duration::from_secs(2), max_batch: 256 }
+    }
+}
+
+/// The intake: clone it freely; all clones feed one worker.
+#[derive(Clone)]
+pub struct Intake {
+    jobs: mpsc::Sender<Job>,
+    config: IntakeConfig,
+}
+
+impl Intake {
+    pub fn start(store: Store, clock: Clock, config: IntakeConfig) -> (Self, tokio::task::JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(config.queue.max(1));
+        let worker = tokio::spawn(work(store, clock, queue, config.max_batch.max(1)));
+        (Self { jobs, config }, worker)
+    }
+
+    /// Submits a response; returns its receipt once it is stored.
+    pub async fn submit(&self, submission: Submission) -> Result<Receipt, IntakeError> {
+        let key = submission.idempotency_key.trim();
+        if key.is_empty() || key.len() > MAX_KEY {
+            return Err(IntakeError::Invalid(format!("the idempotency key must be 1 to {MAX_KEY} characters")));
+        }
+        let (reply, answer) = oneshot::channel();
+        let busy = IntakeError::Busy { retry_after_ms: 1000 };
+        match tokio::time::timeout(self.config.queue_wait, self.jobs.send(Job { submission, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(busy),
+        }
+        answer.await.unwrap_or(Err(busy))
+    }
+}
+
+async fn work(store: Store, clock: Clock, mut queue: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let submissions: Vec<&Submission> = batch.iter().map(|j| &j.submission).collect();
+        let mut results = Err(StoreError::BrokenStream { stream: "intake".into(), sequence: 0 });
+        // A batch may lose a race with another replica (the same idempotency key, the first
+        // counter row of a hearing): it rolled back whole, so run it again.
+        for _ in 0..3 {
+            results = process(&store, &clock, &submissions).await;
+            if !matches!(
+                results,
+                Err(StoreError::Conflict { .. }) | Err(StoreError::Database(sqlx::Error::Database(_)))
+            ) {
+                break;
+            }
+        }
+        match results {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, submits = batch.len(), "intake batch failed; the clients are told to retry");
+                for job in batch {
+                    let _ = job.reply.send(Err(IntakeError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// One batch in one transaction; a result per submission, in order.
+async fn process(
+    store: &Store,
+    clock: &Clock,
+    submissions: &[&Submission],
+) -> Result<Vec<Result<Receipt, IntakeError>>, StoreError> {
+    // Every hearing's counter row exists before the batch locks it, so that two replicas'
+    // first responses to a hearing queue on one row instead of both starting from zero.
+    let hearing_ids: BTreeSet<Uuid> = submissions.iter().map(|s| s.hearing_id).collect();
+    let hearing_ids: Vec<Uuid> = hearing_ids.into_iter().collect();
+    agora_eventstore::on_backend!(store.backend(), pool => {
+        for id in &hearing_ids {
+            // Only for hearings the service knows: a made-up id creates nothing.
+            sqlx::query(
+                "INSERT INTO response_counters (hearing_id, last_number) \
+                 SELECT hearing_id, 0 FROM response_hearings WHERE hearing_id = $1 \
+                 ON CONFLICT (hearing_id) DO NOTHING",
+            )
+                .bind(id.to_string())
+                .execute(pool)
+                .await?;
+        }
+    });
+    let mut tx = store.begin().await?;
+    let postgres = tx.is_postgres();
+
+    // Receipts of keys seen before.
+    let keys: Vec<&str> = submissions.iter().map(|s| s.idempotency_key.as_str()).collect();
+    let known = known_keys(&mut tx, &keys).await?;
+
+    // Each hearing's counter, taken once for the whole batch, in a fixed order so that two
+    // replicas' batches cannot deadlock.
+    let terms: HashMap<Uuid, _> =
+        terms_in(&mut tx, &hearing_ids).await?.into_iter().map(|t| (t.hearing_id, t)).collect();
+    let mut counters: HashMap<Uuid, i64> = HashMap::new();
+    for id in hearing_ids.iter().filter(|id| terms.contains_key(id)) {
+        let lock = if postgres {
+            "SELECT last_number FROM response_counters WHERE hearing_id = $1 FOR UPDATE"
+        } else {
+            "SELECT last_number FROM response_counters WHERE hearing_id = $1"
+        };
+        let last: Option<(i64,)> = on_tx!(&mut tx, conn => {
+            sqlx::query_as(lock).bind(id.to_string()).fetch_optional(&mut **conn).await?
+        });
+        counters.insert(*id, last.map(|(n,)| n).unwrap_or(0));
+    }
+    let started: HashMap<Uuid, i64> = counters.clone();
+
+    let now = clock();
+    let mut results = Vec::with_capacity(submissions.len());
+    let mut new_receipts: Vec<(&str, String, Receipt)> = Vec::new();
+    let mut events = Vec::new();
+    for submission in submissions {
+        let content = submission.content_sha256();
+        let key = submission.idempotency_key.as_str();
+        let earlier = known.get(key).cloned().or_else(|| {
+            new_receipts.iter().find(|(k, _, _)| *k == key).map(|(_, hash, receipt)| (hash.clone(), receipt.clone()))
+        });
+        if let Some((hash, receipt)) = earlier {
+            results.push(if hash == content { Ok(receipt) } else { Err(IntakeError::KeyReused) });
+            continue;
+        }
+        let Some(hearing) = terms.get(&submission.hearing_id) else {
+            results.push(Err(IntakeError::HearingNotFound(submission.hearing_id)));
+            continue;
+        };
+        if let Err(e) = check(hearing, submission, now) {
+            results.push(Err(e));
+            continue;
+        }
+        let counter = counters.entry(submission.hearing_id).or_insert(0);
+        *counter += 1;
+        let receipt = Receipt {
+            response_id: Uuid::now_v7(),
+            hearing_id: submission.hearing_id,
+            number: *counter,
+            content_sha256: content.clone(),
+            accepted_at: now,
+        };
+        let event = ResponseEvent::ResponseSubmitted {
+            hearing_id: submission.hearing_id,
+            number: receipt.number,
+            author: submission.author.clone(),
+            on_behalf_of: submission.on_behalf_of.clone(),
+            text: submission.text.clone(),
+            terms_version: submission.terms_version.clone(),
+            content_sha256: content.clone(),
+            accepted_at: now,
+            registered_by_owner: submission.registered_by_owner,
+        };
+        events.push(NewEvent {
+            aggregate_type: AGGREGATE_TYPE.into(),
+            aggregate_id: receipt.response_id.to_string(),
+            sequence: 1,
+            event_type: cqrs_es::DomainEvent::event_type(&event),
+            event_version: cqrs_es::DomainEvent::event_version(&event),
+            payload: serde_json::to_value(&event)?,
+            metadata: serde_json::json!({ "actor": submission.author, "command": "SubmitResponse" }),
+        });
+        new_receipts.push((key, content, receipt.clone()));
+        results.push(Ok(receipt));
+    }
+
+    let recorded = store.append_in(&mut tx, &events).await?;
+    for chunk in new_receipts.chunks(500) {
+        let sql = format!(
+            "INSERT INTO response_idempotency (idempotency_key, content_sha256, receipt) VALUES {}",
+            placeholders(postgres, chunk.len(), 3)
+        );
+        let rows: Vec<(String, String, String)> = chunk
+            .iter()
+            .map(|(k, hash, receipt)| Ok((k.to_string(), hash.clone(), serde_json::to_string(receipt)?)))
+            .collect::<Result<_, serde_json::Error>>()?;
+        on_tx!(&mut tx, conn => {
+            let mut query = sqlx::query(&sql);
+            for (key, hash, receipt) in &rows {
+                query = query.bind(key).bind(hash).bind(receipt);
+            }
+            query.execute(&mut **conn).await?;
+        });
+    }
+    for (id, last) in &counters {
+        if started.get(id) == Some(last) {
+            continue;
+        }
+        on_tx!(&mut tx, conn => {
+            sqlx::query("UPDATE response_counters SET last_number = $1 WHERE hearing_id = $2")
+                .bind(*last)
+                .bind(id.to_string())
+                .execute(&mut **conn)
+                .await?;
+        });
+    }
+    tx.commit().await?;
+    store.committed(&recorded);
+    Ok(results)
+}
+
+async fn known_keys(tx: &mut DbTx, keys: &[&str]) -> Result<HashMap<String, (String, Receipt)>, StoreError> {
+    let mut known = HashMap::new();
+    for chunk in keys.chunks(500) {
+        let sql = format!(
+            "SELECT idempotency_key, content_sha256, receipt FROM response_idempotency WHERE idempotency_key IN ({})",
+            placeholders(tx.is_postgres(), 1, chunk.len()).trim_matches(|c| c == '(' || c == ')')
+        );
+        let rows: Vec<(String, String, String)> = on_tx!(tx, conn => {
+            let mut query = sqlx::query_as(&sql);
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            query.fetch_all(&mut **conn).await?
+        });
+        for (key, hash, receipt) in rows {
+            known.insert(key, (hash, serde_json::from_str(&receipt)?));
+        }
+    }
+    Ok(known)
+}
