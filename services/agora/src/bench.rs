@@ -31,6 +31,19 @@ pub enum BenchCommand {
     Rebuild(RebuildArgs),
     /// Time to ready and idle memory of `agora run --target hearing`.
     Idle(IdleArgs),
+    /// Response intake (group commit) at 64 concurrent clients, beside a raw single-row INSERT
+    /// at the same concurrency. Calls the intake directly; the gRPC path comes with issue #3.
+    Intake(IntakeArgs),
+}
+
+#[derive(Args)]
+pub struct IntakeArgs {
+    #[command(flatten)]
+    db: BenchDb,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
 }
 
 #[derive(Args)]
@@ -88,6 +101,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Relay(args) => relay(args).await,
         BenchCommand::Rebuild(args) => rebuild(args).await,
         BenchCommand::Idle(args) => idle(args).await,
+        BenchCommand::Intake(args) => intake(args).await,
     }
 }
 
@@ -453,4 +467,73 @@ fn resident_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
+    let (schema, options) = Schema::create(&args.db.database_url).await?;
+    let result = intake_in(&args, options).await;
+    schema.drop().await?;
+    let row = result?;
+    if args.db.json {
+        println!("{row}");
+    }
+    Ok(())
+}
+
+async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
+    use agora_response::domain::Submission;
+    use agora_response::intake::{Intake, IntakeConfig};
+    let store = Store::postgres(options.clone(), 8).await?;
+    store.migrate().await?;
+    agora_response::hearings::migrate(&store).await?;
+    let hearing = Uuid::now_v7();
+    let closes_at = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    agora_eventstore::on_backend!(store.backend(), pool => {
+        sqlx::query("INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, sequence) VALUES ($1, 'Active', $2, 'user:owner', 1)")
+            .bind(hearing.to_string())
+            .bind(&closes_at)
+            .execute(pool)
+            .await?;
+    });
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(args.clients as u32).connect_with(options).await?;
+    sqlx::query("CREATE TABLE baseline (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
+    let text = "Jeg er imod forslaget, fordi det vil øge trafikken i kvarteret. ".repeat(8);
+    let baseline_text = text.clone();
+    let baseline = measure(args.clients, args.seconds, move |_, _| {
+        let pool = pool.clone();
+        let text = baseline_text.clone();
+        async move {
+            sqlx::query("INSERT INTO baseline (payload) VALUES ($1)").bind(text).execute(&pool).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let (intake, _worker) = Intake::start(store.clone(), Arc::new(chrono::Utc::now), IntakeConfig::default());
+    let run = Uuid::new_v4().simple().to_string();
+    let accepted = measure(args.clients, args.seconds, move |client, n| {
+        let intake = intake.clone();
+        let submission = Submission {
+            idempotency_key: format!("{run}-{client}-{n}"),
+            hearing_id: hearing,
+            author: format!("user:{client}"),
+            on_behalf_of: None,
+            text: text.clone(),
+            terms_version: "1".into(),
+            registered_by_owner: false,
+        };
+        async move {
+            intake.submit(submission).await.map_err(|e| anyhow::anyhow!(e))?;
+            Ok(())
+        }
+    })
+    .await?;
+    let ratio = accepted.per_second / baseline.per_second;
+    println!(
+        "intake, {} clients: {:.0} accepted/s, p50 {:.2} ms, p99 {:.2} ms; raw INSERT {:.0}/s (p99 {:.2} ms); ratio {ratio:.2}",
+        args.clients, accepted.per_second, accepted.p50_ms, accepted.p99_ms, baseline.per_second, baseline.p99_ms
+    );
+    Ok(json!({
+        "per_second": accepted.per_second, "p50_ms": accepted.p50_ms, "p99_ms": accepted.p99_ms,
+        "baseline_per_second": baseline.per_second, "ratio": ratio, "accepted": accepted.operations,
+    }))
 }
