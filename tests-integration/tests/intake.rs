@@ -161,3 +161,99 @@ async fn two_replicas_number_one_hearing_without_gaps() {
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=200).collect::<Vec<i64>>());
 }
+
+async fn moderation(mut h: Harness) {
+    use agora_eventstore::consumer::ProjectionRunner;
+    use agora_response::app::ResponseApp;
+    use agora_response::domain::{Actor, ModerationStatus, ResponseCommand, ResponseError};
+    use agora_response::projections::{self, ResponseListProjection};
+
+    let people = People::new();
+    let hearing = active_hearing(&mut h, &people).await;
+    projections::migrate(&h.store).await.expect("schema");
+    let runner = ProjectionRunner::new(h.store.clone(), vec![Arc::new(ResponseListProjection)]);
+    let now = clock("2026-12-01T12:00:00Z");
+    let (intake, _w) = Intake::start(h.store.clone(), now.clone(), IntakeConfig::default());
+    let app = ResponseApp::new(h.store.clone(), intake.clone(), now);
+    let owner = Actor { reference: format!("user:{}", people.karen.user_id), administrator: false };
+    let stranger = Actor { reference: "user:stranger".into(), administrator: false };
+
+    let plain = intake.submit(submission(hearing, "a", "Jeg støtter planen.")).await.expect("a");
+    let rude = submission(hearing, "b", "Et svar der skal afvises.");
+    let rude_author = Actor { reference: rude.author.clone(), administrator: false };
+    let rude = intake.submit(rude).await.expect("b");
+    let cpr = intake.submit(submission(hearing, "c", "Mit CPR er 070761-4285.")).await.expect("c");
+    runner.catch_up().await.expect("read model");
+    let (public, total) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    assert_eq!((public.len(), total), (0, 0), "nothing is public before a person approves");
+
+    let approve = |id| app.execute(id, &owner, ResponseCommand::Approve);
+    assert!(matches!(
+        app.execute(plain.response_id, &stranger, ResponseCommand::Approve).await,
+        Err(agora_response::app::ResponseAppError::Domain(ResponseError::NotAllowed(_)))
+    ));
+    approve(plain.response_id).await.expect("approve");
+    app.execute(rude.response_id, &owner, ResponseCommand::Decline { reason: "Injurierende".into() })
+        .await
+        .expect("decline");
+    runner.catch_up().await.expect("read model");
+    let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    assert_eq!(public.len(), 1);
+    assert_eq!((public[0].number, public[0].author.as_deref()), (plain.number, None), "approved, without the author");
+    let (theirs, _) =
+        projections::list_for_hearing(&h.store, Some(&rude_author), hearing, None, 1, 20).await.expect("list");
+    assert!(
+        theirs.iter().any(|r| r.response_id == rude.response_id && r.status == ModerationStatus::Declined),
+        "the author sees their own"
+    );
+    let (all, total) = projections::list_for_hearing(&h.store, Some(&owner), hearing, None, 1, 20).await.expect("list");
+    assert_eq!(total, 3);
+    assert!(all.iter().all(|r| r.author.is_some()), "the owner sees who wrote");
+    let counts = projections::counts(&h.store, hearing).await.expect("counts");
+    assert_eq!((counts.get("Approved"), counts.get("Declined"), counts.get("Pending")), (Some(&1), Some(&1), Some(&1)));
+    assert_eq!(app.load(cpr.response_id).await.expect("load").status, ModerationStatus::Pending);
+
+    // Redacted: the public sees the redaction, the owner the sealed original.
+    let redact =
+        ResponseCommand::Redact { text: "Jeg støtter [fjernet].".into(), reason: "Navn på tredjemand".into() };
+    app.execute(plain.response_id, &owner, redact).await.expect("redact");
+    runner.catch_up().await.expect("read model");
+    let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    assert_eq!(public[0].text, "Jeg støtter [fjernet].");
+    let (all, _) =
+        projections::list_for_hearing(&h.store, Some(&owner), hearing, Some(ModerationStatus::Approved), 1, 20)
+            .await
+            .expect("list");
+    assert_eq!(all[0].text, "Jeg støtter planen.");
+
+    // With auto-approval on, a plain response is public at once; one with a CPR number still waits.
+    app.set_settings(&owner, hearing, true, true).await.expect("settings");
+    assert!(app.set_settings(&stranger, hearing, false, false).await.is_err(), "only the owner");
+    runner.catch_up().await.expect("settings read model");
+    let auto = intake.submit(submission(hearing, "d", "Fint forslag.")).await.expect("d");
+    let held = intake.submit(submission(hearing, "e", "Kontakt mig på 0707614285")).await.expect("e");
+    assert_eq!(app.load(auto.response_id).await.expect("load").status, ModerationStatus::Approved);
+    assert_eq!(app.load(held.response_id).await.expect("load").status, ModerationStatus::Pending);
+
+    // The author edits (the earlier text stays in the log) and withdraws, only while open.
+    let edit =
+        ResponseCommand::Edit { text: "Et blidere svar.".into(), now: at("2026-12-02T09:00:00Z"), auto_approve: false };
+    let edited = app.execute(rude.response_id, &rude_author, edit).await.expect("edit");
+    assert_eq!((edited.text.as_str(), edited.status), ("Et blidere svar.", ModerationStatus::Pending));
+    let stream = h.store.read_stream("response", &rude.response_id.to_string(), 0).await.expect("stream");
+    assert!(stream[0].payload.get().contains("Et svar der skal afvises."), "the first text is still in the log");
+    let late = ResponseCommand::Withdraw { now: at("2026-12-21T09:00:00Z") };
+    assert!(matches!(
+        app.execute(rude.response_id, &rude_author, late).await,
+        Err(agora_response::app::ResponseAppError::Domain(ResponseError::HearingClosed(_)))
+    ));
+    let withdraw = ResponseCommand::Withdraw { now: at("2026-12-02T10:00:00Z") };
+    assert_eq!(
+        app.execute(rude.response_id, &rude_author, withdraw).await.expect("withdraw").status,
+        ModerationStatus::Withdrawn
+    );
+    runner.catch_up().await.expect("read model");
+    let mine = projections::mine(&h.store, &rude_author.reference).await.expect("mine");
+    assert_eq!(mine, vec![(rude.response_id, hearing, rude.number, ModerationStatus::Withdrawn)]);
+}
+on_both_backends!(moderation_publication_and_authors, moderation);

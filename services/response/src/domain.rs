@@ -15,6 +15,10 @@ pub struct HearingTerms {
     pub status: String,
     pub closes_at: Option<DateTime<Utc>>,
     pub owner_id: String,
+    /// The owner's choice: responses are approved at once (unless something sensitive is found).
+    pub auto_approve: bool,
+    /// The owner's choice: approved responses are shown to the public at all.
+    pub public: bool,
 }
 
 /// On whose behalf a response is given.
@@ -137,14 +141,50 @@ pub enum ResponseEvent {
         content_sha256: String,
         accepted_at: DateTime<Utc>,
         registered_by_owner: bool,
+        /// Approved at once when the hearing auto-approves and nothing sensitive was found.
+        #[serde(default)]
+        status: ModerationStatus,
+        #[serde(default)]
+        sensitive: bool,
+    },
+    /// A new text; the earlier one stays in the log.
+    ResponseEdited {
+        text: String,
+        content_sha256: String,
+        at: DateTime<Utc>,
+        status: ModerationStatus,
+        sensitive: bool,
+    },
+    ResponseWithdrawn {
+        at: DateTime<Utc>,
+    },
+    /// Approving clears an earlier decline.
+    ResponseApproved {
+        by: String,
+    },
+    ResponseDeclined {
+        by: String,
+        reason: String,
+    },
+    /// The public sees `text`; the original stays sealed in the log.
+    ResponseRedacted {
+        by: String,
+        text: String,
+        reason: String,
     },
 }
 
 impl DomainEvent for ResponseEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::ResponseSubmitted { .. } => "ResponseSubmitted".into(),
+            Self::ResponseSubmitted { .. } => "ResponseSubmitted",
+            Self::ResponseEdited { .. } => "ResponseEdited",
+            Self::ResponseWithdrawn { .. } => "ResponseWithdrawn",
+            Self::ResponseApproved { .. } => "ResponseApproved",
+            Self::ResponseDeclined { .. } => "ResponseDeclined",
+            Self::ResponseRedacted { .. } => "ResponseRedacted",
         }
+        .into()
     }
 
     fn event_version(&self) -> String {
@@ -168,6 +208,8 @@ mod tests {
             status: status.into(),
             closes_at: Some(at("2026-12-20T23:00:00Z")),
             owner_id: "user:owner".into(),
+            auto_approve: false,
+            public: true,
         }
     }
 
@@ -230,6 +272,82 @@ mod tests {
     }
 
     #[test]
+    fn cpr_numbers_are_found_by_date_and_modulus() {
+        // 070761-4285 passes modulus 11; 010180-1234 does not and was born before 2007.
+        assert!(contains_cpr_number("Mit CPR er 070761-4285, ring gerne."));
+        assert!(contains_cpr_number("0707614285"));
+        assert!(!contains_cpr_number("Sagsnummer 0101801234 er nævnt."));
+        assert!(!contains_cpr_number("Telefon 3212 3456 og 12345678"), "a phone number is not a CPR number");
+        assert!(!contains_cpr_number("320161-4285"), "no 32nd day");
+        assert!(contains_cpr_number("Barnet er født 011008-4003"), "from October 2007 the modulus is not required");
+        assert!(!contains_cpr_number("12070761428599"), "part of a longer number");
+    }
+
+    fn response(status: ModerationStatus) -> Response {
+        Response { exists: true, author: "user:a".into(), text: "Svar".into(), status, ..Response::default() }
+    }
+
+    fn actor(reference: &str) -> Actor {
+        Actor { reference: reference.into(), administrator: false }
+    }
+
+    #[test]
+    fn the_author_edits_and_withdraws_only_while_active() {
+        let r = response(ModerationStatus::Approved);
+        let now = at("2026-12-01T10:00:00Z");
+        let edit = |text: &str| ResponseCommand::Edit { text: text.into(), now, auto_approve: false };
+        assert!(matches!(
+            r.decide(edit("Nyt svar"), &actor("user:b"), &terms("Active")),
+            Err(ResponseError::NotAllowed(_))
+        ));
+        let events = r.decide(edit("Nyt svar"), &actor("user:a"), &terms("Active")).expect("edit");
+        assert!(
+            matches!(&events[0], ResponseEvent::ResponseEdited { status: ModerationStatus::Pending, .. }),
+            "manual moderation again"
+        );
+        let late = ResponseCommand::Withdraw { now: at("2026-12-21T00:00:00Z") };
+        assert!(matches!(r.decide(late, &actor("user:a"), &terms("Active")), Err(ResponseError::HearingClosed(_))));
+        assert!(matches!(
+            r.decide(ResponseCommand::Withdraw { now }, &actor("user:a"), &terms("AwaitingConclusion")),
+            Err(ResponseError::NotAllowed(_))
+        ));
+    }
+
+    #[test]
+    fn moderation_needs_the_owner_and_a_reason() {
+        let r = response(ModerationStatus::Pending);
+        let owner = actor("user:owner");
+        assert!(matches!(
+            r.decide(ResponseCommand::Approve, &actor("user:a"), &terms("Active")),
+            Err(ResponseError::NotAllowed(_))
+        ));
+        let decline = ResponseCommand::Decline { reason: " ".into() };
+        assert!(matches!(r.decide(decline, &owner, &terms("Active")), Err(ResponseError::Invalid(_))));
+        let mut r = r;
+        for e in r
+            .decide(ResponseCommand::Decline { reason: "Injurierende".into() }, &owner, &terms("Active"))
+            .expect("decline")
+        {
+            cqrs_es::Aggregate::apply(&mut r, e);
+        }
+        assert_eq!((r.status, r.decline_reason.as_deref()), (ModerationStatus::Declined, Some("Injurierende")));
+        for e in r.decide(ResponseCommand::Approve, &owner, &terms("Active")).expect("approve") {
+            cqrs_es::Aggregate::apply(&mut r, e);
+        }
+        assert_eq!(
+            (r.status, r.decline_reason.as_deref()),
+            (ModerationStatus::Approved, None),
+            "re-approving clears the decline"
+        );
+        let redact = ResponseCommand::Redact { text: "Svar [fjernet]".into(), reason: "Personoplysninger".into() };
+        for e in r.decide(redact, &owner, &terms("Concluded")).expect("redact") {
+            cqrs_es::Aggregate::apply(&mut r, e);
+        }
+        assert_eq!(r.public_text(), "Svar [fjernet]");
+        assert_eq!(r.text, "Svar", "the original stays for those allowed to see it");
+    }
+
+    #[test]
     fn the_content_hash_covers_what_was_said() {
         let a = submission("Jeg er imod planen.");
         let mut b = a.clone();
@@ -237,5 +355,306 @@ mod tests {
         assert_eq!(a.content_sha256(), b.content_sha256(), "the key is not content");
         b.text = "Jeg er for planen.".into();
         assert_ne!(a.content_sha256(), b.content_sha256());
+    }
+}
+
+/// Where a response stands in moderation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ModerationStatus {
+    #[default]
+    Pending,
+    Approved,
+    Declined,
+    Withdrawn,
+}
+
+impl ModerationStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Approved => "Approved",
+            Self::Declined => "Declined",
+            Self::Withdrawn => "Withdrawn",
+        }
+    }
+}
+
+/// Whether a text looks like it holds a CPR number: ten digits (ddmmyy-xxxx) forming a real
+/// date, passing the modulus-11 check, or born from 1 October 2007 on, when numbers without
+/// it were issued. Such a response waits for a person, whatever the auto-approve setting.
+pub fn contains_cpr_number(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() || (i > 0 && chars[i - 1].is_ascii_digit()) {
+            i += 1;
+            continue;
+        }
+        let mut digits = Vec::with_capacity(10);
+        let mut j = i;
+        while j < chars.len() && digits.len() < 10 {
+            match chars[j] {
+                c if c.is_ascii_digit() => digits.push(c.to_digit(10).unwrap_or(0)),
+                '-' | ' ' if digits.len() == 6 => {}
+                _ => break,
+            }
+            j += 1;
+        }
+        let standalone = j >= chars.len() || !chars[j].is_ascii_digit();
+        if digits.len() == 10 && standalone && plausible_cpr(&digits) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+fn plausible_cpr(d: &[u32]) -> bool {
+    let day = d[0] * 10 + d[1];
+    let month = d[2] * 10 + d[3];
+    let year = d[4] * 10 + d[5];
+    // The seventh digit and the year give the century (CPR rules).
+    let century = match (d[6], year) {
+        (0..=3, _) => 1900,
+        (4 | 9, 0..=36) => 2000,
+        (4 | 9, _) => 1900,
+        (5..=8, 0..=57) => 2000,
+        (5..=8, _) => 1800,
+        _ => return false,
+    };
+    let Some(born) = chrono::NaiveDate::from_ymd_opt((century + year) as i32, month, day) else { return false };
+    let weights = [4, 3, 2, 7, 6, 5, 4, 3, 2, 1];
+    let modulus_ok = d.iter().zip(weights).map(|(digit, w)| digit * w).sum::<u32>() % 11 == 0;
+    let without_modulus = chrono::NaiveDate::from_ymd_opt(2007, 10, 1).is_some_and(|from| born >= from);
+    modulus_ok || without_modulus
+}
+
+/// Who acts on a response, as the service knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `user:<id>`
+    pub reference: String,
+    pub administrator: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseCommand {
+    Edit { text: String, now: DateTime<Utc>, auto_approve: bool },
+    Withdraw { now: DateTime<Utc> },
+    Approve,
+    Decline { reason: String },
+    Redact { text: String, reason: String },
+}
+
+impl ResponseCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Edit { .. } => "EditResponse",
+            Self::Withdraw { .. } => "WithdrawResponse",
+            Self::Approve => "ApproveResponse",
+            Self::Decline { .. } => "DeclineResponse",
+            Self::Redact { .. } => "RedactResponse",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("no such response")]
+    NotFound,
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("the hearing closed for responses at {}", .0.to_rfc3339_opts(SecondsFormat::Secs, true))]
+    HearingClosed(DateTime<Utc>),
+}
+
+/// A response as its events have made it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub exists: bool,
+    pub hearing_id: Uuid,
+    pub number: i64,
+    pub author: String,
+    pub on_behalf_of: Option<OnBehalfOf>,
+    /// The text as written (sealed when redacted: only those allowed see it).
+    pub text: String,
+    /// What the public sees instead, when redacted.
+    pub redacted_text: Option<String>,
+    pub status: ModerationStatus,
+    pub decline_reason: Option<String>,
+    pub moderated_by: Option<String>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub sensitive: bool,
+}
+
+impl Response {
+    /// Decides the events of a command by `actor` on a response to the hearing `terms`.
+    pub fn decide(
+        &self,
+        command: ResponseCommand,
+        actor: &Actor,
+        terms: &HearingTerms,
+    ) -> Result<Vec<ResponseEvent>, ResponseError> {
+        if !self.exists {
+            return Err(ResponseError::NotFound);
+        }
+        let owner = actor.administrator || actor.reference == terms.owner_id;
+        let author = actor.reference == self.author;
+        let open_for_author = |now: DateTime<Utc>| -> Result<(), ResponseError> {
+            if !author {
+                return Err(ResponseError::NotAllowed("only the author may change or withdraw a response".into()));
+            }
+            if self.status == ModerationStatus::Withdrawn {
+                return Err(ResponseError::NotAllowed("the response is withdrawn".into()));
+            }
+            match terms.closes_at {
+                Some(at) if now >= at => Err(ResponseError::HearingClosed(at)),
+                _ if terms.status != "Active" => Err(ResponseError::NotAllowed(format!(
+                    "a response can only be changed while the hearing is Active (it is {})",
+                    terms.status
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let moderator = || {
+            if owner {
+                Ok(())
+            } else {
+                Err(ResponseError::NotAllowed("only the hearing's owner or an administrator may moderate".into()))
+            }
+        };
+        match command {
+            ResponseCommand::Edit { text, now, auto_approve } => {
+                open_for_author(now)?;
+                let trimmed = text.trim();
+                if trimmed.is_empty() {
+                    return Err(ResponseError::Invalid("the text is empty".into()));
+                }
+                if trimmed.chars().count() > MAX_TEXT {
+                    return Err(ResponseError::Invalid(format!("at most {MAX_TEXT} characters are allowed")));
+                }
+                if text == self.text {
+                    return Ok(Vec::new());
+                }
+                let sensitive = contains_cpr_number(&text);
+                let status =
+                    if auto_approve && !sensitive { ModerationStatus::Approved } else { ModerationStatus::Pending };
+                let content_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+                Ok(vec![ResponseEvent::ResponseEdited { text, content_sha256, at: now, status, sensitive }])
+            }
+            ResponseCommand::Withdraw { now } => {
+                open_for_author(now)?;
+                Ok(vec![ResponseEvent::ResponseWithdrawn { at: now }])
+            }
+            ResponseCommand::Approve => {
+                moderator()?;
+                if self.status == ModerationStatus::Withdrawn {
+                    return Err(ResponseError::NotAllowed("a withdrawn response cannot be approved".into()));
+                }
+                if self.status == ModerationStatus::Approved {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![ResponseEvent::ResponseApproved { by: actor.reference.clone() }])
+            }
+            ResponseCommand::Decline { reason } => {
+                moderator()?;
+                if reason.trim().is_empty() {
+                    return Err(ResponseError::Invalid("a reason is required to decline".into()));
+                }
+                if self.status == ModerationStatus::Withdrawn {
+                    return Err(ResponseError::NotAllowed("a withdrawn response cannot be declined".into()));
+                }
+                Ok(vec![ResponseEvent::ResponseDeclined { by: actor.reference.clone(), reason }])
+            }
+            ResponseCommand::Redact { text, reason } => {
+                moderator()?;
+                if reason.trim().is_empty() {
+                    return Err(ResponseError::Invalid("a reason is required to redact".into()));
+                }
+                if text.trim().is_empty() {
+                    return Err(ResponseError::Invalid(
+                        "the redacted text is empty; decline the response instead".into(),
+                    ));
+                }
+                Ok(vec![ResponseEvent::ResponseRedacted { by: actor.reference.clone(), text, reason }])
+            }
+        }
+    }
+
+    /// The text the public sees: the redacted one when there is one.
+    pub fn public_text(&self) -> &str {
+        self.redacted_text.as_deref().unwrap_or(&self.text)
+    }
+}
+
+impl cqrs_es::Aggregate for Response {
+    const TYPE: &'static str = AGGREGATE_TYPE;
+    type Command = (ResponseCommand, Actor, HearingTerms);
+    type Event = ResponseEvent;
+    type Error = ResponseError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        (command, actor, terms): Self::Command,
+        _services: &(),
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, &actor, &terms)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            ResponseEvent::ResponseSubmitted {
+                hearing_id,
+                number,
+                author,
+                on_behalf_of,
+                text,
+                accepted_at,
+                status,
+                sensitive,
+                ..
+            } => {
+                *self = Response {
+                    exists: true,
+                    hearing_id,
+                    number,
+                    author,
+                    on_behalf_of,
+                    text,
+                    status,
+                    accepted_at: Some(accepted_at),
+                    sensitive,
+                    ..Response::default()
+                };
+            }
+            ResponseEvent::ResponseEdited { text, status, sensitive, .. } => {
+                self.text = text;
+                self.redacted_text = None;
+                self.status = status;
+                self.sensitive = sensitive;
+            }
+            ResponseEvent::ResponseWithdrawn { .. } => self.status = ModerationStatus::Withdrawn,
+            ResponseEvent::ResponseApproved { by } => {
+                self.status = ModerationStatus::Approved;
+                self.decline_reason = None;
+                self.moderated_by = Some(by);
+            }
+            ResponseEvent::ResponseDeclined { by, reason } => {
+                self.status = ModerationStatus::Declined;
+                self.decline_reason = Some(reason);
+                self.moderated_by = Some(by);
+            }
+            ResponseEvent::ResponseRedacted { text, by, .. } => {
+                self.redacted_text = Some(text);
+                self.moderated_by = Some(by);
+            }
+        }
     }
 }

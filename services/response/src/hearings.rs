@@ -17,6 +17,10 @@ pub const SCHEMA: &[&str] = &[
         closes_at TEXT,
         owner_id TEXT NOT NULL,
         sequence BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS response_settings (
+        hearing_id TEXT PRIMARY KEY,
+        auto_approve BOOLEAN NOT NULL,
+        public BOOLEAN NOT NULL)",
     "CREATE TABLE IF NOT EXISTS response_counters (
         hearing_id TEXT PRIMARY KEY,
         last_number BIGINT NOT NULL)",
@@ -89,18 +93,29 @@ impl IntegrationHandler for HearingTermsHandler {
 pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let row: Option<(String, Option<String>, String)> = on_tx!(tx, conn => {
-            sqlx::query_as("SELECT status, closes_at, owner_id FROM response_hearings WHERE hearing_id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut **conn)
-                .await?
+        let row: Option<(String, Option<String>, String, Option<bool>, Option<bool>)> = on_tx!(tx, conn => {
+            sqlx::query_as(
+                "SELECT h.status, h.closes_at, h.owner_id, s.auto_approve, s.public FROM response_hearings h \
+                 LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut **conn)
+            .await?
         });
-        if let Some((status, closes_at, owner_id)) = row {
+        if let Some((status, closes_at, owner_id, auto_approve, public)) = row {
             let closes_at = closes_at
                 .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
                 .transpose()
                 .map_err(|e| StoreError::CorruptField { position: 0, field: "closes_at", reason: e.to_string() })?;
-            out.push(HearingTerms { hearing_id: *id, status, closes_at, owner_id });
+            out.push(HearingTerms {
+                hearing_id: *id,
+                status,
+                closes_at,
+                owner_id,
+                // Until the owner says otherwise: a person approves, approved responses are public.
+                auto_approve: auto_approve.unwrap_or(false),
+                public: public.unwrap_or(true),
+            });
         }
     }
     Ok(out)

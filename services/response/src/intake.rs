@@ -191,6 +191,12 @@ async fn process(
             content_sha256: content.clone(),
             accepted_at: now,
         };
+        let sensitive = crate::domain::contains_cpr_number(&submission.text);
+        let status = if hearing.auto_approve && !sensitive {
+            crate::domain::ModerationStatus::Approved
+        } else {
+            crate::domain::ModerationStatus::Pending
+        };
         let event = ResponseEvent::ResponseSubmitted {
             hearing_id: submission.hearing_id,
             number: receipt.number,
@@ -201,6 +207,8 @@ async fn process(
             content_sha256: content.clone(),
             accepted_at: now,
             registered_by_owner: submission.registered_by_owner,
+            status,
+            sensitive,
         };
         events.push(NewEvent {
             aggregate_type: AGGREGATE_TYPE.into(),
