@@ -384,29 +384,27 @@ impl ModerationStatus {
 /// it were issued. Such a response waits for a person, whatever the auto-approve setting.
 pub fn contains_cpr_number(text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if !chars[i].is_ascii_digit() || (i > 0 && chars[i - 1].is_ascii_digit()) {
-            i += 1;
-            continue;
-        }
-        let mut digits = Vec::with_capacity(10);
-        let mut j = i;
-        while j < chars.len() && digits.len() < 10 {
-            match chars[j] {
-                c if c.is_ascii_digit() => digits.push(c.to_digit(10).unwrap_or(0)),
-                '-' | ' ' if digits.len() == 6 => {}
-                _ => break,
-            }
-            j += 1;
-        }
-        let standalone = j >= chars.len() || !chars[j].is_ascii_digit();
-        if digits.len() == 10 && standalone && plausible_cpr(&digits) {
-            return true;
-        }
-        i += 1;
+    (0..chars.len()).any(|start| cpr_at(&chars, start).is_some_and(|digits| plausible_cpr(&digits)))
+}
+
+/// The ten digits of a number that starts at `start` and stands alone (ddmmyy, an optional
+/// dash or space, xxxx).
+fn cpr_at(chars: &[char], start: usize) -> Option<Vec<u32>> {
+    if !chars[start].is_ascii_digit() || (start > 0 && chars[start - 1].is_ascii_digit()) {
+        return None;
     }
-    false
+    let mut digits = Vec::with_capacity(10);
+    let mut end = start;
+    while end < chars.len() && digits.len() < 10 {
+        match chars[end] {
+            c if c.is_ascii_digit() => digits.push(c.to_digit(10)?),
+            '-' | ' ' if digits.len() == 6 && end > start && chars[end - 1].is_ascii_digit() => {}
+            _ => break,
+        }
+        end += 1;
+    }
+    let stands_alone = end >= chars.len() || !chars[end].is_ascii_digit();
+    (digits.len() == 10 && stands_alone).then_some(digits)
 }
 
 fn plausible_cpr(d: &[u32]) -> bool {

@@ -89,11 +89,14 @@ impl IntegrationHandler for HearingTermsHandler {
     }
 }
 
+/// status, closes_at, owner_id, auto_approve, public
+type TermsRow = (String, Option<String>, String, Option<bool>, Option<bool>);
+
 /// The terms of the given hearings, read in the intake's transaction.
 pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let row: Option<(String, Option<String>, String, Option<bool>, Option<bool>)> = on_tx!(tx, conn => {
+        let row: Option<TermsRow> = on_tx!(tx, conn => {
             sqlx::query_as(
                 "SELECT h.status, h.closes_at, h.owner_id, s.auto_approve, s.public FROM response_hearings h \
                  LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1",
