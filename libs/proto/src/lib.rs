@@ -6,5 +6,11 @@ pub mod hearing {
     }
 }
 
+pub mod response {
+    pub mod v1 {
+        tonic::include_proto!("agora.response.v1");
+    }
+}
+
 /// The encoded descriptors of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("agora_descriptor");

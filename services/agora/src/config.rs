@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 /// The services this binary can run.
-pub const TARGETS: &[&str] = &["hearing"];
+pub const TARGETS: &[&str] = &["hearing", "response"];
 
 pub const DEV_ISSUER: &str = "agora-dev";
 pub const AUDIENCE: &str = "agora";
@@ -55,7 +55,7 @@ fn redacted(url: &str) -> String {
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Services to run, comma-separated (available: hearing). Without it: every service in
+    /// Services to run, comma-separated (available: hearing, response). Without it: every service in
     /// one process on the embedded default.
     #[arg(long, env = "AGORA_TARGETS", value_delimiter = ',')]
     pub target: Vec<String>,

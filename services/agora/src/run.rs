@@ -60,8 +60,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("agora"))?;
     let settings = args.settings()?;
     let store = args.connect.store().await?;
-    projections::migrate(&store).await.context("cannot create the read-model tables")?;
-    let app = hearing_app(&store, &settings)?;
+    let runs = |target: &str| settings.targets.iter().any(|t| t == target);
+    let (with_hearing, with_response) = (runs("hearing"), runs("response"));
+    let mut projections: Vec<Arc<dyn agora_eventstore::consumer::Projection>> = Vec::new();
+    let hearing = if with_hearing {
+        projections::migrate(&store).await.context("cannot create the hearing read-model tables")?;
+        projections.push(Arc::new(HearingListProjection));
+        Some(hearing_app(&store, &settings)?)
+    } else {
+        None
+    };
+    let verifier = Arc::new(settings.verifier.clone());
+    let response = if with_response {
+        agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
+        projections.push(Arc::new(agora_response::projections::ResponseListProjection));
+        let (intake, _worker) = agora_response::intake::Intake::start(
+            store.clone(),
+            Arc::new(chrono::Utc::now),
+            agora_response::intake::IntakeConfig::default(),
+        );
+        Some(agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now)))
+    } else {
+        None
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
@@ -85,15 +106,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build gRPC reflection")?;
-    let (hearing_service, reference_service) =
-        agora_hearing::grpc::services(app.clone(), Arc::new(settings.verifier.clone()));
+    let (hearing_service, reference_service) = match &hearing {
+        Some(app) => {
+            let (h, r) = agora_hearing::grpc::services(app.clone(), verifier.clone());
+            (Some(h), Some(r))
+        }
+        None => (None, None),
+    };
+    let response_service = response.as_ref().map(|app| agora_response::grpc::service(app.clone(), verifier.clone()));
     let router = tonic::transport::Server::builder()
         .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(hearing_service)
-        .add_service(reference_service);
+        .add_optional_service(hearing_service)
+        .add_optional_service(reference_service)
+        .add_optional_service(response_service);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {
@@ -101,30 +129,74 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     // Read models first, so the demo seed and the scheduler see what exists.
-    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
+    let runner = ProjectionRunner::new(store.clone(), projections);
     runner.catch_up().await.context("cannot bring the read models up to date")?;
-    if settings.embedded && !args.no_demo && crate::demo::seed(&app, &runner).await.context("cannot seed demo data")? {
-        runner.catch_up().await.context("cannot bring the read models up to date")?;
-        tracing::info!("seeded demo reference data and hearings");
+    if let Some(app) = &hearing {
+        if settings.embedded
+            && !args.no_demo
+            && crate::demo::seed(app, &runner).await.context("cannot seed demo data")?
+        {
+            runner.catch_up().await.context("cannot bring the read models up to date")?;
+            tracing::info!("seeded demo reference data and hearings");
+        }
+        tasks.spawn(until_stopped(agora_hearing::scheduler::run(
+            app.clone(),
+            Duration::from_secs(args.scheduler_interval),
+            shutdown_future(&stop_rx),
+        )));
     }
     tasks.spawn(until_stopped(runner.run(shutdown_future(&stop_rx))));
-    tasks.spawn(until_stopped(agora_hearing::scheduler::run(
-        app.clone(),
-        Duration::from_secs(args.scheduler_interval),
-        shutdown_future(&stop_rx),
-    )));
 
-    if !settings.embedded {
+    let bus = if settings.embedded {
+        None
+    } else {
         let mut bus_config = BusConfig::new(&args.nats_url, &args.nats_prefix);
         bus_config.replicas = args.nats_replicas;
-        let bus = Bus::connect(bus_config)
-            .await
-            .with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?;
-        let relay = Relay::new(store.clone(), bus, Arc::new(HearingIntegration::new(store.clone())));
+        Some(
+            Bus::connect(bus_config)
+                .await
+                .with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?,
+        )
+    };
+    if let (Some(bus), true) = (&bus, with_hearing) {
+        let relay = Relay::new(store.clone(), bus.clone(), Arc::new(HearingIntegration::new(store.clone())));
         tasks.spawn(until_stopped(relay.run(shutdown_future(&stop_rx))));
     }
+    if with_response {
+        // The response service learns hearings from their integration events: from
+        // JetStream when distributed, from the local log when embedded.
+        let handler = Arc::new(agora_response::hearings::HearingTermsHandler);
+        match &bus {
+            Some(bus) => {
+                let (bus, store, shutdown) = (bus.clone(), store.clone(), shutdown_future(&stop_rx));
+                tasks.spawn(async move {
+                    agora_eventstore::jetstream::consume(&bus, store, handler, shutdown)
+                        .await
+                        .map_err(anyhow::Error::from)
+                });
+            }
+            None => {
+                let feed = agora_eventstore::consumer::LocalIntegrationFeed {
+                    store: store.clone(),
+                    mapper: Arc::new(HearingIntegration::new(store.clone())),
+                    handler,
+                };
+                feed.catch_up().await.context("cannot read the hearings for the response service")?;
+                tasks.spawn(until_stopped(feed.run(shutdown_future(&stop_rx))));
+            }
+        }
+    }
 
-    health.set_serving::<HearingServiceServer<HearingGrpc>>().await;
+    if with_hearing {
+        health.set_serving::<HearingServiceServer<HearingGrpc>>().await;
+    }
+    if with_response {
+        health
+            .set_serving::<agora_proto::response::v1::response_service_server::ResponseServiceServer<
+                agora_response::grpc::ResponseGrpc,
+            >>()
+            .await;
+    }
     ready.store(true, Ordering::SeqCst);
     let mode = if settings.embedded {
         "embedded (SQLite, everything in one process)".to_string()
@@ -133,7 +205,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!(grpc = %grpc_addr, http = %settings.http_addr, ready_ms = started.elapsed().as_millis() as u64, "agora is ready: {mode}");
     println!("agora is ready ({mode}) in {} ms", started.elapsed().as_millis());
-    println!("  gRPC:    http://{grpc_addr}  (hearing and reference data services, health, reflection)");
+    println!("  gRPC:    http://{grpc_addr}  ({} services, health, reflection)", settings.targets.join(", "));
     println!("  health:  http://{}/healthz   metrics: http://{}/metrics", settings.http_addr, settings.http_addr);
     if settings.dev_login {
         println!("  development login is ON: demo users admin, karen, lars, erik, birgitte, carl, dorte");
@@ -153,7 +225,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     ready.store(false, Ordering::SeqCst);
-    health.set_not_serving::<HearingServiceServer<HearingGrpc>>().await;
+    if with_hearing {
+        health.set_not_serving::<HearingServiceServer<HearingGrpc>>().await;
+    }
     let _ = stop_tx.send(true);
     let drained =
         tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;

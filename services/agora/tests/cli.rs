@@ -108,6 +108,12 @@ async fn http_get(port: u16, path: &str) -> String {
     response
 }
 
+fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", token.parse().expect("header"));
+    request
+}
+
 async fn public_titles(grpc: u16) -> Vec<String> {
     let mut client = HearingServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("grpc connects");
     let list = client
@@ -149,6 +155,65 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     assert!(
         statuses.contains(&(pb::HearingStatus::Draft as i32)) && statuses.contains(&(pb::HearingStatus::Active as i32))
     );
+
+    // A citizen responds to the active demo hearing; the response service learnt of it from
+    // the hearing service's integration events.
+    let token = |user: &str| {
+        let user = user.to_string();
+        let data_dir = data_dir.to_string();
+        async move {
+            let (code, token, _) = output(&["token", "issue", &user, "--data-dir", &data_dir], &[]).await;
+            assert_eq!(code, 0);
+            format!("Bearer {}", token.trim())
+        }
+    };
+    let active =
+        mine.hearings.iter().find(|h| h.status == pb::HearingStatus::Active as i32).expect("an active hearing");
+    let citizen = token("birgitte").await;
+    let mut responses = agora_proto::response::v1::response_service_client::ResponseServiceClient::connect(format!(
+        "http://{grpc_addr}"
+    ))
+    .await
+    .expect("grpc");
+    let submit = agora_proto::response::v1::SubmitResponseRequest {
+        hearing_id: active.hearing_id.clone(),
+        idempotency_key: "birgitte-1".into(),
+        text: "Jeg ønsker flere træer på torvet.".into(),
+        terms_version: "2026-01".into(),
+        ..Default::default()
+    };
+    let receipt = responses.submit_response(authorized(&citizen, submit.clone())).await.expect("accepted").into_inner();
+    assert_eq!(receipt.number, 1);
+    let again = responses.submit_response(authorized(&citizen, submit)).await.expect("retried").into_inner();
+    assert_eq!(again, receipt, "a retry gets the first receipt");
+    let list = |token: Option<&str>| {
+        let request = agora_proto::response::v1::ListResponsesRequest {
+            hearing_id: active.hearing_id.clone(),
+            ..Default::default()
+        };
+        match token {
+            Some(t) => authorized(t, request),
+            None => tonic::Request::new(request),
+        }
+    };
+    // Pending until the owner approves; then public without the author.
+    let public = responses.list_responses(list(None)).await.expect("list").into_inner();
+    assert_eq!(public.total, 0);
+    let owner = token("karen").await;
+    let approve = agora_proto::response::v1::ResponseRef { response_id: receipt.response_id.clone() };
+    let stranger = responses.approve_response(authorized(&citizen, approve.clone())).await.expect_err("not the owner");
+    assert_eq!(stranger.code(), tonic::Code::PermissionDenied);
+    responses.approve_response(authorized(&owner, approve)).await.expect("owner approves");
+    let public = agora_eventstore::testing::eventually(20, "the approved response in the public list", || {
+        let mut responses = responses.clone();
+        let request = list(None);
+        async move {
+            let public = responses.list_responses(request).await.ok()?.into_inner();
+            (public.total == 1).then_some(public)
+        }
+    })
+    .await;
+    assert_eq!(public.responses[0].author_id, "", "the public does not see who wrote it");
     stop(child).await;
 
     let events_before =

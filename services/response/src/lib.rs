@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod domain;
+pub mod grpc;
 pub mod hearings;
 pub mod intake;
 pub mod projections;
