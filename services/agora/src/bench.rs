@@ -31,8 +31,8 @@ pub enum BenchCommand {
     Rebuild(RebuildArgs),
     /// Time to ready and idle memory of `agora run --target hearing`.
     Idle(IdleArgs),
-    /// Response intake (group commit) at 64 concurrent clients, beside a raw single-row INSERT
-    /// at the same concurrency. Calls the intake directly; the gRPC path comes with issue #3.
+    /// Response intake (group commit) through the response service's gRPC API at 64 concurrent
+    /// clients, beside a raw single-row INSERT at the same concurrency.
     Intake(IntakeArgs),
 }
 
@@ -481,7 +481,6 @@ async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
 }
 
 async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Result<serde_json::Value> {
-    use agora_response::domain::Submission;
     use agora_response::intake::{Intake, IntakeConfig};
     let store = Store::postgres(options.clone(), 8).await?;
     store.migrate().await?;
@@ -508,21 +507,42 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
         }
     })
     .await?;
+    // The response service's gRPC API in this process, over loopback, as clients reach it.
     let (intake, _worker) = Intake::start(store.clone(), Arc::new(chrono::Utc::now), IntakeConfig::default());
+    let app = agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now));
+    let key = agora_auth::SigningKey::generate_with_kid("bench")?;
+    let issuer = agora_auth::TokenIssuer::new(key, "agora-bench", "agora", chrono::Duration::hours(1));
+    let service = agora_response::grpc::service(app, Arc::new(issuer.verifier()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?.connect().await?;
+    let client = agora_proto::response::v1::response_service_client::ResponseServiceClient::new(channel);
+    let tokens: Vec<String> = (0..args.clients)
+        .map(|_| {
+            let respondent = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Citizen);
+            issuer.issue(&respondent).map(|t| format!("Bearer {t}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let tokens = Arc::new(tokens);
     let run = Uuid::new_v4().simple().to_string();
-    let accepted = measure(args.clients, args.seconds, move |client, n| {
-        let intake = intake.clone();
-        let submission = Submission {
-            idempotency_key: format!("{run}-{client}-{n}"),
-            hearing_id: hearing,
-            author: format!("user:{client}"),
-            on_behalf_of: None,
+    let accepted = measure(args.clients, args.seconds, move |client_no, n| {
+        let mut client = client.clone();
+        let mut request = tonic::Request::new(agora_proto::response::v1::SubmitResponseRequest {
+            hearing_id: hearing.to_string(),
+            idempotency_key: format!("{run}-{client_no}-{n}"),
             text: text.clone(),
             terms_version: "1".into(),
-            registered_by_owner: false,
-        };
+            ..Default::default()
+        });
+        let token = tokens[client_no].clone();
         async move {
-            intake.submit(submission).await.map_err(|e| anyhow::anyhow!(e))?;
+            request.metadata_mut().insert("authorization", token.parse()?);
+            client.submit_response(request).await?;
             Ok(())
         }
     })

@@ -8,6 +8,7 @@ use agora_proto::hearing::v1 as pb;
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use uuid::Uuid;
 
 const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
@@ -473,4 +474,153 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
         spans.iter().any(|(service, name)| service == "agora" && name == "list_hearings"),
         "the handler's span reached the collector: {spans:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstream() {
+    use agora_proto::response::v1 as rpb;
+    let Some(database) = agora_eventstore::testing::postgres(2).await else { return };
+    let Some(bus) = agora_eventstore::testing::nats().await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = agora_auth::SigningKey::generate_with_kid("k1").expect("key");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, agora_auth::jwks(&[&key]).to_string()).expect("jwks");
+    let issuer = agora_auth::TokenIssuer::new(key, "agora-dev", "agora", chrono::Duration::hours(1));
+    let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
+    let (grpc, http) = (free_port(), free_port());
+    let child = start(
+        &["--target", "hearing,response"],
+        &[
+            ("AGORA_DATABASE_URL", &url),
+            ("AGORA_NATS_URL", &agora_eventstore::testing::nats_url()),
+            ("AGORA_NATS_PREFIX", &bus.bus.config.subject_prefix),
+            ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
+            ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
+            ("AGORA_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
+            ("AGORA_HTTP_ADDR", &format!("127.0.0.1:{http}")),
+        ],
+    )
+    .await;
+    let bearer = |p: &agora_auth::Principal| format!("Bearer {}", issuer.issue(p).expect("token"));
+    let admin = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::Administrator);
+    let owner = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::HearingCreator);
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}")).expect("uri").connect_lazy();
+    let mut reference =
+        agora_proto::hearing::v1::reference_data_service_client::ReferenceDataServiceClient::new(channel.clone());
+    let mut hearings = HearingServiceClient::new(channel.clone());
+    let responses = rpb::response_service_client::ResponseServiceClient::new(channel);
+    let admin_token = bearer(&admin);
+    let owner_token = bearer(&owner);
+    reference
+        .define_hearing_type(authorized(
+            &admin_token,
+            pb::HearingType { id: "plan".into(), name: "Plan".into(), ..Default::default() },
+        ))
+        .await
+        .expect("type");
+    reference
+        .define_subject_area(authorized(
+            &admin_token,
+            pb::NamedItem { id: "by".into(), name: "By".into(), retired: false },
+        ))
+        .await
+        .expect("area");
+    let kle = pb::LoadKleRequest {
+        entries: vec![pb::KleEntry { number: "01.02.05".into(), title: "Lokalplanlægning".into(), retired: false }],
+        hierarchy_json: String::new(),
+    };
+    reference.load_kle(authorized(&admin_token, kle)).await.expect("kle");
+    let hearing = hearings
+        .create_hearing(authorized(&owner_token, pb::CreateHearingRequest { hearing_type_id: "plan".into() }))
+        .await
+        .expect("create")
+        .into_inner();
+    let today = chrono::Utc::now().date_naive();
+    let update = pb::UpdateHearingRequest {
+        hearing_id: hearing.hearing_id.clone(),
+        fields: [
+            ("title", "Ny bydel"),
+            ("summary", "Forslag til en ny bydel."),
+            ("body", "Kommunen foreslår en ny bydel."),
+            ("esdh_title", "Ny bydel"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        subject_area_id: Some("by".into()),
+        kle_number: Some("01.02.05".into()),
+        contact: Some(pb::ContactPerson {
+            name: "Ejer".into(),
+            email: "ejer@kommune.example".into(),
+            phone: String::new(),
+        }),
+        start_date: Some((today - chrono::Days::new(2)).to_string()),
+        deadline: Some((today + chrono::Days::new(30)).to_string()),
+        ..Default::default()
+    };
+    // The reference lists are read models; wait for them before the update relies on them.
+    agora_eventstore::testing::eventually(20, "the draft", || {
+        let mut hearings = hearings.clone();
+        let request = authorized(&owner_token, update.clone());
+        async move { hearings.update_hearing(request).await.ok() }
+    })
+    .await;
+    hearings
+        .publish_hearing(authorized(&owner_token, pb::HearingRef { hearing_id: hearing.hearing_id.clone() }))
+        .await
+        .expect("publish");
+
+    // The response service learns of the now active hearing through JetStream; then a
+    // surge of respondents submits at once.
+    let respondent = |n: u32| {
+        agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Citizen).with_name(format!("Borger {n}"))
+    };
+    let first = bearer(&respondent(0));
+    let submit = |key: String| rpb::SubmitResponseRequest {
+        hearing_id: hearing.hearing_id.clone(),
+        idempotency_key: key,
+        text: "Jeg har en holdning.".into(),
+        terms_version: "1".into(),
+        ..Default::default()
+    };
+    agora_eventstore::testing::eventually(30, "the response service to know the hearing", || {
+        let mut responses = responses.clone();
+        let request = authorized(&first, submit("first".into()));
+        async move { responses.submit_response(request).await.ok() }
+    })
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 1..=16u32 {
+        let mut responses = responses.clone();
+        let token = bearer(&respondent(client));
+        let requests: Vec<_> = (0..8).map(|n| submit(format!("c{client}-{n}"))).collect();
+        tasks.spawn(async move {
+            let mut numbers = Vec::new();
+            for request in requests {
+                numbers.push(
+                    responses.submit_response(authorized(&token, request)).await.expect("accepted").into_inner().number,
+                );
+            }
+            numbers
+        });
+    }
+    let mut numbers = vec![1];
+    while let Some(result) = tasks.join_next().await {
+        numbers.extend(result.expect("client"));
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=129).collect::<Vec<i64>>(), "every receipt unique and gapless");
+    let list =
+        rpb::ListResponsesRequest { hearing_id: hearing.hearing_id.clone(), page_size: 100, ..Default::default() };
+    let seen = agora_eventstore::testing::eventually(20, "the read model to hold every accepted response", || {
+        let mut responses = responses.clone();
+        let request = authorized(&owner_token, list.clone());
+        async move { responses.list_responses(request).await.ok().map(|r| r.into_inner()).filter(|r| r.total == 129) }
+    })
+    .await;
+    assert_eq!(seen.responses.len(), 100, "paged");
+    stop(child).await;
 }
