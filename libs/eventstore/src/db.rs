@@ -211,6 +211,35 @@ pub struct Store {
     heads: Arc<Mutex<HashMap<StreamKey, (i64, String)>>>,
 }
 
+fn insert_events_sql(postgres: bool, rows: usize) -> String {
+    format!(
+        "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
+         event_version, payload, metadata, recorded_at, hash) VALUES {}",
+        placeholders(postgres, rows, 10)
+    )
+}
+
+/// The statement of [`insert_events_sql`] with every chained event bound, for either backend.
+macro_rules! insert_events {
+    ($sql:expr, $recorded:expr) => {{
+        let mut query = sqlx::query($sql);
+        for (event, text) in $recorded {
+            query = query
+                .bind(event.event_id.to_string())
+                .bind(&event.aggregate_type)
+                .bind(&event.aggregate_id)
+                .bind(event.sequence)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&text.payload)
+                .bind(&text.metadata)
+                .bind(&text.recorded_at)
+                .bind(&event.hash);
+        }
+        query
+    }};
+}
+
 /// `(?,?),(?,?)…` for a multi-row VALUES list: numbered (`$1`) on PostgreSQL, anonymous on
 /// SQLite, which looks named parameters up by a linear scan (quadratic for a large batch).
 pub fn placeholders(postgres: bool, rows: usize, columns: usize) -> String {
@@ -350,30 +379,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let recorded = self.chain(events, None).await?;
-        let mut sql = String::from(
-            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
-             event_version, payload, metadata, recorded_at, hash) VALUES ",
-        );
-        sql.push_str(&placeholders(self.is_postgres(), recorded.len(), 10));
+        let sql = insert_events_sql(self.is_postgres(), recorded.len());
         let conflict = || StoreError::Conflict {
             stream: format!("{}/{}", events[0].aggregate_type, events[0].aggregate_id),
             sequence: events[0].sequence,
         };
         let result: Result<(), sqlx::Error> = on_backend!(&*self.backend, pool => {
-            let mut query = sqlx::query(&sql);
-            for (event, text) in &recorded {
-                query = query
-                    .bind(event.event_id.to_string())
-                    .bind(&event.aggregate_type)
-                    .bind(&event.aggregate_id)
-                    .bind(event.sequence)
-                    .bind(&event.event_type)
-                    .bind(&event.event_version)
-                    .bind(&text.payload)
-                    .bind(&text.metadata)
-                    .bind(&text.recorded_at)
-                    .bind(&event.hash);
-            }
+            let query = insert_events!(&sql, &recorded);
             match snapshot {
                 // One statement is its own transaction: the common path costs one round trip.
                 None => query.execute(pool).await.map(|_| ()),
@@ -415,26 +427,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let recorded = self.chain(events, Some(&mut *tx)).await?;
-        let sql = format!(
-            "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type, \
-             event_version, payload, metadata, recorded_at, hash) VALUES {}",
-            placeholders(tx.is_postgres(), recorded.len(), 10)
-        );
+        let sql = insert_events_sql(tx.is_postgres(), recorded.len());
         let result: Result<(), sqlx::Error> = on_tx!(tx, conn => {
-            let mut query = sqlx::query(&sql);
-            for (event, text) in &recorded {
-                query = query
-                    .bind(event.event_id.to_string())
-                    .bind(&event.aggregate_type)
-                    .bind(&event.aggregate_id)
-                    .bind(event.sequence)
-                    .bind(&event.event_type)
-                    .bind(&event.event_version)
-                    .bind(&text.payload)
-                    .bind(&text.metadata)
-                    .bind(&text.recorded_at)
-                    .bind(&event.hash);
-            }
+            let query = insert_events!(&sql, &recorded);
             query.execute(&mut **conn).await.map(|_| ())
         });
         match result {
