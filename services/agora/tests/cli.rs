@@ -305,29 +305,51 @@ async fn configuration_errors_name_the_setting() {
     assert!(stderr.contains("AGORA_TOKEN_JWKS"), "{stderr}");
 }
 
+/// `agora run --target …` on a PostgreSQL schema and a JetStream stream of the test's own,
+/// with tokens from a key the test holds.
+struct Distributed {
+    database: agora_eventstore::testing::TestDatabase,
+    _bus: agora_eventstore::testing::TestBus,
+    _dir: tempfile::TempDir,
+    issuer: agora_auth::TokenIssuer,
+    url: String,
+    grpc: u16,
+    http: u16,
+    child: Running,
+}
+
+impl Distributed {
+    async fn start(targets: &str) -> Option<Self> {
+        let database = agora_eventstore::testing::postgres(2).await?;
+        let bus = agora_eventstore::testing::nats().await?;
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = agora_auth::SigningKey::generate_with_kid("k1").expect("key");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, agora_auth::jwks(&[&key]).to_string()).expect("jwks");
+        let issuer = agora_auth::TokenIssuer::new(key, "agora-dev", "agora", chrono::Duration::hours(1));
+        let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
+        let (grpc, http) = (free_port(), free_port());
+        let child = start(
+            &["--target", targets],
+            &[
+                ("AGORA_DATABASE_URL", &url),
+                ("AGORA_NATS_URL", &agora_eventstore::testing::nats_url()),
+                ("AGORA_NATS_PREFIX", &bus.bus.config.subject_prefix),
+                ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
+                ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
+                ("AGORA_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
+                ("AGORA_HTTP_ADDR", &format!("127.0.0.1:{http}")),
+            ],
+        )
+        .await;
+        Some(Self { database, _bus: bus, _dir: dir, issuer, url, grpc, http, child })
+    }
+}
+
 #[tokio::test]
 async fn a_single_target_runs_on_postgresql_and_jetstream() {
-    let Some(database) = agora_eventstore::testing::postgres(2).await else { return };
-    let Some(bus) = agora_eventstore::testing::nats().await else { return };
-    let dir = tempfile::tempdir().expect("tmp");
-    let key = agora_auth::SigningKey::generate_with_kid("k1").expect("key");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, agora_auth::jwks(&[&key]).to_string()).expect("jwks");
-    let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
-    let (grpc, http) = (free_port(), free_port());
-    let child = start(
-        &["--target", "hearing"],
-        &[
-            ("AGORA_DATABASE_URL", &url),
-            ("AGORA_NATS_URL", &agora_eventstore::testing::nats_url()),
-            ("AGORA_NATS_PREFIX", &bus.bus.config.subject_prefix),
-            ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
-            ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
-            ("AGORA_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
-            ("AGORA_HTTP_ADDR", &format!("127.0.0.1:{http}")),
-        ],
-    )
-    .await;
+    let Some(d) = Distributed::start("hearing").await else { return };
+    let (database, url, grpc, http, child) = (&d.database, d.url.clone(), d.grpc, d.http, d.child);
     // The standard gRPC health service reports the hearing service as serving.
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
         .expect("uri")
@@ -479,28 +501,8 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstream() {
     use agora_proto::response::v1 as rpb;
-    let Some(database) = agora_eventstore::testing::postgres(2).await else { return };
-    let Some(bus) = agora_eventstore::testing::nats().await else { return };
-    let dir = tempfile::tempdir().expect("tmp");
-    let key = agora_auth::SigningKey::generate_with_kid("k1").expect("key");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, agora_auth::jwks(&[&key]).to_string()).expect("jwks");
-    let issuer = agora_auth::TokenIssuer::new(key, "agora-dev", "agora", chrono::Duration::hours(1));
-    let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
-    let (grpc, http) = (free_port(), free_port());
-    let child = start(
-        &["--target", "hearing,response"],
-        &[
-            ("AGORA_DATABASE_URL", &url),
-            ("AGORA_NATS_URL", &agora_eventstore::testing::nats_url()),
-            ("AGORA_NATS_PREFIX", &bus.bus.config.subject_prefix),
-            ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
-            ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
-            ("AGORA_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
-            ("AGORA_HTTP_ADDR", &format!("127.0.0.1:{http}")),
-        ],
-    )
-    .await;
+    let Some(d) = Distributed::start("hearing,response").await else { return };
+    let (issuer, grpc, child) = (d.issuer.clone(), d.grpc, d.child);
     let bearer = |p: &agora_auth::Principal| format!("Bearer {}", issuer.issue(p).expect("token"));
     let admin = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
         .with_role(agora_auth::Role::Administrator);
