@@ -109,7 +109,7 @@ impl Harness {
                 .trace_fn(agora_telemetry::grpc::server_span)
                 .add_service(hearing_service)
                 .add_service(reference_service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .serve_with_incoming(agora_telemetry::grpc::incoming(listener))
                 .await;
         });
         let channel =

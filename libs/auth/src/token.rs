@@ -228,7 +228,13 @@ pub struct TokenVerifier {
     audience: String,
     keys: BTreeMap<String, VerifyingKey>,
     leeway_seconds: i64,
+    /// Tokens already verified, until they expire: clients send the same token with every
+    /// request, and a signature check per request costs more than the rest of a cheap call.
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, DateTime<Utc>)>>>,
 }
+
+/// Verified tokens remembered at most; the memory is emptied when it is full.
+const VERIFIED_CACHE_LIMIT: usize = 10_000;
 
 impl TokenVerifier {
     /// A verifier for tokens with `iss` = `issuer` and `aud` containing
@@ -239,6 +245,7 @@ impl TokenVerifier {
             audience: audience.to_owned(),
             keys: BTreeMap::new(),
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            verified: Default::default(),
         }
     }
 
@@ -295,6 +302,8 @@ impl TokenVerifier {
     #[must_use]
     pub fn without_key(mut self, kid: &str) -> Self {
         self.keys.remove(kid);
+        // Tokens signed with a withdrawn key are no longer good.
+        self.verified = Default::default();
         self
     }
 
@@ -328,7 +337,22 @@ impl TokenVerifier {
 
     /// Verifies `token` now and returns its principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        self.verify_at(token, Utc::now())
+        let now = Utc::now();
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        if let Ok(verified) = self.verified.lock()
+            && let Some((principal, expires_at)) = verified.get(&digest)
+            && now < *expires_at
+        {
+            return Ok(principal.clone());
+        }
+        let verified = self.verify_token_at(token, now)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(digest, (verified.principal.clone(), verified.expires_at));
+        }
+        Ok(verified.principal)
     }
 
     /// Verifies `token` as of `now` and returns its principal.

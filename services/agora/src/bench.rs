@@ -518,7 +518,7 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(agora_telemetry::grpc::incoming(listener)),
     );
     let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?.connect().await?;
     let client = agora_proto::response::v1::response_service_client::ResponseServiceClient::new(channel);

@@ -122,7 +122,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_optional_service(hearing_service)
         .add_optional_service(reference_service)
         .add_optional_service(response_service);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let incoming = agora_telemetry::grpc::incoming(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {
         router.serve_with_incoming_shutdown(incoming, grpc_shutdown).await.map_err(anyhow::Error::from)

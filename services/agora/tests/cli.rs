@@ -471,7 +471,7 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(agora_telemetry::grpc::incoming(listener)),
     );
     let dir = tempfile::tempdir().expect("tmp");
     let (grpc, http) = (free_port(), free_port());

@@ -506,3 +506,20 @@ fn documented_example_verifies() {
     let key = SigningKey::from_seed_base64("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A", "2025-07-a").unwrap();
     assert_eq!(jwks(&[&key]), published);
 }
+
+#[test]
+fn refusals_are_not_remembered_and_a_withdrawn_key_is_forgotten() {
+    let key = SigningKey::generate_with_kid("cache").expect("key");
+    let issuer = TokenIssuer::new(key, "iss", "aud", chrono::Duration::seconds(2));
+    let principal = crate::Principal::new(uuid::Uuid::now_v7(), crate::Capacity::Citizen);
+    // Issued long ago: expired, whether or not it was ever seen.
+    let old = issuer.issue_at(&principal, Utc::now() - chrono::Duration::hours(1)).expect("token");
+    let verifier = issuer.verifier();
+    assert!(verifier.verify(&old).is_err());
+    assert!(verifier.verify(&old).is_err(), "a refusal is not remembered as a success");
+    let fresh = issuer.issue(&principal).expect("token");
+    assert_eq!(verifier.verify(&fresh).expect("valid"), principal);
+    assert_eq!(verifier.verify(&fresh).expect("remembered"), principal);
+    let without = verifier.without_key("cache");
+    assert!(without.verify(&fresh).is_err(), "after the key is withdrawn, the token is refused");
+}
