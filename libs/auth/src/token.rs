@@ -230,8 +230,11 @@ pub struct TokenVerifier {
     leeway_seconds: i64,
     /// Tokens already verified, until they expire: clients send the same token with every
     /// request, and a signature check per request costs more than the rest of a cheap call.
-    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, DateTime<Utc>)>>>,
+    verified: VerifiedCache,
 }
+
+/// SHA-256 of a token → its principal and expiry.
+type VerifiedCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], (Principal, DateTime<Utc>)>>>;
 
 /// Verified tokens remembered at most; the memory is emptied when it is full.
 const VERIFIED_CACHE_LIMIT: usize = 10_000;
