@@ -78,6 +78,20 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// The connections a gRPC server accepts on `listener`, with Nagle's algorithm off. tonic
+/// sets `TCP_NODELAY` only on sockets it binds itself; without it a small reply can wait for
+/// the client's delayed ACK (about 40 ms on Linux), which shows as a p99 of 40–50 ms.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|connection| {
+        let connection = connection?;
+        connection.set_nodelay(true)?;
+        Ok(connection)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,18 +107,4 @@ mod tests {
         headers.insert("grpc-status", http::HeaderValue::from_static("5"));
         assert_eq!(code_name(&headers), "NotFound");
     }
-}
-
-/// The connections a gRPC server accepts on `listener`, with Nagle's algorithm off. tonic
-/// sets `TCP_NODELAY` only on sockets it binds itself; without it a small reply can wait for
-/// the client's delayed ACK (about 40 ms on Linux), which shows as a p99 of 40–50 ms.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|connection| {
-        let connection = connection?;
-        connection.set_nodelay(true)?;
-        Ok(connection)
-    })
 }
