@@ -218,8 +218,13 @@ async fn moderation(mut h: Harness) {
         ResponseCommand::Redact { text: "Jeg støtter [fjernet].".into(), reason: "Navn på tredjemand".into() };
     app.execute(plain.response_id, &owner, redact).await.expect("redact");
     runner.catch_up().await.expect("read model");
+    app.execute(plain.response_id, &owner, ResponseCommand::Reply { text: "Tak, vi tager det med.".into() })
+        .await
+        .expect("the owner replies");
+    runner.catch_up().await.expect("read model");
     let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
     assert_eq!(public[0].text, "Jeg støtter [fjernet].");
+    assert_eq!(public[0].reply.as_deref(), Some("Tak, vi tager det med."), "the reply is public with the response");
     let (all, _) =
         projections::list_for_hearing(&h.store, Some(&owner), hearing, Some(ModerationStatus::Approved), 1, 20)
             .await

@@ -73,6 +73,7 @@ pub struct Receipt {
 }
 
 pub const MAX_TEXT: usize = 50_000;
+pub const MAX_REPLY: usize = 10_000;
 pub const MAX_KEY: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +173,10 @@ pub enum ResponseEvent {
         text: String,
         reason: String,
     },
+    ResponseReplied {
+        by: String,
+        text: String,
+    },
 }
 
 impl DomainEvent for ResponseEvent {
@@ -183,6 +188,7 @@ impl DomainEvent for ResponseEvent {
             Self::ResponseApproved { .. } => "ResponseApproved",
             Self::ResponseDeclined { .. } => "ResponseDeclined",
             Self::ResponseRedacted { .. } => "ResponseRedacted",
+            Self::ResponseReplied { .. } => "ResponseReplied",
         }
         .into()
     }
@@ -345,6 +351,16 @@ mod tests {
         }
         assert_eq!(r.public_text(), "Svar [fjernet]");
         assert_eq!(r.text, "Svar", "the original stays for those allowed to see it");
+        let reply = |text: &str| ResponseCommand::Reply { text: text.into() };
+        assert!(matches!(
+            r.decide(reply("Tak"), &actor("user:a"), &terms("Active")),
+            Err(ResponseError::NotAllowed(_))
+        ));
+        assert!(matches!(r.decide(reply(""), &owner, &terms("Active")), Err(ResponseError::Invalid(_))));
+        for e in r.decide(reply("Tak for dit svar."), &owner, &terms("Concluded")).expect("reply") {
+            cqrs_es::Aggregate::apply(&mut r, e);
+        }
+        assert_eq!(r.reply.as_deref(), Some("Tak for dit svar."));
     }
 
     #[test]
@@ -437,11 +453,26 @@ pub struct Actor {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseCommand {
-    Edit { text: String, now: DateTime<Utc>, auto_approve: bool },
-    Withdraw { now: DateTime<Utc> },
+    Edit {
+        text: String,
+        now: DateTime<Utc>,
+        auto_approve: bool,
+    },
+    Withdraw {
+        now: DateTime<Utc>,
+    },
     Approve,
-    Decline { reason: String },
-    Redact { text: String, reason: String },
+    Decline {
+        reason: String,
+    },
+    Redact {
+        text: String,
+        reason: String,
+    },
+    /// The owner's public reply; a new one replaces the last.
+    Reply {
+        text: String,
+    },
 }
 
 impl ResponseCommand {
@@ -452,6 +483,7 @@ impl ResponseCommand {
             Self::Approve => "ApproveResponse",
             Self::Decline { .. } => "DeclineResponse",
             Self::Redact { .. } => "RedactResponse",
+            Self::Reply { .. } => "ReplyToResponse",
         }
     }
 }
@@ -485,6 +517,9 @@ pub struct Response {
     pub moderated_by: Option<String>,
     pub accepted_at: Option<DateTime<Utc>>,
     pub sensitive: bool,
+    /// The owner's public reply.
+    #[serde(default)]
+    pub reply: Option<String>,
 }
 
 impl Response {
@@ -578,6 +613,22 @@ impl Response {
                 }
                 Ok(vec![ResponseEvent::ResponseRedacted { by: actor.reference.clone(), text, reason }])
             }
+            ResponseCommand::Reply { text } => {
+                moderator()?;
+                let length = text.trim().chars().count();
+                if length == 0 || length > MAX_REPLY {
+                    return Err(ResponseError::Invalid(format!(
+                        "a reply is 1 to {MAX_REPLY} characters (this one is {length})"
+                    )));
+                }
+                if self.status == ModerationStatus::Withdrawn {
+                    return Err(ResponseError::NotAllowed("a withdrawn response gets no reply".into()));
+                }
+                if self.reply.as_deref() == Some(text.as_str()) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![ResponseEvent::ResponseReplied { by: actor.reference.clone(), text }])
+            }
         }
     }
 
@@ -653,6 +704,7 @@ impl cqrs_es::Aggregate for Response {
                 self.redacted_text = Some(text);
                 self.moderated_by = Some(by);
             }
+            ResponseEvent::ResponseReplied { text, .. } => self.reply = Some(text),
         }
     }
 }

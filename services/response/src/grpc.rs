@@ -67,6 +67,7 @@ fn response_to_pb(id: Uuid, r: &Response, viewer: &Actor, owner: bool) -> pb::Re
         text: if sees_all { r.text.clone() } else { r.public_text().to_string() },
         accepted_at: r.accepted_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
         on_behalf_of: on_behalf_label(&r.on_behalf_of),
+        reply: r.reply.clone().unwrap_or_default(),
     }
 }
 
@@ -88,6 +89,7 @@ fn view_to_pb(v: ResponseView) -> pb::Response {
         text: v.text,
         accepted_at: v.accepted_at,
         on_behalf_of: on_behalf_label(&v.on_behalf_of),
+        reply: v.reply.unwrap_or_default(),
     }
 }
 
@@ -201,6 +203,12 @@ impl ResponseService for ResponseGrpc {
         let r = request.into_inner();
         let command = ResponseCommand::Redact { text: r.redacted_text, reason: r.reason };
         Ok(GrpcResponse::new(self.command(&principal, &r.response_id, command).await?))
+    }
+
+    async fn reply_to_response(&self, request: Request<pb::ReplyRequest>) -> Reply<pb::Response> {
+        let principal = self.caller(&request)?;
+        let r = request.into_inner();
+        Ok(GrpcResponse::new(self.command(&principal, &r.response_id, ResponseCommand::Reply { text: r.text }).await?))
     }
 
     async fn set_response_settings(&self, request: Request<pb::ResponseSettings>) -> Reply<pb::ResponseSettings> {

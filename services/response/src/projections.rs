@@ -150,6 +150,8 @@ pub struct ResponseView {
     /// The original text for the owner and the author; the published (redacted) one otherwise.
     pub text: String,
     pub accepted_at: String,
+    /// The owner's public reply.
+    pub reply: Option<String>,
 }
 
 fn status_of(s: &str) -> ModerationStatus {
@@ -193,7 +195,7 @@ pub async fn list_for_hearing(
     let visible = "($2 = 1 OR (status = 'Approved' AND $3 = 1) OR author = $4)";
     let filter = "($5 = '' OR status = $5)";
     let list_sql = format!(
-        "SELECT response_id, hearing_id, number, status, author, on_behalf_of, text, public_text, accepted_at FROM response_list \
+        "SELECT response_id, hearing_id, number, status, author, on_behalf_of, text, public_text, accepted_at, state FROM response_list \
          WHERE hearing_id = $1 AND {visible} AND {filter} ORDER BY number LIMIT $6 OFFSET $7"
     );
     let count_sql = format!("SELECT COUNT(*) FROM response_list WHERE hearing_id = $1 AND {visible} AND {filter}");
@@ -230,6 +232,7 @@ pub async fn list_for_hearing(
                 on_behalf_of: on_behalf.and_then(|o| serde_json::from_str(&o).ok()),
                 text: if manages || own { row.try_get(6)? } else { row.try_get(7)? },
                 accepted_at: row.try_get(8)?,
+                reply: serde_json::from_str::<Response>(&row.try_get::<String, _>(9)?).ok().and_then(|r| r.reply),
             });
         }
         Ok((out, total))
