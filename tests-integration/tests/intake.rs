@@ -262,3 +262,40 @@ async fn moderation(mut h: Harness) {
     assert_eq!(mine, vec![(rude.response_id, hearing, rude.number, ModerationStatus::Withdrawn)]);
 }
 on_both_backends!(moderation_publication_and_authors, moderation);
+
+async fn review_comments(mut h: Harness) {
+    use agora_response::app::ResponseApp;
+    use agora_response::domain::Actor;
+    let people = People::new();
+    hearings::migrate(&h.store).await.expect("response schema");
+    h.define_reference_data(&people.admin).await;
+    let id = h.draft(&people.karen, "lokalplan", "Kladde", "2026-12-10", "2026-12-30").await;
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ReviewerRequest { hearing_id: id.clone(), user_id: people.lars.user_id.to_string() },
+    );
+    h.hearings.add_reviewer(request).await.expect("reviewer");
+    learn_hearings(&h).await;
+    let hearing = Uuid::parse_str(&id).expect("uuid");
+    let now = clock("2026-12-01T12:00:00Z");
+    let (intake, _w) = Intake::start(h.store.clone(), now.clone(), IntakeConfig::default());
+    let app = ResponseApp::new(h.store.clone(), intake, now);
+    let lars = Actor { reference: format!("user:{}", people.lars.user_id), administrator: false };
+    let erik = Actor { reference: format!("user:{}", people.erik.user_id), administrator: false };
+    app.add_review_comment(&lars, hearing, "Afsnit 2 bør omskrives.").await.expect("the reviewer comments");
+    assert!(app.add_review_comment(&erik, hearing, "Jeg er ikke reviewer.").await.is_err());
+    assert!(app.add_review_comment(&lars, hearing, " ").await.is_err());
+    let comments = app.review_comments(&lars, hearing).await.expect("comments");
+    assert_eq!(comments.len(), 1);
+    assert_eq!(
+        (comments[0].by.as_str(), comments[0].text.as_str()),
+        (lars.reference.as_str(), "Afsnit 2 bør omskrives.")
+    );
+    assert!(app.review_comments(&erik, hearing).await.is_err(), "others do not read them");
+    // Once published, review is over.
+    let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id });
+    h.hearings.publish_hearing(request).await.expect("publish");
+    learn_hearings(&h).await;
+    assert!(app.add_review_comment(&lars, hearing, "For sent.").await.is_err());
+}
+on_both_backends!(reviewers_comment_on_drafts, review_comments);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::db::{DbTx, LogPosition, RESET_CHECKPOINT, RecordedEvent, SAVE_CHECKPOINT, StoreError};
+use crate::db::{DbTx, LogPosition, RESET_CHECKPOINT, RecordedEvent, SAVE_CHECKPOINT, StoreError, drain_settled};
 use crate::jetstream::{BusError, IntegrationHandler, handle_once};
 use crate::relay::IntegrationMapper;
 use crate::{Store, on_tx};
@@ -98,10 +98,8 @@ impl ProjectionRunner {
     /// seconds) for events still behind the reading horizon because an older transaction
     /// was running, so that a caller can read its own writes afterwards.
     pub async fn catch_up(&self) -> Result<usize, ProjectionError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let mut total = 0;
-        loop {
-            let settled = self.store.log_settled().await?;
+        drain_settled(&self.store, || async {
+            let mut total = 0;
             for projection in &self.projections {
                 loop {
                     let n = self.step(projection.as_ref()).await?;
@@ -111,17 +109,9 @@ impl ProjectionRunner {
                     }
                 }
             }
-            if settled {
-                return Ok(total);
-            }
-            if tokio::time::Instant::now() > deadline {
-                tracing::warn!(
-                    "events are still hidden behind a long-running transaction; read models may lag until it ends"
-                );
-                return Ok(total);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            Ok::<_, ProjectionError>(total)
+        })
+        .await
     }
 
     /// Empties one projection and applies the whole log again, reporting (done, total).
@@ -221,7 +211,12 @@ pub struct LocalIntegrationFeed {
 
 impl LocalIntegrationFeed {
     /// Hands over everything committed so far; returns the number of new events handled.
+    /// Hands over everything committed before the call (see [`drain_settled`]).
     pub async fn catch_up(&self) -> Result<usize, BusError> {
+        drain_settled(&self.store, || self.handle_available()).await
+    }
+
+    async fn handle_available(&self) -> Result<usize, BusError> {
         let name = format!("feed:{}", self.handler.name());
         let mut after = self.store.checkpoint(&name).await?;
         let mut handled = 0;

@@ -240,6 +240,32 @@ macro_rules! insert_events {
     }};
 }
 
+/// Runs `drain` (which works through what the log holds and returns how much it did) until
+/// everything committed before the call has been seen: on PostgreSQL, events stay behind the
+/// reading horizon while an older transaction runs (see [`Store::log_settled`]). Gives up
+/// after ten seconds with a warning; nothing is lost, it is only read later.
+pub async fn drain_settled<E, F, Fut>(store: &Store, mut drain: F) -> Result<usize, E>
+where
+    E: From<StoreError>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, E>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut total = 0;
+    loop {
+        let settled = store.log_settled().await?;
+        total += drain().await?;
+        if settled {
+            return Ok(total);
+        }
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!("events are still hidden behind a long-running transaction; they will be read when it ends");
+            return Ok(total);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// `(?,?),(?,?)…` for a multi-row VALUES list: numbered (`$1`) on PostgreSQL, anonymous on
 /// SQLite, which looks named parameters up by a linear scan (quadratic for a large batch).
 pub fn placeholders(postgres: bool, rows: usize, columns: usize) -> String {

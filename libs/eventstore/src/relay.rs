@@ -65,22 +65,17 @@ impl Relay {
     /// Publishes everything committed before the call, waiting (up to ten seconds) for
     /// events still behind the reading horizon (see `Store::log_settled`).
     pub async fn publish_all(&self) -> Result<usize, BusError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let mut total = 0;
-        loop {
-            let settled = self.store.log_settled().await?;
+        crate::db::drain_settled(&self.store, || async {
+            let mut total = 0;
             loop {
                 let n = self.publish_batch().await?;
                 total += n;
                 if n == 0 {
-                    break;
+                    return Ok::<_, BusError>(total);
                 }
             }
-            if settled || tokio::time::Instant::now() > deadline {
-                return Ok(total);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await
     }
 
     /// Publishes events pipelined: all sends first, then all acknowledgements.

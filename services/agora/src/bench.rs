@@ -488,7 +488,7 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
     let hearing = Uuid::now_v7();
     let closes_at = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     agora_eventstore::on_backend!(store.backend(), pool => {
-        sqlx::query("INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, sequence) VALUES ($1, 'Active', $2, 'user:owner', 1)")
+        sqlx::query("INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, sequence) VALUES ($1, 'Active', $2, 'user:owner', '', 1)")
             .bind(hearing.to_string())
             .bind(&closes_at)
             .execute(pool)

@@ -50,6 +50,16 @@ pub struct ResponseApp {
 }
 
 pub const SETTINGS_AGGREGATE: &str = "response-settings";
+pub const REVIEW_AGGREGATE: &str = "review-comments";
+pub const MAX_COMMENT: usize = 5_000;
+
+/// A reviewer's comment on a hearing in draft.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReviewComment {
+    pub by: String,
+    pub text: String,
+    pub at: DateTime<Utc>,
+}
 
 impl ResponseApp {
     pub fn new(store: Store, intake: Intake, clock: Clock) -> Self {
@@ -104,6 +114,87 @@ impl ResponseApp {
         Ok(response)
     }
 
+    /// Adds a review comment: reviewers and the owner, while the hearing is a draft.
+    pub async fn add_review_comment(
+        &self,
+        actor: &Actor,
+        hearing_id: Uuid,
+        text: &str,
+    ) -> Result<(), ResponseAppError> {
+        let terms = self.terms(hearing_id).await?.ok_or(ResponseError::NotFound)?;
+        let allowed =
+            actor.administrator || actor.reference == terms.owner_id || terms.reviewers.contains(&actor.reference);
+        if !allowed {
+            return Err(
+                ResponseError::NotAllowed("only the hearing's reviewers and owner may comment on it".into()).into()
+            );
+        }
+        if !matches!(terms.status.as_str(), "Created" | "Draft") {
+            return Err(ResponseError::NotAllowed(format!(
+                "review comments are for drafts; the hearing is {}",
+                terms.status
+            ))
+            .into());
+        }
+        let length = text.trim().chars().count();
+        if length == 0 || length > MAX_COMMENT {
+            return Err(ResponseError::Invalid(format!(
+                "a comment is 1 to {MAX_COMMENT} characters (this one is {length})"
+            ))
+            .into());
+        }
+        let comment = ReviewComment { by: actor.reference.clone(), text: text.to_string(), at: self.now() };
+        let payload = serde_json::json!({ "type": "ReviewCommentAdded", "data": comment });
+        self.append_to(REVIEW_AGGREGATE, hearing_id, "ReviewCommentAdded", payload, actor, "AddReviewComment").await
+    }
+
+    /// The review comments of a hearing, for its reviewers and owner.
+    pub async fn review_comments(
+        &self,
+        actor: &Actor,
+        hearing_id: Uuid,
+    ) -> Result<Vec<ReviewComment>, ResponseAppError> {
+        let terms = self.terms(hearing_id).await?.ok_or(ResponseError::NotFound)?;
+        if !(actor.administrator || actor.reference == terms.owner_id || terms.reviewers.contains(&actor.reference)) {
+            return Err(ResponseError::NotAllowed(
+                "only the hearing's reviewers and owner may read its review comments".into(),
+            )
+            .into());
+        }
+        let events = self.store.read_stream(REVIEW_AGGREGATE, &hearing_id.to_string(), 0).await?;
+        Ok(events.iter().filter_map(|e| serde_json::from_value(e.payload_value()["data"].clone()).ok()).collect())
+    }
+
+    /// Appends one event to a per-hearing stream of this service (settings, comments).
+    async fn append_to(
+        &self,
+        aggregate_type: &str,
+        hearing_id: Uuid,
+        event_type: &str,
+        payload: serde_json::Value,
+        actor: &Actor,
+        command: &str,
+    ) -> Result<(), ResponseAppError> {
+        let stream = hearing_id.to_string();
+        let previous = self.store.read_stream(aggregate_type, &stream, 0).await?;
+        let metadata = EventContext::for_actor(actor.reference.clone()).with_command(command).to_metadata();
+        self.store
+            .append(
+                &[NewEvent {
+                    aggregate_type: aggregate_type.into(),
+                    aggregate_id: stream,
+                    sequence: previous.last().map(|e| e.sequence).unwrap_or(0) + 1,
+                    event_type: event_type.into(),
+                    event_version: "1".into(),
+                    payload,
+                    metadata: serde_json::to_value(metadata).map_err(|e| ResponseAppError::Storage(e.to_string()))?,
+                }],
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The owner's settings for a hearing's responses: auto-approval and public display.
     pub async fn set_settings(
         &self,
@@ -119,25 +210,16 @@ impl ResponseApp {
             )
             .into());
         }
-        let stream = hearing_id.to_string();
-        let previous = self.store.read_stream(SETTINGS_AGGREGATE, &stream, 0).await?;
         let event = serde_json::json!({ "type": "ResponseSettingsChanged", "data": { "auto_approve": auto_approve, "public": public } });
-        let metadata =
-            EventContext::for_actor(actor.reference.clone()).with_command("ChangeResponseSettings").to_metadata();
-        self.store
-            .append(
-                &[NewEvent {
-                    aggregate_type: SETTINGS_AGGREGATE.into(),
-                    aggregate_id: stream,
-                    sequence: previous.last().map(|e| e.sequence).unwrap_or(0) + 1,
-                    event_type: "ResponseSettingsChanged".into(),
-                    event_version: "1".into(),
-                    payload: event,
-                    metadata: serde_json::to_value(metadata).map_err(|e| ResponseAppError::Storage(e.to_string()))?,
-                }],
-                None,
-            )
-            .await?;
+        self.append_to(
+            SETTINGS_AGGREGATE,
+            hearing_id,
+            "ResponseSettingsChanged",
+            event,
+            actor,
+            "ChangeResponseSettings",
+        )
+        .await?;
         Ok(())
     }
 }

@@ -15,6 +15,8 @@ pub struct HearingTerms {
     pub status: String,
     pub closes_at: Option<DateTime<Utc>>,
     pub owner_id: String,
+    /// The colleagues the owner named as reviewers (`user:<id>`).
+    pub reviewers: Vec<String>,
     /// The owner's choice: responses are approved at once (unless something sensitive is found).
     pub auto_approve: bool,
     /// The owner's choice: approved responses are shown to the public at all.
@@ -214,6 +216,7 @@ mod tests {
             status: status.into(),
             closes_at: Some(at("2026-12-20T23:00:00Z")),
             owner_id: "user:owner".into(),
+            reviewers: Vec::new(),
             auto_approve: false,
             public: true,
         }

@@ -125,6 +125,16 @@ impl ResponseGrpc {
         Ok(response_to_pb(response_id, &response, &actor, owner))
     }
 
+    async fn comments(&self, actor: &Actor, hearing_id: Uuid) -> Reply<pb::ReviewComments> {
+        let comments = self.app.review_comments(actor, hearing_id).await.map_err(app_status)?;
+        Ok(GrpcResponse::new(pb::ReviewComments {
+            comments: comments
+                .into_iter()
+                .map(|c| pb::ReviewComment { author_id: c.by, text: c.text, at: c.at.to_rfc3339() })
+                .collect(),
+        }))
+    }
+
     async fn is_owner(&self, actor: &Actor, hearing_id: Uuid) -> Result<bool, Status> {
         let terms = self.app.terms(hearing_id).await.map_err(app_status)?;
         Ok(actor.administrator || terms.is_some_and(|t| t.owner_id == actor.reference))
@@ -255,6 +265,21 @@ impl ResponseService for ResponseGrpc {
         }
         let by_status = projections::counts(&self.app.store, hearing).await.map_err(|e| app_status(e.into()))?;
         Ok(GrpcResponse::new(pb::ResponseCounts { by_status }))
+    }
+
+    async fn add_review_comment(&self, request: Request<pb::ReviewCommentRequest>) -> Reply<pb::ReviewComments> {
+        let principal = self.caller(&request)?;
+        let r = request.into_inner();
+        let hearing = id("hearing_id", &r.hearing_id)?;
+        let me = actor(&principal);
+        self.app.add_review_comment(&me, hearing, &r.text).await.map_err(app_status)?;
+        self.comments(&me, hearing).await
+    }
+
+    async fn list_review_comments(&self, request: Request<pb::HearingRef>) -> Reply<pb::ReviewComments> {
+        let principal = self.caller(&request)?;
+        let hearing = id("hearing_id", &request.get_ref().hearing_id)?;
+        self.comments(&actor(&principal), hearing).await
     }
 
     async fn my_responses(&self, request: Request<pb::MyResponsesRequest>) -> Reply<pb::ListResponsesResponse> {

@@ -16,6 +16,7 @@ pub const SCHEMA: &[&str] = &[
         status TEXT NOT NULL,
         closes_at TEXT,
         owner_id TEXT NOT NULL,
+        reviewers TEXT NOT NULL,
         sequence BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS response_settings (
         hearing_id TEXT PRIMARY KEY,
@@ -71,15 +72,17 @@ impl IntegrationHandler for HearingTermsHandler {
         // Redeliveries may come out of order: an older state never overwrites a newer one.
         on_tx!(tx, conn => {
             sqlx::query(
-                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, sequence) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, sequence) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (hearing_id) DO UPDATE SET status = excluded.status, closes_at = excluded.closes_at, \
-                 owner_id = excluded.owner_id, sequence = excluded.sequence \
+                 owner_id = excluded.owner_id, reviewers = excluded.reviewers, sequence = excluded.sequence \
                  WHERE response_hearings.sequence < excluded.sequence",
             )
             .bind(&state.hearing_id)
             .bind(status_name(state.status))
             .bind(closes_at)
             .bind(format!("user:{}", state.owner_id))
+            .bind(state.reviewer_ids.iter().map(|r| format!("user:{r}")).collect::<Vec<_>>().join(","))
             .bind(event.sequence)
             .execute(&mut **conn)
             .await
@@ -89,8 +92,8 @@ impl IntegrationHandler for HearingTermsHandler {
     }
 }
 
-/// status, closes_at, owner_id, auto_approve, public
-type TermsRow = (String, Option<String>, String, Option<bool>, Option<bool>);
+/// status, closes_at, owner_id, reviewers, auto_approve, public
+type TermsRow = (String, Option<String>, String, String, Option<bool>, Option<bool>);
 
 /// The terms of the given hearings, read in the intake's transaction.
 pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, StoreError> {
@@ -98,14 +101,14 @@ pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, 
     for id in ids {
         let row: Option<TermsRow> = on_tx!(tx, conn => {
             sqlx::query_as(
-                "SELECT h.status, h.closes_at, h.owner_id, s.auto_approve, s.public FROM response_hearings h \
+                "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, s.auto_approve, s.public FROM response_hearings h \
                  LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1",
             )
             .bind(id.to_string())
             .fetch_optional(&mut **conn)
             .await?
         });
-        if let Some((status, closes_at, owner_id, auto_approve, public)) = row {
+        if let Some((status, closes_at, owner_id, reviewers, auto_approve, public)) = row {
             let closes_at = closes_at
                 .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
                 .transpose()
@@ -115,6 +118,7 @@ pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, 
                 status,
                 closes_at,
                 owner_id,
+                reviewers: reviewers.split(',').filter(|r| !r.is_empty()).map(String::from).collect(),
                 // Until the owner says otherwise: a person approves, approved responses are public.
                 auto_approve: auto_approve.unwrap_or(false),
                 public: public.unwrap_or(true),
