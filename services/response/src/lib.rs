@@ -4,9 +4,9 @@
 //! with receipts, gapless per-hearing numbers and idempotent retries, against the hearing
 //! terms learnt from the hearing service's integration events); editing and withdrawing by
 //! the author; moderation (approve, decline with a reason, redact) with a CPR-number check
-//! that forces manual approval; per-hearing settings; and the read models with their
-//! visibility rules. Still to come: attachments (with clamd), exports, reviewers' comments
-//! and replies, the gRPC API and the `response` target.
+//! that forces manual approval; the owner's public reply; reviewers' comments on drafts;
+//! per-hearing settings; the read models with their visibility rules; the gRPC API and the
+//! `response` target. Still to come: attachments (with clamd) and exports.
 
 pub mod app;
 pub mod domain;
