@@ -33,6 +33,12 @@ async fn learn_hearings(h: &Harness) {
     feed.catch_up().await.expect("hearing events");
 }
 
+/// Attachments on the harness's files directory, no virus scanner.
+fn files(h: &Harness) -> agora_response::files::Attachments {
+    let store = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
+    agora_response::files::Attachments { store: Arc::new(store), rules: Default::default(), scanner: None }
+}
+
 fn clock(time: &str) -> Clock {
     let time = at(time);
     Arc::new(move || time)
@@ -47,13 +53,15 @@ fn submission(hearing_id: Uuid, key: &str, text: &str) -> Submission {
         text: text.into(),
         terms_version: "2026-01".into(),
         registered_by_owner: false,
+        attachments: Vec::new(),
     }
 }
 
 async fn surge(mut h: Harness) {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
-    let (intake, _worker) = Intake::start(h.store.clone(), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (intake, _worker) =
+        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..16 {
         let intake = intake.clone();
@@ -97,7 +105,8 @@ async fn surge(mut h: Harness) {
     );
 
     // A retry arriving at another replica (another intake on the same store) too.
-    let (other, _other_worker) = Intake::start(h.store.clone(), clock("2026-12-01T12:05:00Z"), IntakeConfig::default());
+    let (other, _other_worker) =
+        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:05:00Z"), IntakeConfig::default());
     assert_eq!(other.submit(first).await.expect("retry elsewhere"), receipt);
     let next = other.submit(submission(hearing, "late-but-in-time", "Et svar mere.")).await.expect("accepted");
     assert_eq!(next.number, 241);
@@ -108,11 +117,12 @@ async fn refusals(mut h: Harness) {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
     // The scheduler has not closed it yet, but the deadline has passed: refused, naming the time.
-    let (late, _w) = Intake::start(h.store.clone(), clock("2026-12-20T23:00:01Z"), IntakeConfig::default());
+    let (late, _w) = Intake::start(h.store.clone(), files(&h), clock("2026-12-20T23:00:01Z"), IntakeConfig::default());
     let error = late.submit(submission(hearing, "late", "For sent")).await.expect_err("closed");
     assert_eq!(error.to_string(), "the hearing closed for responses at 2026-12-20T23:00:00Z");
 
-    let (intake, _w) = Intake::start(h.store.clone(), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (intake, _w) =
+        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
     let unknown = Uuid::now_v7();
     assert_eq!(intake.submit(submission(unknown, "x", "Svar")).await, Err(IntakeError::HearingNotFound(unknown)));
     assert!(matches!(intake.submit(submission(hearing, "e", "  ")).await, Err(IntakeError::Invalid(_))));
@@ -140,8 +150,8 @@ async fn two_replicas_number_one_hearing_without_gaps() {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
     let second_store = h.database.as_ref().expect("postgres").another_store(8).await;
-    let (a, _wa) = Intake::start(h.store.clone(), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
-    let (b, _wb) = Intake::start(second_store, clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (a, _wa) = Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (b, _wb) = Intake::start(second_store, files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..20 {
         let intake = if client % 2 == 0 { a.clone() } else { b.clone() };
@@ -173,7 +183,7 @@ async fn moderation(mut h: Harness) {
     projections::migrate(&h.store).await.expect("schema");
     let runner = ProjectionRunner::new(h.store.clone(), vec![Arc::new(ResponseListProjection)]);
     let now = clock("2026-12-01T12:00:00Z");
-    let (intake, _w) = Intake::start(h.store.clone(), now.clone(), IntakeConfig::default());
+    let (intake, _w) = Intake::start(h.store.clone(), files(&h), now.clone(), IntakeConfig::default());
     let app = ResponseApp::new(h.store.clone(), intake.clone(), now);
     let owner = Actor { reference: format!("user:{}", people.karen.user_id), administrator: false };
     let stranger = Actor { reference: "user:stranger".into(), administrator: false };
@@ -278,7 +288,7 @@ async fn review_comments(mut h: Harness) {
     learn_hearings(&h).await;
     let hearing = Uuid::parse_str(&id).expect("uuid");
     let now = clock("2026-12-01T12:00:00Z");
-    let (intake, _w) = Intake::start(h.store.clone(), now.clone(), IntakeConfig::default());
+    let (intake, _w) = Intake::start(h.store.clone(), files(&h), now.clone(), IntakeConfig::default());
     let app = ResponseApp::new(h.store.clone(), intake, now);
     let lars = Actor { reference: format!("user:{}", people.lars.user_id), administrator: false };
     let erik = Actor { reference: format!("user:{}", people.erik.user_id), administrator: false };
@@ -299,3 +309,107 @@ async fn review_comments(mut h: Harness) {
     assert!(app.add_review_comment(&lars, hearing, "For sent.").await.is_err());
 }
 on_both_backends!(reviewers_comment_on_drafts, review_comments);
+
+/// A clamd double speaking the INSTREAM protocol: finds the EICAR test string.
+async fn clamd_double() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut command = [0u8; 10];
+                if stream.read_exact(&mut command).await.is_err() || &command != b"zINSTREAM\0" {
+                    let _ = stream.write_all(b"UNKNOWN COMMAND\0").await;
+                    return;
+                }
+                let mut content = Vec::new();
+                loop {
+                    let mut length = [0u8; 4];
+                    if stream.read_exact(&mut length).await.is_err() {
+                        return;
+                    }
+                    let length = u32::from_be_bytes(length) as usize;
+                    if length == 0 {
+                        break;
+                    }
+                    let mut chunk = vec![0u8; length];
+                    if stream.read_exact(&mut chunk).await.is_err() {
+                        return;
+                    }
+                    content.extend(chunk);
+                }
+                let eicar = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+                let found = content.windows(eicar.len()).any(|w| w == eicar);
+                let reply: &[u8] = if found { b"stream: Eicar-Test-Signature FOUND\0" } else { b"stream: OK\0" };
+                let _ = stream.write_all(reply).await;
+            });
+        }
+    });
+    address
+}
+
+async fn attachments(mut h: Harness) {
+    use agora_response::files::{AttachmentRules, Attachments, Clamd, Upload};
+    let people = People::new();
+    let hearing = active_hearing(&mut h, &people).await;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
+    let files = Attachments {
+        store: Arc::new(store),
+        rules: AttachmentRules { max_files: 3, max_size: 4096, ..Default::default() },
+        scanner: Some(Clamd { address: clamd_double().await }),
+    };
+    let (intake, _w) = Intake::start(h.store.clone(), files, clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let stored = || {
+        let dir = h.files_dir.path().join("responses").join("attachments");
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    };
+    let pdf = |name: &str| Upload {
+        name: name.into(),
+        content: bytes::Bytes::from_static(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n%%EOF\n"),
+    };
+    let with = |key: &str, uploads: Vec<Upload>| {
+        let mut s = submission(hearing, key, "Se vedhæftede.");
+        s.attachments = uploads;
+        s
+    };
+
+    let receipt = intake.submit(with("ok", vec![pdf("../indsigelse.pdf")])).await.expect("a PDF is fine");
+    assert_eq!(stored(), 1);
+    let events = h.store.read_stream("response", &receipt.response_id.to_string(), 0).await.expect("stream");
+    let payload = events[0].payload_value();
+    let attachment = &payload["data"]["attachments"][0];
+    assert_eq!(
+        (attachment["name"].as_str(), attachment["content_type"].as_str()),
+        (Some("indsigelse.pdf"), Some("application/pdf"))
+    );
+
+    let exe = Upload {
+        name: "plan.pdf".into(),
+        content: bytes::Bytes::from_static(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff"),
+    };
+    let refused = intake.submit(with("exe", vec![pdf("a.pdf"), exe])).await.expect_err("an executable");
+    assert!(refused.to_string().contains("plan.pdf") && refused.to_string().contains("not allowed"), "{refused}");
+    let big = Upload {
+        name: "stor.pdf".into(),
+        content: bytes::Bytes::from([b"%PDF-1.7\n".as_slice(), &[b'x'; 5000]].concat()),
+    };
+    let refused = intake.submit(with("big", vec![big])).await.expect_err("too large");
+    assert!(refused.to_string().contains("stor.pdf") && refused.to_string().contains("at most 4096"), "{refused}");
+    let refused =
+        intake.submit(with("many", (0..4).map(|n| pdf(&format!("{n}.pdf"))).collect())).await.expect_err("too many");
+    assert!(refused.to_string().contains("at most 3"), "{refused}");
+    let mut infected = b"%PDF-1.7\n".to_vec();
+    infected.extend_from_slice(b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    let virus = Upload { name: "virus.pdf".into(), content: infected.into() };
+    let refused = intake.submit(with("virus", vec![virus])).await.expect_err("infected");
+    assert!(refused.to_string().contains("virus.pdf") && refused.to_string().contains("Eicar"), "{refused}");
+    assert_eq!(stored(), 1, "nothing of a refused submit is kept");
+
+    // A retry with the same files gets the first receipt and keeps no second copy.
+    assert_eq!(intake.submit(with("ok", vec![pdf("../indsigelse.pdf")])).await.expect("retry"), receipt);
+    assert_eq!(stored(), 1);
+    let next = intake.submit(with("second", vec![])).await.expect("no files is fine");
+    assert_eq!(next.number, receipt.number + 1, "refused submits took no number");
+}
+on_both_backends!(attachments_are_checked_scanned_and_never_half_kept, attachments);

@@ -508,7 +508,12 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
     })
     .await?;
     // The response service's gRPC API in this process, over loopback, as clients reach it.
-    let (intake, _worker) = Intake::start(store.clone(), Arc::new(chrono::Utc::now), IntakeConfig::default());
+    let files = agora_response::files::Attachments {
+        store: Arc::new(object_store::memory::InMemory::new()),
+        rules: Default::default(),
+        scanner: None,
+    };
+    let (intake, _worker) = Intake::start(store.clone(), files, Arc::new(chrono::Utc::now), IntakeConfig::default());
     let app = agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now));
     let key = agora_auth::SigningKey::generate_with_kid("bench")?;
     let issuer = agora_auth::TokenIssuer::new(key, "agora-bench", "agora", chrono::Duration::hours(1));

@@ -90,6 +90,9 @@ pub struct RunArgs {
     /// Secret key (at least 32 characters) for pseudonymous CPR references. Required with --target.
     #[arg(long, env = "AGORA_PSEUDONYM_KEY", hide_env_values = true)]
     pub pseudonym_key: Option<String>,
+    /// clamd (host:port) to scan response attachments with, over its INSTREAM protocol.
+    #[arg(long, env = "AGORA_CLAMD")]
+    pub clamd: Option<String>,
     /// Seconds between checks for hearings whose start date or deadline has come.
     #[arg(long, env = "AGORA_SCHEDULER_INTERVAL", default_value_t = 10)]
     pub scheduler_interval: u64,

@@ -76,6 +76,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         projections.push(Arc::new(agora_response::projections::ResponseListProjection));
         let (intake, _worker) = agora_response::intake::Intake::start(
             store.clone(),
+            agora_response::files::Attachments {
+                store: settings.files.open()?,
+                rules: Default::default(),
+                scanner: args.clamd.clone().map(|address| agora_response::files::Clamd { address }),
+            },
             Arc::new(chrono::Utc::now),
             agora_response::intake::IntakeConfig::default(),
         );

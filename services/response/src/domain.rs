@@ -47,16 +47,20 @@ pub struct Submission {
     pub terms_version: String,
     /// A paper or e-mail response registered by the owner.
     pub registered_by_owner: bool,
+    /// Files as sent; checked, scanned and stored before the response is queued.
+    pub attachments: Vec<crate::files::Upload>,
 }
 
 impl Submission {
     /// SHA-256 of what was submitted, in a fixed form: the receipt's proof of content.
     pub fn content_sha256(&self) -> String {
+        let files: Vec<String> = self.attachments.iter().map(|f| hex::encode(Sha256::digest(&f.content))).collect();
         let canonical = serde_json::json!({
             "hearing_id": self.hearing_id,
             "text": self.text,
             "on_behalf_of": self.on_behalf_of,
             "terms_version": self.terms_version,
+            "files": files,
         });
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
@@ -144,6 +148,8 @@ pub enum ResponseEvent {
         content_sha256: String,
         accepted_at: DateTime<Utc>,
         registered_by_owner: bool,
+        #[serde(default)]
+        attachments: Vec<crate::files::Attachment>,
         /// Approved at once when the hearing auto-approves and nothing sensitive was found.
         #[serde(default)]
         status: ModerationStatus,
@@ -231,6 +237,7 @@ mod tests {
             text: text.into(),
             terms_version: "2026-01".into(),
             registered_by_owner: false,
+            attachments: Vec::new(),
         }
     }
 

@@ -169,6 +169,11 @@ impl ResponseService for ResponseGrpc {
             text: r.text,
             terms_version: r.terms_version,
             registered_by_owner: r.registered_by_owner,
+            attachments: r
+                .attachments
+                .into_iter()
+                .map(|f| crate::files::Upload { name: f.name, content: f.content.into() })
+                .collect(),
         };
         let receipt = self.app.intake.submit(submission).await.map_err(intake_status)?;
         Ok(GrpcResponse::new(pb::Receipt {

@@ -19,13 +19,17 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::{AGGREGATE_TYPE, IntakeError, MAX_KEY, Receipt, ResponseEvent, Submission, check};
+use crate::files::{Attachment, Attachments};
 use crate::hearings::terms_in;
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 struct Job {
     submission: Submission,
-    reply: oneshot::Sender<Result<Receipt, IntakeError>>,
+    /// The submission's files, already checked and stored.
+    attachments: Vec<Attachment>,
+    /// The receipt, and whether it is new (not the first receipt of an earlier submit).
+    reply: oneshot::Sender<Result<(Receipt, bool), IntakeError>>,
 }
 
 /// Settings of the intake queue.
@@ -49,13 +53,19 @@ impl Default for IntakeConfig {
 pub struct Intake {
     jobs: mpsc::Sender<Job>,
     config: IntakeConfig,
+    files: Attachments,
 }
 
 impl Intake {
-    pub fn start(store: Store, clock: Clock, config: IntakeConfig) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        store: Store,
+        files: Attachments,
+        clock: Clock,
+        config: IntakeConfig,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
         let worker = tokio::spawn(work(store, clock, queue, config.max_batch.max(1)));
-        (Self { jobs, config }, worker)
+        (Self { jobs, config, files }, worker)
     }
 
     /// Submits a response; returns its receipt once it is stored.
@@ -64,13 +74,25 @@ impl Intake {
         if key.is_empty() || key.len() > MAX_KEY {
             return Err(IntakeError::Invalid(format!("the idempotency key must be 1 to {MAX_KEY} characters")));
         }
+        // Files are checked, scanned and stored here, by each caller in parallel, so that
+        // the batch transaction only records them.
+        let attachments = self.files.accept(&submission.attachments).await?;
         let (reply, answer) = oneshot::channel();
         let busy = IntakeError::Busy { retry_after_ms: 1000 };
-        match tokio::time::timeout(self.config.queue_wait, self.jobs.send(Job { submission, reply })).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return Err(busy),
+        let job = Job { submission, attachments: attachments.clone(), reply };
+        let queued = match tokio::time::timeout(self.config.queue_wait, self.jobs.send(job)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) | Err(_) => false,
+        };
+        let outcome = if queued { answer.await.unwrap_or(Err(busy)) } else { Err(busy) };
+        match outcome {
+            Ok((receipt, true)) => Ok(receipt),
+            // Refused, or a retry answered with the first receipt: these files are not kept.
+            other => {
+                self.files.remove(&attachments).await;
+                other.map(|(receipt, _)| receipt)
+            }
         }
-        answer.await.unwrap_or(Err(busy))
     }
 }
 
@@ -83,7 +105,8 @@ async fn work(store: Store, clock: Clock, mut queue: mpsc::Receiver<Job>, max_ba
                 Err(_) => break,
             }
         }
-        let submissions: Vec<&Submission> = batch.iter().map(|j| &j.submission).collect();
+        let submissions: Vec<(&Submission, &[Attachment])> =
+            batch.iter().map(|j| (&j.submission, j.attachments.as_slice())).collect();
         let mut results = Err(StoreError::BrokenStream { stream: "intake".into(), sequence: 0 });
         // A batch may lose a race with another replica (the same idempotency key, the first
         // counter row of a hearing): it rolled back whole, so run it again.
@@ -116,11 +139,11 @@ async fn work(store: Store, clock: Clock, mut queue: mpsc::Receiver<Job>, max_ba
 async fn process(
     store: &Store,
     clock: &Clock,
-    submissions: &[&Submission],
-) -> Result<Vec<Result<Receipt, IntakeError>>, StoreError> {
+    submissions: &[(&Submission, &[Attachment])],
+) -> Result<Vec<Result<(Receipt, bool), IntakeError>>, StoreError> {
     // Every hearing's counter row exists before the batch locks it, so that two replicas'
     // first responses to a hearing queue on one row instead of both starting from zero.
-    let hearing_ids: BTreeSet<Uuid> = submissions.iter().map(|s| s.hearing_id).collect();
+    let hearing_ids: BTreeSet<Uuid> = submissions.iter().map(|(s, _)| s.hearing_id).collect();
     let hearing_ids: Vec<Uuid> = hearing_ids.into_iter().collect();
     agora_eventstore::on_backend!(store.backend(), pool => {
         for id in &hearing_ids {
@@ -139,7 +162,7 @@ async fn process(
     let postgres = tx.is_postgres();
 
     // Receipts of keys seen before.
-    let keys: Vec<&str> = submissions.iter().map(|s| s.idempotency_key.as_str()).collect();
+    let keys: Vec<&str> = submissions.iter().map(|(s, _)| s.idempotency_key.as_str()).collect();
     let known = known_keys(&mut tx, &keys).await?;
 
     // Each hearing's counter, taken once for the whole batch, in a fixed order so that two
@@ -164,14 +187,14 @@ async fn process(
     let mut results = Vec::with_capacity(submissions.len());
     let mut new_receipts: Vec<(&str, String, Receipt)> = Vec::new();
     let mut events = Vec::new();
-    for submission in submissions {
+    for (submission, attachments) in submissions {
         let content = submission.content_sha256();
         let key = submission.idempotency_key.as_str();
         let earlier = known.get(key).cloned().or_else(|| {
             new_receipts.iter().find(|(k, _, _)| *k == key).map(|(_, hash, receipt)| (hash.clone(), receipt.clone()))
         });
         if let Some((hash, receipt)) = earlier {
-            results.push(if hash == content { Ok(receipt) } else { Err(IntakeError::KeyReused) });
+            results.push(if hash == content { Ok((receipt, false)) } else { Err(IntakeError::KeyReused) });
             continue;
         }
         let Some(hearing) = terms.get(&submission.hearing_id) else {
@@ -207,6 +230,7 @@ async fn process(
             content_sha256: content.clone(),
             accepted_at: now,
             registered_by_owner: submission.registered_by_owner,
+            attachments: attachments.to_vec(),
             status,
             sensitive,
         };
@@ -220,7 +244,7 @@ async fn process(
             metadata: serde_json::json!({ "actor": submission.author, "command": "SubmitResponse" }),
         });
         new_receipts.push((key, content, receipt.clone()));
-        results.push(Ok(receipt));
+        results.push(Ok((receipt, true)));
     }
 
     let recorded = store.append_in(&mut tx, &events).await?;

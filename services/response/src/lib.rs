@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod domain;
+pub mod files;
 pub mod grpc;
 pub mod hearings;
 pub mod intake;

@@ -164,10 +164,7 @@ pub fn check_text(rule: &FieldRule, value: &str, complete: bool, out: &mut Vec<V
     }
 }
 
-/// Detects a file's type from its first bytes; the name a client sends is not trusted.
-pub fn sniff_content_type(bytes: &[u8]) -> Option<&'static str> {
-    infer::get(bytes).map(|kind| kind.mime_type())
-}
+pub use agora_files::{sanitize_file_name, sniff_content_type};
 
 /// Checks a file against its field's rule; `existing` is how many files the field holds.
 pub fn check_file(rule: &FieldRule, size: u64, content_type: Option<&str>, existing: usize, out: &mut Vec<Violation>) {
@@ -196,20 +193,6 @@ pub fn check_file(rule: &FieldRule, size: u64, content_type: Option<&str>, exist
         )),
         None => out.push(Violation::new(&rule.key, "filens type kan ikke genkendes ud fra indholdet")),
     }
-}
-
-/// Makes a client-sent file name safe to show and store: no directories, no control
-/// characters, bounded length, never empty.
-pub fn sanitize_file_name(name: &str) -> String {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base
-        .chars()
-        .filter(|c| !c.is_control())
-        .map(|c| if matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') { '_' } else { c })
-        .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').trim();
-    let bounded: String = trimmed.chars().take(120).collect();
-    if bounded.is_empty() { "fil".to_string() } else { bounded }
 }
 
 #[cfg(test)]
@@ -269,14 +252,5 @@ mod tests {
         let mut out = Vec::new();
         check_file(&rule, 101, Some("application/pdf"), 2, &mut out);
         assert_eq!(out.len(), 2, "{out:?}");
-    }
-
-    #[test]
-    fn file_names_lose_paths_and_control_characters() {
-        assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
-        assert_eq!(sanitize_file_name("C:\\Users\\x\\høringssvar.pdf"), "høringssvar.pdf");
-        assert_eq!(sanitize_file_name("a\u{0}b<c>.pdf"), "ab_c_.pdf");
-        assert_eq!(sanitize_file_name(".."), "fil");
-        assert_eq!(sanitize_file_name(""), "fil");
     }
 }
