@@ -223,6 +223,26 @@ async fn moderation(mut h: Harness) {
     assert_eq!((counts.get("Approved"), counts.get("Declined"), counts.get("Pending")), (Some(&1), Some(&1), Some(&1)));
     assert_eq!(app.load(cpr.response_id).await.expect("load").status, ModerationStatus::Pending);
 
+    // Colleagues of the same company see the company's responses; others do not.
+    let mut for_company = submission(hearing, "company", "Virksomhedens svar.");
+    for_company.on_behalf_of = Some(OnBehalfOf::Company { reference: "company-ref-1".into() });
+    let company_receipt = intake.submit(for_company).await.expect("company");
+    runner.catch_up().await.expect("read model");
+    let colleague = Actor { reference: "user:colleague".into(), administrator: false };
+    let (theirs, _) =
+        projections::list_for_hearing_as(&h.store, Some(&colleague), Some("company-ref-1"), hearing, None, 1, 20)
+            .await
+            .expect("list");
+    assert!(
+        theirs.iter().any(|r| r.response_id == company_receipt.response_id),
+        "a colleague sees the pending company response"
+    );
+    let (others, _) =
+        projections::list_for_hearing_as(&h.store, Some(&colleague), Some("company-ref-2"), hearing, None, 1, 20)
+            .await
+            .expect("list");
+    assert!(others.iter().all(|r| r.response_id != company_receipt.response_id), "another company does not");
+
     // Redacted: the public sees the redaction, the owner the sealed original.
     let redact =
         ResponseCommand::Redact { text: "Jeg støtter [fjernet].".into(), reason: "Navn på tredjemand".into() };

@@ -235,7 +235,9 @@ impl ResponseService for ResponseGrpc {
     }
 
     async fn list_responses(&self, request: Request<pb::ListResponsesRequest>) -> Reply<pb::ListResponsesResponse> {
-        let viewer = self.viewer(&request)?.map(|p| actor(&p));
+        let principal = self.viewer(&request)?;
+        let viewer = principal.as_ref().map(actor);
+        let company = principal.as_ref().and_then(|p| p.company.clone());
         let r = request.into_inner();
         let status = match r.status.as_str() {
             "" => None,
@@ -246,9 +248,10 @@ impl ResponseService for ResponseGrpc {
             other => return Err(Status::invalid_argument(format!("status: unknown status '{other}'"))),
         };
         let page_size = if r.page_size == 0 { 20 } else { r.page_size };
-        let (views, total) = projections::list_for_hearing(
+        let (views, total) = projections::list_for_hearing_as(
             &self.app.store,
             viewer.as_ref(),
+            company.as_deref(),
             id("hearing_id", &r.hearing_id)?,
             status,
             r.page,

@@ -172,7 +172,25 @@ pub async fn list_for_hearing(
     page: u32,
     page_size: u32,
 ) -> Result<(Vec<ResponseView>, i64), StoreError> {
+    list_for_hearing_as(store, viewer, None, hearing_id, status, page, page_size).await
+}
+
+/// [`list_for_hearing`] for a company user, who also sees their company's responses.
+pub async fn list_for_hearing_as(
+    store: &Store,
+    viewer: Option<&Actor>,
+    viewer_company: Option<&str>,
+    hearing_id: Uuid,
+    status: Option<ModerationStatus>,
+    page: u32,
+    page_size: u32,
+) -> Result<(Vec<ResponseView>, i64), StoreError> {
     let hearing = hearing_id.to_string();
+    // The stored form of "on behalf of this company", compared as written.
+    let company = viewer_company
+        .map(|reference| serde_json::to_string(&OnBehalfOf::Company { reference: reference.to_string() }))
+        .transpose()?
+        .unwrap_or_default();
     let (owner, public): (Option<String>, bool) = on_backend!(store.backend(), pool => {
         let row = sqlx::query(
             "SELECT h.owner_id, s.public FROM response_hearings h LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id \
@@ -191,12 +209,12 @@ pub async fn list_for_hearing(
     let size = page_size.clamp(1, 100) as i64;
     let offset = (page.max(1) as i64 - 1) * size;
     let status_filter = status.map(|s| s.as_str().to_string());
-    // Managers see all; others see approved ones (where shown) and their own.
-    let visible = "($2 = 1 OR (status = 'Approved' AND $3 = 1) OR author = $4)";
+    // Managers see all; others see approved ones (where shown), their own, and their company's.
+    let visible = "($2 = 1 OR (status = 'Approved' AND $3 = 1) OR author = $4 OR on_behalf_of = $6)";
     let filter = "($5 = '' OR status = $5)";
     let list_sql = format!(
         "SELECT response_id, hearing_id, number, status, author, on_behalf_of, text, public_text, accepted_at, state FROM response_list \
-         WHERE hearing_id = $1 AND {visible} AND {filter} ORDER BY number LIMIT $6 OFFSET $7"
+         WHERE hearing_id = $1 AND {visible} AND {filter} ORDER BY number LIMIT $7 OFFSET $8"
     );
     let count_sql = format!("SELECT COUNT(*) FROM response_list WHERE hearing_id = $1 AND {visible} AND {filter}");
     on_backend!(store.backend(), pool => {
@@ -206,6 +224,7 @@ pub async fn list_for_hearing(
             .bind(public as i32)
             .bind(&me)
             .bind(status_filter.clone().unwrap_or_default())
+            .bind(&company)
             .fetch_one(pool)
             .await?;
         let rows = sqlx::query(&list_sql)
@@ -214,6 +233,7 @@ pub async fn list_for_hearing(
             .bind(public as i32)
             .bind(&me)
             .bind(status_filter.unwrap_or_default())
+            .bind(&company)
             .bind(size)
             .bind(offset)
             .fetch_all(pool)
