@@ -283,6 +283,52 @@ pub async fn consume(
     handler: Arc<dyn IntegrationHandler>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), BusError> {
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(100);
+    // A consumer runs as long as its service: a failed start, a NATS restart or a pull
+    // stream that ends (missed heartbeats) means opening it again, not stopping.
+    loop {
+        let mut messages = match open_consumer(bus, handler.as_ref()).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot open the JetStream consumer yet");
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut errors_in_a_row = 0;
+        loop {
+            let next = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    errors_in_a_row += 1;
+                    tracing::warn!(consumer = handler.name(), error = %e, "JetStream delivery error");
+                    if errors_in_a_row >= 3 {
+                        break;
+                    }
+                    continue;
+                }
+                None => {
+                    tracing::warn!(consumer = handler.name(), "JetStream message stream ended; opening it again");
+                    break;
+                }
+            };
+            errors_in_a_row = 0;
+            handle_message(&store, handler.as_ref(), message).await;
+        }
+    }
+}
+
+async fn open_consumer(bus: &Bus, handler: &dyn IntegrationHandler) -> Result<consumer::pull::Stream, BusError> {
     let consumer_error = |reason: String| BusError::Consumer { consumer: handler.name().to_string(), reason };
     let stream = bus.jetstream.get_stream(&bus.config.stream).await.map_err(|e| consumer_error(e.to_string()))?;
     let consumer: consumer::PullConsumer = stream
@@ -298,45 +344,30 @@ pub async fn consume(
         )
         .await
         .map_err(|e| consumer_error(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| consumer_error(e.to_string()))?;
-    tokio::pin!(shutdown);
-    loop {
-        let message = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            next = messages.next() => next,
-        };
-        let Some(message) = message else { return Ok(()) };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(consumer = handler.name(), error = %e, "JetStream delivery error; continuing");
-                continue;
+    consumer.messages().await.map_err(|e| consumer_error(e.to_string()))
+}
+
+/// Handles one delivered message and acknowledges it once its effect has committed.
+async fn handle_message(store: &Store, handler: &dyn IntegrationHandler, message: async_nats::jetstream::Message) {
+    use tracing::Instrument;
+    match IntegrationEvent::from_message(message.subject.as_str(), message.headers.as_ref(), message.payload.clone()) {
+        Ok(event) => {
+            let span = tracing::info_span!("consume", consumer = handler.name(), event_type = %event.event_type, event_id = %event.id);
+            if let Some(traceparent) = &event.traceparent {
+                agora_telemetry::propagation::set_parent_from_traceparent(&span, traceparent, None);
             }
-        };
-        match IntegrationEvent::from_message(
-            message.subject.as_str(),
-            message.headers.as_ref(),
-            message.payload.clone(),
-        ) {
-            Ok(event) => {
-                let span = tracing::info_span!("consume", consumer = handler.name(), event_type = %event.event_type, event_id = %event.id);
-                if let Some(traceparent) = &event.traceparent {
-                    agora_telemetry::propagation::set_parent_from_traceparent(&span, traceparent, None);
-                }
-                let _entered = span.enter();
-                if let Err(e) = handle_once(&store, handler.as_ref(), &event).await {
-                    // Not acknowledged: JetStream redelivers after ack_wait.
-                    tracing::error!(error = %e, "event not handled; it will be redelivered");
-                    continue;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, subject = %message.subject, "skipping a message that is not an integration event")
+            if let Err(e) = handle_once(store, handler, &event).instrument(span).await {
+                // Not acknowledged: JetStream redelivers after ack_wait.
+                tracing::error!(error = %e, "event not handled; it will be redelivered");
+                return;
             }
         }
-        if let Err(e) = message.ack().await {
-            tracing::warn!(error = %e, "ack failed; the event will be redelivered and skipped as handled");
+        Err(e) => {
+            tracing::error!(error = %e, subject = %message.subject, "skipping a message that is not an integration event")
         }
+    }
+    if let Err(e) = message.ack().await {
+        tracing::warn!(error = %e, "ack failed; the event will be redelivered and skipped as handled");
     }
 }
 
