@@ -18,7 +18,9 @@ pub mod relay;
 mod repository;
 pub mod testing;
 
-pub use db::{Backend, DbTx, LogPosition, NewEvent, NewSnapshot, RecordedEvent, Store, StoreError, placeholders};
+pub use db::{
+    Backend, DbTx, LogPosition, NewEvent, NewSnapshot, RecordedEvent, Store, StoreError, placeholders, redact,
+};
 pub use metadata::{EventContext, Metadata};
 pub use repository::{AggregateStore, EventRepository};
 

@@ -128,19 +128,7 @@ impl Relay {
     /// logged and retried from the last recorded checkpoint, so nothing is lost.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut leader = loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                lead = self.lead() => match lead {
-                    Ok(lock) => break lock,
-                    Err(e) => tracing::warn!(error = %e, "relay cannot take the lead yet; retrying"),
-                },
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        };
+        let Some(mut leader) = self.queue_for_lead(&mut shutdown).await else { return };
         let mut backoff = Duration::from_millis(100);
         loop {
             // The lock lives as long as its session: if the connection broke, another
@@ -149,18 +137,10 @@ impl Relay {
                 && sqlx::query("SELECT 1").execute(&mut *conn).await.is_err()
             {
                 tracing::warn!("relay lost its database session and with it the lead; queueing again");
-                leader = loop {
-                    tokio::select! {
-                        _ = &mut shutdown => return,
-                        lead = self.lead() => match lead {
-                            Ok(lock) => break lock,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "relay cannot take the lead yet; retrying");
-                                tokio::time::sleep(Duration::from_secs(2)).await;
-                            }
-                        },
-                    }
-                };
+                match self.queue_for_lead(&mut shutdown).await {
+                    Some(lock) => leader = lock,
+                    None => return,
+                }
             }
             let waiter = self.store.appended().notified();
             match self.publish_batch().await {
@@ -181,6 +161,26 @@ impl Relay {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
+            }
+        }
+    }
+
+    /// Waits for the lead, retrying every two seconds; `None` when asked to stop first.
+    async fn queue_for_lead<F: std::future::Future<Output = ()>>(
+        &self,
+        shutdown: &mut std::pin::Pin<&mut F>,
+    ) -> Option<Option<sqlx::PgConnection>> {
+        loop {
+            tokio::select! {
+                _ = shutdown.as_mut() => return None,
+                lead = self.lead() => match lead {
+                    Ok(lock) => return Some(lock),
+                    Err(e) => tracing::warn!(error = %e, "relay cannot take the lead yet; retrying"),
+                },
+            }
+            tokio::select! {
+                _ = shutdown.as_mut() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
     }

@@ -30,9 +30,11 @@ impl ConnectArgs {
         match &self.database_url {
             Some(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", redacted(url));
+                    bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", agora_eventstore::redact(url));
                 }
-                Store::connect(url).await.with_context(|| format!("AGORA_DATABASE_URL: cannot open {}", redacted(url)))
+                Store::connect(url)
+                    .await
+                    .with_context(|| format!("AGORA_DATABASE_URL: cannot open {}", agora_eventstore::redact(url)))
             }
             None => {
                 std::fs::create_dir_all(&self.data_dir)
@@ -43,13 +45,6 @@ impl ConnectArgs {
                     .with_context(|| format!("AGORA_DATA_DIR: cannot open {}", path.display()))
             }
         }
-    }
-}
-
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
     }
 }
 

@@ -9,7 +9,6 @@ use cqrs_es::{AggregateContext, AggregateError, EventStore};
 use uuid::Uuid;
 
 use crate::domain::{Actor, HearingTerms, Response, ResponseCommand, ResponseError};
-use crate::hearings::terms_in;
 use crate::intake::{Clock, Intake};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +72,7 @@ impl ResponseApp {
 
     /// The hearing's terms as the service knows them.
     pub async fn terms(&self, hearing_id: Uuid) -> Result<Option<HearingTerms>, ResponseAppError> {
-        let mut tx = self.store.begin().await?;
-        let terms = terms_in(&mut tx, &[hearing_id]).await?;
-        tx.rollback().await.map_err(StoreError::from)?;
-        Ok(terms.into_iter().next())
+        Ok(crate::hearings::terms(&self.store, hearing_id).await?)
     }
 
     /// Loads a response, decides the command for `actor`, commits.

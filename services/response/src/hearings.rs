@@ -95,35 +95,47 @@ impl IntegrationHandler for HearingTermsHandler {
 /// status, closes_at, owner_id, reviewers, auto_approve, public
 type TermsRow = (String, Option<String>, String, String, Option<bool>, Option<bool>);
 
+const TERMS_SQL: &str = "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, s.auto_approve, s.public \
+    FROM response_hearings h LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1";
+
 /// The terms of the given hearings, read in the intake's transaction.
 pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let row: Option<TermsRow> = on_tx!(tx, conn => {
-            sqlx::query_as(
-                "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, s.auto_approve, s.public FROM response_hearings h \
-                 LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1",
-            )
-            .bind(id.to_string())
-            .fetch_optional(&mut **conn)
-            .await?
+            sqlx::query_as(TERMS_SQL).bind(id.to_string()).fetch_optional(&mut **conn).await?
         });
-        if let Some((status, closes_at, owner_id, reviewers, auto_approve, public)) = row {
-            let closes_at = closes_at
-                .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
-                .transpose()
-                .map_err(|e| StoreError::CorruptField { position: 0, field: "closes_at", reason: e.to_string() })?;
-            out.push(HearingTerms {
-                hearing_id: *id,
-                status,
-                closes_at,
-                owner_id,
-                reviewers: reviewers.split(',').filter(|r| !r.is_empty()).map(String::from).collect(),
-                // Until the owner says otherwise: a person approves, approved responses are public.
-                auto_approve: auto_approve.unwrap_or(false),
-                public: public.unwrap_or(true),
-            });
+        if let Some(row) = row {
+            out.push(terms_from_row(*id, row)?);
         }
     }
     Ok(out)
+}
+
+/// The terms of one hearing, read outside any transaction (commands and queries).
+pub async fn terms(store: &Store, id: Uuid) -> Result<Option<HearingTerms>, StoreError> {
+    let row: Option<TermsRow> = agora_eventstore::on_backend!(store.backend(), pool => {
+        sqlx::query_as(TERMS_SQL).bind(id.to_string()).fetch_optional(pool).await?
+    });
+    row.map(|row| terms_from_row(id, row)).transpose()
+}
+
+fn terms_from_row(
+    hearing_id: Uuid,
+    (status, closes_at, owner_id, reviewers, auto_approve, public): TermsRow,
+) -> Result<HearingTerms, StoreError> {
+    let closes_at = closes_at
+        .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|e| StoreError::CorruptField { position: 0, field: "closes_at", reason: e.to_string() })?;
+    Ok(HearingTerms {
+        hearing_id,
+        status,
+        closes_at,
+        owner_id,
+        reviewers: reviewers.split(',').filter(|r| !r.is_empty()).map(String::from).collect(),
+        // Until the owner says otherwise: a person approves, approved responses are public.
+        auto_approve: auto_approve.unwrap_or(false),
+        public: public.unwrap_or(true),
+    })
 }

@@ -108,8 +108,8 @@ async fn work(store: Store, clock: Clock, mut queue: mpsc::Receiver<Job>, max_ba
         let submissions: Vec<(&Submission, &[Attachment])> =
             batch.iter().map(|j| (&j.submission, j.attachments.as_slice())).collect();
         let mut results = Err(StoreError::BrokenStream { stream: "intake".into(), sequence: 0 });
-        // A batch may lose a race with another replica (the same idempotency key, the first
-        // counter row of a hearing): it rolled back whole, so run it again.
+        // A batch may lose a race with another replica (the same idempotency key), or meet a
+        // hearing without a counter row yet: it rolled back whole, so run it again.
         for _ in 0..3 {
             results = process(&store, &clock, &submissions).await;
             if !matches!(
@@ -141,23 +141,8 @@ async fn process(
     clock: &Clock,
     submissions: &[(&Submission, &[Attachment])],
 ) -> Result<Vec<Result<(Receipt, bool), IntakeError>>, StoreError> {
-    // Every hearing's counter row exists before the batch locks it, so that two replicas'
-    // first responses to a hearing queue on one row instead of both starting from zero.
     let hearing_ids: BTreeSet<Uuid> = submissions.iter().map(|(s, _)| s.hearing_id).collect();
     let hearing_ids: Vec<Uuid> = hearing_ids.into_iter().collect();
-    agora_eventstore::on_backend!(store.backend(), pool => {
-        for id in &hearing_ids {
-            // Only for hearings the service knows: a made-up id creates nothing.
-            sqlx::query(
-                "INSERT INTO response_counters (hearing_id, last_number) \
-                 SELECT hearing_id, 0 FROM response_hearings WHERE hearing_id = $1 \
-                 ON CONFLICT (hearing_id) DO NOTHING",
-            )
-                .bind(id.to_string())
-                .execute(pool)
-                .await?;
-        }
-    });
     let mut tx = store.begin().await?;
     let postgres = tx.is_postgres();
 
@@ -170,6 +155,7 @@ async fn process(
     let terms: HashMap<Uuid, _> =
         terms_in(&mut tx, &hearing_ids).await?.into_iter().map(|t| (t.hearing_id, t)).collect();
     let mut counters: HashMap<Uuid, i64> = HashMap::new();
+    let mut missing = Vec::new();
     for id in hearing_ids.iter().filter(|id| terms.contains_key(id)) {
         let lock = if postgres {
             "SELECT last_number FROM response_counters WHERE hearing_id = $1 FOR UPDATE"
@@ -179,7 +165,20 @@ async fn process(
         let last: Option<(i64,)> = on_tx!(&mut tx, conn => {
             sqlx::query_as(lock).bind(id.to_string()).fetch_optional(&mut **conn).await?
         });
-        counters.insert(*id, last.map(|(n,)| n).unwrap_or(0));
+        match last {
+            Some((n,)) => {
+                counters.insert(*id, n);
+            }
+            None => missing.push(*id),
+        }
+    }
+    if !missing.is_empty() {
+        // A hearing's first batch: its counter row is made outside this transaction, so
+        // that two replicas' first responses queue on one row instead of both counting from
+        // zero; then the batch runs again.
+        tx.rollback().await?;
+        create_counters(store, &missing).await?;
+        return Err(StoreError::Conflict { stream: "response counters".into(), sequence: 0 });
     }
     let started: HashMap<Uuid, i64> = counters.clone();
 
@@ -280,6 +279,18 @@ async fn process(
     tx.commit().await?;
     store.committed(&recorded);
     Ok(results)
+}
+
+async fn create_counters(store: &Store, hearings: &[Uuid]) -> Result<(), StoreError> {
+    agora_eventstore::on_backend!(store.backend(), pool => {
+        for id in hearings {
+            sqlx::query("INSERT INTO response_counters (hearing_id, last_number) VALUES ($1, 0) ON CONFLICT (hearing_id) DO NOTHING")
+                .bind(id.to_string())
+                .execute(pool)
+                .await?;
+        }
+    });
+    Ok(())
 }
 
 async fn known_keys(tx: &mut DbTx, keys: &[&str]) -> Result<HashMap<String, (String, Receipt)>, StoreError> {
