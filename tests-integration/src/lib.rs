@@ -155,7 +155,8 @@ impl Harness {
         self.runner.catch_up().await.unwrap_or_else(|e| panic!("projections: {e}"));
     }
 
-    /// Reference data as an administrator defines it: two hearing types, areas, KLE.
+    /// Reference data as an administrator defines it: three hearing types (`kort` takes
+    /// short responses, files alone, at most three PDFs of 4 KiB), areas, KLE.
     pub async fn define_reference_data(&mut self, admin: &Principal) {
         let external =
             pb::HearingType { id: "lokalplan".into(), name: "Lokalplan".into(), internal: false, ..Default::default() };
@@ -163,7 +164,19 @@ impl Harness {
             pb::HearingType {
                 id: "intern".into(), name: "Intern høring".into(), internal: true, ..Default::default()
             };
-        for t in [external, internal] {
+        let short = pb::HearingType {
+            id: "kort".into(),
+            name: "Kort høring".into(),
+            response_rules: Some(pb::ResponseRules {
+                text_optional: true,
+                max_text_chars: 500,
+                max_files: 3,
+                max_file_bytes: 4096,
+                allowed_types: vec!["application/pdf".into()],
+            }),
+            ..Default::default()
+        };
+        for t in [external, internal, short] {
             let request = self.as_user(Some(admin), t);
             self.reference.define_hearing_type(request).await.unwrap_or_else(|e| panic!("hearing type: {e}"));
         }

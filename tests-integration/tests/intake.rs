@@ -14,9 +14,18 @@ use uuid::Uuid;
 /// A published, active hearing (start 2026-11-20, deadline 2026-12-20) and the response
 /// service's view of it.
 async fn active_hearing(h: &mut Harness, people: &People) -> Uuid {
+    active_hearing_of_type(h, people, "lokalplan").await
+}
+
+async fn active_hearing_of_type(h: &mut Harness, people: &People, hearing_type: &str) -> Uuid {
     hearings::migrate(&h.store).await.expect("response schema");
     h.define_reference_data(&people.admin).await;
-    let id = h.draft(&people.karen, "lokalplan", "Lokalplan", "2026-11-20", "2026-12-20").await;
+    publish_hearing(h, people, hearing_type).await
+}
+
+/// Another hearing, once the reference data is there.
+async fn publish_hearing(h: &mut Harness, people: &People, hearing_type: &str) -> Uuid {
+    let id = h.draft(&people.karen, hearing_type, "Lokalplan", "2026-11-20", "2026-12-20").await;
     let request = h.as_user(Some(&people.karen), pb::HearingRef { hearing_id: id.clone() });
     h.hearings.publish_hearing(request).await.expect("publish");
     learn_hearings(h).await;
@@ -36,7 +45,7 @@ async fn learn_hearings(h: &Harness) {
 /// Attachments on the harness's files directory, no virus scanner.
 fn files(h: &Harness) -> agora_response::files::Attachments {
     let store = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
-    agora_response::files::Attachments { store: Arc::new(store), rules: Default::default(), scanner: None }
+    agora_response::files::Attachments { store: Arc::new(store), scanner: None }
 }
 
 fn clock(time: &str) -> Clock {
@@ -371,15 +380,12 @@ async fn clamd_double() -> String {
 }
 
 async fn attachments(mut h: Harness) {
-    use agora_response::files::{AttachmentRules, Attachments, Clamd, Upload};
+    use agora_response::files::{Attachments, Clamd, Upload};
     let people = People::new();
-    let hearing = active_hearing(&mut h, &people).await;
+    // The hearing type allows three PDFs of 4 KiB (see the harness's reference data).
+    let hearing = active_hearing_of_type(&mut h, &people, "kort").await;
     let store = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
-    let files = Attachments {
-        store: Arc::new(store),
-        rules: AttachmentRules { max_files: 3, max_size: 4096, ..Default::default() },
-        scanner: Some(Clamd { address: clamd_double().await }),
-    };
+    let files = Attachments { store: Arc::new(store), scanner: Some(Clamd { address: clamd_double().await }) };
     let (intake, _w) = Intake::start(h.store.clone(), files, clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
     let stored = || {
         let dir = h.files_dir.path().join("responses").join("attachments");
@@ -432,5 +438,34 @@ async fn attachments(mut h: Harness) {
     assert_eq!(stored(), 1);
     let next = intake.submit(with("second", vec![])).await.expect("no files is fine");
     assert_eq!(next.number, receipt.number + 1, "refused submits took no number");
+    let png = Upload { name: "kort.png".into(), content: bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR") };
+    let refused = intake.submit(with("png", vec![png])).await.expect_err("this type takes only PDFs");
+    assert!(refused.to_string().contains("kort.png: files of type image/png are not allowed"), "{refused}");
 }
 on_both_backends!(attachments_are_checked_scanned_and_never_half_kept, attachments);
+
+/// The text rules travel from the hearing type through the hearing's integration events.
+async fn rules_per_hearing_type(mut h: Harness) {
+    use agora_response::files::Upload;
+    let people = People::new();
+    let short = active_hearing_of_type(&mut h, &people, "kort").await;
+    let long = publish_hearing(&mut h, &people, "lokalplan").await;
+    let (intake, _w) =
+        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let pdf = || Upload { name: "bilag.pdf".into(), content: bytes::Bytes::from_static(b"%PDF-1.7\n%%EOF\n") };
+
+    let refused = intake.submit(submission(short, "a", &"x".repeat(501))).await.expect_err("over 500");
+    assert_eq!(refused.to_string(), "invalid response: the text is 501 characters; at most 500 are allowed");
+    intake.submit(submission(long, "b", &"x".repeat(501))).await.expect("the other type allows 50,000");
+
+    let mut files_only = submission(short, "c", "");
+    files_only.attachments = vec![pdf()];
+    intake.submit(files_only).await.expect("this type takes files alone");
+    let mut files_only = submission(long, "d", "");
+    files_only.attachments = vec![pdf()];
+    let refused = intake.submit(files_only).await.expect_err("this type needs a text");
+    assert!(refused.to_string().contains("need a text"), "{refused}");
+    let refused = intake.submit(submission(short, "e", "  ")).await.expect_err("nothing at all");
+    assert!(refused.to_string().contains("write a text or attach a file"), "{refused}");
+}
+on_both_backends!(text_and_file_rules_come_from_the_hearing_type, rules_per_hearing_type);

@@ -2,7 +2,110 @@
 //! show and store, a type told by content rather than by name, and a virus scan through
 //! clamd's INSTREAM protocol.
 
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// File types told apart by content that people send as documents and pictures; rules may
+/// allow only these, since a type that cannot be recognised could never pass.
+pub const RECOGNISED_TYPES: &[&str] = &[
+    "application/pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text",
+    "application/vnd.oasis.opendocument.spreadsheet",
+    "application/msword",
+    "application/rtf",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/tiff",
+    "image/heif",
+];
+
+/// How many files of which size and types may go with one submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRules {
+    pub max_files: u32,
+    pub max_bytes: u64,
+    /// MIME types, checked against each file's content.
+    pub allowed_types: Vec<String>,
+}
+
+/// The largest single file any rule may allow: uploads pass through memory.
+pub const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+/// The most files any rule may allow on one submission.
+pub const MAX_FILES: u32 = 50;
+
+impl Default for FileRules {
+    /// OS2agora's defaults for responses: ten files of 10 MB, documents and pictures.
+    fn default() -> Self {
+        Self {
+            max_files: 10,
+            max_bytes: 10 * 1024 * 1024,
+            allowed_types: [
+                "application/pdf",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "image/png",
+                "image/jpeg",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        }
+    }
+}
+
+impl FileRules {
+    /// What is wrong with the rules themselves, each as a sentence naming the setting.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.max_files > MAX_FILES {
+            out.push(format!("max_files is {}; at most {MAX_FILES} files are possible", self.max_files));
+        }
+        if self.max_files > 0 && (self.max_bytes == 0 || self.max_bytes > MAX_FILE_BYTES) {
+            out.push(format!("max_bytes is {}; it must be 1 to {MAX_FILE_BYTES}", self.max_bytes));
+        }
+        if self.max_files > 0 && self.allowed_types.is_empty() {
+            out.push("allowed_types is empty while files are allowed".to_string());
+        }
+        for kind in &self.allowed_types {
+            if !RECOGNISED_TYPES.contains(&kind.as_str()) {
+                out.push(format!("allowed_types: {kind} cannot be recognised by content"));
+            }
+        }
+        out
+    }
+
+    /// Checks one file against the rules; the error names the file and the rule it breaks.
+    /// Returns the type told from the content.
+    pub fn check(&self, name: &str, content: &[u8]) -> Result<&'static str, String> {
+        let size = content.len() as u64;
+        if size == 0 {
+            return Err(format!("{name}: the file is empty"));
+        }
+        if size > self.max_bytes {
+            return Err(format!("{name}: {size} bytes; at most {} are allowed", self.max_bytes));
+        }
+        let Some(kind) = sniff_content_type(content) else {
+            return Err(format!("{name}: the file's type cannot be recognised from its content"));
+        };
+        if !self.allowed_types.iter().any(|t| t == kind) {
+            return Err(format!("{name}: files of type {kind} are not allowed"));
+        }
+        Ok(kind)
+    }
+
+    /// Checks the number of files.
+    pub fn check_count(&self, count: usize) -> Result<(), String> {
+        if count > self.max_files as usize {
+            return Err(format!("{count} files; at most {} are allowed", self.max_files));
+        }
+        Ok(())
+    }
+}
 
 /// Makes a client-sent file name safe to show and store: no directories, no control
 /// characters, bounded length, never empty.
@@ -20,6 +123,22 @@ pub fn sanitize_file_name(name: &str) -> String {
 /// Detects a file's type from its first bytes; the name a client sends is not trusted.
 pub fn sniff_content_type(bytes: &[u8]) -> Option<&'static str> {
     infer::get(bytes).map(|kind| kind.mime_type())
+}
+
+/// What a response to a hearing may carry: the hearing type defines it, the hearing's
+/// integration events carry it, and the response service enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseRules {
+    /// A response may be attachments only.
+    pub text_optional: bool,
+    pub max_text_chars: u32,
+    pub files: FileRules,
+}
+
+impl Default for ResponseRules {
+    fn default() -> Self {
+        Self { text_optional: false, max_text_chars: 50_000, files: FileRules::default() }
+    }
 }
 
 /// A virus scanner speaking clamd's INSTREAM protocol.
@@ -70,5 +189,21 @@ mod tests {
             Some("application/vnd.microsoft.portable-executable")
         );
         assert_eq!(sniff_content_type(b"just text"), None);
+    }
+
+    #[test]
+    fn file_rules_name_the_file_and_the_rule() {
+        let rules = FileRules { max_files: 2, max_bytes: 20, allowed_types: vec!["application/pdf".into()] };
+        assert_eq!(rules.check("a.pdf", b"%PDF-1.7\n"), Ok("application/pdf"));
+        assert_eq!(rules.check("a.pdf", b""), Err("a.pdf: the file is empty".into()));
+        assert_eq!(rules.check("b.pdf", &[b'%'; 21]), Err("b.pdf: 21 bytes; at most 20 are allowed".into()));
+        assert_eq!(
+            rules.check("virus.pdf", b"MZ\x90\0 exe"),
+            Err("virus.pdf: files of type application/vnd.microsoft.portable-executable are not allowed".into())
+        );
+        assert_eq!(rules.check_count(3), Err("3 files; at most 2 are allowed".into()));
+        assert!(rules.problems().is_empty());
+        let wrong = FileRules { max_files: 99, max_bytes: 0, allowed_types: vec!["text/x-unknown".into()] };
+        assert_eq!(wrong.problems().len(), 3, "{:?}", wrong.problems());
     }
 }

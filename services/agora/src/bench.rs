@@ -261,6 +261,7 @@ async fn fill_with_hearings(store: &Store, count: usize) -> anyhow::Result<()> {
         internal: false,
         fields: HearingType::standard_fields(),
         template: Default::default(),
+        responses: Default::default(),
     };
     let mut pending = Vec::new();
     let per_hearing = 20;
@@ -508,11 +509,8 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
     })
     .await?;
     // The response service's gRPC API in this process, over loopback, as clients reach it.
-    let files = agora_response::files::Attachments {
-        store: Arc::new(object_store::memory::InMemory::new()),
-        rules: Default::default(),
-        scanner: None,
-    };
+    let files =
+        agora_response::files::Attachments { store: Arc::new(object_store::memory::InMemory::new()), scanner: None };
     let (intake, _worker) = Intake::start(store.clone(), files, Arc::new(chrono::Utc::now), IntakeConfig::default());
     let app = agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now));
     let key = agora_auth::SigningKey::generate_with_kid("bench")?;

@@ -90,6 +90,7 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
                     "Kommunen sender hermed forslag til lokalplan i offentlig høring.".to_string(),
                 )]
                 .into(),
+                responses: Default::default(),
             },
             HearingType {
                 id: "politik".into(),
@@ -97,6 +98,7 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
                 internal: false,
                 fields: HearingType::standard_fields(),
                 template: Default::default(),
+                responses: Default::default(),
             },
             HearingType {
                 id: "intern".into(),
@@ -104,6 +106,7 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
                 internal: true,
                 fields: HearingType::standard_fields(),
                 template: Default::default(),
+                responses: Default::default(),
             },
         ];
         for t in types {

@@ -78,7 +78,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             store.clone(),
             agora_response::files::Attachments {
                 store: settings.files.open()?,
-                rules: Default::default(),
                 scanner: args.clamd.clone().map(|address| agora_response::files::Clamd { address }),
             },
             Arc::new(chrono::Utc::now),

@@ -15,8 +15,9 @@ use bytes::Bytes;
 use cqrs_es::Aggregate;
 use prost::Message;
 
+use crate::domain::fields::FieldKind;
 use crate::domain::{Hearing, HearingEvent};
-use crate::grpc::{file_to_pb, invitee_to_pb, status_to_pb};
+use crate::grpc::{file_to_pb, invitee_to_pb, response_rules_to_pb, status_to_pb};
 
 pub const SOURCE: &str = "agora/hearing";
 const CACHE_LIMIT: usize = 10_000;
@@ -85,6 +86,19 @@ pub fn hearing_state(id: &str, hearing: &Hearing) -> pb::HearingState {
         esdh_title: hearing.field("esdh_title").to_string(),
         case_number: hearing.case_number.clone().unwrap_or_default(),
         reviewer_ids: hearing.reviewers.iter().map(ToString::to_string).collect(),
+        response_rules: Some(response_rules_to_pb(&hearing.hearing_type.responses)),
+        texts: hearing
+            .hearing_type
+            .fields
+            .iter()
+            .filter(|rule| rule.kind == FieldKind::Text)
+            .map(|rule| pb::HearingText {
+                key: rule.key.clone(),
+                label: rule.label.clone(),
+                text: hearing.field(&rule.key).to_string(),
+            })
+            .collect(),
+        files: hearing.files.iter().map(file_to_pb).collect(),
     }
 }
 

@@ -21,6 +21,31 @@ pub struct HearingTerms {
     pub auto_approve: bool,
     /// The owner's choice: approved responses are shown to the public at all.
     pub public: bool,
+    /// What a response may carry, from the hearing's type.
+    pub rules: ResponseRules,
+}
+
+pub use agora_files::ResponseRules;
+
+/// What the owner's exports show of a hearing, as the hearing's last event told it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HearingContent {
+    pub title: String,
+    pub status: String,
+    pub start_date: String,
+    pub deadline: String,
+    pub kle_number: String,
+    pub case_number: String,
+    pub texts: Vec<HearingText>,
+    /// The names of the hearing's documents.
+    pub documents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HearingText {
+    pub key: String,
+    pub label: String,
+    pub text: String,
 }
 
 /// On whose behalf a response is given.
@@ -78,7 +103,6 @@ pub struct Receipt {
     pub accepted_at: DateTime<Utc>,
 }
 
-pub const MAX_TEXT: usize = 50_000;
 pub const MAX_REPLY: usize = 10_000;
 pub const MAX_KEY: usize = 200;
 
@@ -102,16 +126,27 @@ pub enum IntakeError {
     Storage(String),
 }
 
-/// Whether a submission may be accepted at `now`.
-pub fn check(terms: &HearingTerms, submission: &Submission, now: DateTime<Utc>) -> Result<(), IntakeError> {
-    let text = submission.text.trim();
+/// Whether a response's text keeps the hearing type's rules.
+pub fn check_text(rules: &ResponseRules, text: &str, has_attachments: bool) -> Result<(), String> {
+    let text = text.trim();
     if text.is_empty() {
-        return Err(IntakeError::Invalid("the text is empty".into()));
+        return match (rules.text_optional, has_attachments) {
+            (true, true) => Ok(()),
+            (true, false) => Err("the response is empty: write a text or attach a file".into()),
+            (false, _) => Err("the text is empty; responses to this hearing need a text".into()),
+        };
     }
     let length = text.chars().count();
-    if length > MAX_TEXT {
-        return Err(IntakeError::Invalid(format!("the text is {length} characters; at most {MAX_TEXT} are allowed")));
+    let max = rules.max_text_chars as usize;
+    if length > max {
+        return Err(format!("the text is {length} characters; at most {max} are allowed"));
     }
+    Ok(())
+}
+
+/// Whether a submission may be accepted at `now`.
+pub fn check(terms: &HearingTerms, submission: &Submission, now: DateTime<Utc>) -> Result<(), IntakeError> {
+    check_text(&terms.rules, &submission.text, !submission.attachments.is_empty()).map_err(IntakeError::Invalid)?;
     if submission.terms_version.trim().is_empty() {
         return Err(IntakeError::Invalid("the accepted terms version is missing".into()));
     }
@@ -225,6 +260,7 @@ mod tests {
             reviewers: Vec::new(),
             auto_approve: false,
             public: true,
+            rules: ResponseRules::default(),
         }
     }
 
@@ -274,9 +310,10 @@ mod tests {
         assert!(
             matches!(check(&terms("Active"), &submission("   "), now), Err(IntakeError::Invalid(m)) if m.contains("empty"))
         );
-        let long = "x".repeat(MAX_TEXT + 1);
-        assert!(
-            matches!(check(&terms("Active"), &submission(&long), now), Err(IntakeError::Invalid(m)) if m.contains("at most"))
+        let long = "x".repeat(50_001);
+        assert_eq!(
+            check(&terms("Active"), &submission(&long), now),
+            Err(IntakeError::Invalid("the text is 50001 characters; at most 50000 are allowed".into()))
         );
         assert_eq!(
             check(&terms("Draft"), &submission("x"), now),
@@ -285,6 +322,26 @@ mod tests {
         let mut org = submission("x");
         org.on_behalf_of = Some(OnBehalfOf::Organisation { name: " ".into() });
         assert!(matches!(check(&terms("Active"), &org, now), Err(IntakeError::Invalid(_))));
+    }
+
+    #[test]
+    fn text_limits_come_from_the_hearing_type() {
+        let now = at("2026-12-01T10:00:00Z");
+        let mut short = terms("Active");
+        short.rules.max_text_chars = 10;
+        assert_eq!(check(&short, &submission("0123456789"), now), Ok(()));
+        assert_eq!(
+            check(&short, &submission("0123456789x"), now),
+            Err(IntakeError::Invalid("the text is 11 characters; at most 10 are allowed".into()))
+        );
+        let mut files_only = submission("");
+        files_only.attachments.push(crate::files::Upload { name: "a.pdf".into(), content: "%PDF".into() });
+        assert!(matches!(check(&short, &files_only, now), Err(IntakeError::Invalid(m)) if m.contains("need a text")));
+        short.rules.text_optional = true;
+        assert_eq!(check(&short, &files_only, now), Ok(()));
+        assert!(
+            matches!(check(&short, &submission(" "), now), Err(IntakeError::Invalid(m)) if m.contains("attach a file"))
+        );
     }
 
     #[test]
@@ -530,6 +587,8 @@ pub struct Response {
     /// The owner's public reply.
     #[serde(default)]
     pub reply: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<crate::files::Attachment>,
 }
 
 impl Response {
@@ -571,13 +630,7 @@ impl Response {
         match command {
             ResponseCommand::Edit { text, now, auto_approve } => {
                 open_for_author(now)?;
-                let trimmed = text.trim();
-                if trimmed.is_empty() {
-                    return Err(ResponseError::Invalid("the text is empty".into()));
-                }
-                if trimmed.chars().count() > MAX_TEXT {
-                    return Err(ResponseError::Invalid(format!("at most {MAX_TEXT} characters are allowed")));
-                }
+                check_text(&terms.rules, &text, !self.attachments.is_empty()).map_err(ResponseError::Invalid)?;
                 if text == self.text {
                     return Ok(Vec::new());
                 }
@@ -678,6 +731,7 @@ impl cqrs_es::Aggregate for Response {
                 accepted_at,
                 status,
                 sensitive,
+                attachments,
                 ..
             } => {
                 *self = Response {
@@ -690,6 +744,7 @@ impl cqrs_es::Aggregate for Response {
                     status,
                     accepted_at: Some(accepted_at),
                     sensitive,
+                    attachments,
                     ..Response::default()
                 };
             }

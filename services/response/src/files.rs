@@ -29,40 +29,12 @@ pub struct Attachment {
     pub sha256: String,
 }
 
-/// The rules for attachments (OS2agora's defaults: ten files of 10 MB).
-#[derive(Debug, Clone)]
-pub struct AttachmentRules {
-    pub max_files: usize,
-    pub max_size: u64,
-    pub allowed_types: Vec<String>,
-}
-
-impl Default for AttachmentRules {
-    fn default() -> Self {
-        Self {
-            max_files: 10,
-            max_size: 10 * 1024 * 1024,
-            allowed_types: [
-                "application/pdf",
-                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                "image/png",
-                "image/jpeg",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        }
-    }
-}
-
-pub use agora_files::Clamd;
+pub use agora_files::{Clamd, FileRules};
 
 /// Where attachments go, and how they are checked.
 #[derive(Clone)]
 pub struct Attachments {
     pub store: Arc<dyn ObjectStore>,
-    pub rules: AttachmentRules,
     pub scanner: Option<Clamd>,
 }
 
@@ -73,35 +45,13 @@ pub fn path(id: Uuid) -> ObjectPath {
 impl Attachments {
     /// Checks every file (naming the file and the rule it breaks), scans them, and stores
     /// them; a refusal stores nothing.
-    pub async fn accept(&self, uploads: &[Upload]) -> Result<Vec<Attachment>, IntakeError> {
-        if uploads.len() > self.rules.max_files {
-            return Err(IntakeError::Invalid(format!(
-                "{} files; at most {} are allowed",
-                uploads.len(),
-                self.rules.max_files
-            )));
-        }
+    pub async fn accept(&self, uploads: &[Upload], rules: &FileRules) -> Result<Vec<Attachment>, IntakeError> {
+        rules.check_count(uploads.len()).map_err(IntakeError::Invalid)?;
         let mut checked = Vec::with_capacity(uploads.len());
         for upload in uploads {
             let name = agora_files::sanitize_file_name(&upload.name);
+            let kind = rules.check(&name, &upload.content).map_err(IntakeError::Invalid)?;
             let size = upload.content.len() as u64;
-            if size == 0 {
-                return Err(IntakeError::Invalid(format!("{name}: the file is empty")));
-            }
-            if size > self.rules.max_size {
-                return Err(IntakeError::Invalid(format!(
-                    "{name}: {size} bytes; at most {} are allowed",
-                    self.rules.max_size
-                )));
-            }
-            let Some(kind) = agora_files::sniff_content_type(&upload.content) else {
-                return Err(IntakeError::Invalid(format!(
-                    "{name}: the file's type cannot be recognised from its content"
-                )));
-            };
-            if !self.rules.allowed_types.iter().any(|t| t == kind) {
-                return Err(IntakeError::Invalid(format!("{name}: files of type {kind} are not allowed")));
-            }
             if let Some(scanner) = &self.scanner {
                 match scanner.scan(&upload.content).await {
                     Ok(None) => {}

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use uuid::Uuid;
 
-use crate::domain::HearingTerms;
+use crate::domain::{HearingContent, HearingTerms, HearingText, ResponseRules};
 
 pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS response_hearings (
@@ -17,6 +17,8 @@ pub const SCHEMA: &[&str] = &[
         closes_at TEXT,
         owner_id TEXT NOT NULL,
         reviewers TEXT NOT NULL,
+        rules TEXT,
+        content TEXT,
         sequence BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS response_settings (
         hearing_id TEXT PRIMARY KEY,
@@ -69,13 +71,16 @@ impl IntegrationHandler for HearingTermsHandler {
             .hearing
             .ok_or_else(|| format!("{} carries no hearing state", event.event_type))?;
         let closes_at = if state.closes_at.is_empty() { None } else { Some(state.closes_at.clone()) };
+        let rules = serde_json::to_string(&rules_from_pb(state.response_rules.clone())).map_err(|e| e.to_string())?;
+        let content = serde_json::to_string(&content_from_pb(&state)).map_err(|e| e.to_string())?;
         // Redeliveries may come out of order: an older state never overwrites a newer one.
         on_tx!(tx, conn => {
             sqlx::query(
-                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, rules, content, sequence) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (hearing_id) DO UPDATE SET status = excluded.status, closes_at = excluded.closes_at, \
-                 owner_id = excluded.owner_id, reviewers = excluded.reviewers, sequence = excluded.sequence \
+                 owner_id = excluded.owner_id, reviewers = excluded.reviewers, rules = excluded.rules, \
+                 content = excluded.content, sequence = excluded.sequence \
                  WHERE response_hearings.sequence < excluded.sequence",
             )
             .bind(&state.hearing_id)
@@ -83,6 +88,8 @@ impl IntegrationHandler for HearingTermsHandler {
             .bind(closes_at)
             .bind(format!("user:{}", state.owner_id))
             .bind(state.reviewer_ids.iter().map(|r| format!("user:{r}")).collect::<Vec<_>>().join(","))
+            .bind(&rules)
+            .bind(&content)
             .bind(event.sequence)
             .execute(&mut **conn)
             .await
@@ -92,10 +99,60 @@ impl IntegrationHandler for HearingTermsHandler {
     }
 }
 
-/// status, closes_at, owner_id, reviewers, auto_approve, public
-type TermsRow = (String, Option<String>, String, String, Option<bool>, Option<bool>);
+/// A hearing without rules in its events (from before they were carried) gets the defaults.
+fn rules_from_pb(rules: Option<pb::ResponseRules>) -> ResponseRules {
+    match rules {
+        None => ResponseRules::default(),
+        Some(r) => ResponseRules {
+            text_optional: r.text_optional,
+            max_text_chars: r.max_text_chars,
+            files: agora_files::FileRules {
+                max_files: r.max_files,
+                max_bytes: r.max_file_bytes,
+                allowed_types: r.allowed_types,
+            },
+        },
+    }
+}
 
-const TERMS_SQL: &str = "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, s.auto_approve, s.public \
+fn content_from_pb(state: &pb::HearingState) -> HearingContent {
+    HearingContent {
+        title: state.title.clone(),
+        status: status_name(state.status).to_string(),
+        start_date: state.start_date.clone(),
+        deadline: state.deadline.clone(),
+        kle_number: state.kle_number.clone(),
+        case_number: state.case_number.clone(),
+        texts: state
+            .texts
+            .iter()
+            .map(|t| HearingText { key: t.key.clone(), label: t.label.clone(), text: t.text.clone() })
+            .collect(),
+        documents: state.files.iter().map(|f| f.name.clone()).collect(),
+    }
+}
+
+/// What the exports show of a hearing, as its last event told it.
+pub async fn content(store: &Store, id: Uuid) -> Result<Option<HearingContent>, StoreError> {
+    let row: Option<(Option<String>,)> = agora_eventstore::on_backend!(store.backend(), pool => {
+        sqlx::query_as("SELECT content FROM response_hearings WHERE hearing_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await?
+    });
+    let Some((content,)) = row else { return Ok(None) };
+    let content = content.as_deref().unwrap_or("{}");
+    serde_json::from_str(content).map(Some).map_err(|e| StoreError::CorruptField {
+        position: 0,
+        field: "content",
+        reason: e.to_string(),
+    })
+}
+
+/// status, closes_at, owner_id, reviewers, rules, auto_approve, public
+type TermsRow = (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>);
+
+const TERMS_SQL: &str = "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public \
     FROM response_hearings h LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1";
 
 /// The terms of the given hearings, read in the intake's transaction.
@@ -122,12 +179,20 @@ pub async fn terms(store: &Store, id: Uuid) -> Result<Option<HearingTerms>, Stor
 
 fn terms_from_row(
     hearing_id: Uuid,
-    (status, closes_at, owner_id, reviewers, auto_approve, public): TermsRow,
+    (status, closes_at, owner_id, reviewers, rules, auto_approve, public): TermsRow,
 ) -> Result<HearingTerms, StoreError> {
     let closes_at = closes_at
         .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
         .transpose()
         .map_err(|e| StoreError::CorruptField { position: 0, field: "closes_at", reason: e.to_string() })?;
+    let rules = match rules {
+        Some(rules) => serde_json::from_str(&rules).map_err(|e| StoreError::CorruptField {
+            position: 0,
+            field: "rules",
+            reason: e.to_string(),
+        })?,
+        None => ResponseRules::default(),
+    };
     Ok(HearingTerms {
         hearing_id,
         status,
@@ -137,5 +202,6 @@ fn terms_from_row(
         // Until the owner says otherwise: a person approves, approved responses are public.
         auto_approve: auto_approve.unwrap_or(false),
         public: public.unwrap_or(true),
+        rules,
     })
 }

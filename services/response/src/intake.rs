@@ -54,6 +54,7 @@ pub struct Intake {
     jobs: mpsc::Sender<Job>,
     config: IntakeConfig,
     files: Attachments,
+    store: Store,
 }
 
 impl Intake {
@@ -64,8 +65,8 @@ impl Intake {
         config: IntakeConfig,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
-        let worker = tokio::spawn(work(store, clock, queue, config.max_batch.max(1)));
-        (Self { jobs, config, files }, worker)
+        let worker = tokio::spawn(work(store.clone(), clock, queue, config.max_batch.max(1)));
+        (Self { jobs, config, files, store }, worker)
     }
 
     /// Submits a response; returns its receipt once it is stored.
@@ -75,8 +76,16 @@ impl Intake {
             return Err(IntakeError::Invalid(format!("the idempotency key must be 1 to {MAX_KEY} characters")));
         }
         // Files are checked, scanned and stored here, by each caller in parallel, so that
-        // the batch transaction only records them.
-        let attachments = self.files.accept(&submission.attachments).await?;
+        // the batch transaction only records them. Their rules come from the hearing's type.
+        let attachments = if submission.attachments.is_empty() {
+            Vec::new()
+        } else {
+            let terms = crate::hearings::terms(&self.store, submission.hearing_id)
+                .await
+                .map_err(|e| IntakeError::Storage(e.to_string()))?
+                .ok_or(IntakeError::HearingNotFound(submission.hearing_id))?;
+            self.files.accept(&submission.attachments, &terms.rules.files).await?
+        };
         let (reply, answer) = oneshot::channel();
         let busy = IntakeError::Busy { retry_after_ms: 1000 };
         let job = Job { submission, attachments: attachments.clone(), reply };

@@ -84,6 +84,9 @@ pub struct HearingType {
     /// Text each field starts with (the template).
     #[serde(default)]
     pub template: BTreeMap<String, String>,
+    /// What a response to a hearing of this type may carry.
+    #[serde(default)]
+    pub responses: ResponseRules,
 }
 
 impl HearingType {
@@ -124,6 +127,26 @@ impl HearingType {
     }
 }
 
+pub use agora_files::ResponseRules;
+
+/// The longest response text any rule may allow.
+pub const MAX_RESPONSE_TEXT: u32 = 200_000;
+
+/// What is wrong with a hearing type's response rules.
+pub fn response_rule_violations(rules: &ResponseRules) -> Vec<Violation> {
+    let mut out: Vec<Violation> =
+        rules.files.problems().into_iter().map(|p| Violation::new("response_rules", p)).collect();
+    if rules.max_text_chars == 0 || rules.max_text_chars > MAX_RESPONSE_TEXT {
+        out.push(Violation::new(
+            "response_rules",
+            format!("max_text_chars er {}; den skal være 1-{MAX_RESPONSE_TEXT}", rules.max_text_chars),
+        ));
+    }
+    if rules.text_optional && rules.files.max_files == 0 {
+        out.push(Violation::new("response_rules", "et svar uden tekst skal kunne have bilag"));
+    }
+    out
+}
 /// One thing wrong with the input, named so that a form can show it beside its field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {

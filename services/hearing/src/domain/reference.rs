@@ -105,6 +105,7 @@ impl ReferenceItem {
             if keys.windows(2).any(|w| w[0] == w[1]) {
                 out.push(Violation::new("fields", "to felter har samme nøgle"));
             }
+            out.extend(super::fields::response_rule_violations(&t.responses));
             for key in t.template.keys() {
                 if t.rule(key).is_none() {
                     out.push(Violation::new("template", format!("skabelonen udfylder '{key}', som typen ikke har")));
@@ -324,6 +325,7 @@ mod tests {
             internal: false,
             fields: vec![],
             template: [("body".to_string(), "t".to_string())].into(),
+            responses: Default::default(),
         };
         let Err(ReferenceError::Invalid(v)) =
             Reference::default().decide(ReferenceCommand::Define(ReferenceItem::HearingType(t)))
@@ -331,6 +333,30 @@ mod tests {
             panic!("invalid")
         };
         assert_eq!(v.len(), 2, "{v:?}");
+    }
+
+    #[test]
+    fn response_rules_are_checked_when_a_hearing_type_is_defined() {
+        let mut responses = super::super::fields::ResponseRules::default();
+        responses.max_text_chars = 0;
+        responses.files.allowed_types.push("application/x-msdownload".into());
+        let t = HearingType {
+            id: "x".into(),
+            name: "X".into(),
+            internal: false,
+            fields: HearingType::standard_fields(),
+            template: Default::default(),
+            responses,
+        };
+        let Err(ReferenceError::Invalid(v)) =
+            Reference::default().decide(ReferenceCommand::Define(ReferenceItem::HearingType(t)))
+        else {
+            panic!("invalid")
+        };
+        let messages: Vec<&str> = v.iter().map(|v| v.message.as_str()).collect();
+        assert!(v.iter().all(|v| v.field == "response_rules"), "{v:?}");
+        assert!(messages.iter().any(|m| m.contains("max_text_chars")), "{messages:?}");
+        assert!(messages.iter().any(|m| m.contains("application/x-msdownload")), "{messages:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn hearing_type() -> HearingType {
         internal: false,
         fields: HearingType::standard_fields(),
         template: [("body".to_string(), "Skabelon: beskriv forslaget her.".to_string())].into(),
+        responses: Default::default(),
     }
 }
 
