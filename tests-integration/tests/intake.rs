@@ -182,20 +182,39 @@ async fn two_replicas_number_one_hearing_without_gaps() {
     assert_eq!(numbers, (1..=200).collect::<Vec<i64>>());
 }
 
+/// The response service in a test: an active hearing (owned by Karen), the intake, the app
+/// and the read model's runner.
+struct Service {
+    hearing: Uuid,
+    runner: agora_eventstore::consumer::ProjectionRunner,
+    intake: Intake,
+    app: agora_response::app::ResponseApp,
+    owner: agora_response::domain::Actor,
+    _worker: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start(h: &mut Harness, people: &People) -> Self {
+        use agora_response::projections::{self, ResponseListProjection};
+        let hearing = active_hearing(h, people).await;
+        projections::migrate(&h.store).await.expect("schema");
+        let runner =
+            agora_eventstore::consumer::ProjectionRunner::new(h.store.clone(), vec![Arc::new(ResponseListProjection)]);
+        let now = clock("2026-12-01T12:00:00Z");
+        let (intake, _worker) = Intake::start(h.store.clone(), files(h), now.clone(), IntakeConfig::default());
+        let app = agora_response::app::ResponseApp::new(h.store.clone(), intake.clone(), now);
+        let owner =
+            agora_response::domain::Actor { reference: format!("user:{}", people.karen.user_id), administrator: false };
+        Self { hearing, runner, intake, app, owner, _worker }
+    }
+}
+
 async fn moderation(mut h: Harness) {
-    use agora_eventstore::consumer::ProjectionRunner;
-    use agora_response::app::ResponseApp;
     use agora_response::domain::{Actor, ModerationStatus, ResponseCommand, ResponseError};
-    use agora_response::projections::{self, ResponseListProjection};
+    use agora_response::projections;
 
     let people = People::new();
-    let hearing = active_hearing(&mut h, &people).await;
-    projections::migrate(&h.store).await.expect("schema");
-    let runner = ProjectionRunner::new(h.store.clone(), vec![Arc::new(ResponseListProjection)]);
-    let now = clock("2026-12-01T12:00:00Z");
-    let (intake, _w) = Intake::start(h.store.clone(), files(&h), now.clone(), IntakeConfig::default());
-    let app = ResponseApp::new(h.store.clone(), intake.clone(), now);
-    let owner = Actor { reference: format!("user:{}", people.karen.user_id), administrator: false };
+    let Service { hearing, runner, intake, app, owner, _worker } = Service::start(&mut h, &people).await;
     let stranger = Actor { reference: "user:stranger".into(), administrator: false };
 
     let plain = intake.submit(submission(hearing, "a", "Jeg støtter planen.")).await.expect("a");
@@ -469,3 +488,147 @@ async fn rules_per_hearing_type(mut h: Harness) {
     assert!(refused.to_string().contains("write a text or attach a file"), "{refused}");
 }
 on_both_backends!(text_and_file_rules_come_from_the_hearing_type, rules_per_hearing_type);
+
+/// The text of a PDF as pdftotext reads it; `None` (said plainly) where pdftotext is not
+/// installed, which under CI=true is a failure.
+fn pdf_text(pdf: &[u8]) -> Option<String> {
+    use std::io::Write;
+    let child = std::process::Command::new("pdftotext")
+        .args(["-layout", "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("pdftotext is needed under CI=true: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED the PDF text check: pdftotext (Debian package poppler-utils) is not installed: {e}");
+            return None;
+        }
+    };
+    child.stdin.take().expect("stdin").write_all(pdf).expect("pdf to pdftotext");
+    let output = child.wait_with_output().expect("pdftotext");
+    assert!(output.status.success(), "pdftotext could not read the PDF: {}", String::from_utf8_lossy(&output.stderr));
+    Some(String::from_utf8(output.stdout).expect("utf-8 text"))
+}
+
+async fn collect(export: agora_response::exports::Export) -> Vec<u8> {
+    let mut chunks = export.chunks;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.recv().await {
+        bytes.extend_from_slice(&chunk);
+    }
+    export.done.await.expect("export task").expect("export");
+    bytes
+}
+
+fn zip_entry(bytes: &[u8], name: &str) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a readable zip");
+    let mut entry = zip.by_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut out).expect("entry");
+    out
+}
+
+async fn exports(mut h: Harness) {
+    use agora_response::app::ResponseAppError;
+    use agora_response::domain::{Actor, ResponseCommand, ResponseError};
+    use agora_response::exports::{ExportKind, Selection, export};
+    use agora_response::files::Upload;
+
+    let people = People::new();
+    let Service { hearing, runner, intake, app, owner, _worker } = Service::start(&mut h, &people).await;
+
+    let pdf = |text: &str| bytes::Bytes::from(format!("%PDF-1.7\n% {text}\n1 0 obj <<>> endobj\n%%EOF\n").into_bytes());
+    let mut first = submission(hearing, "1", "Æbler og pærer på Østerbro: vi ønsker flere træer.");
+    first.attachments = vec![
+        Upload { name: "indsigelse æøå.pdf".into(), content: pdf("første") },
+        Upload { name: "indsigelse æøå.pdf".into(), content: pdf("anden") },
+    ];
+    first.on_behalf_of = Some(OnBehalfOf::Organisation { name: "Grundejerforeningen Åløkken".into() });
+    let first = intake.submit(first).await.expect("first");
+    let second = intake.submit(submission(hearing, "2", "Nej tak til højhuse ved Søerne.")).await.expect("second");
+    let mut withdrawn = submission(hearing, "3", "Det fortryder jeg.");
+    withdrawn.attachments = vec![Upload { name: "fortrudt.pdf".into(), content: pdf("fortrudt") }];
+    let withdrawn_author = Actor { reference: withdrawn.author.clone(), administrator: false };
+    let withdrawn = intake.submit(withdrawn).await.expect("third");
+    app.execute(first.response_id, &owner, ResponseCommand::Approve).await.expect("approve");
+    app.execute(second.response_id, &owner, ResponseCommand::Decline { reason: "Uden for emnet".into() })
+        .await
+        .expect("decline");
+    app.execute(
+        withdrawn.response_id,
+        &withdrawn_author,
+        ResponseCommand::Withdraw { now: at("2026-12-02T10:00:00Z") },
+    )
+    .await
+    .expect("withdraw");
+    runner.catch_up().await.expect("read model");
+
+    // Only the owner (or an administrator) exports.
+    let stranger = Actor { reference: "user:stranger".into(), administrator: false };
+    assert!(matches!(
+        export(&app, &stranger, hearing, ExportKind::ResponsesWorkbook, Selection::All).await,
+        Err(ResponseAppError::Domain(ResponseError::NotAllowed(_)))
+    ));
+    assert!(matches!(
+        export(&app, &owner, Uuid::now_v7(), ExportKind::ResponsesWorkbook, Selection::All).await,
+        Err(ResponseAppError::Domain(ResponseError::NotFound))
+    ));
+
+    // Excel: every response, withdrawn ones marked, Danish text intact.
+    let xlsx =
+        collect(export(&app, &owner, hearing, ExportKind::ResponsesWorkbook, Selection::All).await.expect("x")).await;
+    let strings = String::from_utf8(zip_entry(&xlsx, "xl/sharedStrings.xml")).expect("utf-8");
+    for expected in ["Æbler og pærer på Østerbro", "Grundejerforeningen Åløkken", "Uden for emnet", "Trukket tilbage"]
+    {
+        assert!(strings.contains(expected), "{expected} in the responses workbook");
+    }
+    let sheet = String::from_utf8(zip_entry(&xlsx, "xl/worksheets/sheet1.xml")).expect("utf-8");
+    assert_eq!(sheet.matches("<row ").count(), 4, "a header and three responses");
+    let approved =
+        collect(export(&app, &owner, hearing, ExportKind::ResponsesWorkbook, Selection::Approved).await.expect("x"))
+            .await;
+    let sheet = String::from_utf8(zip_entry(&approved, "xl/worksheets/sheet1.xml")).expect("utf-8");
+    assert_eq!(sheet.matches("<row ").count(), 2, "a header and the approved response");
+    let people_xlsx =
+        collect(export(&app, &owner, hearing, ExportKind::RespondentsWorkbook, Selection::All).await.expect("x")).await;
+    let strings = String::from_utf8(zip_entry(&people_xlsx, "xl/sharedStrings.xml")).expect("utf-8");
+    assert!(strings.contains("Organisation: Grundejerforeningen Åløkken") && strings.contains("Person"), "{strings}");
+    let sheet = String::from_utf8(zip_entry(&people_xlsx, "xl/worksheets/sheet1.xml")).expect("utf-8");
+    assert_eq!(sheet.matches("<row ").count(), 4, "a header and three respondents");
+
+    // PDF: the hearing, then the responses but the withdrawn one, readable with æ, ø and å.
+    let pdf_bytes =
+        collect(export(&app, &owner, hearing, ExportKind::HearingPdf, Selection::All).await.expect("pdf")).await;
+    assert!(pdf_bytes.starts_with(b"%PDF-"));
+    if let Some(text) = pdf_text(&pdf_bytes) {
+        for expected in [
+            "Lokalplan",
+            "Høringssvar nr. 1",
+            "Æbler og pærer på Østerbro",
+            "Nej tak til højhuse ved Søerne",
+            "Uden for emnet",
+            "indsigelse æøå.pdf",
+        ] {
+            assert!(text.contains(expected), "'{expected}' in the PDF:\n{text}");
+        }
+        assert!(!text.contains("Det fortryder jeg"), "a withdrawn response is not in the PDF");
+    }
+    let only =
+        collect(export(&app, &owner, hearing, ExportKind::ResponsesPdf, Selection::Approved).await.expect("pdf")).await;
+    if let Some(text) = pdf_text(&only) {
+        assert!(text.contains("Høringssvar nr. 1") && !text.contains("Høringssvar nr. 2"), "{text}");
+    }
+
+    // Zip: every attachment of the responses, in a folder per number, same bytes.
+    let zip_bytes =
+        collect(export(&app, &owner, hearing, ExportKind::AttachmentsZip, Selection::All).await.expect("zip")).await;
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes.as_slice())).expect("zip");
+    let mut names: Vec<String> = archive.file_names().map(|n| n.expect("name").to_string()).collect();
+    names.sort();
+    let n = first.number;
+    assert_eq!(names, vec![format!("{n:04}/indsigelse æøå (2).pdf"), format!("{n:04}/indsigelse æøå.pdf")]);
+    assert_eq!(zip_entry(&zip_bytes, &format!("{n:04}/indsigelse æøå (2).pdf")), pdf("anden").to_vec());
+}
+on_both_backends!(owner_exports_workbooks_pdfs_and_a_zip_of_attachments, exports);

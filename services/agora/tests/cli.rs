@@ -519,7 +519,18 @@ async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstrea
     reference
         .define_hearing_type(authorized(
             &admin_token,
-            pb::HearingType { id: "plan".into(), name: "Plan".into(), ..Default::default() },
+            pb::HearingType {
+                id: "plan".into(),
+                name: "Plan".into(),
+                response_rules: Some(pb::ResponseRules {
+                    max_text_chars: 1000,
+                    max_files: 1,
+                    max_file_bytes: 1024 * 1024,
+                    allowed_types: vec!["application/pdf".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         ))
         .await
         .expect("type");
@@ -624,5 +635,32 @@ async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstrea
     })
     .await;
     assert_eq!(seen.responses.len(), 100, "paged");
+
+    // The hearing type's rules came with the hearing's events over JetStream.
+    let mut long = submit("too-long".into());
+    long.text = "x".repeat(1001);
+    let refused = responses.clone().submit_response(authorized(&first, long)).await.expect_err("over the limit");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("at most 1000"), "{}", refused.message());
+
+    // The owner's PDF export arrives as a stream of chunks, the first naming the file.
+    let request = rpb::ExportRequest {
+        hearing_id: hearing.hearing_id.clone(),
+        kind: rpb::ExportKind::ResponsesPdf as i32,
+        approved_only: false,
+    };
+    let denied = responses.clone().export_responses(authorized(&first, request.clone())).await;
+    assert_eq!(denied.err().map(|e| e.code()), Some(tonic::Code::PermissionDenied), "a respondent may not export");
+    let mut stream =
+        responses.clone().export_responses(authorized(&owner_token, request)).await.expect("export").into_inner();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("chunk") {
+        chunks.push(chunk);
+    }
+    assert!(chunks[0].file_name.ends_with(".pdf") && chunks[0].content_type == "application/pdf");
+    assert!(chunks.iter().skip(1).all(|c| c.file_name.is_empty()));
+    let pdf: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+    assert!(pdf.windows(b"DejaVuSans".len()).any(|w| w == b"DejaVuSans"), "with its font embedded");
     stop(child).await;
 }

@@ -589,6 +589,16 @@ pub struct Response {
     pub reply: Option<String>,
     #[serde(default)]
     pub attachments: Vec<crate::files::Attachment>,
+    #[serde(default)]
+    pub terms_version: String,
+    /// The receipt's hash, or the last edit's.
+    #[serde(default)]
+    pub content_sha256: String,
+    /// A paper or e-mail response the owner registered.
+    #[serde(default)]
+    pub registered_by_owner: bool,
+    #[serde(default)]
+    pub edited_at: Option<DateTime<Utc>>,
 }
 
 impl Response {
@@ -732,7 +742,9 @@ impl cqrs_es::Aggregate for Response {
                 status,
                 sensitive,
                 attachments,
-                ..
+                terms_version,
+                content_sha256,
+                registered_by_owner,
             } => {
                 *self = Response {
                     exists: true,
@@ -745,11 +757,16 @@ impl cqrs_es::Aggregate for Response {
                     accepted_at: Some(accepted_at),
                     sensitive,
                     attachments,
+                    terms_version,
+                    content_sha256,
+                    registered_by_owner,
                     ..Response::default()
                 };
             }
-            ResponseEvent::ResponseEdited { text, status, sensitive, .. } => {
+            ResponseEvent::ResponseEdited { text, status, sensitive, content_sha256, at } => {
                 self.text = text;
+                self.content_sha256 = content_sha256;
+                self.edited_at = Some(at);
                 self.redacted_text = None;
                 self.status = status;
                 self.sensitive = sensitive;

@@ -8,10 +8,13 @@ use agora_proto::response::v1::response_service_server::{ResponseService, Respon
 use tonic::{Request, Response as GrpcResponse, Status};
 use uuid::Uuid;
 
+use futures::StreamExt;
+
 use crate::app::{ResponseApp, ResponseAppError};
 use crate::domain::{
     Actor, IntakeError, ModerationStatus, OnBehalfOf, Response, ResponseCommand, ResponseError, Submission,
 };
+use crate::exports::{Export, ExportKind, Selection};
 use crate::projections::{self, ResponseView};
 
 pub fn intake_status(error: IntakeError) -> Status {
@@ -143,8 +146,64 @@ impl ResponseGrpc {
 
 type Reply<T> = Result<GrpcResponse<T>, Status>;
 
+type ExportStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
+
+fn export_kind(kind: i32) -> Result<ExportKind, Status> {
+    Ok(match pb::ExportKind::try_from(kind) {
+        Ok(pb::ExportKind::ResponsesXlsx) => ExportKind::ResponsesWorkbook,
+        Ok(pb::ExportKind::RespondentsXlsx) => ExportKind::RespondentsWorkbook,
+        Ok(pb::ExportKind::HearingPdf) => ExportKind::HearingPdf,
+        Ok(pb::ExportKind::ResponsesPdf) => ExportKind::ResponsesPdf,
+        Ok(pb::ExportKind::AttachmentsZip) => ExportKind::AttachmentsZip,
+        _ => return Err(Status::invalid_argument(format!("kind: {kind} is not an export kind"))),
+    })
+}
+
+/// The export's chunks as gRPC messages, the first naming the file; a failure while writing
+/// ends the stream with its status.
+fn export_stream(export: Export) -> ExportStream {
+    let Export { file_name, content_type, chunks, done } = export;
+    let mut first = Some((file_name, content_type.to_string()));
+    let data = tokio_stream_of(chunks).map(move |data| {
+        let (file_name, content_type) = first.take().unwrap_or_default();
+        Ok(pb::ExportChunk { file_name, content_type, data: data.to_vec() })
+    });
+    let end = futures::stream::once(async move {
+        match done.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "export failed while it was written");
+                Some(Err(Status::internal(format!("the export failed while it was written: {e}"))))
+            }
+            Err(e) => Some(Err(Status::internal(format!("the export stopped: {e}")))),
+        }
+    })
+    .filter_map(futures::future::ready);
+    Box::pin(data.chain(end))
+}
+
+fn tokio_stream_of(
+    mut receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+) -> impl futures::Stream<Item = bytes::Bytes> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
 #[tonic::async_trait]
 impl ResponseService for ResponseGrpc {
+    type ExportResponsesStream = ExportStream;
+
+    async fn export_responses(&self, request: Request<pb::ExportRequest>) -> Reply<Self::ExportResponsesStream> {
+        let principal = self.caller(&request)?;
+        let r = request.into_inner();
+        let hearing = id("hearing_id", &r.hearing_id)?;
+        let kind = export_kind(r.kind)?;
+        let selection = if r.approved_only { Selection::Approved } else { Selection::All };
+        let export = crate::exports::export(&self.app, &actor(&principal), hearing, kind, selection)
+            .await
+            .map_err(app_status)?;
+        Ok(GrpcResponse::new(export_stream(export)))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn submit_response(&self, request: Request<pb::SubmitResponseRequest>) -> Reply<pb::Receipt> {
         let principal = self.caller(&request)?;

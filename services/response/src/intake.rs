@@ -69,6 +69,11 @@ impl Intake {
         (Self { jobs, config, files, store }, worker)
     }
 
+    /// Where attachments are kept.
+    pub fn files(&self) -> &Attachments {
+        &self.files
+    }
+
     /// Submits a response; returns its receipt once it is stored.
     pub async fn submit(&self, submission: Submission) -> Result<Receipt, IntakeError> {
         let key = submission.idempotency_key.trim();

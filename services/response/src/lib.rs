@@ -1,15 +1,16 @@
 //! The response service: responses (høringssvar) to hearings.
 //!
-//! Issue #3, in progress. There is: the intake (submits accepted in group-committed batches
-//! with receipts, gapless per-hearing numbers and idempotent retries, against the hearing
-//! terms learnt from the hearing service's integration events); editing and withdrawing by
-//! the author; moderation (approve, decline with a reason, redact) with a CPR-number check
-//! that forces manual approval; the owner's public reply; reviewers' comments on drafts;
-//! per-hearing settings; the read models with their visibility rules; the gRPC API and the
-//! `response` target. Still to come: attachments (with clamd) and exports.
+//! The intake accepts submits in group-committed batches with receipts, gapless per-hearing
+//! numbers and idempotent retries, against the hearing's terms and its type's rules learnt
+//! from the hearing service's integration events. Attachments are checked by content and
+//! scanned. Authors edit and withdraw; owners moderate (approve, decline, redact; a CPR-number
+//! check forces manual approval), reply, set auto-approval and publicity, and export (Excel,
+//! PDF, a zip of attachments). Reviewers comment on drafts. The read models apply the
+//! visibility rules; the gRPC API and the `response` target wire it up.
 
 pub mod app;
 pub mod domain;
+pub mod exports;
 pub mod files;
 pub mod grpc;
 pub mod hearings;

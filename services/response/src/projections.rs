@@ -285,3 +285,33 @@ pub async fn mine(store: &Store, author: &str) -> Result<Vec<(Uuid, Uuid, i64, M
             .collect())
     })
 }
+
+/// A hearing's responses as their full state, in number order after `after`: for the owner's
+/// exports, which check who asks before they call this.
+pub async fn hearing_responses(
+    store: &Store,
+    hearing_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(Uuid, Response)>, StoreError> {
+    let rows: Vec<(String, String)> = on_backend!(store.backend(), pool => {
+        sqlx::query_as(
+            "SELECT response_id, state FROM response_list WHERE hearing_id = $1 AND number > $2 ORDER BY number LIMIT $3",
+        )
+        .bind(hearing_id.to_string())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+    });
+    rows.into_iter()
+        .map(|(id, state)| {
+            let id = Uuid::parse_str(&id).map_err(|e| StoreError::CorruptField {
+                position: 0,
+                field: "response_id",
+                reason: e.to_string(),
+            })?;
+            Ok((id, serde_json::from_str(&state)?))
+        })
+        .collect()
+}

@@ -337,8 +337,7 @@ mod tests {
 
     #[test]
     fn response_rules_are_checked_when_a_hearing_type_is_defined() {
-        let mut responses = super::super::fields::ResponseRules::default();
-        responses.max_text_chars = 0;
+        let mut responses = super::super::fields::ResponseRules { max_text_chars: 0, ..Default::default() };
         responses.files.allowed_types.push("application/x-msdownload".into());
         let t = HearingType {
             id: "x".into(),
