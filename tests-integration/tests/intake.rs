@@ -290,6 +290,22 @@ async fn moderation(mut h: Harness) {
             .expect("list");
     assert_eq!(all[0].text, "Jeg støtter planen.");
 
+    // The owner hides the responses from the public; a reviewer still sees the approved ones.
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ReviewerRequest { hearing_id: hearing.to_string(), user_id: people.lars.user_id.to_string() },
+    );
+    h.hearings.add_reviewer(request).await.expect("reviewer");
+    learn_hearings(&h).await;
+    app.set_settings(&owner, hearing, false, false).await.expect("hidden");
+    runner.catch_up().await.expect("settings read model");
+    let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    assert!(public.is_empty(), "hidden from the public");
+    let lars = Actor { reference: format!("user:{}", people.lars.user_id), administrator: false };
+    let (reviewed, _) = projections::list_for_hearing(&h.store, Some(&lars), hearing, None, 1, 20).await.expect("list");
+    assert_eq!(reviewed.iter().map(|r| r.number).collect::<Vec<_>>(), vec![plain.number], "approved ones only");
+    assert_eq!((reviewed[0].author.as_deref(), reviewed[0].text.as_str()), (None, "Jeg støtter [fjernet]."));
+
     // With auto-approval on, a plain response is public at once; one with a CPR number still waits.
     app.set_settings(&owner, hearing, true, true).await.expect("settings");
     assert!(app.set_settings(&stranger, hearing, false, false).await.is_err(), "only the owner");

@@ -44,6 +44,10 @@ pub struct IntakeArgs {
     seconds: u64,
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// HTTP/2 connections the clients share, as gateway replicas share theirs; 0 gives each
+    /// client its own.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
 }
 
 #[derive(Args)]
@@ -132,6 +136,30 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     operations: u64,
+    histogram: Histogram<u64>,
+    seconds: f64,
+}
+
+impl Measured {
+    fn from_histogram(histogram: Histogram<u64>, seconds: f64) -> Self {
+        Self {
+            per_second: histogram.len() as f64 / seconds,
+            p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            operations: histogram.len(),
+            histogram,
+            seconds,
+        }
+    }
+
+    /// Several rounds as one.
+    fn merged(rounds: &[Measured]) -> anyhow::Result<Measured> {
+        let mut all = Histogram::<u64>::new(3)?;
+        for round in rounds {
+            all.add(&round.histogram)?;
+        }
+        Ok(Self::from_histogram(all, rounds.iter().map(|r| r.seconds).sum()))
+    }
 }
 
 /// Runs `writers` tasks calling `op(writer, n)` for `seconds`, recording each latency.
@@ -161,13 +189,7 @@ where
     while let Some(result) = tasks.join_next().await {
         all.add(result??)?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(Measured {
-        per_second: all.len() as f64 / elapsed,
-        p50_ms: all.value_at_quantile(0.50) as f64 / 1000.0,
-        p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
-        operations: all.len(),
-    })
+    Ok(Measured::from_histogram(all, started.elapsed().as_secs_f64()))
 }
 
 async fn append(args: AppendArgs) -> anyhow::Result<()> {
@@ -495,19 +517,22 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
             .execute(pool)
             .await?;
     });
+    let args_clients = args.clients;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(args.clients as u32).connect_with(options).await?;
     sqlx::query("CREATE TABLE baseline (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
     let text = "Jeg er imod forslaget, fordi det vil øge trafikken i kvarteret. ".repeat(8);
     let baseline_text = text.clone();
-    let baseline = measure(args.clients, args.seconds, move |_, _| {
-        let pool = pool.clone();
-        let text = baseline_text.clone();
-        async move {
-            sqlx::query("INSERT INTO baseline (payload) VALUES ($1)").bind(text).execute(&pool).await?;
-            Ok(())
-        }
-    })
-    .await?;
+    let baseline = move |seconds| {
+        let (pool, text) = (pool.clone(), baseline_text.clone());
+        measure(args_clients, seconds, move |_, _| {
+            let pool = pool.clone();
+            let text = text.clone();
+            async move {
+                sqlx::query("INSERT INTO baseline (payload) VALUES ($1)").bind(text).execute(&pool).await?;
+                Ok(())
+            }
+        })
+    };
     // The response service's gRPC API in this process, over loopback, as clients reach it.
     let files =
         agora_response::files::Attachments { store: Arc::new(object_store::memory::InMemory::new()), scanner: None };
@@ -523,8 +548,15 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
             .add_service(service)
             .serve_with_incoming(agora_telemetry::grpc::incoming(listener)),
     );
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?.connect().await?;
-    let client = agora_proto::response::v1::response_service_client::ResponseServiceClient::new(channel);
+    // Respondents reach the service through the gateway, whose replicas each hold an HTTP/2
+    // connection that carries many respondents' submits.
+    let connections = if args.connections == 0 { args.clients } else { args.connections.min(args.clients) };
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?.connect().await?;
+        clients.push(agora_proto::response::v1::response_service_client::ResponseServiceClient::new(channel));
+    }
+    let clients = Arc::new(clients);
     let tokens: Vec<String> = (0..args.clients)
         .map(|_| {
             let respondent = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Citizen);
@@ -533,23 +565,36 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
         .collect::<Result<_, _>>()?;
     let tokens = Arc::new(tokens);
     let run = Uuid::new_v4().simple().to_string();
-    let accepted = measure(args.clients, args.seconds, move |client_no, n| {
-        let mut client = client.clone();
-        let mut request = tonic::Request::new(agora_proto::response::v1::SubmitResponseRequest {
-            hearing_id: hearing.to_string(),
-            idempotency_key: format!("{run}-{client_no}-{n}"),
-            text: text.clone(),
-            terms_version: "1".into(),
-            ..Default::default()
-        });
-        let token = tokens[client_no].clone();
-        async move {
-            request.metadata_mut().insert("authorization", token.parse()?);
-            client.submit_response(request).await?;
-            Ok(())
-        }
-    })
-    .await?;
+    let submits = move |round: usize, seconds| {
+        let (clients, tokens, text, run) = (clients.clone(), tokens.clone(), text.clone(), run.clone());
+        measure(args_clients, seconds, move |client_no, n| {
+            let mut client = clients[client_no % clients.len()].clone();
+            let mut request = tonic::Request::new(agora_proto::response::v1::SubmitResponseRequest {
+                hearing_id: hearing.to_string(),
+                idempotency_key: format!("{run}-{round}-{client_no}-{n}"),
+                text: text.clone(),
+                terms_version: "1".into(),
+                ..Default::default()
+            });
+            let token = tokens[client_no].clone();
+            async move {
+                request.metadata_mut().insert("authorization", token.parse()?);
+                client.submit_response(request).await?;
+                Ok(())
+            }
+        })
+    };
+    // The two take turns, a third of the time each at a time, so that a machine whose speed
+    // drifts during the run (shared cores) weighs on both alike.
+    let rounds = 3usize;
+    let seconds = (args.seconds / rounds as u64).max(1);
+    let (mut baselines, mut accepted_rounds) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        baselines.push(baseline(seconds).await?);
+        accepted_rounds.push(submits(round, seconds).await?);
+    }
+    let baseline = Measured::merged(&baselines)?;
+    let accepted = Measured::merged(&accepted_rounds)?;
     let ratio = accepted.per_second / baseline.per_second;
     println!(
         "intake, {} clients: {:.0} accepted/s, p50 {:.2} ms, p99 {:.2} ms; raw INSERT {:.0}/s (p99 {:.2} ms); ratio {ratio:.2}",

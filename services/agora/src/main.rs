@@ -10,6 +10,10 @@ mod tools;
 
 use clap::{Parser, Subcommand};
 
+// glibc's allocator was a tenth of the intake's CPU under load (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::config::{ConnectArgs, RunArgs};
 
 #[derive(Parser)]

@@ -169,6 +169,26 @@ pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, 
     Ok(out)
 }
 
+/// The terms of a hearing and its response counter, the counter's row locked for the rest of
+/// the transaction on PostgreSQL (SQLite's transaction holds the only writer): one round trip
+/// for the intake. `None` when the hearing is unknown or has no counter yet.
+pub async fn terms_with_counter_in(tx: &mut DbTx, id: Uuid) -> Result<Option<(HearingTerms, i64)>, StoreError> {
+    const FROM: &str = "FROM response_counters c JOIN response_hearings h ON h.hearing_id = c.hearing_id \
+        LEFT JOIN response_settings s ON s.hearing_id = c.hearing_id WHERE c.hearing_id = $1";
+    let sql = format!(
+        "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public, c.last_number {FROM}{}",
+        if tx.is_postgres() { " FOR UPDATE OF c" } else { "" }
+    );
+    type Row = (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>, i64);
+    let row: Option<Row> = on_tx!(tx, conn => {
+        sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(&mut **conn).await?
+    });
+    row.map(|(status, closes_at, owner, reviewers, rules, auto_approve, public, last)| {
+        terms_from_row(id, (status, closes_at, owner, reviewers, rules, auto_approve, public)).map(|t| (t, last))
+    })
+    .transpose()
+}
+
 /// The terms of one hearing, read outside any transaction (commands and queries).
 pub async fn terms(store: &Store, id: Uuid) -> Result<Option<HearingTerms>, StoreError> {
     let row: Option<TermsRow> = agora_eventstore::on_backend!(store.backend(), pool => {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::domain::{AGGREGATE_TYPE, IntakeError, MAX_KEY, Receipt, ResponseEvent, Submission, check};
 use crate::files::{Attachment, Attachments};
-use crate::hearings::terms_in;
+use crate::hearings::{terms_in, terms_with_counter_in};
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -94,9 +94,13 @@ impl Intake {
         let (reply, answer) = oneshot::channel();
         let busy = IntakeError::Busy { retry_after_ms: 1000 };
         let job = Job { submission, attachments: attachments.clone(), reply };
-        let queued = match tokio::time::timeout(self.config.queue_wait, self.jobs.send(job)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) | Err(_) => false,
+        // Only a full queue needs a timer.
+        let queued = match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                matches!(tokio::time::timeout(self.config.queue_wait, self.jobs.send(job)).await, Ok(Ok(())))
+            }
         };
         let outcome = if queued { answer.await.unwrap_or(Err(busy)) } else { Err(busy) };
         match outcome {
@@ -165,33 +169,27 @@ async fn process(
     let known = known_keys(&mut tx, &keys).await?;
 
     // Each hearing's counter, taken once for the whole batch, in a fixed order so that two
-    // replicas' batches cannot deadlock.
-    let terms: HashMap<Uuid, _> =
-        terms_in(&mut tx, &hearing_ids).await?.into_iter().map(|t| (t.hearing_id, t)).collect();
+    // replicas' batches cannot deadlock, read with the hearing's terms.
+    let mut terms = HashMap::new();
     let mut counters: HashMap<Uuid, i64> = HashMap::new();
     let mut missing = Vec::new();
-    for id in hearing_ids.iter().filter(|id| terms.contains_key(id)) {
-        let lock = if postgres {
-            "SELECT last_number FROM response_counters WHERE hearing_id = $1 FOR UPDATE"
-        } else {
-            "SELECT last_number FROM response_counters WHERE hearing_id = $1"
-        };
-        let last: Option<(i64,)> = on_tx!(&mut tx, conn => {
-            sqlx::query_as(lock).bind(id.to_string()).fetch_optional(&mut **conn).await?
-        });
-        match last {
-            Some((n,)) => {
-                counters.insert(*id, n);
+    for id in &hearing_ids {
+        match terms_with_counter_in(&mut tx, *id).await? {
+            Some((hearing, last)) => {
+                terms.insert(*id, hearing);
+                counters.insert(*id, last);
             }
             None => missing.push(*id),
         }
     }
-    if !missing.is_empty() {
-        // A hearing's first batch: its counter row is made outside this transaction, so
-        // that two replicas' first responses queue on one row instead of both counting from
-        // zero; then the batch runs again.
+    // A hearing without a counter is either unknown (its submits are refused below) or
+    // meets its first batch.
+    let first_batch: Vec<Uuid> = terms_in(&mut tx, &missing).await?.into_iter().map(|t| t.hearing_id).collect();
+    if !first_batch.is_empty() {
+        // Its counter row is made outside this transaction, so that two replicas' first
+        // responses queue on one row instead of both counting from zero; then the batch runs again.
         tx.rollback().await?;
-        create_counters(store, &missing).await?;
+        create_counters(store, &first_batch).await?;
         return Err(StoreError::Conflict { stream: "response counters".into(), sequence: 0 });
     }
     let started: HashMap<Uuid, i64> = counters.clone();
@@ -261,11 +259,24 @@ async fn process(
     }
 
     let recorded = store.append_in(&mut tx, &events).await?;
+    let mut changed: Vec<(Uuid, i64)> =
+        counters.iter().filter(|(id, last)| started.get(id) != Some(last)).map(|(id, last)| (*id, *last)).collect();
     for chunk in new_receipts.chunks(500) {
-        let sql = format!(
+        // On PostgreSQL a chunk of receipts carries a counter's update too: a round trip less.
+        let counter = if postgres { changed.pop() } else { None };
+        let mut sql = String::new();
+        if counter.is_some() {
+            let n = chunk.len() * 3;
+            sql.push_str(&format!(
+                "WITH counter AS (UPDATE response_counters SET last_number = ${} WHERE hearing_id = ${}) ",
+                n + 1,
+                n + 2
+            ));
+        }
+        sql.push_str(&format!(
             "INSERT INTO response_idempotency (idempotency_key, content_sha256, receipt) VALUES {}",
             placeholders(postgres, chunk.len(), 3)
-        );
+        ));
         let rows: Vec<(String, String, String)> = chunk
             .iter()
             .map(|(k, hash, receipt)| Ok((k.to_string(), hash.clone(), serde_json::to_string(receipt)?)))
@@ -275,16 +286,16 @@ async fn process(
             for (key, hash, receipt) in &rows {
                 query = query.bind(key).bind(hash).bind(receipt);
             }
+            if let Some((id, last)) = counter {
+                query = query.bind(last).bind(id.to_string());
+            }
             query.execute(&mut **conn).await?;
         });
     }
-    for (id, last) in &counters {
-        if started.get(id) == Some(last) {
-            continue;
-        }
+    for (id, last) in changed {
         on_tx!(&mut tx, conn => {
             sqlx::query("UPDATE response_counters SET last_number = $1 WHERE hearing_id = $2")
-                .bind(*last)
+                .bind(last)
                 .bind(id.to_string())
                 .execute(&mut **conn)
                 .await?;
