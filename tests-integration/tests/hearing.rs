@@ -464,9 +464,12 @@ async fn reference_rules(mut h: Harness) {
     h.settle().await;
     let request = h.as_user(None, pb::ListReferenceRequest { include_retired: false });
     let types = h.reference.list_hearing_types(request).await.expect("list").into_inner().hearing_types;
-    assert_eq!(types.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["lokalplan"]);
+    assert_eq!(types.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["kort", "lokalplan"]);
+    let short_rules = types[0].response_rules.clone().expect("the type's response rules are listed");
+    assert_eq!((short_rules.text_optional, short_rules.max_text_chars, short_rules.max_files), (true, 500, 3));
+    assert_eq!(types[1].response_rules.as_ref().map(|r| r.max_text_chars), Some(50_000), "the defaults");
     assert!(
-        types[0].fields.iter().any(|f| f.key == "title" && f.max_length == Some(200)),
+        types[1].fields.iter().any(|f| f.key == "title" && f.max_length == Some(200)),
         "standard fields with their rules"
     );
     let request = h.as_user(Some(&people.karen), pb::ListReferenceRequest { include_retired: false });

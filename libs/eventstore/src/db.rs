@@ -384,6 +384,26 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the columns a table created by an earlier version lacks (`name`, SQL type):
+    /// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it was.
+    pub async fn add_missing_columns(&self, table: &str, columns: &[(&str, &str)]) -> Result<(), StoreError> {
+        on_backend!(&*self.backend, pool => {
+            let sql = if self.is_postgres() {
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            } else {
+                "SELECT name FROM pragma_table_info($1)"
+            };
+            let existing: Vec<(String,)> = sqlx::query_as(sql).bind(table).fetch_all(pool).await?;
+            for (name, kind) in columns {
+                if !existing.iter().any(|(e,)| e == name) {
+                    sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {name} {kind}")).execute(pool).await?;
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// A transaction for a read-model change.
     pub async fn begin(&self) -> Result<DbTx, StoreError> {
         Ok(match &*self.backend {

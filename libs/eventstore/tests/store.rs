@@ -691,3 +691,15 @@ async fn exactly_once_handler(db: Db) {
     }
     assert!(handle_once(&store, &Another, &event).await.or_fail("another consumer"));
 }
+
+on_both_backends!(columns_added_by_a_later_version);
+
+async fn columns_added_by_a_later_version(db: Db) {
+    let store = db.store.clone();
+    store.execute_ddl(&["CREATE TABLE IF NOT EXISTS older (id TEXT PRIMARY KEY)"]).await.expect("table");
+    store.execute_ddl(&["INSERT INTO older (id) VALUES ('a')"]).await.expect("row");
+    for _ in 0..2 {
+        store.add_missing_columns("older", &[("id", "TEXT"), ("rules", "TEXT")]).await.expect("columns, twice");
+    }
+    store.execute_ddl(&["UPDATE older SET rules = 'r' WHERE id = 'a'"]).await.expect("the new column is there");
+}

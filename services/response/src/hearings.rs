@@ -34,7 +34,9 @@ pub const SCHEMA: &[&str] = &[
 ];
 
 pub async fn migrate(store: &Store) -> Result<(), StoreError> {
-    store.execute_ddl(SCHEMA).await
+    store.execute_ddl(SCHEMA).await?;
+    // Added after the first release of the table; filled by the next event of each hearing.
+    store.add_missing_columns("response_hearings", &[("rules", "TEXT"), ("content", "TEXT")]).await
 }
 
 /// Keeps `response_hearings` from hearing events.
