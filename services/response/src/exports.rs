@@ -121,7 +121,11 @@ pub async fn export(
             let files = app.intake.files().clone();
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                write_attachments(&runtime, &store, &files, hearing_id, selection, sender)
+                match write_attachments(&runtime, &store, &files, hearing_id, selection, sender) {
+                    // The caller went away: nothing is wrong with the export.
+                    Err(ExportError::Document(agora_documents::DocumentError::Closed)) => Ok(()),
+                    other => other,
+                }
             })
         }
         _ => {
