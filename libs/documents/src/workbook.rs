@@ -53,14 +53,24 @@ pub struct Sheet {
     pub rows: Vec<Vec<Cell>>,
 }
 
-/// Text cut to what a cell holds, saying that it was cut.
+/// Text cut to what a cell holds, saying that it was cut. Excel counts UTF-16 units, so a
+/// character outside the BMP (an emoji) counts twice.
 fn cell_text(text: &str) -> String {
-    if text.chars().count() <= MAX_CELL_CHARS {
+    if text.encode_utf16().count() <= MAX_CELL_CHARS {
         return text.to_string();
     }
     let note = " … [forkortet: hele teksten står i PDF-udtrækket]";
-    let keep = MAX_CELL_CHARS - note.chars().count();
-    text.chars().take(keep).chain(note.chars()).collect()
+    let mut budget = MAX_CELL_CHARS - note.encode_utf16().count();
+    let mut out = String::with_capacity(MAX_CELL_CHARS + note.len());
+    for c in text.chars() {
+        if c.len_utf16() > budget {
+            break;
+        }
+        budget -= c.len_utf16();
+        out.push(c);
+    }
+    out.push_str(note);
+    out
 }
 
 fn failed(e: XlsxError) -> DocumentError {
@@ -121,6 +131,12 @@ mod tests {
         assert_eq!(cut.chars().count(), MAX_CELL_CHARS);
         assert!(cut.ends_with("står i PDF-udtrækket]"));
         assert_eq!(cell_text("kort"), "kort");
+        let emoji = "🌳".repeat(20_000);
+        let cut = cell_text(&emoji);
+        assert!(cut.encode_utf16().count() <= MAX_CELL_CHARS, "Excel counts UTF-16 units");
+        assert!(
+            workbook("x", &[Sheet { name: "a".into(), columns: vec![], rows: vec![vec![Cell::Text(emoji)]] }]).is_ok()
+        );
     }
 
     #[test]

@@ -396,8 +396,18 @@ impl Store {
             };
             let existing: Vec<(String,)> = sqlx::query_as(sql).bind(table).fetch_all(pool).await?;
             for (name, kind) in columns {
-                if !existing.iter().any(|(e,)| e == name) {
-                    sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {name} {kind}")).execute(pool).await?;
+                if existing.iter().any(|(e,)| e == name) {
+                    continue;
+                }
+                // Replicas starting together may both find the column missing.
+                let if_missing = if self.is_postgres() { "IF NOT EXISTS " } else { "" };
+                let added = sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {if_missing}{name} {kind}"))
+                    .execute(pool)
+                    .await;
+                match added {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(e)) if e.message().contains("duplicate column") => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
         });

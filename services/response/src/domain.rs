@@ -29,6 +29,7 @@ pub use agora_files::ResponseRules;
 
 /// What the owner's exports show of a hearing, as the hearing's last event told it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HearingContent {
     pub title: String,
     pub status: String,
@@ -42,6 +43,7 @@ pub struct HearingContent {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HearingText {
     pub key: String,
     pub label: String,

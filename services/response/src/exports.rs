@@ -98,6 +98,9 @@ pub struct Export {
 
 const CHUNK: usize = 64 * 1024;
 
+/// Exports rendered at once; more wait their turn.
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Starts an export for the hearing's owner or an administrator.
 pub async fn export(
     app: &ResponseApp,
@@ -129,8 +132,11 @@ pub async fn export(
             })
         }
         _ => {
+            // Workbooks and PDFs are made whole in memory: a few at a time per process.
+            let permit = RENDERING.acquire().await.map_err(|e| ResponseAppError::Storage(e.to_string()))?;
             let responses = all_responses(&store, hearing_id).await?;
             tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let bytes = render(kind, &content, &responses, selection)?;
                 for chunk in bytes.chunks(CHUNK) {
                     if sender.blocking_send(Bytes::copy_from_slice(chunk)).is_err() {
@@ -270,13 +276,16 @@ pub fn responses_sheet(responses: &[(Uuid, Response)], selection: Selection) -> 
 
 /// One row per respondent (the author, and whom they answered for), with their responses.
 pub fn respondents_sheet(responses: &[(Uuid, Response)], selection: Selection) -> Sheet {
-    let mut respondents: BTreeMap<(String, String), Vec<&Response>> = BTreeMap::new();
-    for (_, r) in responses.iter().filter(|(_, r)| selection.includes(r, true)) {
-        respondents.entry((r.author.clone(), on_behalf(r))).or_default().push(r);
+    // A paper or e-mail response the owner registered is its own respondent: its author is
+    // the owner, who registered it for someone else.
+    let mut respondents: BTreeMap<(String, String, Option<Uuid>), Vec<&Response>> = BTreeMap::new();
+    for (id, r) in responses.iter().filter(|(_, r)| selection.includes(r, true)) {
+        let registered = r.registered_by_owner.then_some(*id);
+        respondents.entry((r.author.clone(), on_behalf(r), registered)).or_default().push(r);
     }
     let mut rows: Vec<(i64, Vec<Cell>)> = respondents
         .into_iter()
-        .map(|((author, behalf), list)| {
+        .map(|((author, behalf, _), list)| {
             let kind = match list[0].on_behalf_of {
                 Some(OnBehalfOf::Company { .. }) => "Virksomhed",
                 Some(OnBehalfOf::Organisation { .. }) => "Organisation",
@@ -455,6 +464,17 @@ mod tests {
         assert_eq!(people.rows.len(), 3);
         assert_eq!(people.rows[0][2], Cell::from("Organisation: Grundejerforeningen Ø"));
         assert_eq!(people.rows[1][4], Cell::from("2"));
+
+        // Two paper responses the owner registered are two respondents, not the owner.
+        let mut paper =
+            vec![response(1, ModerationStatus::Approved, "Brev"), response(3, ModerationStatus::Approved, "Brev")];
+        for (_, r) in &mut paper {
+            r.registered_by_owner = true;
+            r.author = "user:owner".into();
+        }
+        let people = respondents_sheet(&paper, Selection::All);
+        assert_eq!(people.rows.len(), 2);
+        assert!(people.rows.iter().all(|row| row[1] == Cell::from("Registreret af ejeren")));
     }
 
     #[test]
