@@ -47,9 +47,20 @@ impl Write for Chunks {
     }
 }
 
-fn failed(e: impl std::fmt::Display + 'static) -> DocumentError {
-    let text = e.to_string();
-    if text.contains("roken pipe") { DocumentError::Closed } else { DocumentError::Archive(text) }
+/// A broken pipe is the channel's reader gone (see `Chunks::send`), not a fault.
+fn failed_io(e: std::io::Error) -> DocumentError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        DocumentError::Closed
+    } else {
+        DocumentError::Archive(e.to_string())
+    }
+}
+
+fn failed(e: zip::result::ZipError) -> DocumentError {
+    match e {
+        zip::result::ZipError::Io(e) => failed_io(e),
+        other => DocumentError::Archive(other.to_string()),
+    }
 }
 
 /// A zip archive being written into a channel.
@@ -90,13 +101,13 @@ impl ArchiveWriter {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<(), DocumentError> {
-        self.zip.write_all(data).map_err(failed)
+        self.zip.write_all(data).map_err(failed_io)
     }
 
     /// Writes the central directory and sends what is left.
     pub fn finish(self) -> Result<(), DocumentError> {
         let mut stream = self.zip.finish().map_err(failed)?;
-        stream.get_mut().send().map_err(failed)
+        stream.get_mut().send().map_err(failed_io)
     }
 }
 

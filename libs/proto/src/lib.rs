@@ -12,5 +12,32 @@ pub mod response {
     }
 }
 
+/// The response rules a hearing type sets, as the contract carries them.
+impl From<hearing::v1::ResponseRules> for agora_files::ResponseRules {
+    fn from(r: hearing::v1::ResponseRules) -> Self {
+        Self {
+            text_optional: r.text_optional,
+            max_text_chars: r.max_text_chars,
+            files: agora_files::FileRules {
+                max_files: r.max_files,
+                max_bytes: r.max_file_bytes,
+                allowed_types: r.allowed_types,
+            },
+        }
+    }
+}
+
+impl From<&agora_files::ResponseRules> for hearing::v1::ResponseRules {
+    fn from(rules: &agora_files::ResponseRules) -> Self {
+        Self {
+            text_optional: rules.text_optional,
+            max_text_chars: rules.max_text_chars,
+            max_files: rules.files.max_files,
+            max_file_bytes: rules.files.max_bytes,
+            allowed_types: rules.files.allowed_types.clone(),
+        }
+    }
+}
+
 /// The encoded descriptors of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("agora_descriptor");

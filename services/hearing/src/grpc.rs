@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, HearingApp, Upload};
-use crate::domain::fields::{FieldKind, FieldRule, HearingType, ResponseRules, Violation};
+use crate::domain::fields::{FieldKind, FieldRule, HearingType, Violation};
 use crate::domain::reference::{KleEntry, ReferenceItem, parse_kle_hierarchy};
 use crate::domain::{ContactPerson, Hearing, HearingChanges, HearingStatus, StoredFile};
 use crate::queries::{self, ListQuery, SortBy};
@@ -463,32 +463,7 @@ fn hearing_type_to_pb(t: &HearingType, retired: bool) -> pb::HearingType {
         fields: t.fields.iter().map(rule_to_pb).collect(),
         template: t.template.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         retired,
-        response_rules: Some(response_rules_to_pb(&t.responses)),
-    }
-}
-
-pub fn response_rules_to_pb(rules: &ResponseRules) -> pb::ResponseRules {
-    pb::ResponseRules {
-        text_optional: rules.text_optional,
-        max_text_chars: rules.max_text_chars,
-        max_files: rules.files.max_files,
-        max_file_bytes: rules.files.max_bytes,
-        allowed_types: rules.files.allowed_types.clone(),
-    }
-}
-
-fn response_rules_from_pb(rules: Option<pb::ResponseRules>) -> ResponseRules {
-    match rules {
-        None => ResponseRules::default(),
-        Some(r) => ResponseRules {
-            text_optional: r.text_optional,
-            max_text_chars: r.max_text_chars,
-            files: agora_files::FileRules {
-                max_files: r.max_files,
-                max_bytes: r.max_file_bytes,
-                allowed_types: r.allowed_types,
-            },
-        },
+        response_rules: Some((&t.responses).into()),
     }
 }
 
@@ -519,7 +494,7 @@ impl ReferenceDataService for HearingGrpc {
             internal: r.internal,
             fields,
             template: r.template.into_iter().collect(),
-            responses: response_rules_from_pb(r.response_rules),
+            responses: r.response_rules.map(Into::into).unwrap_or_default(),
         });
         self.define(&request, item).await
     }

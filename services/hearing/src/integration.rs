@@ -17,7 +17,7 @@ use prost::Message;
 
 use crate::domain::fields::FieldKind;
 use crate::domain::{Hearing, HearingEvent};
-use crate::grpc::{file_to_pb, invitee_to_pb, response_rules_to_pb, status_to_pb};
+use crate::grpc::{file_to_pb, invitee_to_pb, status_to_pb};
 
 pub const SOURCE: &str = "agora/hearing";
 const CACHE_LIMIT: usize = 10_000;
@@ -86,7 +86,7 @@ pub fn hearing_state(id: &str, hearing: &Hearing) -> pb::HearingState {
         esdh_title: hearing.field("esdh_title").to_string(),
         case_number: hearing.case_number.clone().unwrap_or_default(),
         reviewer_ids: hearing.reviewers.iter().map(ToString::to_string).collect(),
-        response_rules: Some(response_rules_to_pb(&hearing.hearing_type.responses)),
+        response_rules: Some((&hearing.hearing_type.responses).into()),
         texts: hearing
             .hearing_type
             .fields

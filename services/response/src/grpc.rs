@@ -164,7 +164,7 @@ fn export_kind(kind: i32) -> Result<ExportKind, Status> {
 fn export_stream(export: Export) -> ExportStream {
     let Export { file_name, content_type, chunks, done } = export;
     let mut first = Some((file_name, content_type.to_string()));
-    let data = tokio_stream_of(chunks).map(move |data| {
+    let data = tokio_stream::wrappers::ReceiverStream::new(chunks).map(move |data| {
         let (file_name, content_type) = first.take().unwrap_or_default();
         Ok(pb::ExportChunk { file_name, content_type, data: data.to_vec() })
     });
@@ -180,12 +180,6 @@ fn export_stream(export: Export) -> ExportStream {
     })
     .filter_map(futures::future::ready);
     Box::pin(data.chain(end))
-}
-
-fn tokio_stream_of(
-    mut receiver: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-) -> impl futures::Stream<Item = bytes::Bytes> {
-    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 #[tonic::async_trait]

@@ -73,7 +73,9 @@ impl IntegrationHandler for HearingTermsHandler {
             .hearing
             .ok_or_else(|| format!("{} carries no hearing state", event.event_type))?;
         let closes_at = if state.closes_at.is_empty() { None } else { Some(state.closes_at.clone()) };
-        let rules = serde_json::to_string(&rules_from_pb(state.response_rules.clone())).map_err(|e| e.to_string())?;
+        // A hearing whose events carry no rules (from before they did) has the defaults.
+        let rules = serde_json::to_string(&state.response_rules.clone().map(ResponseRules::from).unwrap_or_default())
+            .map_err(|e| e.to_string())?;
         let content = serde_json::to_string(&content_from_pb(&state)).map_err(|e| e.to_string())?;
         // Redeliveries may come out of order: an older state never overwrites a newer one.
         on_tx!(tx, conn => {
@@ -98,22 +100,6 @@ impl IntegrationHandler for HearingTermsHandler {
             .map_err(|e| e.to_string())?;
         });
         Ok(())
-    }
-}
-
-/// A hearing without rules in its events (from before they were carried) gets the defaults.
-fn rules_from_pb(rules: Option<pb::ResponseRules>) -> ResponseRules {
-    match rules {
-        None => ResponseRules::default(),
-        Some(r) => ResponseRules {
-            text_optional: r.text_optional,
-            max_text_chars: r.max_text_chars,
-            files: agora_files::FileRules {
-                max_files: r.max_files,
-                max_bytes: r.max_file_bytes,
-                allowed_types: r.allowed_types,
-            },
-        },
     }
 }
 
@@ -154,8 +140,18 @@ pub async fn content(store: &Store, id: Uuid) -> Result<Option<HearingContent>, 
 /// status, closes_at, owner_id, reviewers, rules, auto_approve, public
 type TermsRow = (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>);
 
-const TERMS_SQL: &str = "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public \
-    FROM response_hearings h LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1";
+/// The columns of a [`TermsRow`], for every query that reads terms.
+macro_rules! terms_columns {
+    () => {
+        "h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public"
+    };
+}
+
+const TERMS_SQL: &str = concat!(
+    "SELECT ",
+    terms_columns!(),
+    " FROM response_hearings h LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1"
+);
 
 /// The terms of the given hearings, read in the intake's transaction.
 pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, StoreError> {
@@ -175,12 +171,13 @@ pub async fn terms_in(tx: &mut DbTx, ids: &[Uuid]) -> Result<Vec<HearingTerms>, 
 /// the transaction on PostgreSQL (SQLite's transaction holds the only writer): one round trip
 /// for the intake. `None` when the hearing is unknown or has no counter yet.
 pub async fn terms_with_counter_in(tx: &mut DbTx, id: Uuid) -> Result<Option<(HearingTerms, i64)>, StoreError> {
-    const FROM: &str = "FROM response_counters c JOIN response_hearings h ON h.hearing_id = c.hearing_id \
-        LEFT JOIN response_settings s ON s.hearing_id = c.hearing_id WHERE c.hearing_id = $1";
-    let sql = format!(
-        "SELECT h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public, c.last_number {FROM}{}",
-        if tx.is_postgres() { " FOR UPDATE OF c" } else { "" }
+    const SQL: &str = concat!(
+        "SELECT ",
+        terms_columns!(),
+        ", c.last_number FROM response_counters c JOIN response_hearings h ON h.hearing_id = c.hearing_id \
+         LEFT JOIN response_settings s ON s.hearing_id = c.hearing_id WHERE c.hearing_id = $1"
     );
+    let sql = if tx.is_postgres() { format!("{SQL} FOR UPDATE OF c") } else { SQL.to_string() };
     type Row = (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>, i64);
     let row: Option<Row> = on_tx!(tx, conn => {
         sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(&mut **conn).await?

@@ -191,27 +191,11 @@ pub async fn list_for_hearing_as(
         .map(|reference| serde_json::to_string(&OnBehalfOf::Company { reference: reference.to_string() }))
         .transpose()?
         .unwrap_or_default();
-    let (owner, public, reviewers): (Option<String>, bool, String) = on_backend!(store.backend(), pool => {
-        let row = sqlx::query(
-            "SELECT h.owner_id, s.public, h.reviewers FROM response_hearings h \
-             LEFT JOIN response_settings s ON s.hearing_id = h.hearing_id WHERE h.hearing_id = $1",
-        )
-        .bind(&hearing)
-        .fetch_optional(pool)
-        .await?;
-        match row {
-            Some(row) => (
-                Some(row.try_get::<String, _>(0)?),
-                row.try_get::<Option<bool>, _>(1)?.unwrap_or(true),
-                row.try_get::<String, _>(2)?,
-            ),
-            None => (None, false, String::new()),
-        }
-    });
-    let manages = viewer.is_some_and(|v| v.administrator || Some(&v.reference) == owner.as_ref());
+    let terms = crate::hearings::terms(store, hearing_id).await?;
+    let manages = viewer.is_some_and(|v| v.administrator || terms.as_ref().is_some_and(|t| t.owner_id == v.reference));
     // Reviewers see the approved responses also where the public does not.
-    let reviewer = viewer.is_some_and(|v| reviewers.split(',').any(|r| r == v.reference));
-    let public = public || reviewer;
+    let reviewer = viewer.is_some_and(|v| terms.as_ref().is_some_and(|t| t.reviewers.contains(&v.reference)));
+    let public = terms.as_ref().is_some_and(|t| t.public) || reviewer;
     let me = viewer.map(|v| v.reference.clone()).unwrap_or_default();
     let size = page_size.clamp(1, 100) as i64;
     let offset = (page.max(1) as i64 - 1) * size;
