@@ -19,26 +19,27 @@ use tokio::sync::watch;
 
 use crate::config::{RunArgs, Settings};
 
-/// Resolves when the process is asked to stop.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for Ctrl-C and SIGTERM from now on, and resolves when either comes. The handlers
+/// are installed here, not when the future is first polled, so that a stop sent as soon as the
+/// servers answer is not the default action (death by signal).
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -57,6 +58,7 @@ pub fn hearing_app(store: &Store, settings: &Settings) -> anyhow::Result<Hearing
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let stop_requested = stop_signal()?;
     let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("agora"))?;
     let settings = args.settings()?;
     let store = args.connect.store().await?;
@@ -217,7 +219,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     tokio::select! {
-        _ = stop_signal() => tracing::info!("stopping"),
+        _ = stop_requested => tracing::info!("stopping"),
         Some(result) = tasks.join_next() => {
             // A server ending on its own is an error worth stopping for.
             let _ = stop_tx.send(true);
