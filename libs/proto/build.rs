@@ -2,7 +2,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["agora/hearing/v1/hearing.proto", "agora/hearing/v1/events.proto", "agora/response/v1/response.proto"];
+    let files = [
+        "agora/hearing/v1/hearing.proto",
+        "agora/hearing/v1/events.proto",
+        "agora/response/v1/response.proto",
+        "agora/identity/v1/identity.proto",
+    ];
     let descriptors = protox::compile(files, [&root])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out.join("agora_descriptor.bin");

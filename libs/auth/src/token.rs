@@ -226,7 +226,8 @@ pub struct VerifiedToken {
 pub struct TokenVerifier {
     issuer: String,
     audience: String,
-    keys: BTreeMap<String, VerifyingKey>,
+    /// Shared by clones, so that a refreshed key set reaches every holder.
+    keys: std::sync::Arc<std::sync::RwLock<BTreeMap<String, VerifyingKey>>>,
     leeway_seconds: i64,
     /// Tokens already verified, until they expire: clients send the same token with every
     /// request, and a signature check per request costs more than the rest of a cheap call.
@@ -246,7 +247,7 @@ impl TokenVerifier {
         TokenVerifier {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            keys: BTreeMap::new(),
+            keys: Default::default(),
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
             verified: Default::default(),
         }
@@ -262,8 +263,37 @@ impl TokenVerifier {
     /// Also trusts `key` under `kid` (replacing any key with that id).
     #[must_use]
     pub fn with_key(mut self, kid: &str, key: VerifyingKey) -> Self {
-        self.keys.insert(kid.to_owned(), key);
+        self.own_keys().insert(kid.to_owned(), key);
         self
+    }
+
+    /// The builder methods change this verifier alone, never the clones it was made from.
+    fn own_keys(&mut self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, VerifyingKey>> {
+        let keys = self.read_keys().clone();
+        self.keys = std::sync::Arc::new(std::sync::RwLock::new(keys));
+        self.write_keys()
+    }
+
+    fn write_keys(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, VerifyingKey>> {
+        // A panic while holding the lock leaves a whole map; carrying on is safe.
+        self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, VerifyingKey>> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Trusts exactly the Ed25519 signing keys of `jwks` from now on, in this verifier and
+    /// every clone of it: how a service follows the identity service's key rotation. Tokens of
+    /// a key no longer published stop verifying at once.
+    pub fn replace_keys(&self, jwks: &Value) -> Result<(), AuthError> {
+        let fresh = Self::new(&self.issuer, &self.audience).with_jwks(jwks)?;
+        let keys = fresh.read_keys().clone();
+        *self.write_keys() = keys;
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.clear();
+        }
+        Ok(())
     }
 
     /// Also trusts the public half of `key`, under its key id.
@@ -304,7 +334,7 @@ impl TokenVerifier {
     /// Stops trusting the key with id `kid` (a retired key).
     #[must_use]
     pub fn without_key(mut self, kid: &str) -> Self {
-        self.keys.remove(kid);
+        self.own_keys().remove(kid);
         // Tokens signed with a withdrawn key are no longer good.
         self.verified = Default::default();
         self
@@ -319,8 +349,8 @@ impl TokenVerifier {
     }
 
     /// The ids of the trusted keys.
-    pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.keys.keys().map(String::as_str)
+    pub fn kids(&self) -> Vec<String> {
+        self.read_keys().keys().cloned().collect()
     }
 
     /// The accepted issuer.
@@ -414,7 +444,7 @@ impl TokenVerifier {
             }
             None => return Err(AuthError::MissingKeyId),
         };
-        let key = self.keys.get(kid).ok_or_else(|| AuthError::UnknownKeyId(clip(kid)))?;
+        let key = *self.read_keys().get(kid).ok_or_else(|| AuthError::UnknownKeyId(clip(kid)))?;
 
         // Signature over the first two parts exactly as received.
         let signature = URL_SAFE_NO_PAD
@@ -489,12 +519,13 @@ impl TokenVerifier {
     }
 
     fn add_key(&mut self, kid: String, key: VerifyingKey) -> Result<(), AuthError> {
-        match self.keys.get(&kid) {
+        let mut keys = self.own_keys();
+        match keys.get(&kid) {
             Some(existing) if *existing != key => {
                 Err(AuthError::InvalidJwks(format!("key id {kid:?} appears twice with different keys")))
             }
             _ => {
-                self.keys.insert(kid, key);
+                keys.insert(kid, key);
                 Ok(())
             }
         }

@@ -12,6 +12,12 @@ pub mod response {
     }
 }
 
+pub mod identity {
+    pub mod v1 {
+        tonic::include_proto!("agora.identity.v1");
+    }
+}
+
 /// The response rules a hearing type sets, as the contract carries them.
 impl From<hearing::v1::ResponseRules> for agora_files::ResponseRules {
     fn from(r: hearing::v1::ResponseRules) -> Self {

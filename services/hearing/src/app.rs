@@ -78,43 +78,17 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// Keyed hash of CPR numbers: the same person always gets the same reference, and the
-/// number cannot be recovered from it without the key.
-pub struct KeyedPseudonymizer {
-    key: Vec<u8>,
-}
+/// The hearing domain's pseudonyms come from the shared keyed hash, so that identity computes
+/// the same references when an invited person logs in.
+pub type KeyedPseudonymizer = agora_vault::KeyedHash;
 
-impl KeyedPseudonymizer {
-    pub fn new(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
-    }
-}
-
-impl Pseudonymizer for KeyedPseudonymizer {
+impl Pseudonymizer for agora_vault::KeyedHash {
     fn person_reference(&self, cpr: &str) -> String {
-        self.keyed_hash(cpr)
+        agora_vault::KeyedHash::person_reference(self, cpr)
     }
 
     fn company_reference(&self, cvr: &str) -> String {
-        // Domain-separated from CPR references, so the two can never collide.
-        self.keyed_hash(&format!("cvr:{cvr}"))
-    }
-}
-
-impl KeyedPseudonymizer {
-    fn keyed_hash(&self, cpr: &str) -> String {
-        // HMAC-SHA256 by hand (two nested hashes), to avoid a crate for one function.
-        let mut key = [0u8; 64];
-        if self.key.len() > 64 {
-            key[..32].copy_from_slice(&Sha256::digest(&self.key));
-        } else {
-            key[..self.key.len()].copy_from_slice(&self.key);
-        }
-        let inner_pad: Vec<u8> = key.iter().map(|b| b ^ 0x36).collect();
-        let outer_pad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
-        let inner = Sha256::new().chain_update(&inner_pad).chain_update(cpr.as_bytes()).finalize();
-        let outer = Sha256::new().chain_update(&outer_pad).chain_update(inner).finalize();
-        hex::encode(&outer[..16])
+        agora_vault::KeyedHash::company_reference(self, cvr)
     }
 }
 
@@ -742,34 +716,5 @@ fn audit_entry(event: RecordedEvent) -> AuditEntry {
         recorded_at: event.recorded_at,
         payload,
         hash: event.hash,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pseudonyms_are_stable_keyed_and_do_not_contain_the_number() {
-        let a = KeyedPseudonymizer::new(b"key-a");
-        let b = KeyedPseudonymizer::new(b"key-b");
-        assert_eq!(a.person_reference("0101801234"), a.person_reference("0101801234"));
-        assert_ne!(a.person_reference("0101801234"), b.person_reference("0101801234"));
-        assert_ne!(a.person_reference("0101801234"), a.person_reference("0101801235"));
-        assert!(!a.person_reference("0101801234").contains("0101801234"));
-    }
-
-    #[test]
-    fn company_and_person_references_differ_and_hide_the_number() {
-        let p = KeyedPseudonymizer::new(b"key");
-        assert_ne!(p.company_reference("12345678"), p.person_reference("12345678"));
-        assert!(!p.company_reference("12345678").contains("12345678"));
-    }
-
-    #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let p = KeyedPseudonymizer::new(b"Jefe");
-        assert_eq!(p.person_reference("what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c7");
     }
 }

@@ -374,7 +374,7 @@ fn key_rotation() {
     let new_token = issuer(&new).issue_at(&employee(), now()).unwrap();
 
     let both = TokenVerifier::new(ISS, AUD).with_signing_key(&old).with_signing_key(&new);
-    assert_eq!(both.kids().collect::<Vec<_>>(), vec!["2025-01", "2025-07"]);
+    assert_eq!(both.kids(), vec!["2025-01", "2025-07"]);
     assert!(both.verify_at(&old_token, now()).is_ok());
     assert!(both.verify_at(&new_token, now()).is_ok());
 
@@ -405,7 +405,7 @@ fn jwks_round_trip() {
     assert!(matches!(verifier.verify_at(&token, now()), Err(AuthError::BadSignature { .. })));
 
     let single = TokenVerifier::new(ISS, AUD).with_jwk(&new.public_jwk()).unwrap();
-    assert_eq!(single.kids().collect::<Vec<_>>(), vec!["2025-07"]);
+    assert_eq!(single.kids(), vec!["2025-07"]);
 }
 
 #[test]
@@ -418,7 +418,7 @@ fn jwks_skips_foreign_keys_and_refuses_unusable_sets() {
         json!({"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc", "x": "AAAA"}),
     ]);
     let verifier = TokenVerifier::from_jwks(ISS, AUD, &set).unwrap();
-    assert_eq!(verifier.kids().collect::<Vec<_>>(), vec!["k1"]);
+    assert_eq!(verifier.kids(), vec!["k1"]);
 
     let cases = [
         json!({}),
@@ -522,4 +522,25 @@ fn refusals_are_not_remembered_and_a_withdrawn_key_is_forgotten() {
     assert_eq!(verifier.verify(&fresh).expect("remembered"), principal);
     let without = verifier.without_key("cache");
     assert!(without.verify(&fresh).is_err(), "after the key is withdrawn, the token is refused");
+}
+
+#[test]
+fn replaced_keys_reach_every_clone_and_builders_do_not() {
+    let old = key("2025-01");
+    let new = key("2025-07");
+    let verifier = TokenVerifier::new(ISS, AUD).with_signing_key(&old);
+    let clone = verifier.clone();
+    let _extended = clone.clone().with_signing_key(&new);
+    assert_eq!(verifier.kids(), vec!["2025-01"], "a builder on a clone changed the original");
+
+    let old_token = issuer(&old).issue(&employee()).unwrap();
+    assert!(clone.verify(&old_token).is_ok());
+    verifier.replace_keys(&jwks(&[&new])).unwrap();
+    assert_eq!(clone.kids(), vec!["2025-07"]);
+    let new_token = issuer(&new).issue(&employee()).unwrap();
+    assert!(clone.verify(&new_token).is_ok());
+    // Remembered verifications of a withdrawn key are forgotten too.
+    assert!(matches!(clone.verify(&old_token), Err(AuthError::UnknownKeyId(_))));
+    assert!(verifier.replace_keys(&json!({"keys": []})).is_err());
+    assert_eq!(clone.kids(), vec!["2025-07"], "a bad key set left the keys as they were");
 }

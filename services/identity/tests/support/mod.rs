@@ -1,0 +1,121 @@
+//! What the identity service's tests share: an app on a store of its own, a clock the test
+//! moves, and a real OpenID Connect provider process.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use agora_eventstore::Store;
+use agora_eventstore::consumer::ProjectionRunner;
+use agora_eventstore::testing::{self, TestDatabase};
+use agora_identity::app::{IdentityApp, IdentitySettings, UserListProjection};
+use agora_identity::oidc::OidcProvider;
+use agora_vault::{KeyedHash, MasterKey};
+use chrono::{DateTime, Duration, Utc};
+use tokio::io::AsyncBufReadExt;
+
+pub const PSEUDONYM_KEY: &[u8] = b"test-pseudonym-key-0123456789abcdef";
+
+/// A clock the test sets.
+#[derive(Clone)]
+pub struct TestClock(pub Arc<Mutex<DateTime<Utc>>>);
+
+impl TestClock {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(Utc::now())))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap();
+        *now += by;
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+    pub fn as_fn(&self) -> Arc<dyn Fn() -> DateTime<Utc> + Send + Sync> {
+        let clock = self.0.clone();
+        Arc::new(move || *clock.lock().unwrap())
+    }
+}
+
+pub fn settings(dev_login: bool) -> IdentitySettings {
+    IdentitySettings {
+        issuer: "https://id.agora.test".into(),
+        audience: "agora".into(),
+        access_ttl: Duration::minutes(15),
+        refresh_ttl: Duration::days(1),
+        publish_delay: Duration::minutes(10),
+        dev_login,
+        pseudonyms: KeyedHash::new(PSEUDONYM_KEY),
+        master: MasterKey::generate("test").expect("master key").0,
+    }
+}
+
+pub struct Env {
+    pub app: IdentityApp,
+    pub store: Store,
+    pub runner: ProjectionRunner,
+    pub clock: TestClock,
+    _database: Option<TestDatabase>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An identity app on a store of its own; `None` when PostgreSQL is not reachable (skipped).
+pub async fn env(backend: Backend, dev_login: bool, providers: Vec<OidcProvider>, clock: TestClock) -> Option<Env> {
+    let (store, database, dir) = match backend {
+        Backend::Sqlite => {
+            let (store, dir) = testing::sqlite().await;
+            (store, None, Some(dir))
+        }
+        Backend::Postgres => {
+            let database = testing::postgres(4).await?;
+            (database.store.clone(), Some(database), None)
+        }
+    };
+    agora_identity::store::migrate(&store).await.expect("identity tables");
+    let app =
+        IdentityApp::new(store.clone(), settings(dev_login), providers, clock.as_fn()).await.expect("identity app");
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(UserListProjection)]);
+    Some(Env { app, store, runner, clock, _database: database, _dir: dir })
+}
+
+/// The real OpenID Connect provider process (tests/support/oidc_provider.py).
+pub struct Provider {
+    pub issuer: String,
+    _child: tokio::process::Child,
+}
+
+/// Starts the provider, or says why not: `None` means skipped (never under CI=true).
+pub async fn provider() -> Option<Provider> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/oidc_provider.py");
+    let spawned = tokio::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            testing::unavailable("python3 (for the OpenID Connect provider oidc-provider-mock)", &e);
+            return None;
+        }
+    };
+    let stdout = child.stdout.take()?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+    match first {
+        Ok(Ok(Some(issuer))) if issuer.starts_with("http://") => Some(Provider { issuer, _child: child }),
+        other => {
+            testing::unavailable(
+                "the OpenID Connect provider (PyPI package oidc-provider-mock; scripts/test installs it)",
+                &format!("it did not start: {other:?}"),
+            );
+            None
+        }
+    }
+}
