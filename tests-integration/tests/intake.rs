@@ -69,8 +69,13 @@ fn submission(hearing_id: Uuid, key: &str, text: &str) -> Submission {
 async fn surge(mut h: Harness) {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
-    let (intake, _worker) =
-        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (intake, _worker) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:00:00Z"),
+        IntakeConfig::default(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..16 {
         let intake = intake.clone();
@@ -115,8 +120,13 @@ async fn surge(mut h: Harness) {
     .await;
 
     // A retry arriving at another replica (another intake on the same store) too.
-    let (other, _other_worker) =
-        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:05:00Z"), IntakeConfig::default());
+    let (other, _other_worker) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:05:00Z"),
+        IntakeConfig::default(),
+    );
     assert_eq!(other.submit(first).await.expect("retry elsewhere"), receipt);
     let next = other.submit(submission(hearing, "late-but-in-time", "Et svar mere.")).await.expect("accepted");
     assert_eq!(next.number, 241);
@@ -127,12 +137,23 @@ async fn refusals(mut h: Harness) {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
     // The scheduler has not closed it yet, but the deadline has passed: refused, naming the time.
-    let (late, _w) = Intake::start(h.store.clone(), files(&h), clock("2026-12-20T23:00:01Z"), IntakeConfig::default());
+    let (late, _w) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-20T23:00:01Z"),
+        IntakeConfig::default(),
+    );
     let error = late.submit(submission(hearing, "late", "For sent")).await.expect_err("closed");
     assert_eq!(error.to_string(), "the hearing closed for responses at 2026-12-20T23:00:00Z");
 
-    let (intake, _w) =
-        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (intake, _w) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:00:00Z"),
+        IntakeConfig::default(),
+    );
     let unknown = Uuid::now_v7();
     assert_eq!(intake.submit(submission(unknown, "x", "Svar")).await, Err(IntakeError::HearingNotFound(unknown)));
     assert!(matches!(intake.submit(submission(hearing, "e", "  ")).await, Err(IntakeError::Invalid(_))));
@@ -160,8 +181,20 @@ async fn two_replicas_number_one_hearing_without_gaps() {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
     let second_store = h.database.as_ref().expect("postgres").another_store(8).await;
-    let (a, _wa) = Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
-    let (b, _wb) = Intake::start(second_store, files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (a, _wa) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:00:00Z"),
+        IntakeConfig::default(),
+    );
+    let (b, _wb) = Intake::start(
+        second_store,
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:00:00Z"),
+        IntakeConfig::default(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..20 {
         let intake = if client % 2 == 0 { a.clone() } else { b.clone() };
@@ -201,7 +234,13 @@ impl Service {
         let runner =
             agora_eventstore::consumer::ProjectionRunner::new(h.store.clone(), vec![Arc::new(ResponseListProjection)]);
         let now = clock("2026-12-01T12:00:00Z");
-        let (intake, _worker) = Intake::start(h.store.clone(), files(h), now.clone(), IntakeConfig::default());
+        let (intake, _worker) = Intake::start(
+            h.store.clone(),
+            files(h),
+            agora_vault::MemoryKeys::shared(),
+            now.clone(),
+            IntakeConfig::default(),
+        );
         let app = agora_response::app::ResponseApp::new(h.store.clone(), intake.clone(), now);
         let owner =
             agora_response::domain::Actor { reference: format!("user:{}", people.karen.user_id), administrator: false };
@@ -223,7 +262,7 @@ async fn moderation(mut h: Harness) {
     let rude = intake.submit(rude).await.expect("b");
     let cpr = intake.submit(submission(hearing, "c", "Mit CPR er 070761-4285.")).await.expect("c");
     runner.catch_up().await.expect("read model");
-    let (public, total) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    let (public, total) = app.list_for_hearing(None, hearing, None, 1, 20).await.expect("list");
     assert_eq!((public.len(), total), (0, 0), "nothing is public before a person approves");
 
     let approve = |id| app.execute(id, &owner, ResponseCommand::Approve);
@@ -236,16 +275,15 @@ async fn moderation(mut h: Harness) {
         .await
         .expect("decline");
     runner.catch_up().await.expect("read model");
-    let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    let (public, _) = app.list_for_hearing(None, hearing, None, 1, 20).await.expect("list");
     assert_eq!(public.len(), 1);
     assert_eq!((public[0].number, public[0].author.as_deref()), (plain.number, None), "approved, without the author");
-    let (theirs, _) =
-        projections::list_for_hearing(&h.store, Some(&rude_author), hearing, None, 1, 20).await.expect("list");
+    let (theirs, _) = app.list_for_hearing(Some(&rude_author), hearing, None, 1, 20).await.expect("list");
     assert!(
         theirs.iter().any(|r| r.response_id == rude.response_id && r.status == ModerationStatus::Declined),
         "the author sees their own"
     );
-    let (all, total) = projections::list_for_hearing(&h.store, Some(&owner), hearing, None, 1, 20).await.expect("list");
+    let (all, total) = app.list_for_hearing(Some(&owner), hearing, None, 1, 20).await.expect("list");
     assert_eq!(total, 3);
     assert!(all.iter().all(|r| r.author.is_some()), "the owner sees who wrote");
     let counts = projections::counts(&h.store, hearing).await.expect("counts");
@@ -259,17 +297,13 @@ async fn moderation(mut h: Harness) {
     runner.catch_up().await.expect("read model");
     let colleague = Actor { reference: "user:colleague".into(), administrator: false };
     let (theirs, _) =
-        projections::list_for_hearing_as(&h.store, Some(&colleague), Some("company-ref-1"), hearing, None, 1, 20)
-            .await
-            .expect("list");
+        app.list_for_hearing_as(Some(&colleague), Some("company-ref-1"), hearing, None, 1, 20).await.expect("list");
     assert!(
         theirs.iter().any(|r| r.response_id == company_receipt.response_id),
         "a colleague sees the pending company response"
     );
     let (others, _) =
-        projections::list_for_hearing_as(&h.store, Some(&colleague), Some("company-ref-2"), hearing, None, 1, 20)
-            .await
-            .expect("list");
+        app.list_for_hearing_as(Some(&colleague), Some("company-ref-2"), hearing, None, 1, 20).await.expect("list");
     assert!(others.iter().all(|r| r.response_id != company_receipt.response_id), "another company does not");
 
     // Redacted: the public sees the redaction, the owner the sealed original.
@@ -281,13 +315,11 @@ async fn moderation(mut h: Harness) {
         .await
         .expect("the owner replies");
     runner.catch_up().await.expect("read model");
-    let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    let (public, _) = app.list_for_hearing(None, hearing, None, 1, 20).await.expect("list");
     assert_eq!(public[0].text, "Jeg støtter [fjernet].");
     assert_eq!(public[0].reply.as_deref(), Some("Tak, vi tager det med."), "the reply is public with the response");
     let (all, _) =
-        projections::list_for_hearing(&h.store, Some(&owner), hearing, Some(ModerationStatus::Approved), 1, 20)
-            .await
-            .expect("list");
+        app.list_for_hearing(Some(&owner), hearing, Some(ModerationStatus::Approved), 1, 20).await.expect("list");
     assert_eq!(all[0].text, "Jeg støtter planen.");
 
     // The owner hides the responses from the public; a reviewer still sees the approved ones.
@@ -299,10 +331,10 @@ async fn moderation(mut h: Harness) {
     learn_hearings(&h).await;
     app.set_settings(&owner, hearing, false, false).await.expect("hidden");
     runner.catch_up().await.expect("settings read model");
-    let (public, _) = projections::list_for_hearing(&h.store, None, hearing, None, 1, 20).await.expect("list");
+    let (public, _) = app.list_for_hearing(None, hearing, None, 1, 20).await.expect("list");
     assert!(public.is_empty(), "hidden from the public");
     let lars = Actor { reference: format!("user:{}", people.lars.user_id), administrator: false };
-    let (reviewed, _) = projections::list_for_hearing(&h.store, Some(&lars), hearing, None, 1, 20).await.expect("list");
+    let (reviewed, _) = app.list_for_hearing(Some(&lars), hearing, None, 1, 20).await.expect("list");
     assert_eq!(reviewed.iter().map(|r| r.number).collect::<Vec<_>>(), vec![plain.number], "approved ones only");
     assert_eq!((reviewed[0].author.as_deref(), reviewed[0].text.as_str()), (None, "Jeg støtter [fjernet]."));
 
@@ -321,7 +353,13 @@ async fn moderation(mut h: Harness) {
     let edited = app.execute(rude.response_id, &rude_author, edit).await.expect("edit");
     assert_eq!((edited.text.as_str(), edited.status), ("Et blidere svar.", ModerationStatus::Pending));
     let stream = h.store.read_stream("response", &rude.response_id.to_string(), 0).await.expect("stream");
-    assert!(stream[0].payload.get().contains("Et svar der skal afvises."), "the first text is still in the log");
+    let first: agora_response::domain::ResponseEvent = stream[0].decode().expect("an event");
+    let agora_response::domain::ResponseEvent::ResponseSubmitted { text, .. } = first else {
+        panic!("submitted first")
+    };
+    assert!(!stream[0].payload.get().contains("afvises"), "the log holds the respondent's text sealed");
+    let first_text = agora_vault::reveal_for_display(app.keys().as_ref(), &text).await.expect("opens");
+    assert_eq!(first_text, "Et svar der skal afvises.", "the first text is still in the log");
     let late = ResponseCommand::Withdraw { now: at("2026-12-21T09:00:00Z") };
     assert!(matches!(
         app.execute(rude.response_id, &rude_author, late).await,
@@ -353,7 +391,13 @@ async fn review_comments(mut h: Harness) {
     learn_hearings(&h).await;
     let hearing = Uuid::parse_str(&id).expect("uuid");
     let now = clock("2026-12-01T12:00:00Z");
-    let (intake, _w) = Intake::start(h.store.clone(), files(&h), now.clone(), IntakeConfig::default());
+    let (intake, _w) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        now.clone(),
+        IntakeConfig::default(),
+    );
     let app = ResponseApp::new(h.store.clone(), intake, now);
     let lars = Actor { reference: format!("user:{}", people.lars.user_id), administrator: false };
     let erik = Actor { reference: format!("user:{}", people.erik.user_id), administrator: false };
@@ -421,7 +465,13 @@ async fn attachments(mut h: Harness) {
     let hearing = active_hearing_of_type(&mut h, &people, "kort").await;
     let store = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
     let files = Attachments { store: Arc::new(store), scanner: Some(Clamd { address: clamd_double().await }) };
-    let (intake, _w) = Intake::start(h.store.clone(), files, clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (intake, _w) = Intake::start(
+        h.store.clone(),
+        files,
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:00:00Z"),
+        IntakeConfig::default(),
+    );
     let stored = || {
         let dir = h.files_dir.path().join("responses").join("attachments");
         std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -441,10 +491,11 @@ async fn attachments(mut h: Harness) {
     let events = h.store.read_stream("response", &receipt.response_id.to_string(), 0).await.expect("stream");
     let payload = events[0].payload_value();
     let attachment = &payload["data"]["attachments"][0];
-    assert_eq!(
-        (attachment["name"].as_str(), attachment["content_type"].as_str()),
-        (Some("indsigelse.pdf"), Some("application/pdf"))
-    );
+    // The name is the respondent's: sealed for them in the log.
+    let name = attachment["name"].as_str().expect("a name");
+    assert!(agora_vault::is_sealed(name), "{name}");
+    let name = agora_vault::reveal_for_display(intake.keys().as_ref(), name).await.expect("opens");
+    assert_eq!((name.as_str(), attachment["content_type"].as_str()), ("indsigelse.pdf", Some("application/pdf")));
 
     let exe = Upload {
         name: "plan.pdf".into(),
@@ -485,8 +536,13 @@ async fn rules_per_hearing_type(mut h: Harness) {
     let people = People::new();
     let short = active_hearing_of_type(&mut h, &people, "kort").await;
     let long = publish_hearing(&mut h, &people, "lokalplan").await;
-    let (intake, _w) =
-        Intake::start(h.store.clone(), files(&h), clock("2026-12-01T12:00:00Z"), IntakeConfig::default());
+    let (intake, _w) = Intake::start(
+        h.store.clone(),
+        files(&h),
+        agora_vault::MemoryKeys::shared(),
+        clock("2026-12-01T12:00:00Z"),
+        IntakeConfig::default(),
+    );
     let pdf = || Upload { name: "bilag.pdf".into(), content: bytes::Bytes::from_static(b"%PDF-1.7\n%%EOF\n") };
 
     let refused = intake.submit(submission(short, "a", &"x".repeat(501))).await.expect_err("over 500");

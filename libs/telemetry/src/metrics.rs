@@ -172,20 +172,33 @@ pub async fn serve(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_metrics(listener, global(), ready, shutdown).await
+    serve_metrics(listener, global(), ready, Router::new(), shutdown).await
+}
+
+/// Like [`serve`], with the routes of the services in this process beside the probes (the
+/// identity service's `/.well-known/jwks.json`).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    ready: Arc<AtomicBool>,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_metrics(listener, global(), ready, routes, shutdown).await
 }
 
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: &'static Metrics,
     ready: Arc<AtomicBool>,
+    routes: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(ready);
+        .with_state(ready)
+        .merge(routes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
@@ -257,7 +270,7 @@ mod tests {
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         let ready = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_metrics(listener, metrics, ready.clone(), async {
+        let server = tokio::spawn(serve_metrics(listener, metrics, ready.clone(), Router::new(), async {
             let _ = stopped.await;
         }));
 

@@ -133,6 +133,19 @@ impl PersonKey {
         self.person
     }
 
+    /// A key received from the vault service (32 bytes).
+    pub fn from_bytes(person: Uuid, bytes: &[u8]) -> Result<Self, VaultError> {
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| VaultError::InvalidKey(format!("a data key is 32 bytes, got {}", bytes.len())))?;
+        Ok(Self { person, bytes })
+    }
+
+    /// The key itself, for the vault service to send to another service. Never store it.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.bytes
+    }
+
     fn aad(person: Uuid) -> String {
         format!("agora-pii-v1:{person}")
     }
@@ -307,6 +320,59 @@ pub trait PersonKeys: Send + Sync {
     }
 }
 
+/// What the pages and exports show in place of an erased person's data.
+pub const ERASED: &str = "[slettet]";
+
+/// Opens a value for display: the text, [`ERASED`] once the person is erased, or the value as it
+/// is when it was never sealed.
+pub async fn reveal_for_display(keys: &dyn PersonKeys, value: &str) -> Result<String, VaultError> {
+    Ok(match keys.reveal(value).await? {
+        Revealed::Clear(text) => text,
+        Revealed::Erased => ERASED.to_string(),
+    })
+}
+
+/// Person keys held in memory: for tests, and for tools that seal nothing lasting.
+#[derive(Clone, Default)]
+pub struct MemoryKeys {
+    keys: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, Option<PersonKey>>>>,
+}
+
+impl MemoryKeys {
+    /// An empty set, shared by clones.
+    pub fn shared() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self::default())
+    }
+
+    /// Destroys a person's key.
+    pub fn erase(&self, person: Uuid) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.insert(person, None);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PersonKeys for MemoryKeys {
+    async fn key(&self, person: Uuid) -> Result<Option<PersonKey>, VaultError> {
+        let keys = self.keys.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
+        Ok(keys.get(&person).cloned().flatten())
+    }
+
+    async fn key_or_create(&self, person: Uuid) -> Result<PersonKey, VaultError> {
+        let mut keys = self.keys.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
+        match keys.get(&person) {
+            Some(Some(key)) => Ok(key.clone()),
+            Some(None) => Err(VaultError::Erased(person)),
+            None => {
+                let key = PersonKey::generate(person)?;
+                keys.insert(person, Some(key.clone()));
+                Ok(key)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,44 +425,24 @@ mod tests {
     #[test]
     fn bad_master_keys_are_named() {
         assert!(
-            matches!(MasterKey::from_base64("m", "short"), Err(VaultError::InvalidKey(m)) if m.contains("32 bytes"))
+            matches!(MasterKey::from_base64("m", "c2hvcnQ"), Err(VaultError::InvalidKey(m)) if m.contains("32 bytes, got 5"))
         );
         assert!(matches!(MasterKey::from_base64("m", "%%%"), Err(VaultError::InvalidKey(m)) if m.contains("base64")));
         assert!(MasterKey::from_base64("a.b", &URL_SAFE_NO_PAD.encode([1u8; 32])).is_err());
         assert!(MasterKey::from_base64("k", &base64::engine::general_purpose::STANDARD.encode([1u8; 32])).is_ok());
     }
 
-    struct Keys(std::sync::Mutex<std::collections::HashMap<Uuid, Option<PersonKey>>>);
-
-    #[async_trait::async_trait]
-    impl PersonKeys for Keys {
-        async fn key(&self, person: Uuid) -> Result<Option<PersonKey>, VaultError> {
-            Ok(self.0.lock().unwrap().get(&person).cloned().flatten())
-        }
-        async fn key_or_create(&self, person: Uuid) -> Result<PersonKey, VaultError> {
-            let mut keys = self.0.lock().unwrap();
-            match keys.get(&person) {
-                Some(Some(key)) => Ok(key.clone()),
-                Some(None) => Err(VaultError::Erased(person)),
-                None => {
-                    let key = PersonKey::generate(person)?;
-                    keys.insert(person, Some(key.clone()));
-                    Ok(key)
-                }
-            }
-        }
-    }
-
     #[test]
     fn reveal_says_erased_once_the_key_is_gone() {
-        let keys = Keys(Default::default());
+        let keys = MemoryKeys::default();
         let person = Uuid::now_v7();
         let sealed = block_on(keys.seal(person, "Carl")).unwrap();
         assert_eq!(block_on(keys.reveal(&sealed)).unwrap(), Revealed::Clear("Carl".into()));
         assert_eq!(block_on(keys.reveal("not personal")).unwrap(), Revealed::Clear("not personal".into()));
-        keys.0.lock().unwrap().insert(person, None);
+        keys.erase(person);
         assert_eq!(block_on(keys.reveal(&sealed)).unwrap(), Revealed::Erased);
-        assert_eq!(Revealed::Erased.or("[slettet]"), "[slettet]");
+        assert_eq!(block_on(reveal_for_display(&keys, &sealed)).unwrap(), ERASED);
+        assert_eq!(block_on(keys.seal(person, "again")), Err(VaultError::Erased(person)));
     }
 
     /// The futures here never wait, so polling once is enough.

@@ -536,7 +536,13 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
     // The response service's gRPC API in this process, over loopback, as clients reach it.
     let files =
         agora_response::files::Attachments { store: Arc::new(object_store::memory::InMemory::new()), scanner: None };
-    let (intake, _worker) = Intake::start(store.clone(), files, Arc::new(chrono::Utc::now), IntakeConfig::default());
+    let (intake, _worker) = Intake::start(
+        store.clone(),
+        files,
+        agora_vault::MemoryKeys::shared(),
+        Arc::new(chrono::Utc::now),
+        IntakeConfig::default(),
+    );
     let app = agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now));
     let key = agora_auth::SigningKey::generate_with_kid("bench")?;
     let issuer = agora_auth::TokenIssuer::new(key, "agora-bench", "agora", chrono::Duration::hours(1));

@@ -4,13 +4,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use agora_auth::{SigningKey, TokenIssuer, TokenVerifier};
+use agora_auth::TokenVerifier;
 use agora_eventstore::Store;
+use agora_identity::app::IdentitySettings;
+use agora_identity::providers::ProviderConfig;
+use agora_vault::{KeyedHash, MasterKey};
 use anyhow::{Context, bail};
 use clap::Args;
 
 /// The services this binary can run.
-pub const TARGETS: &[&str] = &["hearing", "response"];
+pub const TARGETS: &[&str] = &["hearing", "response", "identity"];
 
 pub const DEV_ISSUER: &str = "agora-dev";
 pub const AUDIENCE: &str = "agora";
@@ -50,7 +53,7 @@ impl ConnectArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Services to run, comma-separated (available: hearing, response). Without it: every service in
+    /// Services to run, comma-separated (available: hearing, response, identity). Without it: every service in
     /// one process on the embedded default.
     #[arg(long, env = "AGORA_TARGETS", value_delimiter = ',')]
     pub target: Vec<String>,
@@ -78,10 +81,35 @@ pub struct RunArgs {
     pub token_issuer: String,
     #[arg(long, env = "AGORA_TOKEN_AUDIENCE", default_value = AUDIENCE)]
     pub token_audience: String,
-    /// JWKS (a file path) with the public keys access tokens are signed with. Required
-    /// with --target; the embedded mode makes a development key of its own.
+    /// The public keys access tokens are signed with: a JWKS file, or the identity service's
+    /// `http://…/.well-known/jwks.json`, read again every five minutes to follow key rotation.
+    /// Required with --target unless the identity service runs in the same process.
     #[arg(long, env = "AGORA_TOKEN_JWKS")]
-    pub token_jwks: Option<PathBuf>,
+    pub token_jwks: Option<String>,
+    /// The master key (32 bytes, base64) that wraps every person's data key and the token
+    /// signing keys. Required with --target identity; the embedded mode makes one of its own.
+    #[arg(long, env = "AGORA_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// The master key's id, kept with every key it wraps (change it when the key changes).
+    #[arg(long, env = "AGORA_MASTER_KEY_ID", default_value = "1")]
+    pub master_key_id: String,
+    /// The identity service's gRPC address (http://host:port), for services that run apart
+    /// from it and seal personal data with its vault (the response service).
+    #[arg(long, env = "AGORA_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// The secret the services share to reach the identity service's vault (at least 32
+    /// characters). Required where the vault is reached over the network, on both sides.
+    #[arg(long, env = "AGORA_SERVICE_SECRET", hide_env_values = true)]
+    pub service_secret: Option<String>,
+    /// Login providers (a JSON file: a list of OpenID Connect providers, one per user type).
+    #[arg(long, env = "AGORA_LOGIN_PROVIDERS")]
+    pub login_providers: Option<PathBuf>,
+    /// Lifetime of access tokens, in minutes.
+    #[arg(long, env = "AGORA_ACCESS_TOKEN_MINUTES", default_value_t = 15)]
+    pub access_token_minutes: i64,
+    /// Lifetime of a session's refresh tokens, in hours.
+    #[arg(long, env = "AGORA_REFRESH_TOKEN_HOURS", default_value_t = 12)]
+    pub refresh_token_hours: i64,
     /// Secret key (at least 32 characters) for pseudonymous CPR references. Required with --target.
     #[arg(long, env = "AGORA_PSEUDONYM_KEY", hide_env_values = true)]
     pub pseudonym_key: Option<String>,
@@ -99,6 +127,16 @@ pub struct RunArgs {
     pub no_demo: bool,
 }
 
+/// Where the services of this process get the token keys from.
+pub enum TokenKeys {
+    /// The identity service runs here: its own verifier, which follows its rotations.
+    Identity,
+    /// A JWKS file, read once.
+    Fixed(TokenVerifier),
+    /// The identity service's JWKS endpoint, read again periodically.
+    Url(String),
+}
+
 /// Resolved settings.
 pub struct Settings {
     pub embedded: bool,
@@ -106,9 +144,16 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub files: FilesLocation,
-    pub verifier: TokenVerifier,
+    pub token_keys: TokenKeys,
     pub pseudonym_key: Vec<u8>,
     pub dev_login: bool,
+    /// Set when the identity service runs in this process.
+    pub identity: Option<IdentitySettings>,
+    /// Where the vault is, for a response service without the identity service beside it.
+    pub remote_vault: Option<(String, String)>,
+    /// The secret the vault service asks of callers, when it serves other processes.
+    pub service_secret: Option<String>,
+    pub login_providers: Vec<ProviderConfig>,
 }
 
 fn address(setting: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -152,29 +197,57 @@ impl RunArgs {
             None => FilesLocation::Local(self.connect.data_dir.join("files")),
             Some(value) => FilesLocation::parse(value)?,
         };
-        let (verifier, pseudonym_key) = if embedded {
-            let key = development_key(&self.connect.data_dir)?;
-            let verifier = TokenVerifier::new(&self.token_issuer, &self.token_audience).with_signing_key(&key);
-            (verifier, development_secret(&self.connect.data_dir)?)
+        let with_identity = targets.iter().any(|t| t == "identity");
+        let pseudonym_key = if embedded {
+            development_secret(&self.connect.data_dir)?
         } else {
-            let Some(path) = &self.token_jwks else {
-                bail!(
-                    "AGORA_TOKEN_JWKS is required with --target: the public keys that access tokens are verified with"
-                );
-            };
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("AGORA_TOKEN_JWKS: cannot read {}", path.display()))?;
-            let jwks: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("AGORA_TOKEN_JWKS: {} is not JSON", path.display()))?;
-            let verifier = TokenVerifier::from_jwks(&self.token_issuer, &self.token_audience, &jwks)
-                .with_context(|| format!("AGORA_TOKEN_JWKS: {} is not a usable JWKS", path.display()))?;
             let Some(secret) = &self.pseudonym_key else {
                 bail!("AGORA_PSEUDONYM_KEY is required with --target: the secret for pseudonymous CPR references");
             };
             if secret.len() < 32 {
                 bail!("AGORA_PSEUDONYM_KEY must be at least 32 characters (got {})", secret.len());
             }
-            (verifier, secret.as_bytes().to_vec())
+            secret.as_bytes().to_vec()
+        };
+        let dev_login = self.dev_login.unwrap_or(embedded);
+        let token_keys = match &self.token_jwks {
+            _ if with_identity => TokenKeys::Identity,
+            None => bail!(
+                "AGORA_TOKEN_JWKS is required with --target when the identity service runs elsewhere: its \
+                 http://…/.well-known/jwks.json, or a JWKS file"
+            ),
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => TokenKeys::Url(url.clone()),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("AGORA_TOKEN_JWKS: cannot read {path}"))?;
+                let jwks: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("AGORA_TOKEN_JWKS: {path} is not JSON"))?;
+                let verifier = TokenVerifier::from_jwks(&self.token_issuer, &self.token_audience, &jwks)
+                    .with_context(|| format!("AGORA_TOKEN_JWKS: {path} is not a usable JWKS"))?;
+                TokenKeys::Fixed(verifier)
+            }
+        };
+        let service_secret = match &self.service_secret {
+            Some(secret) if secret.len() < 32 => {
+                bail!("AGORA_SERVICE_SECRET must be at least 32 characters (got {})", secret.len())
+            }
+            other => other.clone(),
+        };
+        let remote_vault = if targets.iter().any(|t| t == "response") && !with_identity {
+            match (&self.identity_url, &service_secret) {
+                (Some(url), Some(secret)) => Some((url.clone(), secret.clone())),
+                _ => bail!(
+                    "the response service seals personal data with the identity service's vault: run it in the same \
+                     process (--target response,identity) or set AGORA_IDENTITY_URL and AGORA_SERVICE_SECRET"
+                ),
+            }
+        } else {
+            None
+        };
+        let (identity, login_providers) = if with_identity {
+            (Some(self.identity_settings(embedded, dev_login, &pseudonym_key)?), self.login_providers()?)
+        } else {
+            (None, Vec::new())
         };
         Ok(Settings {
             embedded,
@@ -182,24 +255,92 @@ impl RunArgs {
             grpc_addr,
             http_addr,
             files,
-            verifier,
+            token_keys,
             pseudonym_key,
-            dev_login: self.dev_login.unwrap_or(embedded),
+            dev_login,
+            identity,
+            login_providers,
+            remote_vault,
+            service_secret,
         })
+    }
+
+    /// The identity service's settings: token lifetimes, the master key, the pseudonym key.
+    pub fn identity_settings(
+        &self,
+        embedded: bool,
+        dev_login: bool,
+        pseudonym_key: &[u8],
+    ) -> anyhow::Result<IdentitySettings> {
+        if !(1..=24 * 60).contains(&self.access_token_minutes) {
+            bail!("AGORA_ACCESS_TOKEN_MINUTES must be 1 to 1440 (got {})", self.access_token_minutes);
+        }
+        if !(1..=24 * 90).contains(&self.refresh_token_hours) {
+            bail!("AGORA_REFRESH_TOKEN_HOURS must be 1 to 2160 (got {})", self.refresh_token_hours);
+        }
+        let master = match (&self.master_key, embedded) {
+            (Some(key), _) => MasterKey::from_base64(&self.master_key_id, key).context("AGORA_MASTER_KEY")?,
+            (None, true) => development_master_key(&self.connect.data_dir)?,
+            (None, false) => bail!(
+                "AGORA_MASTER_KEY is required with --target identity: 32 random bytes in base64 \
+                 (for example: openssl rand -base64 32), kept in a secret or a key vault"
+            ),
+        };
+        Ok(IdentitySettings {
+            issuer: self.token_issuer.clone(),
+            audience: self.token_audience.clone(),
+            access_ttl: chrono::Duration::minutes(self.access_token_minutes),
+            refresh_ttl: chrono::Duration::hours(self.refresh_token_hours),
+            // Longer than services take to read the JWKS again (five minutes).
+            publish_delay: chrono::Duration::minutes(10),
+            dev_login,
+            pseudonyms: KeyedHash::new(pseudonym_key),
+            master,
+        })
+    }
+
+    fn login_providers(&self) -> anyhow::Result<Vec<ProviderConfig>> {
+        let Some(path) = &self.login_providers else { return Ok(Vec::new()) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("AGORA_LOGIN_PROVIDERS: cannot read {}", path.display()))?;
+        let providers: Vec<ProviderConfig> = serde_json::from_str(&text)
+            .with_context(|| format!("AGORA_LOGIN_PROVIDERS: {} is not a list of providers", path.display()))?;
+        let mut ids = std::collections::BTreeSet::new();
+        for provider in &providers {
+            if !ids.insert(provider.id.clone()) {
+                bail!("AGORA_LOGIN_PROVIDERS: provider id {:?} appears twice", provider.id);
+            }
+        }
+        Ok(providers)
     }
 }
 
-/// The embedded mode's token signing key, made on first start and kept in the data dir.
-pub fn development_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
-    let path = data_dir.join("dev-signing-key");
-    if let Ok(seed) = std::fs::read_to_string(&path) {
-        return SigningKey::from_seed_base64(seed.trim(), "dev")
-            .with_context(|| format!("{} is not a signing key", path.display()));
+/// The identity settings of the embedded mode in `data_dir`, for the operator's tools that
+/// act in it (`agora token issue`): the same keys as `agora run` there.
+pub fn embedded_identity_settings(data_dir: &Path, access_ttl: chrono::Duration) -> anyhow::Result<IdentitySettings> {
+    Ok(IdentitySettings {
+        issuer: DEV_ISSUER.into(),
+        audience: AUDIENCE.into(),
+        access_ttl,
+        refresh_ttl: chrono::Duration::hours(12),
+        publish_delay: chrono::Duration::minutes(10),
+        dev_login: true,
+        pseudonyms: KeyedHash::new(&development_secret(data_dir)?),
+        master: development_master_key(data_dir)?,
+    })
+}
+
+/// The embedded mode's master key, made on first start and kept in the data dir.
+fn development_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
+    let path = data_dir.join("dev-master-key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return MasterKey::from_base64("dev", key.trim())
+            .with_context(|| format!("{} is not a master key", path.display()));
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("AGORA_DATA_DIR: cannot create {}", data_dir.display()))?;
-    let key = SigningKey::generate_with_kid("dev").context("cannot generate a development key")?;
-    std::fs::write(&path, key.to_seed_base64()).with_context(|| format!("cannot write {}", path.display()))?;
+    let (key, encoded) = MasterKey::generate("dev").context("cannot generate a development master key")?;
+    std::fs::write(&path, encoded).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
 }
 
@@ -208,13 +349,11 @@ fn development_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Ok(secret) = std::fs::read(&path) {
         return Ok(secret);
     }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("AGORA_DATA_DIR: cannot create {}", data_dir.display()))?;
     let secret = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
     std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(secret.into_bytes())
-}
-
-pub fn development_issuer(data_dir: &Path) -> anyhow::Result<TokenIssuer> {
-    Ok(TokenIssuer::new(development_key(data_dir)?, DEV_ISSUER, AUDIENCE, chrono::Duration::hours(8)))
 }
 
 /// Where files go.

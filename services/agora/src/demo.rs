@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agora_auth::{Capacity, Principal, Role};
+use agora_auth::Principal;
 use agora_eventstore::consumer::ProjectionRunner;
 use agora_hearing::app::{AppError, HearingApp};
 use agora_hearing::domain::fields::HearingType;
@@ -12,59 +12,9 @@ use agora_hearing::domain::{ContactPerson, HearingChanges};
 use chrono::{Days, TimeZone, Utc};
 use uuid::Uuid;
 
-/// A user of the development login.
-pub struct DemoUser {
-    pub handle: &'static str,
-    pub name: &'static str,
-    pub principal: Principal,
-}
-
-fn user(n: u128) -> Uuid {
-    // Fixed ids so that tokens and demo data survive a restart.
-    Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_0000 | n)
-}
-
-pub fn users() -> Vec<DemoUser> {
-    let employee = |n, name: &'static str| Principal::new(user(n), Capacity::Employee).with_name(name);
-    vec![
-        DemoUser {
-            handle: "admin",
-            name: "Anne Administrator",
-            principal: employee(1, "Anne Administrator").with_role(Role::Administrator).with_role(Role::HearingCreator),
-        },
-        DemoUser {
-            handle: "karen",
-            name: "Karen Sagsbehandler",
-            principal: employee(2, "Karen Sagsbehandler").with_role(Role::HearingCreator),
-        },
-        DemoUser {
-            handle: "lars",
-            name: "Lars Sagsbehandler",
-            principal: employee(3, "Lars Sagsbehandler").with_role(Role::HearingCreator),
-        },
-        DemoUser { handle: "erik", name: "Erik Medarbejder", principal: employee(4, "Erik Medarbejder") },
-        DemoUser {
-            handle: "birgitte",
-            name: "Birgitte Borger",
-            principal: Principal::new(user(5), Capacity::Citizen).with_name("Birgitte Borger"),
-        },
-        DemoUser {
-            handle: "carl",
-            name: "Carl Citizen",
-            principal: Principal::new(user(6), Capacity::Citizen).with_name("Carl Citizen"),
-        },
-        DemoUser {
-            handle: "dorte",
-            name: "Dorte Virksomhed",
-            principal: Principal::new(user(7), Capacity::Company)
-                .with_name("Dorte Virksomhed")
-                .with_company("demo-company-1"),
-        },
-    ]
-}
-
-pub fn find_user(handle: &str) -> Option<DemoUser> {
-    users().into_iter().find(|u| u.handle == handle)
+/// The development login's demo users live with the identity service.
+pub fn find_user(handle: &str) -> Option<agora_identity::providers::DemoUser> {
+    agora_identity::providers::demo_user(handle)
 }
 
 /// Seeds reference data and demo hearings unless already there.
@@ -295,7 +245,15 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
         let publisher = if demo.deadline < 0 { &past_app } else { app };
         publisher.update(demo.owner, &hearing_id, changes).await?;
         if demo.closed {
-            app.invite(demo.owner, &hearing_id, &[(format!("user:{}", user(4)), "Erik Medarbejder".into())]).await?;
+            app.invite(
+                demo.owner,
+                &hearing_id,
+                &[(
+                    format!("user:{}", find_user("erik").map(|u| u.principal.user_id).unwrap_or_default()),
+                    "Erik Medarbejder".into(),
+                )],
+            )
+            .await?;
         }
         if demo.publish {
             publisher.publish(demo.owner, &hearing_id).await?;

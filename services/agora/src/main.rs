@@ -106,7 +106,7 @@ fn main() -> std::process::ExitCode {
                 tools::rebuild(connect).await.map(|_| 0)
             }
             Command::Token { command: TokenCommand::Issue { user, data_dir } } => {
-                tools::issue_token(&data_dir, &user).map(|_| 0)
+                tools::issue_token(&data_dir, &user).await.map(|_| 0)
             }
             Command::Bench { command } => bench::run(command).await.map(|_| 0),
         }

@@ -72,7 +72,41 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let verifier = Arc::new(settings.verifier.clone());
+    let clock: agora_identity::app::Clock = Arc::new(chrono::Utc::now);
+    let identity = match &settings.identity {
+        Some(identity_settings) => {
+            agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
+            projections.push(Arc::new(agora_identity::app::UserListProjection));
+            let mut providers = Vec::new();
+            for config in settings.login_providers.clone() {
+                let id = config.id.clone();
+                let provider = agora_identity::oidc::OidcProvider::discover(config, clock.clone())
+                    .await
+                    .with_context(|| format!("AGORA_LOGIN_PROVIDERS: login provider {id:?}"))?;
+                providers.push(provider);
+            }
+            let app = agora_identity::app::IdentityApp::new(
+                store.clone(),
+                identity_settings.clone(),
+                providers,
+                clock.clone(),
+            )
+            .await
+            .context("cannot start the identity service")?;
+            Some(app)
+        }
+        None => None,
+    };
+    let verifier = Arc::new(match (&identity, &settings.token_keys) {
+        (Some(app), _) => app.verifier(),
+        (None, crate::config::TokenKeys::Fixed(verifier)) => verifier.clone(),
+        (None, crate::config::TokenKeys::Url(url)) => {
+            let verifier = agora_auth::TokenVerifier::new(&args.token_issuer, &args.token_audience);
+            refresh_jwks(&verifier, url).await.with_context(|| format!("AGORA_TOKEN_JWKS: cannot read {url}"))?;
+            verifier
+        }
+        (None, crate::config::TokenKeys::Identity) => anyhow::bail!("the identity service is not running here"),
+    });
     let response = if with_response {
         agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
         projections.push(Arc::new(agora_response::projections::ResponseListProjection));
@@ -82,6 +116,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 store: settings.files.open()?,
                 scanner: args.clamd.clone().map(|address| agora_response::files::Clamd { address }),
             },
+            personal_data_keys(identity.as_ref(), &settings)?,
             Arc::new(chrono::Utc::now),
             agora_response::intake::IntakeConfig::default(),
         );
@@ -98,7 +133,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
-    let metrics = agora_telemetry::metrics::serve(http, ready.clone(), shutdown_future(&stop_rx));
+    let routes = match &identity {
+        Some(app) => jwks_route(app.clone()),
+        None => axum::Router::new(),
+    };
+    let metrics = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));
     tasks.spawn(async move { metrics.await.map_err(anyhow::Error::from) });
 
     // gRPC with the standard health service and server reflection.
@@ -120,6 +159,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
     let response_service = response.as_ref().map(|app| agora_response::grpc::service(app.clone(), verifier.clone()));
+    let identity_service = identity.as_ref().map(|app| agora_identity::grpc::service(app.clone(), verifier.clone()));
+    // The vault answers other processes only where they share the service secret with it.
+    let vault_service = match (&identity, &settings.service_secret) {
+        (Some(app), Some(secret)) => Some(agora_identity::keyservice::service(app.vault.clone(), secret)),
+        _ => None,
+    };
     let router = tonic::transport::Server::builder()
         .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
@@ -127,7 +172,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_service(reflection)
         .add_optional_service(hearing_service)
         .add_optional_service(reference_service)
-        .add_optional_service(response_service);
+        .add_optional_service(response_service)
+        .add_optional_service(identity_service)
+        .add_optional_service(vault_service);
     let incoming = agora_telemetry::grpc::incoming(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {
@@ -152,6 +199,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )));
     }
     tasks.spawn(until_stopped(runner.run(shutdown_future(&stop_rx))));
+    match (&identity, &settings.token_keys) {
+        // Another replica may rotate the keys; a key's time to sign or retire comes.
+        (Some(app), _) => {
+            let app = app.clone();
+            tasks.spawn(until_stopped(every(Duration::from_secs(60), shutdown_future(&stop_rx), move || {
+                let app = app.clone();
+                async move {
+                    if let Err(e) = app.refresh_verifier().await {
+                        tracing::warn!(error = %e, "cannot read the signing keys again");
+                    }
+                }
+            })));
+        }
+        (None, crate::config::TokenKeys::Url(url)) => {
+            let (verifier, url) = (verifier.clone(), url.clone());
+            tasks.spawn(until_stopped(every(Duration::from_secs(300), shutdown_future(&stop_rx), move || {
+                let (verifier, url) = (verifier.clone(), url.clone());
+                async move {
+                    if let Err(e) = refresh_jwks(&verifier, &url).await {
+                        tracing::warn!(error = %e, url = %url, "cannot read the token keys again; keeping the ones known");
+                    }
+                }
+            })));
+        }
+        _ => {}
+    }
 
     let bus = if settings.embedded {
         None
@@ -196,6 +269,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if with_hearing {
         health.set_serving::<HearingServiceServer<HearingGrpc>>().await;
     }
+    if identity.is_some() {
+        health
+            .set_serving::<agora_proto::identity::v1::identity_service_server::IdentityServiceServer<
+                agora_identity::grpc::IdentityGrpc,
+            >>()
+            .await;
+    }
     if with_response {
         health
             .set_serving::<agora_proto::response::v1::response_service_server::ResponseServiceServer<
@@ -216,6 +296,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if settings.dev_login {
         println!("  development login is ON: demo users admin, karen, lars, erik, birgitte, carl, dorte");
         println!("    token for a demo user: agora token issue karen --data-dir {}", args.connect.data_dir.display());
+        if !settings.embedded {
+            println!(
+                "  WARNING: the development login is on outside the embedded mode; anyone can log in as a demo user"
+            );
+        }
     }
 
     tokio::select! {
@@ -241,6 +326,76 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("some work did not stop within 10 s");
     }
     Ok(())
+}
+
+/// Where the response service finds the respondents' keys: the identity service's vault in
+/// this process, or over gRPC.
+fn personal_data_keys(
+    identity: Option<&agora_identity::app::IdentityApp>,
+    settings: &Settings,
+) -> anyhow::Result<agora_response::personal::Keys> {
+    match (identity, &settings.remote_vault) {
+        (Some(app), _) => Ok(Arc::new(app.vault.clone())),
+        (None, Some((url, secret))) => Ok(Arc::new(
+            agora_identity::keyservice::RemoteKeys::new(url, secret)
+                .map_err(|e| anyhow::anyhow!("AGORA_IDENTITY_URL: {e}"))?,
+        )),
+        (None, None) => anyhow::bail!("no vault for the response service (AGORA_IDENTITY_URL)"),
+    }
+}
+
+/// Runs `work` every `period` until shutdown.
+async fn every<F, Fut>(period: Duration, shutdown: impl std::future::Future<Output = ()>, work: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = ticks.tick() => work().await,
+        }
+    }
+}
+
+/// Reads the identity service's JWKS and makes `verifier` trust exactly its keys.
+async fn refresh_jwks(verifier: &agora_auth::TokenVerifier, url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let jwks: serde_json::Value = client.get(url).send().await?.error_for_status()?.json().await?;
+    verifier.replace_keys(&jwks)?;
+    Ok(())
+}
+
+/// `GET /.well-known/jwks.json`: the keys every service verifies tokens with.
+fn jwks_route(app: agora_identity::app::IdentityApp) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let app = app.clone();
+            async move {
+                match app.jwks().await {
+                    Ok((jwks, _)) => (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "application/jwk-set+json"), (header::CACHE_CONTROL, "max-age=60")],
+                        jwks.to_string(),
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the signing keys");
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "no-store")],
+                            "the signing keys cannot be read now".to_string(),
+                        )
+                    }
+                }
+            }
+        }),
+    )
 }
 
 /// A background loop as a task whose end is not an error in itself.

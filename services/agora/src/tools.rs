@@ -11,7 +11,7 @@ use agora_hearing::projections::{self, HearingListProjection};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{ConnectArgs, development_issuer};
+use crate::config::{ConnectArgs, embedded_identity_settings};
 
 pub async fn migrate(connect: ConnectArgs) -> anyhow::Result<()> {
     let store = connect.store().await?;
@@ -87,17 +87,20 @@ pub async fn rebuild(connect: ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
-    let Some(user) = crate::demo::find_user(handle) else {
-        let handles: Vec<&str> = crate::demo::users().iter().map(|u| u.handle).collect();
-        anyhow::bail!("no demo user '{handle}' (there are: {})", handles.join(", "));
-    };
-    let issuer = development_issuer(data_dir)?;
-    let token = issuer.issue(&user.principal).context("cannot issue a token")?;
-    println!("{token}");
+/// A development token for a demo user, from the identity service of the embedded data dir
+/// (the same keys as the portal running there). Valid 8 hours, for trying the API by hand.
+pub async fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
+    let connect = ConnectArgs { data_dir: data_dir.to_path_buf(), database_url: None };
+    let store = connect.store().await?;
+    store.migrate().await.context("cannot create the event store tables")?;
+    agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
+    let settings = embedded_identity_settings(data_dir, chrono::Duration::hours(8))?;
+    let app = agora_identity::app::IdentityApp::new(store, settings, Vec::new(), Arc::new(chrono::Utc::now)).await?;
+    let session = app.dev_login(handle).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", session.access_token);
     eprintln!(
         "token for {} ({}), valid 8 hours; use as 'authorization: Bearer <token>'",
-        user.name, user.principal.user_id
+        session.user.name, session.user.user_id
     );
     Ok(())
 }

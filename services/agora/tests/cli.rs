@@ -316,7 +316,13 @@ struct Distributed {
     grpc: u16,
     http: u16,
     child: Running,
+    /// The identity service in a process of its own, where the response service runs: its vault
+    /// seals the respondents' personal data over gRPC.
+    identity: Option<Running>,
 }
+
+const SERVICE_SECRET: &str = "a-service-secret-of-at-least-32-chars";
+const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 
 impl Distributed {
     async fn start(targets: &str) -> Option<Self> {
@@ -329,20 +335,39 @@ impl Distributed {
         let issuer = agora_auth::TokenIssuer::new(key, "agora-dev", "agora", chrono::Duration::hours(1));
         let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
         let (grpc, http) = (free_port(), free_port());
-        let child = start(
-            &["--target", targets],
-            &[
-                ("AGORA_DATABASE_URL", &url),
-                ("AGORA_NATS_URL", &agora_eventstore::testing::nats_url()),
-                ("AGORA_NATS_PREFIX", &bus.bus.config.subject_prefix),
-                ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
-                ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
-                ("AGORA_GRPC_ADDR", &format!("127.0.0.1:{grpc}")),
-                ("AGORA_HTTP_ADDR", &format!("127.0.0.1:{http}")),
-            ],
-        )
-        .await;
-        Some(Self { database, _bus: bus, _dir: dir, issuer, url, grpc, http, child })
+        let nats_url = agora_eventstore::testing::nats_url();
+        let common = [
+            ("AGORA_DATABASE_URL", url.as_str()),
+            ("AGORA_NATS_URL", nats_url.as_str()),
+            ("AGORA_NATS_PREFIX", bus.bus.config.subject_prefix.as_str()),
+            ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
+            ("AGORA_SERVICE_SECRET", SERVICE_SECRET),
+        ];
+        let identity = if targets.split(',').any(|t| t == "response") {
+            let (identity_grpc, identity_http) = (free_port(), free_port());
+            let mut envs = common.to_vec();
+            let (grpc_addr, http_addr) = (format!("127.0.0.1:{identity_grpc}"), format!("127.0.0.1:{identity_http}"));
+            envs.extend([
+                ("AGORA_MASTER_KEY", MASTER_KEY),
+                ("AGORA_GRPC_ADDR", &grpc_addr),
+                ("AGORA_HTTP_ADDR", &http_addr),
+            ]);
+            Some((start(&["--target", "identity"], &envs).await, identity_grpc))
+        } else {
+            None
+        };
+        let identity_url = identity.as_ref().map(|(_, port)| format!("http://127.0.0.1:{port}")).unwrap_or_default();
+        let (grpc_addr, http_addr) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{http}"));
+        let mut envs = common.to_vec();
+        envs.extend([
+            ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
+            ("AGORA_IDENTITY_URL", &identity_url),
+            ("AGORA_GRPC_ADDR", &grpc_addr),
+            ("AGORA_HTTP_ADDR", &http_addr),
+        ]);
+        let child = start(&["--target", targets], &envs).await;
+        let identity = identity.map(|(running, _)| running);
+        Some(Self { database, _bus: bus, _dir: dir, issuer, url, grpc, http, child, identity })
     }
 }
 
@@ -635,6 +660,17 @@ async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstrea
     })
     .await;
     assert_eq!(seen.responses.len(), 100, "paged");
+    // The texts were sealed through the identity service's vault in its own process: the log
+    // holds them sealed, the owner reads them in clear.
+    assert!(seen.responses.iter().all(|r| r.text == "Jeg har en holdning."), "{:?}", seen.responses[0].text);
+    let agora_eventstore::Backend::Postgres(pool) = d.database.store.backend() else { panic!("postgres") };
+    let payloads: Vec<(String,)> =
+        sqlx::query_as("SELECT payload::text FROM events WHERE event_type = 'ResponseSubmitted'")
+            .fetch_all(pool)
+            .await
+            .expect("events");
+    assert_eq!(payloads.len(), 129);
+    assert!(payloads.iter().all(|(p,)| p.contains("pii1.") && !p.contains("holdning")), "{}", payloads[0].0);
 
     // The hearing type's rules came with the hearing's events over JetStream.
     let mut long = submit("too-long".into());
@@ -663,4 +699,7 @@ async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstrea
     assert!(pdf.starts_with(b"%PDF-"), "a PDF");
     assert!(pdf.windows(b"DejaVuSans".len()).any(|w| w == b"DejaVuSans"), "with its font embedded");
     stop(child).await;
+    if let Some(identity) = d.identity {
+        stop(identity).await;
+    }
 }

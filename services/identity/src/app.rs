@@ -32,8 +32,6 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// How long a begun login may take.
 const LOGIN_TIMEOUT_MINUTES: i64 = 10;
-/// What the pages show in place of an erased person's data.
-pub const ERASED: &str = "[slettet]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityAppError {

@@ -16,6 +16,7 @@ pub mod app;
 pub mod domain;
 pub mod grpc;
 pub mod keys;
+pub mod keyservice;
 pub mod oidc;
 pub mod providers;
 pub mod store;

@@ -13,6 +13,14 @@ use crate::store;
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// What the vault holds for a person.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Key(PersonKey),
+    Erased,
+    Unknown,
+}
+
 #[derive(Clone)]
 pub struct Vault {
     store: Store,
@@ -38,6 +46,17 @@ impl Vault {
             }
             cache.insert(key.person(), key.clone());
         }
+    }
+
+    /// A person's key, told apart from erasure and from never having had one.
+    pub async fn lookup(&self, person: Uuid) -> Result<Lookup, VaultError> {
+        if let Some(key) = self.key(person).await? {
+            return Ok(Lookup::Key(key));
+        }
+        Ok(match store::person_key(&self.store, person).await.map_err(storage)? {
+            Some(_) => Lookup::Erased,
+            None => Lookup::Unknown,
+        })
     }
 
     /// Destroys the person's key: every value sealed for them is unreadable from now on.

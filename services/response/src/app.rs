@@ -40,6 +40,17 @@ impl From<StoreError> for ResponseAppError {
     }
 }
 
+impl From<agora_vault::VaultError> for ResponseAppError {
+    fn from(error: agora_vault::VaultError) -> Self {
+        match error {
+            agora_vault::VaultError::Erased(_) => {
+                ResponseError::NotAllowed("the respondent's account has been erased".into()).into()
+            }
+            other => ResponseAppError::Storage(other.to_string()),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ResponseApp {
     pub store: Store,
@@ -83,31 +94,92 @@ impl ResponseApp {
         command: ResponseCommand,
     ) -> Result<Response, ResponseAppError> {
         let mut loaded = self.responses.load_aggregate(&response_id.to_string()).await?;
-        let response = loaded.aggregate();
-        if !response.exists {
+        if !loaded.aggregate().exists {
             return Err(ResponseError::NotFound.into());
         }
+        // Decided on the opened response; written sealed for its author.
+        let response = self.reveal(loaded.aggregate().clone()).await?;
         let terms = self.terms(response.hearing_id).await?.ok_or(ResponseError::NotFound)?;
         let events = response.decide(command.clone(), actor, &terms)?;
         let mut after = response.clone();
         if events.is_empty() {
             return Ok(after);
         }
-        for event in events.clone() {
-            cqrs_es::Aggregate::apply(&mut after, event);
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
+            cqrs_es::Aggregate::apply(&mut after, event.clone());
+            sealed.push(
+                crate::personal::seal_event(self.keys().as_ref(), &response.author, event)
+                    .await
+                    .map_err(ResponseAppError::from)?,
+            );
         }
         let metadata = EventContext::for_actor(actor.reference.clone()).with_command(command.name()).to_metadata();
-        self.responses.commit(events, loaded, metadata).await?;
+        self.responses.commit(sealed, loaded, metadata).await?;
         Ok(after)
     }
 
+    /// A response with its personal data opened for display.
     pub async fn load(&self, response_id: Uuid) -> Result<Response, ResponseAppError> {
         let mut loaded = self.responses.load_aggregate(&response_id.to_string()).await?;
         let response = loaded.aggregate().clone();
         if !response.exists {
             return Err(ResponseError::NotFound.into());
         }
-        Ok(response)
+        self.reveal(response).await
+    }
+
+    /// Where the respondents' keys are.
+    pub fn keys(&self) -> &crate::personal::Keys {
+        self.intake.keys()
+    }
+
+    /// A hearing's responses as `viewer` may see them, with their personal data opened.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_for_hearing_as(
+        &self,
+        viewer: Option<&Actor>,
+        viewer_company: Option<&str>,
+        hearing_id: Uuid,
+        status: Option<crate::domain::ModerationStatus>,
+        page: u32,
+        page_size: u32,
+    ) -> Result<(Vec<crate::projections::ResponseView>, i64), ResponseAppError> {
+        let (views, total) = crate::projections::list_for_hearing_as(
+            &self.store,
+            viewer,
+            viewer_company,
+            hearing_id,
+            status,
+            page,
+            page_size,
+        )
+        .await?;
+        let keys = self.keys().as_ref();
+        let mut opened = Vec::with_capacity(views.len());
+        for mut view in views {
+            view.text = agora_vault::reveal_for_display(keys, &view.text).await?;
+            view.on_behalf_of = crate::personal::reveal_on_behalf(keys, view.on_behalf_of).await?;
+            opened.push(view);
+        }
+        Ok((opened, total))
+    }
+
+    /// Like [`ResponseApp::list_for_hearing_as`] for a viewer of no company.
+    pub async fn list_for_hearing(
+        &self,
+        viewer: Option<&Actor>,
+        hearing_id: Uuid,
+        status: Option<crate::domain::ModerationStatus>,
+        page: u32,
+        page_size: u32,
+    ) -> Result<(Vec<crate::projections::ResponseView>, i64), ResponseAppError> {
+        self.list_for_hearing_as(viewer, None, hearing_id, status, page, page_size).await
+    }
+
+    /// Opens a response's personal data for display (or shows it erased).
+    pub async fn reveal(&self, response: Response) -> Result<Response, ResponseAppError> {
+        crate::personal::reveal(self.keys().as_ref(), response).await.map_err(ResponseAppError::from)
     }
 
     /// Adds a review comment: reviewers and the owner, while the hearing is a draft.

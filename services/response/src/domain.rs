@@ -601,6 +601,9 @@ pub struct Response {
     pub registered_by_owner: bool,
     #[serde(default)]
     pub edited_at: Option<DateTime<Utc>>,
+    /// Set when opened for display and the respondent has been erased; never stored.
+    #[serde(skip)]
+    pub author_erased: bool,
 }
 
 impl Response {

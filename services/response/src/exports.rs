@@ -122,9 +122,10 @@ pub async fn export(
     let done = match kind {
         ExportKind::AttachmentsZip => {
             let files = app.intake.files().clone();
+            let keys = app.keys().clone();
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
-                match write_attachments(&runtime, &store, &files, hearing_id, selection, sender) {
+                match write_attachments(&runtime, &store, &keys, &files, hearing_id, selection, sender) {
                     // The caller went away: nothing is wrong with the export.
                     Err(ExportError::Document(agora_documents::DocumentError::Closed)) => Ok(()),
                     other => other,
@@ -134,7 +135,7 @@ pub async fn export(
         _ => {
             // Workbooks and PDFs are made whole in memory: a few at a time per process.
             let permit = RENDERING.acquire().await.map_err(|e| ResponseAppError::Storage(e.to_string()))?;
-            let responses = all_responses(&store, hearing_id).await?;
+            let responses = all_responses(app, hearing_id).await?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let bytes = render(kind, &content, &responses, selection)?;
@@ -150,15 +151,18 @@ pub async fn export(
     Ok(Export { file_name: kind.file_name(hearing_id), content_type: kind.content_type(), chunks, done })
 }
 
-async fn all_responses(store: &Store, hearing_id: Uuid) -> Result<Vec<(Uuid, Response)>, ResponseAppError> {
+/// Every response of the hearing, opened for display (erased respondents show as erased).
+async fn all_responses(app: &ResponseApp, hearing_id: Uuid) -> Result<Vec<(Uuid, Response)>, ResponseAppError> {
     let mut all = Vec::new();
     loop {
         let after = all.last().map(|(_, r): &(Uuid, Response)| r.number).unwrap_or(0);
-        let page = crate::projections::hearing_responses(store, hearing_id, after, 500).await?;
+        let page = crate::projections::hearing_responses(&app.store, hearing_id, after, 500).await?;
         if page.is_empty() {
             return Ok(all);
         }
-        all.extend(page);
+        for (id, response) in page {
+            all.push((id, app.reveal(response).await?));
+        }
     }
 }
 
@@ -394,6 +398,7 @@ pub fn report(
 fn write_attachments(
     runtime: &tokio::runtime::Handle,
     store: &Store,
+    keys: &crate::personal::Keys,
     files: &Attachments,
     hearing_id: Uuid,
     selection: Selection,
@@ -407,7 +412,14 @@ fn write_attachments(
             .map_err(|e| ExportError::Storage(e.to_string()))?;
         let Some((_, last)) = page.last() else { break };
         after = last.number;
-        for (_, response) in page.iter().filter(|(_, r)| selection.includes(r, false)) {
+        for (_, response) in page.into_iter().filter(|(_, r)| selection.includes(r, false)) {
+            let response = runtime
+                .block_on(crate::personal::reveal(keys.as_ref(), response))
+                .map_err(|e| ExportError::Storage(e.to_string()))?;
+            // An erased respondent's files are theirs: they leave the export with them.
+            if response.author_erased {
+                continue;
+            }
             for attachment in &response.attachments {
                 let mut stream = runtime
                     .block_on(files.store.get(&path(attachment.id)))

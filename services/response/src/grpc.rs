@@ -301,21 +301,20 @@ impl ResponseService for ResponseGrpc {
             other => return Err(Status::invalid_argument(format!("status: unknown status '{other}'"))),
         };
         let page_size = if r.page_size == 0 { 20 } else { r.page_size };
-        let (views, total) = projections::list_for_hearing_as(
-            &self.app.store,
-            viewer.as_ref(),
-            company.as_deref(),
-            id("hearing_id", &r.hearing_id)?,
-            status,
-            r.page,
-            page_size,
-        )
-        .await
-        .map_err(|e| app_status(e.into()))?;
-        Ok(GrpcResponse::new(pb::ListResponsesResponse {
-            responses: views.into_iter().map(view_to_pb).collect(),
-            total,
-        }))
+        let (views, total) = self
+            .app
+            .list_for_hearing_as(
+                viewer.as_ref(),
+                company.as_deref(),
+                id("hearing_id", &r.hearing_id)?,
+                status,
+                r.page,
+                page_size,
+            )
+            .await
+            .map_err(app_status)?;
+        let responses = views.into_iter().map(view_to_pb).collect();
+        Ok(GrpcResponse::new(pb::ListResponsesResponse { responses, total }))
     }
 
     async fn count_responses(&self, request: Request<pb::HearingRef>) -> Reply<pb::ResponseCounts> {

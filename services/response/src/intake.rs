@@ -19,15 +19,16 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::{AGGREGATE_TYPE, IntakeError, MAX_KEY, Receipt, ResponseEvent, Submission, check};
-use crate::files::{Attachment, Attachments};
+use crate::files::Attachments;
 use crate::hearings::{terms_in, terms_with_counter_in};
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 struct Job {
     submission: Submission,
-    /// The submission's files, already checked and stored.
-    attachments: Vec<Attachment>,
+    /// What the event keeps of the submission (its files already checked and stored), sealed
+    /// for its author.
+    sealed: crate::personal::Sealed,
     /// The receipt, and whether it is new (not the first receipt of an earlier submit).
     reply: oneshot::Sender<Result<(Receipt, bool), IntakeError>>,
 }
@@ -55,18 +56,25 @@ pub struct Intake {
     config: IntakeConfig,
     files: Attachments,
     store: Store,
+    keys: crate::personal::Keys,
 }
 
 impl Intake {
     pub fn start(
         store: Store,
         files: Attachments,
+        keys: crate::personal::Keys,
         clock: Clock,
         config: IntakeConfig,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
         let worker = tokio::spawn(work(store.clone(), clock, queue, config.max_batch.max(1)));
-        (Self { jobs, config, files, store }, worker)
+        (Self { jobs, config, files, store, keys }, worker)
+    }
+
+    /// Where the respondents' keys are.
+    pub fn keys(&self) -> &crate::personal::Keys {
+        &self.keys
     }
 
     /// Where attachments are kept.
@@ -91,9 +99,28 @@ impl Intake {
                 .ok_or(IntakeError::HearingNotFound(submission.hearing_id))?;
             self.files.accept(&submission.attachments, &terms.rules.files).await?
         };
+        // Sealed here, by each caller in parallel, like the files.
+        let sealed = match crate::personal::seal_submission(
+            self.keys.as_ref(),
+            &submission.author,
+            &submission.text,
+            &submission.on_behalf_of,
+            &attachments,
+        )
+        .await
+        {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                self.files.remove(&attachments).await;
+                return Err(match e {
+                    agora_vault::VaultError::Erased(_) => IntakeError::Invalid("the account has been erased".into()),
+                    other => IntakeError::Storage(other.to_string()),
+                });
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let busy = IntakeError::Busy { retry_after_ms: 1000 };
-        let job = Job { submission, attachments: attachments.clone(), reply };
+        let job = Job { submission, sealed, reply };
         // Only a full queue needs a timer.
         let queued = match self.jobs.try_send(job) {
             Ok(()) => true,
@@ -123,8 +150,8 @@ async fn work(store: Store, clock: Clock, mut queue: mpsc::Receiver<Job>, max_ba
                 Err(_) => break,
             }
         }
-        let submissions: Vec<(&Submission, &[Attachment])> =
-            batch.iter().map(|j| (&j.submission, j.attachments.as_slice())).collect();
+        let submissions: Vec<(&Submission, &crate::personal::Sealed)> =
+            batch.iter().map(|j| (&j.submission, &j.sealed)).collect();
         let mut results = Err(StoreError::BrokenStream { stream: "intake".into(), sequence: 0 });
         // A batch may lose a race with another replica (the same idempotency key), or meet a
         // hearing without a counter row yet: it rolled back whole, so run it again.
@@ -157,7 +184,7 @@ async fn work(store: Store, clock: Clock, mut queue: mpsc::Receiver<Job>, max_ba
 async fn process(
     store: &Store,
     clock: &Clock,
-    submissions: &[(&Submission, &[Attachment])],
+    submissions: &[(&Submission, &crate::personal::Sealed)],
 ) -> Result<Vec<Result<(Receipt, bool), IntakeError>>, StoreError> {
     let hearing_ids: BTreeSet<Uuid> = submissions.iter().map(|(s, _)| s.hearing_id).collect();
     let hearing_ids: Vec<Uuid> = hearing_ids.into_iter().collect();
@@ -198,7 +225,7 @@ async fn process(
     let mut results = Vec::with_capacity(submissions.len());
     let mut new_receipts: Vec<(&str, String, Receipt)> = Vec::new();
     let mut events = Vec::new();
-    for (submission, attachments) in submissions {
+    for (submission, sealed) in submissions {
         let content = submission.content_sha256();
         let key = submission.idempotency_key.as_str();
         let earlier = known.get(key).cloned().or_else(|| {
@@ -235,13 +262,13 @@ async fn process(
             hearing_id: submission.hearing_id,
             number: receipt.number,
             author: submission.author.clone(),
-            on_behalf_of: submission.on_behalf_of.clone(),
-            text: submission.text.clone(),
+            on_behalf_of: sealed.on_behalf_of.clone(),
+            text: sealed.text.clone(),
             terms_version: submission.terms_version.clone(),
             content_sha256: content.clone(),
             accepted_at: now,
             registered_by_owner: submission.registered_by_owner,
-            attachments: attachments.to_vec(),
+            attachments: sealed.attachments.clone(),
             status,
             sensitive,
         };

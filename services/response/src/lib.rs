@@ -15,4 +15,5 @@ pub mod files;
 pub mod grpc;
 pub mod hearings;
 pub mod intake;
+pub mod personal;
 pub mod projections;

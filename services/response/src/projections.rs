@@ -164,6 +164,7 @@ fn status_of(s: &str) -> ModerationStatus {
 }
 
 /// The responses to a hearing that `viewer` may see, in number order, one page at a time.
+/// Read as stored: personal data sealed. Readers use `ResponseApp::list_for_hearing`.
 pub async fn list_for_hearing(
     store: &Store,
     viewer: Option<&Actor>,
