@@ -228,19 +228,18 @@ struct Service {
 
 impl Service {
     async fn start(h: &mut Harness, people: &People) -> Self {
+        Self::start_with(h, people, agora_vault::MemoryKeys::shared()).await
+    }
+
+    /// With the respondents' keys in `keys` (the identity service's vault, for erasure).
+    async fn start_with(h: &mut Harness, people: &People, keys: agora_response::personal::Keys) -> Self {
         use agora_response::projections::{self, ResponseListProjection};
         let hearing = active_hearing(h, people).await;
         projections::migrate(&h.store).await.expect("schema");
         let runner =
             agora_eventstore::consumer::ProjectionRunner::new(h.store.clone(), vec![Arc::new(ResponseListProjection)]);
         let now = clock("2026-12-01T12:00:00Z");
-        let (intake, _worker) = Intake::start(
-            h.store.clone(),
-            files(h),
-            agora_vault::MemoryKeys::shared(),
-            now.clone(),
-            IntakeConfig::default(),
-        );
+        let (intake, _worker) = Intake::start(h.store.clone(), files(h), keys, now.clone(), IntakeConfig::default());
         let app = agora_response::app::ResponseApp::new(h.store.clone(), intake.clone(), now);
         let owner =
             agora_response::domain::Actor { reference: format!("user:{}", people.karen.user_id), administrator: false };
@@ -472,10 +471,7 @@ async fn attachments(mut h: Harness) {
         clock("2026-12-01T12:00:00Z"),
         IntakeConfig::default(),
     );
-    let stored = || {
-        let dir = h.files_dir.path().join("responses").join("attachments");
-        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-    };
+    let stored = || stored_attachments(&h);
     let pdf = |name: &str| Upload {
         name: name.into(),
         content: bytes::Bytes::from_static(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n%%EOF\n"),
@@ -704,3 +700,184 @@ async fn exports(mut h: Harness) {
     assert_eq!(zip_entry(&zip_bytes, &format!("{n:04}/indsigelse æøå (2).pdf")), pdf("anden").to_vec());
 }
 on_both_backends!(owner_exports_workbooks_pdfs_and_a_zip_of_attachments, exports);
+
+/// How many response attachments are in the harness's files directory.
+fn stored_attachments(h: &Harness) -> usize {
+    let dir = h.files_dir.path().join("responses").join("attachments");
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The identity service on the harness's store, with the development login.
+async fn identity(h: &Harness) -> agora_identity::app::IdentityApp {
+    agora_identity::store::migrate(&h.store).await.expect("identity tables");
+    let settings = agora_identity::app::IdentitySettings {
+        issuer: "agora-dev".into(),
+        audience: "agora".into(),
+        access_ttl: chrono::Duration::minutes(15),
+        refresh_ttl: chrono::Duration::hours(1),
+        publish_delay: chrono::Duration::minutes(10),
+        dev_login: true,
+        pseudonyms: agora_vault::KeyedHash::new(b"0123456789abcdef0123456789abcdef"),
+        master: agora_vault::MasterKey::generate("test").expect("master key").0,
+    };
+    agora_identity::app::IdentityApp::new(h.store.clone(), settings, Vec::new(), Arc::new(chrono::Utc::now))
+        .await
+        .expect("identity")
+}
+
+/// Every stored event's payload, as text.
+async fn whole_log(h: &Harness) -> String {
+    let events = h.store.read_log(agora_eventstore::LogPosition::START, 100_000).await.expect("log");
+    events.iter().map(|e| e.payload.get().to_string()).collect::<Vec<_>>().join("\n")
+}
+
+async fn erasure(mut h: Harness) {
+    use agora_response::domain::ResponseCommand;
+    use agora_response::exports::{ExportKind, Selection, export};
+    use agora_response::files::Upload;
+    use agora_vault::ERASED;
+
+    let people = People::new();
+    let identity = identity(&h).await;
+    let admin =
+        identity.verifier().verify(&identity.dev_login("admin").await.expect("admin").access_token).expect("token");
+    let birgitte = identity.dev_login("birgitte").await.expect("login").user.user_id;
+    let carl = identity.dev_login("carl").await.expect("login").user.user_id;
+    let keys: agora_response::personal::Keys = Arc::new(identity.vault.clone());
+    let Service { hearing, runner, intake, app, owner, _worker } = Service::start_with(&mut h, &people, keys).await;
+
+    let mut hers = submission(hearing, "hers", "Birgitte Borger mener: flere træer på Østerbro.");
+    hers.author = format!("user:{birgitte}");
+    hers.on_behalf_of = Some(OnBehalfOf::Organisation { name: "Birgittes Haveforening".into() });
+    hers.attachments = vec![Upload {
+        name: "birgittes-brev.pdf".into(),
+        content: bytes::Bytes::from_static(b"%PDF-1.7\n% Birgittes brev\n1 0 obj <<>> endobj\n%%EOF\n"),
+    }];
+    let hers = intake.submit(hers).await.expect("her response");
+    let mut his = submission(hearing, "his", "Carl Citizen siger nej tak til højhuse.");
+    his.author = format!("user:{carl}");
+    let his = intake.submit(his).await.expect("his response");
+    for id in [hers.response_id, his.response_id] {
+        app.execute(id, &owner, ResponseCommand::Approve).await.expect("approve");
+    }
+    runner.catch_up().await.expect("read model");
+    let workbook = |selection| export(&app, &owner, hearing, ExportKind::ResponsesWorkbook, selection);
+    let before = collect(workbook(Selection::All).await.expect("export")).await;
+    let strings = String::from_utf8(zip_entry(&before, "xl/sharedStrings.xml")).expect("utf-8");
+    assert!(strings.contains("Birgitte Borger mener") && strings.contains("Birgittes Haveforening"), "{strings}");
+    let log = whole_log(&h).await;
+    assert!(!log.contains("Birgitte") && !log.contains("flere træer"), "the log never held her data in clear");
+
+    // She is erased: her keys are destroyed, the log is left as it was.
+    identity.erase(&admin, birgitte, "the person asked (GDPR art. 17)").await.expect("erase");
+
+    // Read models, as the owner and the public see them.
+    for viewer in [Some(&owner), None] {
+        let (list, _) = app.list_for_hearing(viewer, hearing, None, 1, 20).await.expect("list");
+        let hers_shown = list.iter().find(|r| r.response_id == hers.response_id).expect("her response stays, erased");
+        assert_eq!(hers_shown.text, ERASED);
+        assert!(matches!(&hers_shown.on_behalf_of, Some(OnBehalfOf::Organisation { name }) if name == ERASED));
+        let his_shown = list.iter().find(|r| r.response_id == his.response_id).expect("his");
+        assert_eq!(his_shown.text, "Carl Citizen siger nej tak til højhuse.");
+    }
+    let loaded = app.load(hers.response_id).await.expect("load");
+    assert!(loaded.author_erased && loaded.text == ERASED && loaded.attachments[0].name == ERASED);
+
+    // Exports: the workbooks, the PDF and the zip of attachments.
+    for kind in [ExportKind::ResponsesWorkbook, ExportKind::RespondentsWorkbook] {
+        let xlsx = collect(export(&app, &owner, hearing, kind, Selection::All).await.expect("export")).await;
+        let strings = String::from_utf8(zip_entry(&xlsx, "xl/sharedStrings.xml")).expect("utf-8");
+        for gone in ["Birgitte", "Haveforening", "birgittes-brev", "flere træer"] {
+            assert!(!strings.contains(gone), "{gone} is still in the {kind:?} export: {strings}");
+        }
+    }
+    let pdf = collect(export(&app, &owner, hearing, ExportKind::HearingPdf, Selection::All).await.expect("pdf")).await;
+    if let Some(text) = pdf_text(&pdf) {
+        assert!(!text.contains("Birgitte") && !text.contains("flere træer"), "{text}");
+        assert!(text.contains("Carl Citizen siger nej tak"), "{text}");
+    }
+    let zip =
+        collect(export(&app, &owner, hearing, ExportKind::AttachmentsZip, Selection::All).await.expect("zip")).await;
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("zip");
+    assert_eq!(archive.len(), 0, "her files left the export with her");
+
+    // The identity service's own pages.
+    runner.catch_up().await.expect("read model");
+    let users = identity.list_users(&admin).await.expect("users");
+    assert!(users.iter().all(|u| !u.name.contains("Birgitte")), "{users:?}");
+
+    // A rebuilt read model does not bring her back, and the log still verifies.
+    let projection = runner.projections()[0].clone();
+    runner.rebuild(projection.as_ref(), |_, _| {}).await.expect("rebuild");
+    let (list, _) = app.list_for_hearing(Some(&owner), hearing, None, 1, 20).await.expect("list");
+    assert!(list.iter().all(|r| !r.text.contains("Birgitte")));
+    assert!(!whole_log(&h).await.contains("Birgitte"));
+    let report = agora_eventstore::audit::verify(&h.store).await.expect("audit");
+    assert!(report.intact(), "{:?}", report.findings);
+
+    // Nothing new is kept for her: a token still in her hands cannot respond.
+    let mut again = submission(hearing, "again", "Jeg er her igen.");
+    again.author = format!("user:{birgitte}");
+    let refused = intake.submit(again).await.expect_err("erased");
+    assert!(refused.to_string().contains("erased"), "{refused}");
+}
+
+on_both_backends!(an_erased_citizen_is_gone_from_read_models_exports_and_pages, erasure);
+
+async fn retention(mut h: Harness) {
+    use agora_response::files::Upload;
+    use agora_vault::ERASED;
+
+    let people = People::new();
+    let Service { hearing, runner, intake, app, owner, _worker } = Service::start(&mut h, &people).await;
+    let mut with_file = submission(hearing, "r1", "Et svar med et bilag.");
+    with_file.attachments = vec![Upload {
+        name: "bilag.pdf".into(),
+        content: bytes::Bytes::from_static(b"%PDF-1.7\n% bilag\n1 0 obj <<>> endobj\n%%EOF\n"),
+    }];
+    let first = intake.submit(with_file).await.expect("first");
+    let second = intake.submit(submission(hearing, "r2", "Et svar uden.")).await.expect("second");
+    runner.catch_up().await.expect("read model");
+    assert_eq!(stored_attachments(&h), 1);
+
+    // Nothing is due while the hearing runs.
+    let far = chrono::Utc::now() + chrono::Duration::days(2000);
+    assert!(agora_response::retention::apply(&app, 730, far).await.expect("retention").is_empty());
+
+    // The hearing closes and is concluded.
+    h.settle().await;
+    h.set_now("2026-12-20T23:00:00Z");
+    assert_eq!(agora_hearing::scheduler::tick(&h.app).await.expect("tick"), 1, "the deadline passed");
+    h.settle().await;
+    let request = h.as_user(
+        Some(&people.karen),
+        pb::ConcludeHearingRequest { hearing_id: hearing.to_string(), conclusion: Some("Vedtaget.".into()) },
+    );
+    h.hearings.conclude_hearing(request).await.expect("conclude");
+    learn_hearings(&h).await;
+
+    let soon = chrono::Utc::now() + chrono::Duration::days(729);
+    assert!(agora_response::retention::apply(&app, 730, soon).await.expect("retention").is_empty(), "not yet");
+    let later = chrono::Utc::now() + chrono::Duration::days(731);
+    let applied = agora_response::retention::apply(&app, 730, later).await.expect("retention");
+    assert_eq!(applied.len(), 1);
+    assert_eq!((applied[0].hearing_id, applied[0].keys_destroyed, applied[0].attachments_deleted), (hearing, 2, 1));
+    assert_eq!(stored_attachments(&h), 0, "the attachments are deleted");
+    for id in [first.response_id, second.response_id] {
+        let response = app.load(id).await.expect("the response stays");
+        assert_eq!(response.text, ERASED);
+    }
+    let (list, total) = app.list_for_hearing(Some(&owner), hearing, None, 1, 20).await.expect("list");
+    assert_eq!(total, 2, "numbers and counts hold");
+    assert!(list.iter().all(|r| r.text == ERASED));
+    assert!(agora_response::retention::apply(&app, 730, later).await.expect("again").is_empty(), "once");
+    let recorded = h
+        .store
+        .read_stream(agora_response::retention::RETENTION_AGGREGATE, &hearing.to_string(), 0)
+        .await
+        .expect("stream");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].event_type, "RespondentDataErased");
+}
+
+on_both_backends!(retention_erases_respondents_data_of_long_concluded_hearings, retention);

@@ -2,10 +2,12 @@
 //!
 //! How Agora keeps personal data so that it can be erased from an immutable log.
 //!
-//! Every person has a data key of their own ([`PersonKey`]). Personal data in events (names,
+//! Every person has data keys of their own ([`PersonKey`]): one for their own record, and one
+//! for their part in each hearing ([`KeyOwner`]), so that a retention period can end one
+//! hearing's responses while an erasure ends all of a person. Personal data in events (names,
 //! e-mail and postal addresses, response texts, attachment names) is stored only *sealed*
-//! under that key ([`PersonKey::seal`]): a self-describing string
-//! `pii1.<person>.<nonce+ciphertext>` that names whose key opens it. The data keys are kept
+//! under such a key ([`PersonKey::seal`]): a self-describing string
+//! `pii1.<key>.<nonce+ciphertext>` that names the key that opens it. The data keys are kept
 //! wrapped under a master key ([`MasterKey`], envelope encryption), so a leaked database
 //! holds nothing readable. Erasing a person destroys their data key (crypto-shredding): the
 //! events stay as they were and the hash chain still verifies, but every copy of the sealed
@@ -109,36 +111,73 @@ fn decode_key(base64: &str, what: &str) -> Result<[u8; 32], VaultError> {
         .map_err(|_| VaultError::InvalidKey(format!("{what} must be 32 bytes, got {}", bytes.len())))
 }
 
-/// One person's data key. Never stored in clear: only wrapped under the master key.
+/// Whose data a key protects, and within what.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyOwner {
+    pub person: Uuid,
+    /// Empty for the person's own record; `hearing:<id>` for their part in a hearing.
+    pub scope: String,
+}
+
+/// Namespace of the key ids of scoped keys (a random UUID, fixed forever).
+const SCOPED_KEYS: Uuid = Uuid::from_u128(0x6f1d_2c4e_8a3b_4c59_9e7f_0b2d_4a6c_8e10);
+
+impl KeyOwner {
+    /// The person's own record (a profile: name, e-mail address).
+    pub fn person(person: Uuid) -> Self {
+        Self { person, scope: String::new() }
+    }
+
+    /// The person's part in one hearing (their responses to it).
+    pub fn in_hearing(person: Uuid, hearing: Uuid) -> Self {
+        Self { person, scope: Self::hearing_scope(hearing) }
+    }
+
+    /// The scope of a hearing's keys.
+    pub fn hearing_scope(hearing: Uuid) -> String {
+        format!("hearing:{hearing}")
+    }
+
+    /// The key's id: the person's id for their own record, a name-based UUID for a scope.
+    pub fn key_id(&self) -> Uuid {
+        if self.scope.is_empty() {
+            self.person
+        } else {
+            Uuid::new_v5(&SCOPED_KEYS, format!("{}|{}", self.person, self.scope).as_bytes())
+        }
+    }
+}
+
+/// One data key of a person. Never stored in clear: only wrapped under the master key.
 #[derive(Clone)]
 pub struct PersonKey {
-    person: Uuid,
+    id: Uuid,
     bytes: [u8; 32],
 }
 
 impl std::fmt::Debug for PersonKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersonKey").field("person", &self.person).finish_non_exhaustive()
+        f.debug_struct("PersonKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
 impl PersonKey {
-    /// A fresh random key for `person`.
-    pub fn generate(person: Uuid) -> Result<Self, VaultError> {
-        Ok(Self { person, bytes: random()? })
+    /// A fresh random key with the id `id` ([`KeyOwner::key_id`]).
+    pub fn generate(id: Uuid) -> Result<Self, VaultError> {
+        Ok(Self { id, bytes: random()? })
     }
 
-    /// Whose key this is.
-    pub fn person(&self) -> Uuid {
-        self.person
+    /// The key's id, named by every value it seals.
+    pub fn id(&self) -> Uuid {
+        self.id
     }
 
     /// A key received from the vault service (32 bytes).
-    pub fn from_bytes(person: Uuid, bytes: &[u8]) -> Result<Self, VaultError> {
+    pub fn from_bytes(id: Uuid, bytes: &[u8]) -> Result<Self, VaultError> {
         let bytes: [u8; 32] = bytes
             .try_into()
             .map_err(|_| VaultError::InvalidKey(format!("a data key is 32 bytes, got {}", bytes.len())))?;
-        Ok(Self { person, bytes })
+        Ok(Self { id, bytes })
     }
 
     /// The key itself, for the vault service to send to another service. Never store it.
@@ -146,26 +185,26 @@ impl PersonKey {
         self.bytes
     }
 
-    fn aad(person: Uuid) -> String {
-        format!("agora-pii-v1:{person}")
+    fn aad(id: Uuid) -> String {
+        format!("agora-pii-v1:{id}")
     }
 
-    /// Seals `plaintext` as `pii1.<person>.<base64url(nonce || ciphertext || tag)>`. The person
-    /// is bound into the encryption, so a value copied to another person's record does not open.
+    /// Seals `plaintext` as `pii1.<key id>.<base64url(nonce || ciphertext || tag)>`. The key id
+    /// is bound into the encryption, so a value copied to another record does not open.
     pub fn seal(&self, plaintext: &str) -> Result<String, VaultError> {
         let key = aead_key(&self.bytes)?;
-        let sealed = encrypt(&key, &Self::aad(self.person), plaintext.as_bytes())?;
-        Ok(format!("{SEALED_PREFIX}{}.{}", self.person.simple(), URL_SAFE_NO_PAD.encode(sealed)))
+        let sealed = encrypt(&key, &Self::aad(self.id), plaintext.as_bytes())?;
+        Ok(format!("{SEALED_PREFIX}{}.{}", self.id.simple(), URL_SAFE_NO_PAD.encode(sealed)))
     }
 
     /// Opens a value this key sealed.
     pub fn open(&self, sealed: &str) -> Result<String, VaultError> {
-        let (person, body) = split_sealed(sealed)?;
-        if person != self.person {
-            return Err(VaultError::Malformed(format!("sealed for person {person}, not {}", self.person)));
+        let (id, body) = split_sealed(sealed)?;
+        if id != self.id {
+            return Err(VaultError::Malformed(format!("sealed under key {id}, not {}", self.id)));
         }
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| VaultError::Malformed("not base64url".into()))?;
-        let plain = decrypt(&aead_key(&self.bytes)?, &Self::aad(person), &bytes)?;
+        let plain = decrypt(&aead_key(&self.bytes)?, &Self::aad(id), &bytes)?;
         String::from_utf8(plain).map_err(|_| VaultError::Malformed("not UTF-8".into()))
     }
 }
@@ -177,7 +216,7 @@ fn split_sealed(sealed: &str) -> Result<(Uuid, &str), VaultError> {
     Ok((person, body))
 }
 
-/// Whose key a sealed value needs, or `None` when `value` is not sealed.
+/// The id of the key a sealed value needs, or `None` when `value` is not sealed.
 pub fn sealed_for(value: &str) -> Option<Uuid> {
     split_sealed(value).ok().map(|(person, _)| person)
 }
@@ -218,8 +257,8 @@ impl Revealed {
 pub trait KeyWrapper: Send + Sync {
     /// Wraps `key` into a string that is safe to store.
     fn wrap(&self, key: &PersonKey) -> Result<String, VaultError>;
-    /// Unwraps what [`KeyWrapper::wrap`] made for `person`.
-    fn unwrap(&self, person: Uuid, wrapped: &str) -> Result<PersonKey, VaultError>;
+    /// Unwraps what [`KeyWrapper::wrap`] made of the key `id`.
+    fn unwrap(&self, id: Uuid, wrapped: &str) -> Result<PersonKey, VaultError>;
 }
 
 /// A 256-bit master key from configuration, with an id so that keys can be rotated: data keys
@@ -257,8 +296,8 @@ impl MasterKey {
         &self.kid
     }
 
-    fn aad(person: Uuid) -> String {
-        format!("agora-dek-v1:{person}")
+    fn aad(id: Uuid) -> String {
+        format!("agora-dek-v1:{id}")
     }
 
     /// Seals any secret under the master key (used for token signing keys), bound to `context`.
@@ -282,38 +321,40 @@ impl MasterKey {
 
 impl KeyWrapper for MasterKey {
     fn wrap(&self, key: &PersonKey) -> Result<String, VaultError> {
-        self.seal_secret(&Self::aad(key.person), &key.bytes)
+        self.seal_secret(&Self::aad(key.id), &key.bytes)
     }
 
-    fn unwrap(&self, person: Uuid, wrapped: &str) -> Result<PersonKey, VaultError> {
-        let bytes = self.open_secret(&Self::aad(person), wrapped)?;
+    fn unwrap(&self, id: Uuid, wrapped: &str) -> Result<PersonKey, VaultError> {
+        let bytes = self.open_secret(&Self::aad(id), wrapped)?;
         let bytes: [u8; 32] =
             bytes.as_slice().try_into().map_err(|_| VaultError::Malformed("data key is not 32 bytes".into()))?;
-        Ok(PersonKey { person, bytes })
+        Ok(PersonKey { id, bytes })
     }
 }
 
 /// Where data keys are kept: the identity service's vault, reached in-process or over gRPC.
 #[async_trait::async_trait]
 pub trait PersonKeys: Send + Sync {
-    /// The person's key; `None` once the person is erased (or never had one).
-    async fn key(&self, person: Uuid) -> Result<Option<PersonKey>, VaultError>;
-    /// The person's key, made now if they have none. Refused once the person is erased, so
-    /// nothing new can be sealed for them.
-    async fn key_or_create(&self, person: Uuid) -> Result<PersonKey, VaultError>;
+    /// The key with this id; `None` once it is destroyed (or was never made).
+    async fn key(&self, id: Uuid) -> Result<Option<PersonKey>, VaultError>;
+    /// The owner's key, made now if there is none. Refused once the person is erased (or the
+    /// scope ended), so nothing new can be sealed for them.
+    async fn key_or_create(&self, owner: &KeyOwner) -> Result<PersonKey, VaultError>;
+    /// Destroys every key of a scope (`hearing:<id>` past its retention period); how many.
+    async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError>;
 
-    /// Seals `plaintext` for `person`.
-    async fn seal(&self, person: Uuid, plaintext: &str) -> Result<String, VaultError> {
-        self.key_or_create(person).await?.seal(plaintext)
+    /// Seals `plaintext` for `owner`.
+    async fn seal(&self, owner: &KeyOwner, plaintext: &str) -> Result<String, VaultError> {
+        self.key_or_create(owner).await?.seal(plaintext)
     }
 
     /// Opens a sealed value, or says the person was erased. A value that is not sealed is
     /// returned as it is (data from before sealing, or not personal).
     async fn reveal(&self, value: &str) -> Result<Revealed, VaultError> {
-        let Some(person) = sealed_for(value) else {
+        let Some(id) = sealed_for(value) else {
             return Ok(Revealed::Clear(value.to_string()));
         };
-        match self.key(person).await? {
+        match self.key(id).await? {
             Some(key) => key.open(value).map(Revealed::Clear),
             None => Ok(Revealed::Erased),
         }
@@ -335,7 +376,13 @@ pub async fn reveal_for_display(keys: &dyn PersonKeys, value: &str) -> Result<St
 /// Person keys held in memory: for tests, and for tools that seal nothing lasting.
 #[derive(Clone, Default)]
 pub struct MemoryKeys {
-    keys: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, Option<PersonKey>>>>,
+    state: std::sync::Arc<std::sync::Mutex<MemoryState>>,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    keys: std::collections::HashMap<Uuid, (KeyOwner, Option<PersonKey>)>,
+    erased: std::collections::HashSet<Uuid>,
 }
 
 impl MemoryKeys {
@@ -344,32 +391,53 @@ impl MemoryKeys {
         std::sync::Arc::new(Self::default())
     }
 
-    /// Destroys a person's key.
+    /// Destroys every key of a person.
     pub fn erase(&self, person: Uuid) {
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.insert(person, None);
+        if let Ok(mut state) = self.state.lock() {
+            state.erased.insert(person);
+            for (owner, key) in state.keys.values_mut() {
+                if owner.person == person {
+                    *key = None;
+                }
+            }
         }
     }
 }
 
 #[async_trait::async_trait]
 impl PersonKeys for MemoryKeys {
-    async fn key(&self, person: Uuid) -> Result<Option<PersonKey>, VaultError> {
-        let keys = self.keys.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
-        Ok(keys.get(&person).cloned().flatten())
+    async fn key(&self, id: Uuid) -> Result<Option<PersonKey>, VaultError> {
+        let state = self.state.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
+        Ok(state.keys.get(&id).and_then(|(_, key)| key.clone()))
     }
 
-    async fn key_or_create(&self, person: Uuid) -> Result<PersonKey, VaultError> {
-        let mut keys = self.keys.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
-        match keys.get(&person) {
-            Some(Some(key)) => Ok(key.clone()),
-            Some(None) => Err(VaultError::Erased(person)),
+    async fn key_or_create(&self, owner: &KeyOwner) -> Result<PersonKey, VaultError> {
+        let mut state = self.state.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
+        if state.erased.contains(&owner.person) {
+            return Err(VaultError::Erased(owner.person));
+        }
+        let id = owner.key_id();
+        match state.keys.get(&id) {
+            Some((_, Some(key))) => Ok(key.clone()),
+            Some((_, None)) => Err(VaultError::Erased(owner.person)),
             None => {
-                let key = PersonKey::generate(person)?;
-                keys.insert(person, Some(key.clone()));
+                let key = PersonKey::generate(id)?;
+                state.keys.insert(id, (owner.clone(), Some(key.clone())));
                 Ok(key)
             }
         }
+    }
+
+    async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError> {
+        let mut state = self.state.lock().map_err(|_| VaultError::Store("poisoned".into()))?;
+        let mut destroyed = 0;
+        for (owner, key) in state.keys.values_mut() {
+            if owner.scope == scope && key.is_some() {
+                *key = None;
+                destroyed += 1;
+            }
+        }
+        Ok(destroyed)
     }
 }
 
@@ -401,7 +469,7 @@ mod tests {
         let last = altered.pop().unwrap();
         altered.push(if last == 'A' { 'B' } else { 'A' });
         assert!(key.open(&altered).is_err());
-        // A value moved to another person's record names the wrong person.
+        // A value moved to another record names the wrong key.
         let stranger = PersonKey::generate(Uuid::now_v7()).unwrap();
         assert!(matches!(stranger.open(&sealed), Err(VaultError::Malformed(_))));
         assert!(matches!(key.open("plain text"), Err(VaultError::Malformed(_))));
@@ -436,13 +504,17 @@ mod tests {
     fn reveal_says_erased_once_the_key_is_gone() {
         let keys = MemoryKeys::default();
         let person = Uuid::now_v7();
-        let sealed = block_on(keys.seal(person, "Carl")).unwrap();
+        let owner = KeyOwner::in_hearing(person, Uuid::now_v7());
+        let sealed = block_on(keys.seal(&owner, "Carl")).unwrap();
+        assert_eq!(sealed_for(&sealed), Some(owner.key_id()));
+        assert_ne!(owner.key_id(), person, "a hearing's key is not the person's own");
         assert_eq!(block_on(keys.reveal(&sealed)).unwrap(), Revealed::Clear("Carl".into()));
         assert_eq!(block_on(keys.reveal("not personal")).unwrap(), Revealed::Clear("not personal".into()));
         keys.erase(person);
         assert_eq!(block_on(keys.reveal(&sealed)).unwrap(), Revealed::Erased);
         assert_eq!(block_on(reveal_for_display(&keys, &sealed)).unwrap(), ERASED);
-        assert_eq!(block_on(keys.seal(person, "again")), Err(VaultError::Erased(person)));
+        assert_eq!(block_on(keys.seal(&owner, "again")), Err(VaultError::Erased(person)));
+        assert_eq!(block_on(keys.seal(&KeyOwner::person(person), "new")), Err(VaultError::Erased(person)));
     }
 
     /// The futures here never wait, so polling once is enough.

@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// Seconds between checks for hearings whose start date or deadline has come.
     #[arg(long, env = "AGORA_SCHEDULER_INTERVAL", default_value_t = 10)]
     pub scheduler_interval: u64,
+    /// Days after a hearing's conclusion when its respondents' personal data is erased
+    /// (OS2agora keeps it 730 days); 0 keeps it.
+    #[arg(long, env = "AGORA_RETENTION_DAYS", default_value_t = 730)]
+    pub retention_days: i64,
     /// Offer the development login with demo users (on by default in the embedded mode only).
     #[arg(long, env = "AGORA_DEV_LOGIN")]
     pub dev_login: Option<bool>,
@@ -187,6 +191,9 @@ impl RunArgs {
         }
         let grpc_addr = address("AGORA_GRPC_ADDR", &self.grpc_addr)?;
         let http_addr = address("AGORA_HTTP_ADDR", &self.http_addr)?;
+        if self.retention_days < 0 {
+            bail!("AGORA_RETENTION_DAYS must be 0 (keep) or more days (got {})", self.retention_days);
+        }
         if self.scheduler_interval == 0 {
             bail!("AGORA_SCHEDULER_INTERVAL must be at least 1 second");
         }

@@ -9,7 +9,7 @@ use agora_eventstore::consumer::{Projection, ProjectionError};
 use agora_eventstore::{
     AggregateStore, DbTx, EventContext, EventRepository, NewEvent, RecordedEvent, Store, StoreError, on_tx,
 };
-use agora_vault::{KeyedHash, MasterKey, PersonKeys, Revealed, VaultError};
+use agora_vault::{KeyOwner, KeyedHash, MasterKey, PersonKeys, Revealed, VaultError};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -341,7 +341,7 @@ impl IdentityApp {
         }
         let seal = |value: Option<String>| async move {
             match value {
-                Some(value) => self.vault.seal(user_id, &value).await.map(Some),
+                Some(value) => self.vault.seal(&KeyOwner::person(user_id), &value).await.map(Some),
                 None => Ok(None),
             }
         };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use agora_proto::identity::v1 as pb;
 use agora_proto::identity::v1::person_key_service_client::PersonKeyServiceClient;
 use agora_proto::identity::v1::person_key_service_server::{PersonKeyService, PersonKeyServiceServer};
-use agora_vault::{PersonKey, PersonKeys, VaultError};
+use agora_vault::{KeyOwner, PersonKey, PersonKeys, VaultError};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -51,9 +51,12 @@ impl PersonKeyGrpc {
     }
 }
 
-fn person(value: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("person_id: '{value}' is not an id")))
+fn id(field: &str, value: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field}: '{value}' is not an id")))
 }
+
+/// Remembered keys: key id → the key, or `None` when destroyed; and when learnt.
+type Remembered = Arc<Mutex<HashMap<Uuid, (Option<PersonKey>, Instant)>>>;
 
 fn vault_status(error: VaultError) -> Status {
     match error {
@@ -67,12 +70,25 @@ fn vault_status(error: VaultError) -> Status {
 
 #[tonic::async_trait]
 impl PersonKeyService for PersonKeyGrpc {
+    async fn destroy_scope(
+        &self,
+        request: Request<pb::DestroyScopeRequest>,
+    ) -> Result<Response<pb::DestroyScopeResponse>, Status> {
+        self.check(&request)?;
+        let scope = request.into_inner().scope;
+        if !scope.starts_with("hearing:") {
+            return Err(Status::invalid_argument(format!("scope: '{scope}' is not hearing:<id>")));
+        }
+        let destroyed = self.vault.destroy_scope(&scope).await.map_err(vault_status)?;
+        Ok(Response::new(pb::DestroyScopeResponse { destroyed }))
+    }
+
     async fn get_person_keys(
         &self,
         request: Request<pb::GetPersonKeysRequest>,
     ) -> Result<Response<pb::PersonKeys>, Status> {
         self.check(&request)?;
-        let ids = request.into_inner().person_ids;
+        let ids = request.into_inner().key_ids;
         if ids.len() > MAX_PERSONS {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_PERSONS} persons per call (got {})",
@@ -81,12 +97,12 @@ impl PersonKeyService for PersonKeyGrpc {
         }
         let mut keys = Vec::with_capacity(ids.len());
         for id in ids {
-            let (key, erased) = match self.vault.lookup(person(&id)?).await.map_err(vault_status)? {
+            let (key, erased) = match self.vault.lookup(self::id("key_ids", &id)?).await.map_err(vault_status)? {
                 Lookup::Key(key) => (key.to_bytes().to_vec(), false),
                 Lookup::Erased => (Vec::new(), true),
                 Lookup::Unknown => (Vec::new(), false),
             };
-            keys.push(pb::PersonKey { person_id: id, key, erased });
+            keys.push(pb::PersonKey { key_id: id, key, erased });
         }
         Ok(Response::new(pb::PersonKeys { keys }))
     }
@@ -96,9 +112,16 @@ impl PersonKeyService for PersonKeyGrpc {
         request: Request<pb::CreatePersonKeyRequest>,
     ) -> Result<Response<pb::PersonKey>, Status> {
         self.check(&request)?;
-        let id = request.into_inner().person_id;
-        let key = self.vault.key_or_create(person(&id)?).await.map_err(vault_status)?;
-        Ok(Response::new(pb::PersonKey { person_id: id, key: key.to_bytes().to_vec(), erased: false }))
+        let request = request.into_inner();
+        let owner = KeyOwner { person: id("person_id", &request.person_id)?, scope: request.scope };
+        if !(owner.scope.is_empty() || owner.scope.starts_with("hearing:")) {
+            return Err(Status::invalid_argument(format!(
+                "scope: '{}' is neither empty nor hearing:<id>",
+                owner.scope
+            )));
+        }
+        let key = self.vault.key_or_create(&owner).await.map_err(vault_status)?;
+        Ok(Response::new(pb::PersonKey { key_id: key.id().to_string(), key: key.to_bytes().to_vec(), erased: false }))
     }
 }
 
@@ -108,7 +131,7 @@ pub struct RemoteKeys {
     client: PersonKeyServiceClient<Channel>,
     secret: MetadataValue<tonic::metadata::Ascii>,
     /// person → (key, or None when erased; when learnt)
-    remembered: Arc<Mutex<HashMap<Uuid, (Option<PersonKey>, Instant)>>>,
+    remembered: Remembered,
 }
 
 impl RemoteKeys {
@@ -127,24 +150,24 @@ impl RemoteKeys {
         request
     }
 
-    fn recall(&self, person: Uuid) -> Option<Option<PersonKey>> {
+    fn recall(&self, id: Uuid) -> Option<Option<PersonKey>> {
         let remembered = self.remembered.lock().ok()?;
-        remembered.get(&person).filter(|(_, at)| at.elapsed() < REMEMBER).map(|(key, _)| key.clone())
+        remembered.get(&id).filter(|(_, at)| at.elapsed() < REMEMBER).map(|(key, _)| key.clone())
     }
 
-    fn remember(&self, person: Uuid, key: Option<PersonKey>) {
+    fn remember(&self, id: Uuid, key: Option<PersonKey>) {
         if let Ok(mut remembered) = self.remembered.lock() {
             if remembered.len() > 100_000 {
                 remembered.clear();
             }
-            remembered.insert(person, (key, Instant::now()));
+            remembered.insert(id, (key, Instant::now()));
         }
     }
 
-    /// Forgets a person at once (the erasure event reached this service).
-    pub fn forget(&self, person: Uuid) {
+    /// Forgets every key at once (an erasure reached this service).
+    pub fn forget_all(&self) {
         if let Ok(mut remembered) = self.remembered.lock() {
-            remembered.insert(person, (None, Instant::now()));
+            remembered.clear();
         }
     }
 }
@@ -154,25 +177,24 @@ fn remote(status: Status) -> VaultError {
 }
 
 fn key_of(reply: pb::PersonKey) -> Result<(Uuid, Lookup), VaultError> {
-    let person =
-        Uuid::parse_str(&reply.person_id).map_err(|_| VaultError::Store("the vault sent a bad person id".into()))?;
+    let id = Uuid::parse_str(&reply.key_id).map_err(|_| VaultError::Store("the vault sent a bad key id".into()))?;
     Ok((
-        person,
+        id,
         match (reply.erased, reply.key.is_empty()) {
             (true, _) => Lookup::Erased,
             (false, true) => Lookup::Unknown,
-            (false, false) => Lookup::Key(PersonKey::from_bytes(person, &reply.key)?),
+            (false, false) => Lookup::Key(PersonKey::from_bytes(id, &reply.key)?),
         },
     ))
 }
 
 #[async_trait::async_trait]
 impl PersonKeys for RemoteKeys {
-    async fn key(&self, person: Uuid) -> Result<Option<PersonKey>, VaultError> {
-        if let Some(known) = self.recall(person) {
+    async fn key(&self, wanted: Uuid) -> Result<Option<PersonKey>, VaultError> {
+        if let Some(known) = self.recall(wanted) {
             return Ok(known);
         }
-        let request = self.request(pb::GetPersonKeysRequest { person_ids: vec![person.to_string()] });
+        let request = self.request(pb::GetPersonKeysRequest { key_ids: vec![wanted.to_string()] });
         let reply = self.client.clone().get_person_keys(request).await.map_err(remote)?.into_inner();
         let mut found = None;
         for key in reply.keys {
@@ -184,31 +206,40 @@ impl PersonKeys for RemoteKeys {
                 Lookup::Unknown => continue,
             };
             self.remember(id, key.clone());
-            if id == person {
+            if id == wanted {
                 found = key;
             }
         }
         Ok(found)
     }
 
-    async fn key_or_create(&self, person: Uuid) -> Result<PersonKey, VaultError> {
-        if let Some(Some(key)) = self.recall(person) {
+    async fn key_or_create(&self, owner: &KeyOwner) -> Result<PersonKey, VaultError> {
+        let id = owner.key_id();
+        if let Some(Some(key)) = self.recall(id) {
             return Ok(key);
         }
-        let request = self.request(pb::CreatePersonKeyRequest { person_id: person.to_string() });
+        let request = self
+            .request(pb::CreatePersonKeyRequest { person_id: owner.person.to_string(), scope: owner.scope.clone() });
         match self.client.clone().create_person_key(request).await {
             Ok(reply) => match key_of(reply.into_inner())? {
                 (_, Lookup::Key(key)) => {
-                    self.remember(person, Some(key.clone()));
+                    self.remember(id, Some(key.clone()));
                     Ok(key)
                 }
-                _ => Err(VaultError::Erased(person)),
+                _ => Err(VaultError::Erased(owner.person)),
             },
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                self.remember(person, None);
-                Err(VaultError::Erased(person))
+                self.remember(id, None);
+                Err(VaultError::Erased(owner.person))
             }
             Err(status) => Err(remote(status)),
         }
+    }
+
+    async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError> {
+        let request = self.request(pb::DestroyScopeRequest { scope: scope.to_string() });
+        let reply = self.client.clone().destroy_scope(request).await.map_err(remote)?.into_inner();
+        self.forget_all();
+        Ok(reply.destroyed)
     }
 }

@@ -5,6 +5,8 @@ use agora_eventstore::{Store, StoreError, on_backend};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use agora_vault::KeyOwner;
+
 use crate::keys::KeyRecord;
 
 pub const SCHEMA: &[&str] = &[
@@ -34,12 +36,18 @@ pub const SCHEMA: &[&str] = &[
         created_at BIGINT NOT NULL,
         signs_from BIGINT NOT NULL,
         retired_at BIGINT)",
-    // The vault: a person's data key wrapped under the master key; NULL once erased.
+    // The vault: a person's data keys (their own record's, and one per hearing they took part
+    // in) wrapped under the master key; NULL once destroyed. A destroyed row stays, so that no
+    // key is made again for what was erased.
     "CREATE TABLE IF NOT EXISTS identity_person_keys (
-        person_id TEXT PRIMARY KEY,
+        key_id TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
         wrapped_key TEXT,
         created_at BIGINT NOT NULL,
         erased_at BIGINT)",
+    "CREATE INDEX IF NOT EXISTS identity_person_keys_person ON identity_person_keys (person_id)",
+    "CREATE INDEX IF NOT EXISTS identity_person_keys_scope ON identity_person_keys (scope)",
     // Users for the administrators' list, kept with every user event.
     "CREATE TABLE IF NOT EXISTS identity_users (
         user_id TEXT PRIMARY KEY,
@@ -267,49 +275,79 @@ pub async fn add_signing_key(
     })
 }
 
-/// A person's wrapped key: `Some(Some(_))` live, `Some(None)` erased, `None` never made.
-pub async fn person_key(store: &Store, person: Uuid) -> Result<Option<Option<String>>, StoreError> {
+/// A wrapped key by its id: `Some(Some(_))` live, `Some(None)` destroyed, `None` never made.
+pub async fn person_key(store: &Store, key_id: Uuid) -> Result<Option<Option<String>>, StoreError> {
     on_backend!(store.backend(), pool => {
         let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT wrapped_key FROM identity_person_keys WHERE person_id = $1")
-                .bind(person.to_string())
+            sqlx::query_as("SELECT wrapped_key FROM identity_person_keys WHERE key_id = $1")
+                .bind(key_id.to_string())
                 .fetch_optional(pool)
                 .await?;
         Ok(row.map(|(wrapped,)| wrapped))
     })
 }
 
-/// Stores a new person key unless one (or an erasure) is already there; returns what is stored.
+/// Stores a new key for `owner` unless one is there already, or the person was erased; returns
+/// what is stored (`None`: erased, or the scope ended).
 pub async fn insert_person_key(
     store: &Store,
-    person: Uuid,
+    owner: &KeyOwner,
     wrapped: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<String>, StoreError> {
-    on_backend!(store.backend(), pool => {
-        sqlx::query("INSERT INTO identity_person_keys (person_id, wrapped_key, created_at) VALUES ($1, $2, $3) ON CONFLICT (person_id) DO NOTHING")
-            .bind(person.to_string())
-            .bind(wrapped)
-            .bind(now.timestamp())
-            .execute(pool)
-            .await?;
-    });
-    Ok(person_key(store, person).await?.flatten())
-}
-
-/// Destroys a person's key. Kept as a row, so that no key is ever made for them again.
-pub async fn destroy_person_key(store: &Store, person: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let key_id = owner.key_id();
     on_backend!(store.backend(), pool => {
         sqlx::query(
-            "INSERT INTO identity_person_keys (person_id, wrapped_key, created_at, erased_at) VALUES ($1, NULL, $2, $2) \
-             ON CONFLICT (person_id) DO UPDATE SET wrapped_key = NULL, erased_at = $2",
+            "INSERT INTO identity_person_keys (key_id, person_id, scope, wrapped_key, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+             (SELECT 1 FROM identity_person_keys WHERE key_id = $2 AND erased_at IS NOT NULL) \
+             ON CONFLICT (key_id) DO NOTHING",
         )
-        .bind(person.to_string())
+        .bind(key_id.to_string())
+        .bind(owner.person.to_string())
+        .bind(&owner.scope)
+        .bind(wrapped)
         .bind(now.timestamp())
         .execute(pool)
         .await?;
     });
+    Ok(person_key(store, key_id).await?.flatten())
+}
+
+/// Destroys every key of a person, and leaves a mark so that none is made for them again.
+pub async fn destroy_person_keys(store: &Store, person: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    on_backend!(store.backend(), pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE identity_person_keys SET wrapped_key = NULL, erased_at = $2 WHERE person_id = $1")
+            .bind(person.to_string())
+            .bind(now.timestamp())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO identity_person_keys (key_id, person_id, scope, wrapped_key, created_at, erased_at) \
+             VALUES ($1, $1, '', NULL, $2, $2) ON CONFLICT (key_id) DO UPDATE SET wrapped_key = NULL, erased_at = $2",
+        )
+        .bind(person.to_string())
+        .bind(now.timestamp())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    });
     Ok(())
+}
+
+/// Destroys every key of a scope (a hearing past its retention period); how many there were.
+pub async fn destroy_scope(store: &Store, scope: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    on_backend!(store.backend(), pool => {
+        let done = sqlx::query(
+            "UPDATE identity_person_keys SET wrapped_key = NULL, erased_at = $2 WHERE scope = $1 AND wrapped_key IS NOT NULL",
+        )
+        .bind(scope)
+        .bind(now.timestamp())
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected())
+    })
 }
 
 pub async fn list_users(store: &Store) -> Result<Vec<serde_json::Value>, StoreError> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use agora_eventstore::Store;
-use agora_vault::{KeyWrapper, PersonKey, PersonKeys, VaultError};
+use agora_vault::{KeyOwner, KeyWrapper, PersonKey, PersonKeys, VaultError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -44,26 +44,27 @@ impl Vault {
             if cache.len() > 100_000 {
                 cache.clear();
             }
-            cache.insert(key.person(), key.clone());
+            cache.insert(key.id(), key.clone());
         }
     }
 
-    /// A person's key, told apart from erasure and from never having had one.
-    pub async fn lookup(&self, person: Uuid) -> Result<Lookup, VaultError> {
-        if let Some(key) = self.key(person).await? {
+    /// A key, told apart from destruction and from never having been made.
+    pub async fn lookup(&self, id: Uuid) -> Result<Lookup, VaultError> {
+        if let Some(key) = self.key(id).await? {
             return Ok(Lookup::Key(key));
         }
-        Ok(match store::person_key(&self.store, person).await.map_err(storage)? {
+        Ok(match store::person_key(&self.store, id).await.map_err(storage)? {
             Some(_) => Lookup::Erased,
             None => Lookup::Unknown,
         })
     }
 
-    /// Destroys the person's key: every value sealed for them is unreadable from now on.
+    /// Destroys every key of the person: every value sealed for them is unreadable from now on.
     pub async fn erase(&self, person: Uuid) -> Result<(), VaultError> {
-        store::destroy_person_key(&self.store, person, (self.clock)()).await.map_err(storage)?;
+        store::destroy_person_keys(&self.store, person, (self.clock)()).await.map_err(storage)?;
+        // The scoped keys' ids are not known here: forget everything rather than keep one.
         if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(&person);
+            cache.clear();
         }
         Ok(())
     }
@@ -71,13 +72,13 @@ impl Vault {
 
 #[async_trait::async_trait]
 impl PersonKeys for Vault {
-    async fn key(&self, person: Uuid) -> Result<Option<PersonKey>, VaultError> {
-        if let Some(key) = self.cache.lock().ok().and_then(|cache| cache.get(&person).cloned()) {
+    async fn key(&self, id: Uuid) -> Result<Option<PersonKey>, VaultError> {
+        if let Some(key) = self.cache.lock().ok().and_then(|cache| cache.get(&id).cloned()) {
             return Ok(Some(key));
         }
-        match store::person_key(&self.store, person).await.map_err(storage)? {
+        match store::person_key(&self.store, id).await.map_err(storage)? {
             Some(Some(wrapped)) => {
-                let key = self.master.unwrap(person, &wrapped)?;
+                let key = self.master.unwrap(id, &wrapped)?;
                 self.remember(&key);
                 Ok(Some(key))
             }
@@ -85,20 +86,29 @@ impl PersonKeys for Vault {
         }
     }
 
-    async fn key_or_create(&self, person: Uuid) -> Result<PersonKey, VaultError> {
-        if let Some(key) = self.key(person).await? {
+    async fn key_or_create(&self, owner: &KeyOwner) -> Result<PersonKey, VaultError> {
+        let id = owner.key_id();
+        if let Some(key) = self.key(id).await? {
             return Ok(key);
         }
-        let fresh = PersonKey::generate(person)?;
+        let fresh = PersonKey::generate(id)?;
         let wrapped = self.master.wrap(&fresh)?;
         // Two first uses at once agree on the key stored first.
-        match store::insert_person_key(&self.store, person, &wrapped, (self.clock)()).await.map_err(storage)? {
+        match store::insert_person_key(&self.store, owner, &wrapped, (self.clock)()).await.map_err(storage)? {
             Some(stored) => {
-                let key = self.master.unwrap(person, &stored)?;
+                let key = self.master.unwrap(id, &stored)?;
                 self.remember(&key);
                 Ok(key)
             }
-            None => Err(VaultError::Erased(person)),
+            None => Err(VaultError::Erased(owner.person)),
         }
+    }
+
+    async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError> {
+        let destroyed = store::destroy_scope(&self.store, scope, (self.clock)()).await.map_err(storage)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+        Ok(destroyed)
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use agora_auth::{AuthError, Capacity, Role};
 use agora_identity::app::IdentityAppError;
 use agora_identity::domain::{IdentityError, USER_AGGREGATE};
-use agora_vault::{PersonKeys, Revealed};
+use agora_vault::{KeyOwner, PersonKeys, Revealed};
 use chrono::Duration;
 use support::{Backend, TestClock, env};
 
@@ -189,7 +189,8 @@ async fn erasure_destroys_the_key_and_the_log_still_verifies(backend: Backend) {
     let birgitte_id = birgitte.user.user_id;
 
     // What a response service would seal for her, before the erasure.
-    let sealed = env.app.vault.seal(birgitte_id, "Birgitte Borger skriver: flere træer").await.unwrap();
+    let in_hearing = KeyOwner::in_hearing(birgitte_id, uuid::Uuid::now_v7());
+    let sealed = env.app.vault.seal(&in_hearing, "Birgitte Borger skriver: flere træer").await.unwrap();
     assert!(matches!(env.app.vault.reveal(&sealed).await.unwrap(), Revealed::Clear(_)));
 
     let err = env.app.erase(&carl_principal, birgitte_id, "no").await.unwrap_err();
@@ -201,7 +202,9 @@ async fn erasure_destroys_the_key_and_the_log_still_verifies(backend: Backend) {
 
     env.app.erase(&admin, birgitte_id, "the person asked (GDPR art. 17)").await.unwrap();
     assert_eq!(env.app.vault.reveal(&sealed).await.unwrap(), Revealed::Erased);
-    assert!(env.app.vault.seal(birgitte_id, "more").await.is_err(), "nothing new is sealed for an erased person");
+    assert!(env.app.vault.seal(&in_hearing, "more").await.is_err(), "nothing new is sealed for an erased person");
+    let elsewhere = KeyOwner::in_hearing(birgitte_id, uuid::Uuid::now_v7());
+    assert!(env.app.vault.seal(&elsewhere, "more").await.is_err(), "in no hearing either");
     assert!(matches!(env.app.refresh(&birgitte.refresh_token).await, Err(IdentityAppError::Unauthenticated(_))));
 
     // Her events are where they were, their sealed name unreadable, and the chain intact.

@@ -109,7 +109,7 @@ impl ResponseApp {
         for event in events {
             cqrs_es::Aggregate::apply(&mut after, event.clone());
             sealed.push(
-                crate::personal::seal_event(self.keys().as_ref(), &response.author, event)
+                crate::personal::seal_event(self.keys().as_ref(), &response.author, response.hearing_id, event)
                     .await
                     .map_err(ResponseAppError::from)?,
             );
@@ -234,7 +234,7 @@ impl ResponseApp {
     }
 
     /// Appends one event to a per-hearing stream of this service (settings, comments).
-    async fn append_to(
+    pub(crate) async fn append_to(
         &self,
         aggregate_type: &str,
         hearing_id: Uuid,

@@ -36,7 +36,9 @@ pub const SCHEMA: &[&str] = &[
 pub async fn migrate(store: &Store) -> Result<(), StoreError> {
     store.execute_ddl(SCHEMA).await?;
     // Added after the first release of the table; filled by the next event of each hearing.
-    store.add_missing_columns("response_hearings", &[("rules", "TEXT"), ("content", "TEXT")]).await
+    store
+        .add_missing_columns("response_hearings", &[("rules", "TEXT"), ("content", "TEXT"), ("concluded_at", "TEXT")])
+        .await
 }
 
 /// Keeps `response_hearings` from hearing events.
@@ -77,14 +79,18 @@ impl IntegrationHandler for HearingTermsHandler {
         let rules = serde_json::to_string(&state.response_rules.clone().map(ResponseRules::from).unwrap_or_default())
             .map_err(|e| e.to_string())?;
         let content = serde_json::to_string(&content_from_pb(&state)).map_err(|e| e.to_string())?;
+        // When the hearing was concluded starts its retention period.
+        let concluded_at = (status_name(state.status) == "Concluded")
+            .then(|| event.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         // Redeliveries may come out of order: an older state never overwrites a newer one.
         on_tx!(tx, conn => {
             sqlx::query(
-                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, rules, content, sequence) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, rules, content, sequence, concluded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (hearing_id) DO UPDATE SET status = excluded.status, closes_at = excluded.closes_at, \
                  owner_id = excluded.owner_id, reviewers = excluded.reviewers, rules = excluded.rules, \
-                 content = excluded.content, sequence = excluded.sequence \
+                 content = excluded.content, sequence = excluded.sequence, \
+                 concluded_at = COALESCE(response_hearings.concluded_at, excluded.concluded_at) \
                  WHERE response_hearings.sequence < excluded.sequence",
             )
             .bind(&state.hearing_id)
@@ -95,6 +101,7 @@ impl IntegrationHandler for HearingTermsHandler {
             .bind(&rules)
             .bind(&content)
             .bind(event.sequence)
+            .bind(concluded_at)
             .execute(&mut **conn)
             .await
             .map_err(|e| e.to_string())?;

@@ -103,6 +103,7 @@ impl Intake {
         let sealed = match crate::personal::seal_submission(
             self.keys.as_ref(),
             &submission.author,
+            submission.hearing_id,
             &submission.text,
             &submission.on_behalf_of,
             &attachments,

@@ -17,3 +17,4 @@ pub mod hearings;
 pub mod intake;
 pub mod personal;
 pub mod projections;
+pub mod retention;

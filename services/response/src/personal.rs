@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agora_vault::{PersonKeys, VaultError, reveal_for_display};
+use agora_vault::{KeyOwner, PersonKeys, VaultError, reveal_for_display};
 use uuid::Uuid;
 
 use crate::domain::{OnBehalfOf, Response, ResponseEvent};
@@ -27,23 +27,29 @@ pub struct Sealed {
     pub attachments: Vec<Attachment>,
 }
 
+/// Whose key seals an author's data in a hearing.
+pub fn owner(author: &str, hearing_id: Uuid) -> Option<KeyOwner> {
+    person(author).map(|person| KeyOwner::in_hearing(person, hearing_id))
+}
+
 /// Seals a submission's personal data for its author. An author that is no person (never
 /// the case through the API) keeps the data as it is.
 pub async fn seal_submission(
     keys: &dyn PersonKeys,
     author: &str,
+    hearing_id: Uuid,
     text: &str,
     on_behalf_of: &Option<OnBehalfOf>,
     attachments: &[Attachment],
 ) -> Result<Sealed, VaultError> {
-    let Some(person) = person(author) else {
+    let Some(owner) = owner(author, hearing_id) else {
         return Ok(Sealed {
             text: text.to_string(),
             on_behalf_of: on_behalf_of.clone(),
             attachments: attachments.to_vec(),
         });
     };
-    let key = keys.key_or_create(person).await?;
+    let key = keys.key_or_create(&owner).await?;
     let on_behalf_of = match on_behalf_of {
         Some(OnBehalfOf::Organisation { name }) => Some(OnBehalfOf::Organisation { name: key.seal(name)? }),
         other => other.clone(),
@@ -60,13 +66,14 @@ pub async fn seal_submission(
 pub async fn seal_event(
     keys: &dyn PersonKeys,
     author: &str,
+    hearing_id: Uuid,
     event: ResponseEvent,
 ) -> Result<ResponseEvent, VaultError> {
-    let Some(person) = person(author) else { return Ok(event) };
+    let Some(owner) = owner(author, hearing_id) else { return Ok(event) };
     Ok(match event {
         ResponseEvent::ResponseEdited { text, content_sha256, at, status, sensitive } => {
             ResponseEvent::ResponseEdited {
-                text: keys.seal(person, &text).await?,
+                text: keys.seal(&owner, &text).await?,
                 content_sha256,
                 at,
                 status,
@@ -74,17 +81,17 @@ pub async fn seal_event(
             }
         }
         ResponseEvent::ResponseRedacted { by, text, reason } => {
-            ResponseEvent::ResponseRedacted { by, text: keys.seal(person, &text).await?, reason }
+            ResponseEvent::ResponseRedacted { by, text: keys.seal(&owner, &text).await?, reason }
         }
         other => other,
     })
 }
 
 /// A response with its personal data opened for display; `author_erased` tells whether the
-/// respondent has been erased.
+/// respondent's data is gone (erased, or past the hearing's retention period).
 pub async fn reveal(keys: &dyn PersonKeys, mut response: Response) -> Result<Response, VaultError> {
-    let erased = match person(&response.author) {
-        Some(person) => agora_vault::is_sealed(&response.text) && keys.key(person).await?.is_none(),
+    let erased = match agora_vault::sealed_for(&response.text) {
+        Some(key) => keys.key(key).await?.is_none(),
         None => false,
     };
     response.text = reveal_for_display(keys, &response.text).await?;
@@ -132,8 +139,10 @@ mod tests {
             size: 1,
             sha256: String::new(),
         };
+        let hearing = Uuid::now_v7();
         let org = Some(OnBehalfOf::Organisation { name: "Grundejerforeningen Æblehaven".into() });
-        let sealed = seal_submission(keys.as_ref(), &reference, "Flere træer", &org, &[attachment]).await.unwrap();
+        let sealed =
+            seal_submission(keys.as_ref(), &reference, hearing, "Flere træer", &org, &[attachment]).await.unwrap();
         assert!(agora_vault::is_sealed(&sealed.text));
         assert!(agora_vault::is_sealed(&sealed.attachments[0].name));
         assert!(
@@ -160,7 +169,8 @@ mod tests {
             status: Default::default(),
             sensitive: false,
         };
-        let ResponseEvent::ResponseEdited { text, .. } = seal_event(keys.as_ref(), &reference, edited).await.unwrap()
+        let ResponseEvent::ResponseEdited { text, .. } =
+            seal_event(keys.as_ref(), &reference, hearing, edited).await.unwrap()
         else {
             panic!()
         };
