@@ -768,6 +768,18 @@ async fn erasure(mut h: Harness) {
     let log = whole_log(&h).await;
     assert!(!log.contains("Birgitte") && !log.contains("flere træer"), "the log never held her data in clear");
 
+    // The read-access log: the owner listed and exported her response; an administrator sees it.
+    app.list_for_hearing(Some(&owner), hearing, None, 1, 20).await.expect("list");
+    app.list_for_hearing(None, hearing, None, 1, 20).await.expect("the public's list is no access to identities");
+    runner.catch_up().await.expect("read model");
+    let administrator = agora_response::domain::Actor { reference: format!("user:{}", admin.user_id), administrator: true };
+    let seen = app.data_access(&administrator, &format!("user:{birgitte}")).await.expect("access log");
+    let mut purposes: Vec<&str> = seen.iter().map(|a| a.purpose.as_str()).collect();
+    purposes.sort_unstable();
+    assert_eq!(purposes, vec!["export:ResponsesWorkbook", "list"], "one export, one listing: {seen:?}");
+    assert!(seen.iter().all(|a| a.viewer == owner.reference && a.hearing_id == hearing));
+    assert!(app.data_access(&owner, &format!("user:{birgitte}")).await.is_err(), "administrators only");
+
     // She is erased: her keys are destroyed, the log is left as it was.
     identity.erase(&admin, birgitte, "the person asked (GDPR art. 17)").await.expect("erase");
 

@@ -60,6 +60,20 @@ pub struct ResponseApp {
 }
 
 pub const SETTINGS_AGGREGATE: &str = "response-settings";
+/// Records of employees seeing respondents' personal data (the read-access log).
+pub const ACCESS_AGGREGATE: &str = "personal-data-access";
+
+/// An employee saw respondents' personal data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataAccess {
+    pub viewer: String,
+    /// The respondents whose data was seen (`user:<id>`).
+    pub subjects: Vec<String>,
+    pub hearing_id: Uuid,
+    /// `list`, or `export:<kind>`.
+    pub purpose: String,
+    pub at: DateTime<Utc>,
+}
 pub const REVIEW_AGGREGATE: &str = "review-comments";
 pub const MAX_COMMENT: usize = 5_000;
 
@@ -155,6 +169,11 @@ impl ResponseApp {
             page_size,
         )
         .await?;
+        if let Some(viewer) = viewer {
+            let seen: Vec<String> =
+                views.iter().filter_map(|v| v.author.clone()).filter(|author| *author != viewer.reference).collect();
+            self.record_access(viewer, hearing_id, seen, "list").await?;
+        }
         let keys = self.keys().as_ref();
         let mut opened = Vec::with_capacity(views.len());
         for mut view in views {
@@ -175,6 +194,62 @@ impl ResponseApp {
         page_size: u32,
     ) -> Result<(Vec<crate::projections::ResponseView>, i64), ResponseAppError> {
         self.list_for_hearing_as(viewer, None, hearing_id, status, page, page_size).await
+    }
+
+    /// Records that `viewer` saw the personal data of `subjects` (themselves aside), as an
+    /// event: the read-access log.
+    pub async fn record_access(
+        &self,
+        viewer: &Actor,
+        hearing_id: Uuid,
+        subjects: Vec<String>,
+        purpose: &str,
+    ) -> Result<(), ResponseAppError> {
+        let mut subjects: Vec<String> = subjects.into_iter().filter(|s| *s != viewer.reference).collect();
+        subjects.sort();
+        subjects.dedup();
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let access = DataAccess { viewer: viewer.reference.clone(), subjects, hearing_id, purpose: purpose.into(), at: self.now() };
+        let payload = serde_json::json!({ "type": "PersonalDataViewed", "data": access });
+        // A stream per access: nothing to wait for, nothing to collide with.
+        let metadata = EventContext::for_actor(viewer.reference.clone()).with_command("ViewPersonalData").to_metadata();
+        self.store
+            .append(
+                &[NewEvent {
+                    aggregate_type: ACCESS_AGGREGATE.into(),
+                    aggregate_id: Uuid::now_v7().to_string(),
+                    sequence: 1,
+                    event_type: "PersonalDataViewed".into(),
+                    event_version: "1".into(),
+                    payload,
+                    metadata: serde_json::to_value(metadata).map_err(|e| ResponseAppError::Storage(e.to_string()))?,
+                }],
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Who saw the respondent's personal data; for administrators.
+    pub async fn data_access(&self, actor: &Actor, subject: &str) -> Result<Vec<DataAccess>, ResponseAppError> {
+        if !actor.administrator {
+            return Err(ResponseError::NotAllowed("only administrators may read the read-access log".into()).into());
+        }
+        let rows = crate::projections::data_access(&self.store, subject).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(viewer, hearing, purpose, at)| {
+                Some(DataAccess {
+                    viewer,
+                    subjects: vec![subject.to_string()],
+                    hearing_id: Uuid::parse_str(&hearing).ok()?,
+                    purpose,
+                    at: DateTime::parse_from_rfc3339(&at).ok()?.with_timezone(&Utc),
+                })
+            })
+            .collect())
     }
 
     /// Opens a response's personal data for display (or shows it erased).

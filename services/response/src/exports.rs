@@ -117,6 +117,8 @@ pub async fn export(
         .into());
     }
     let content = crate::hearings::content(&app.store, hearing_id).await?.unwrap_or_default();
+    let respondents = crate::projections::authors(&app.store, hearing_id).await?;
+    app.record_access(actor, hearing_id, respondents, &format!("export:{kind:?}")).await?;
     let (sender, chunks) = mpsc::channel(8);
     let store = app.store.clone();
     let done = match kind {

@@ -287,6 +287,23 @@ impl ResponseService for ResponseGrpc {
         Ok(GrpcResponse::new(r))
     }
 
+    async fn list_personal_data_access(&self, request: Request<pb::DataAccessRequest>) -> Reply<pb::DataAccessLog> {
+        let principal = self.caller(&request)?;
+        let subject = id("subject_user_id", &request.get_ref().subject_user_id)?;
+        let log = self.app.data_access(&actor(&principal), &format!("user:{subject}")).await.map_err(app_status)?;
+        Ok(GrpcResponse::new(pb::DataAccessLog {
+            entries: log
+                .into_iter()
+                .map(|a| pb::DataAccessEntry {
+                    viewer_id: a.viewer,
+                    hearing_id: a.hearing_id.to_string(),
+                    purpose: a.purpose,
+                    at: a.at.to_rfc3339(),
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_responses(&self, request: Request<pb::ListResponsesRequest>) -> Reply<pb::ListResponsesResponse> {
         let principal = self.viewer(&request)?;
         let viewer = principal.as_ref().map(actor);

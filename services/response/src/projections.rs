@@ -28,6 +28,14 @@ pub const SCHEMA: &[&str] = &[
         state TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS response_list_hearing ON response_list (hearing_id, number)",
     "CREATE INDEX IF NOT EXISTS response_list_author ON response_list (author)",
+    // Who saw whose personal data: one row per subject of each recorded access.
+    "CREATE TABLE IF NOT EXISTS response_data_access (
+        subject TEXT NOT NULL,
+        viewer TEXT NOT NULL,
+        hearing_id TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS response_data_access_subject ON response_data_access (subject, at)",
 ];
 
 pub async fn migrate(store: &Store) -> Result<(), StoreError> {
@@ -73,6 +81,24 @@ impl Projection for ResponseListProjection {
                     .execute(&mut **conn)
                     .await?;
                 });
+                continue;
+            }
+            if event.aggregate_type == crate::app::ACCESS_AGGREGATE {
+                let access: crate::app::DataAccess = serde_json::from_value(event.payload_value()["data"].clone())
+                    .map_err(|e| failed(event, e))?;
+                let at = access.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                for subject in &access.subjects {
+                    on_tx!(tx, conn => {
+                        sqlx::query("INSERT INTO response_data_access (subject, viewer, hearing_id, purpose, at) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(subject)
+                            .bind(&access.viewer)
+                            .bind(access.hearing_id.to_string())
+                            .bind(&access.purpose)
+                            .bind(&at)
+                            .execute(&mut **conn)
+                            .await?;
+                    });
+                }
                 continue;
             }
             if event.aggregate_type != Response::TYPE {
@@ -132,6 +158,7 @@ impl Projection for ResponseListProjection {
         on_tx!(tx, conn => {
             sqlx::query("DELETE FROM response_list").execute(&mut **conn).await?;
             sqlx::query("DELETE FROM response_settings").execute(&mut **conn).await?;
+            sqlx::query("DELETE FROM response_data_access").execute(&mut **conn).await?;
         });
         Ok(())
     }
@@ -306,4 +333,25 @@ pub async fn hearing_responses(
             Ok((id, serde_json::from_str(&state)?))
         })
         .collect()
+}
+
+/// Who saw the subject's personal data, oldest first: (viewer, hearing, purpose, at).
+pub async fn data_access(store: &Store, subject: &str) -> Result<Vec<(String, String, String, String)>, StoreError> {
+    on_backend!(store.backend(), pool => {
+        Ok(sqlx::query_as("SELECT viewer, hearing_id, purpose, at FROM response_data_access WHERE subject = $1 ORDER BY at")
+            .bind(subject)
+            .fetch_all(pool)
+            .await?)
+    })
+}
+
+/// The authors of a hearing's responses.
+pub async fn authors(store: &Store, hearing_id: Uuid) -> Result<Vec<String>, StoreError> {
+    on_backend!(store.backend(), pool => {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT author FROM response_list WHERE hearing_id = $1")
+            .bind(hearing_id.to_string())
+            .fetch_all(pool)
+            .await?;
+        Ok(rows.into_iter().map(|(author,)| author).collect())
+    })
 }
