@@ -131,6 +131,49 @@ pub struct RunArgs {
     pub no_demo: bool,
 }
 
+/// What the GDPR tools need: the store, the keys that open personal data, the files.
+#[derive(Args, Clone, Debug)]
+pub struct GdprArgs {
+    /// The person's user id.
+    #[arg(long)]
+    pub user: uuid::Uuid,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The master key (with --database-url; the embedded mode's is in its data dir).
+    #[arg(long, env = "AGORA_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    #[arg(long, env = "AGORA_MASTER_KEY_ID", default_value = "1")]
+    pub master_key_id: String,
+    #[arg(long, env = "AGORA_PSEUDONYM_KEY", hide_env_values = true)]
+    pub pseudonym_key: Option<String>,
+    #[arg(long, env = "AGORA_FILES")]
+    pub files: Option<String>,
+}
+
+impl GdprArgs {
+    /// The identity settings that open the data: the embedded data dir's keys, or the given ones.
+    pub fn identity_settings(&self) -> anyhow::Result<IdentitySettings> {
+        if self.connect.database_url.is_none() {
+            return embedded_identity_settings(&self.connect.data_dir, chrono::Duration::minutes(15));
+        }
+        let Some(master) = &self.master_key else { bail!("AGORA_MASTER_KEY is required with --database-url") };
+        let Some(pseudonym) = &self.pseudonym_key else { bail!("AGORA_PSEUDONYM_KEY is required with --database-url") };
+        let mut settings = embedded_identity_settings_with(
+            MasterKey::from_base64(&self.master_key_id, master).context("AGORA_MASTER_KEY")?,
+            pseudonym.as_bytes(),
+        );
+        settings.dev_login = false;
+        Ok(settings)
+    }
+
+    pub fn files(&self) -> anyhow::Result<FilesLocation> {
+        match &self.files {
+            None => Ok(FilesLocation::Local(self.connect.data_dir.join("files"))),
+            Some(value) => FilesLocation::parse(value),
+        }
+    }
+}
+
 /// Where the services of this process get the token keys from.
 pub enum TokenKeys {
     /// The identity service runs here: its own verifier, which follows its rotations.
@@ -325,16 +368,22 @@ impl RunArgs {
 /// The identity settings of the embedded mode in `data_dir`, for the operator's tools that
 /// act in it (`agora token issue`): the same keys as `agora run` there.
 pub fn embedded_identity_settings(data_dir: &Path, access_ttl: chrono::Duration) -> anyhow::Result<IdentitySettings> {
-    Ok(IdentitySettings {
+    let mut settings = embedded_identity_settings_with(development_master_key(data_dir)?, &development_secret(data_dir)?);
+    settings.access_ttl = access_ttl;
+    Ok(settings)
+}
+
+fn embedded_identity_settings_with(master: MasterKey, pseudonym_key: &[u8]) -> IdentitySettings {
+    IdentitySettings {
         issuer: DEV_ISSUER.into(),
         audience: AUDIENCE.into(),
-        access_ttl,
+        access_ttl: chrono::Duration::minutes(15),
         refresh_ttl: chrono::Duration::hours(12),
         publish_delay: chrono::Duration::minutes(10),
         dev_login: true,
-        pseudonyms: KeyedHash::new(&development_secret(data_dir)?),
-        master: development_master_key(data_dir)?,
-    })
+        pseudonyms: KeyedHash::new(pseudonym_key),
+        master,
+    }
 }
 
 /// The embedded mode's master key, made on first start and kept in the data dir.

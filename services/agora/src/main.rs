@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// The GDPR tools: a person's data across the services.
+    Gdpr {
+        #[command(subcommand)]
+        command: GdprCommand,
+    },
     /// Development tokens for the demo users (embedded mode only).
     Token {
         #[command(subcommand)]
@@ -73,6 +78,13 @@ enum AuditCommand {
 enum ProjectionCommand {
     /// Empty the read models and apply the whole log again.
     Rebuild(ConnectArgs),
+}
+
+#[derive(Subcommand)]
+enum GdprCommand {
+    /// Everything Agora holds about one person, across the services, as JSON on standard output
+    /// (the right of access). Run by an operator with access to the database and the keys.
+    Export(config::GdprArgs),
 }
 
 #[derive(Subcommand)]
@@ -105,6 +117,7 @@ fn main() -> std::process::ExitCode {
             Command::Projections { command: ProjectionCommand::Rebuild(connect) } => {
                 tools::rebuild(connect).await.map(|_| 0)
             }
+            Command::Gdpr { command: GdprCommand::Export(args) } => tools::gdpr_export(args).await.map(|_| 0),
             Command::Token { command: TokenCommand::Issue { user, data_dir } } => {
                 tools::issue_token(&data_dir, &user).await.map(|_| 0)
             }

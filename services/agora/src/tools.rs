@@ -104,3 +104,69 @@ pub async fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `agora gdpr export`: the person's data from each service, and the actions they took.
+pub async fn gdpr_export(args: crate::config::GdprArgs) -> anyhow::Result<()> {
+    let store = args.connect.store().await?;
+    store.migrate().await.context("cannot create the event store tables")?;
+    agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
+    agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
+    let clock: agora_identity::app::Clock = Arc::new(chrono::Utc::now);
+    let identity = agora_identity::app::IdentityApp::new(store.clone(), args.identity_settings()?, Vec::new(), clock.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The operator acts as an administrator through this tool.
+    let operator = agora_auth::Principal::new(uuid::Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::Administrator);
+    let profile = match identity.personal_data(&operator, args.user).await {
+        Ok(profile) => profile,
+        Err(agora_identity::app::IdentityAppError::Domain(agora_identity::domain::IdentityError::NotFound)) => {
+            serde_json::Value::Null
+        }
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    // The read models first catch up, as the running services would.
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        vec![Arc::new(agora_response::projections::ResponseListProjection), Arc::new(agora_identity::app::UserListProjection)],
+    );
+    runner.catch_up().await.context("cannot bring the read models up to date")?;
+    let files = agora_response::files::Attachments { store: args.files()?.open()?, scanner: None };
+    let (intake, _worker) = agora_response::intake::Intake::start(
+        store.clone(),
+        files,
+        Arc::new(identity.vault.clone()),
+        clock.clone(),
+        agora_response::intake::IntakeConfig::default(),
+    );
+    let responses = agora_response::app::ResponseApp::new(store.clone(), intake, clock.clone());
+    let author = format!("user:{}", args.user);
+    let response_data = responses.personal_data(&author).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // What they did, as the audit log records it.
+    let mut actions = Vec::new();
+    let mut after = agora_eventstore::LogPosition::START;
+    loop {
+        let page = store.read_log(after, 5_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.log;
+        for event in &page {
+            if event.metadata_str(agora_eventstore::metadata::keys::ACTOR).as_deref() == Some(author.as_str()) {
+                actions.push(serde_json::json!({
+                    "event": event.event_type,
+                    "about": format!("{}/{}", event.aggregate_type, event.aggregate_id),
+                    "at": event.recorded_at,
+                }));
+            }
+        }
+    }
+    let export = serde_json::json!({
+        "user_id": args.user,
+        "generated_at": chrono::Utc::now(),
+        "identity": profile,
+        "responses": response_data["responses"],
+        "seen_by": response_data["seen_by"],
+        "actions": actions,
+    });
+    println!("{}", serde_json::to_string_pretty(&export)?);
+    Ok(())
+}

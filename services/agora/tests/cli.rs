@@ -215,6 +215,21 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     })
     .await;
     assert_eq!(public.responses[0].author_id, "", "the public does not see who wrote it");
+
+    // The right of access: everything about her, across the services, in one file.
+    let birgitte = "00000000-0000-7000-8000-000000000005";
+    let (code, stdout, stderr) = output(&["gdpr", "export", "--user", birgitte, "--data-dir", data_dir], &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let export: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(export["identity"]["name"], "Birgitte Borger");
+    assert_eq!(export["identity"]["email"], "birgitte@demo.agora.invalid");
+    assert_eq!(export["responses"][0]["text"], "Jeg ønsker flere træer på torvet.");
+    assert_eq!(export["responses"][0]["status"], "Approved");
+    let actions = export["actions"].as_array().expect("actions");
+    assert!(actions.iter().any(|a| a["event"] == "ResponseSubmitted"), "{actions:?}");
+    let (code, _, stderr) = output(&["gdpr", "export", "--user", "not-an-id", "--data-dir", data_dir], &[]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--user"), "{stderr}");
     stop(child).await;
 
     let events_before =

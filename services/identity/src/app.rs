@@ -534,6 +534,54 @@ impl IdentityApp {
         Ok(at)
     }
 
+    /// Everything the identity service holds about a person, readable: for the person
+    /// themself or an administrator (the right of access).
+    pub async fn personal_data(&self, principal: &Principal, user_id: Uuid) -> Result<Value, IdentityAppError> {
+        if !(principal.user_id == user_id || principal.is_administrator()) {
+            return Err(IdentityAppError::PermissionDenied(
+                "only the person themself or an administrator may export a person's data".into(),
+            ));
+        }
+        let user = self.load(user_id).await?;
+        let view = self.view(&user).await?;
+        let email = if user.erased { None } else { self.reveal(user.profile.email.as_deref()).await? };
+        let events = self.store.read_stream(USER_AGGREGATE, &user_id.to_string(), 0).await?;
+        let mut history = Vec::new();
+        for event in &events {
+            let Ok(change) = event.decode::<UserEvent>() else { continue };
+            let entry = match change {
+                UserEvent::UserRegistered { profile, at } => {
+                    serde_json::json!({ "event": "registered", "provider": profile.provider, "at": at })
+                }
+                UserEvent::UserLoggedIn { profile, at } => {
+                    serde_json::json!({ "event": "logged in", "provider": profile.provider, "at": at })
+                }
+                UserEvent::RoleAssigned { role, by } => {
+                    serde_json::json!({ "event": "role assigned", "role": role, "by": by, "at": event.recorded_at })
+                }
+                UserEvent::RoleRevoked { role, by } => {
+                    serde_json::json!({ "event": "role revoked", "role": role, "by": by, "at": event.recorded_at })
+                }
+                UserEvent::TermsAccepted { version, at } => {
+                    serde_json::json!({ "event": "terms accepted", "version": version, "at": at })
+                }
+                UserEvent::UserErased { by, at, .. } => serde_json::json!({ "event": "erased", "by": by, "at": at }),
+            };
+            history.push(entry);
+        }
+        Ok(serde_json::json!({
+            "user_id": user_id,
+            "capacity": view.capacity,
+            "name": view.name,
+            "email": email,
+            "company_reference": view.company,
+            "roles": view.roles,
+            "terms_accepted": view.terms_accepted,
+            "erased": view.erased,
+            "history": history,
+        }))
+    }
+
     // ----- terms -----
 
     async fn all_terms(&self) -> Result<Vec<Terms>, IdentityAppError> {

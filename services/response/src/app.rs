@@ -252,6 +252,36 @@ impl ResponseApp {
             .collect())
     }
 
+    /// Everything the response service holds about a respondent, readable (the right of
+    /// access): their responses, and who saw them. Callers check who asks.
+    pub async fn personal_data(&self, author: &str) -> Result<serde_json::Value, ResponseAppError> {
+        let mut responses = Vec::new();
+        for (response_id, hearing_id, number, status) in crate::projections::mine(&self.store, author).await? {
+            let r = self.load(response_id).await?;
+            let title = crate::hearings::content(&self.store, hearing_id).await?.map(|c| c.title).unwrap_or_default();
+            responses.push(serde_json::json!({
+                "response_id": response_id,
+                "hearing_id": hearing_id,
+                "hearing_title": title,
+                "number": number,
+                "status": status.as_str(),
+                "text": r.text,
+                "on_behalf_of": r.on_behalf_of,
+                "attachments": r.attachments.iter().map(|a| &a.name).collect::<Vec<_>>(),
+                "accepted_at": r.accepted_at,
+                "edited_at": r.edited_at,
+                "terms_version": r.terms_version,
+                "reply": r.reply,
+            }));
+        }
+        let seen_by: Vec<serde_json::Value> = crate::projections::data_access(&self.store, author)
+            .await?
+            .into_iter()
+            .map(|(viewer, hearing, purpose, at)| serde_json::json!({ "viewer": viewer, "hearing_id": hearing, "purpose": purpose, "at": at }))
+            .collect();
+        Ok(serde_json::json!({ "responses": responses, "seen_by": seen_by }))
+    }
+
     /// Opens a response's personal data for display (or shows it erased).
     pub async fn reveal(&self, response: Response) -> Result<Response, ResponseAppError> {
         crate::personal::reveal(self.keys().as_ref(), response).await.map_err(ResponseAppError::from)
