@@ -521,6 +521,10 @@ impl IdentityApp {
         user_id: Uuid,
         reason: &str,
     ) -> Result<DateTime<Utc>, IdentityAppError> {
+        if !(principal.is_administrator() || principal.user_id == user_id) {
+            // Before anything is looked up, so that refusals tell nothing of who exists.
+            return Err(IdentityError::NotAllowed("only an administrator or the person themself may erase a user".into()).into());
+        }
         let at = self.now();
         let command = UserCommand::Erase { reason: reason.to_string(), at };
         let user = self.load(user_id).await?;
