@@ -247,10 +247,11 @@ async fn visibility(mut h: Harness) {
         Some(&people.karen),
         pb::InviteRequest {
             hearing_id: closed.clone(),
-            participants: vec![pb::Participant {
-                identifier: format!("user:{}", people.citizen.user_id),
-                label: "Nabo".into(),
-            }],
+            participants: vec![
+                pb::Participant { identifier: format!("user:{}", people.citizen.user_id), label: "Nabo".into() },
+                // Invited by CPR number before she ever logged in.
+                pb::Participant { identifier: "020280-4567".into(), label: "Genbo".into() },
+            ],
         },
     );
     h.hearings.invite_participants(request).await.expect("invite");
@@ -281,6 +282,17 @@ async fn visibility(mut h: Harness) {
         titles(Some(people.citizen.clone())).await,
         ["Lukket nabohøring", "Offentlig lokalplan"],
         "an invitee sees the closed one"
+    );
+    // She logs in for the first time: the identity service finds the same pseudonym of her CPR
+    // number and puts it in her token, and the invitation finds her.
+    let reference = agora_vault::KeyedHash::new(b"test-pseudonym-key").person_reference("0202804567");
+    let newcomer = agora_auth::Principal::new(uuid::Uuid::now_v7(), agora_auth::Capacity::Citizen);
+    assert_eq!(titles(Some(newcomer.clone())).await, ["Offentlig lokalplan"]);
+    let newcomer = newcomer.with_reference(format!("person:{reference}"));
+    assert_eq!(
+        titles(Some(newcomer)).await,
+        ["Lukket nabohøring", "Offentlig lokalplan"],
+        "invited before her first login"
     );
     assert_eq!(
         titles(Some(people.erik.clone())).await,

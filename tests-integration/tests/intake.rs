@@ -772,7 +772,8 @@ async fn erasure(mut h: Harness) {
     app.list_for_hearing(Some(&owner), hearing, None, 1, 20).await.expect("list");
     app.list_for_hearing(None, hearing, None, 1, 20).await.expect("the public's list is no access to identities");
     runner.catch_up().await.expect("read model");
-    let administrator = agora_response::domain::Actor { reference: format!("user:{}", admin.user_id), administrator: true };
+    let administrator =
+        agora_response::domain::Actor { reference: format!("user:{}", admin.user_id), administrator: true };
     let seen = app.data_access(&administrator, &format!("user:{birgitte}")).await.expect("access log");
     let mut purposes: Vec<&str> = seen.iter().map(|a| a.purpose.as_str()).collect();
     purposes.sort_unstable();

@@ -32,8 +32,9 @@ async fn other_services(h: &Harness) -> Channel {
         pseudonyms: agora_vault::KeyedHash::new(b"0123456789abcdef0123456789abcdef"),
         master: agora_vault::MasterKey::generate("t").expect("master").0,
     };
-    let identity =
-        agora_identity::app::IdentityApp::new(h.store.clone(), settings, Vec::new(), Arc::new(Utc::now)).await.expect("identity");
+    let identity = agora_identity::app::IdentityApp::new(h.store.clone(), settings, Vec::new(), Arc::new(Utc::now))
+        .await
+        .expect("identity");
     let files = object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files");
     let (intake, _worker) = agora_response::intake::Intake::start(
         h.store.clone(),
@@ -68,15 +69,21 @@ fn bad_tokens(h: &Harness, who: &Principal) -> Vec<(&'static str, String)> {
         .issue_at(who, Utc::now() - Duration::hours(2))
         .expect("token");
     let stranger = SigningKey::generate_with_kid("test").expect("key");
-    let wrongly_signed = TokenIssuer::new(stranger, "agora-test", "agora", Duration::minutes(15)).issue(who).expect("token");
-    let unknown_key = TokenIssuer::new(SigningKey::generate().expect("key"), "agora-test", "agora", Duration::minutes(15))
+    let wrongly_signed =
+        TokenIssuer::new(stranger, "agora-test", "agora", Duration::minutes(15)).issue(who).expect("token");
+    let unknown_key =
+        TokenIssuer::new(SigningKey::generate().expect("key"), "agora-test", "agora", Duration::minutes(15))
+            .issue(who)
+            .expect("token");
+    let wrong_issuer = TokenIssuer::new(key.clone(), "https://evil.example", "agora", Duration::minutes(15))
         .issue(who)
         .expect("token");
-    let wrong_issuer = TokenIssuer::new(key.clone(), "https://evil.example", "agora", Duration::minutes(15)).issue(who).expect("token");
-    let wrong_audience = TokenIssuer::new(key, "agora-test", "another-system", Duration::minutes(15)).issue(who).expect("token");
+    let wrong_audience =
+        TokenIssuer::new(key, "agora-test", "another-system", Duration::minutes(15)).issue(who).expect("token");
     // The same token with administrator added to its claims after signing.
     let parts: Vec<&str> = good.split('.').collect();
-    let mut claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
     claims["roles"] = serde_json::json!(["administrator"]);
     let forged = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(claims.to_string()), parts[2]);
     let unsigned = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
@@ -105,7 +112,10 @@ async fn every_service_refuses_bad_tokens_and_calls_beyond_the_callers_rights() 
         let reference = h.reference.define_hearing_type(with_token(&token, pb::HearingType::default())).await;
         let response = responses.my_responses(with_token(&token, rpb::MyResponsesRequest {})).await;
         let access = responses
-            .list_personal_data_access(with_token(&token, rpb::DataAccessRequest { subject_user_id: people.citizen.user_id.to_string() }))
+            .list_personal_data_access(with_token(
+                &token,
+                rpb::DataAccessRequest { subject_user_id: people.citizen.user_id.to_string() },
+            ))
             .await;
         let me = identity.who_am_i(with_token(&token, ipb::WhoAmIRequest {})).await;
         let users = identity.list_users(with_token(&token, ipb::ListUsersRequest {})).await;
@@ -132,19 +142,29 @@ async fn every_service_refuses_bad_tokens_and_calls_beyond_the_callers_rights() 
             .err()
             .map(|e| e.code()),
         responses
-            .list_personal_data_access(with_token(&citizen, rpb::DataAccessRequest { subject_user_id: people.karen.user_id.to_string() }))
+            .list_personal_data_access(with_token(
+                &citizen,
+                rpb::DataAccessRequest { subject_user_id: people.karen.user_id.to_string() },
+            ))
             .await
             .err()
             .map(|e| e.code()),
         identity.list_users(with_token(&citizen, ipb::ListUsersRequest {})).await.err().map(|e| e.code()),
-        identity.rotate_signing_key(with_token(&citizen, ipb::RotateSigningKeyRequest {})).await.err().map(|e| e.code()),
+        identity
+            .rotate_signing_key(with_token(&citizen, ipb::RotateSigningKeyRequest {}))
+            .await
+            .err()
+            .map(|e| e.code()),
         identity
             .publish_terms(with_token(&citizen, ipb::PublishTermsRequest { version: "1".into(), text: "x".into() }))
             .await
             .err()
             .map(|e| e.code()),
         identity
-            .erase_user(with_token(&citizen, ipb::EraseUserRequest { user_id: people.karen.user_id.to_string(), reason: String::new() }))
+            .erase_user(with_token(
+                &citizen,
+                ipb::EraseUserRequest { user_id: people.karen.user_id.to_string(), reason: String::new() },
+            ))
             .await
             .err()
             .map(|e| e.code()),

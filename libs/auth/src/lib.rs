@@ -56,5 +56,5 @@ pub mod visibility;
 pub use ed25519_dalek::VerifyingKey;
 pub use error::AuthError;
 pub use key::{SigningKey, jwk_thumbprint, jwks, verifying_key_from_jwk};
-pub use principal::{Capacity, Principal, Role};
+pub use principal::{Capacity, Principal, Role, is_pseudonymous_reference};
 pub use token::{DEFAULT_LEEWAY_SECONDS, MAX_TOKEN_LENGTH, TokenIssuer, TokenVerifier, VerifiedToken};

@@ -113,12 +113,16 @@ pub struct Principal {
     /// Display name, if the identity provider supplied one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Pseudonymous references by which invitations made before the first login find the user
+    /// (`person:<keyed hash of the CPR number>`, `email:<keyed hash>`): the `refs` claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
 }
 
 impl Principal {
     /// A principal with no roles, company or name.
     pub fn new(user_id: Uuid, capacity: Capacity) -> Self {
-        Principal { user_id, capacity, roles: Vec::new(), company: None, name: None }
+        Principal { user_id, capacity, roles: Vec::new(), company: None, name: None, references: Vec::new() }
     }
 
     /// Adds a role (once).
@@ -141,6 +145,17 @@ impl Principal {
     #[must_use]
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Adds a pseudonymous reference (once); one that is not `person:` or `email:` followed by
+    /// 32 hex digits is ignored, so that nothing else can ride on this claim.
+    #[must_use]
+    pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
+        let reference = reference.into();
+        if is_pseudonymous_reference(&reference) && !self.references.contains(&reference) {
+            self.references.push(reference);
+        }
         self
     }
 
@@ -174,6 +189,12 @@ impl Principal {
     pub fn is_company(&self) -> bool {
         self.capacity == Capacity::Company
     }
+}
+
+/// `person:` or `email:` followed by 32 lowercase hex digits (a keyed hash, never the value).
+pub fn is_pseudonymous_reference(reference: &str) -> bool {
+    let hash = reference.strip_prefix("person:").or_else(|| reference.strip_prefix("email:"));
+    hash.is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 #[cfg(test)]
@@ -210,6 +231,18 @@ mod tests {
         let c = Principal::new(Uuid::new_v4(), Capacity::Citizen);
         assert!(!c.is_administrator() && !c.is_employee() && c.is_citizen());
         assert!(!c.can_create_hearings());
+    }
+
+    #[test]
+    fn only_pseudonymous_references_are_kept() {
+        let hash = "0123456789abcdef0123456789abcdef";
+        let p = Principal::new(Uuid::new_v4(), Capacity::Citizen)
+            .with_reference(format!("person:{hash}"))
+            .with_reference(format!("person:{hash}"))
+            .with_reference("person:0101801234")
+            .with_reference(format!("user:{hash}"))
+            .with_reference(format!("email:{}", hash.to_uppercase()));
+        assert_eq!(p.references, vec![format!("person:{hash}")]);
     }
 
     #[test]

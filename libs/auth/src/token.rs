@@ -45,6 +45,8 @@ struct ClaimsOut<'a> {
     company: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    refs: &'a [String],
 }
 
 #[derive(Deserialize)]
@@ -60,6 +62,7 @@ struct ClaimsIn {
     roles: Option<Vec<String>>,
     company: Option<String>,
     name: Option<String>,
+    refs: Option<Vec<String>>,
 }
 
 /// RFC 7519 allows `aud` to be one string or an array of strings.
@@ -147,6 +150,7 @@ impl TokenIssuer {
             roles,
             company: principal.company.as_deref(),
             name: principal.name.as_deref(),
+            refs: &principal.references,
         };
         let header = serde_json::to_vec(&header).map_err(|e| AuthError::Encoding(e.to_string()))?;
         let claims = serde_json::to_vec(&claims).map_err(|e| AuthError::Encoding(e.to_string()))?;
@@ -510,7 +514,20 @@ impl TokenVerifier {
         pii::check_claims(claims.company.as_deref(), claims.name.as_deref())?;
 
         Ok(VerifiedToken {
-            principal: Principal { user_id, capacity, roles, company: claims.company, name: claims.name },
+            principal: Principal {
+                user_id,
+                capacity,
+                roles,
+                company: claims.company,
+                name: claims.name,
+                // Like unknown roles, a reference of an unknown form grants nothing.
+                references: claims
+                    .refs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| crate::principal::is_pseudonymous_reference(r))
+                    .collect(),
+            },
             kid: kid.to_owned(),
             token_id: claims.jti,
             issued_at: iat.and_then(|iat| DateTime::from_timestamp(iat, 0)),

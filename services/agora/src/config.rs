@@ -368,7 +368,8 @@ impl RunArgs {
 /// The identity settings of the embedded mode in `data_dir`, for the operator's tools that
 /// act in it (`agora token issue`): the same keys as `agora run` there.
 pub fn embedded_identity_settings(data_dir: &Path, access_ttl: chrono::Duration) -> anyhow::Result<IdentitySettings> {
-    let mut settings = embedded_identity_settings_with(development_master_key(data_dir)?, &development_secret(data_dir)?);
+    let mut settings =
+        embedded_identity_settings_with(development_master_key(data_dir)?, &development_secret(data_dir)?);
     settings.access_ttl = access_ttl;
     Ok(settings)
 }

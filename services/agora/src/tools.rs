@@ -112,9 +112,10 @@ pub async fn gdpr_export(args: crate::config::GdprArgs) -> anyhow::Result<()> {
     agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
     agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
     let clock: agora_identity::app::Clock = Arc::new(chrono::Utc::now);
-    let identity = agora_identity::app::IdentityApp::new(store.clone(), args.identity_settings()?, Vec::new(), clock.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity =
+        agora_identity::app::IdentityApp::new(store.clone(), args.identity_settings()?, Vec::new(), clock.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     // The operator acts as an administrator through this tool.
     let operator = agora_auth::Principal::new(uuid::Uuid::now_v7(), agora_auth::Capacity::Employee)
         .with_role(agora_auth::Role::Administrator);
@@ -128,7 +129,10 @@ pub async fn gdpr_export(args: crate::config::GdprArgs) -> anyhow::Result<()> {
     // The read models first catch up, as the running services would.
     let runner = ProjectionRunner::new(
         store.clone(),
-        vec![Arc::new(agora_response::projections::ResponseListProjection), Arc::new(agora_identity::app::UserListProjection)],
+        vec![
+            Arc::new(agora_response::projections::ResponseListProjection),
+            Arc::new(agora_identity::app::UserListProjection),
+        ],
     );
     runner.catch_up().await.context("cannot bring the read models up to date")?;
     let files = agora_response::files::Attachments { store: args.files()?.open()?, scanner: None };

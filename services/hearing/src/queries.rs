@@ -114,6 +114,8 @@ pub fn viewer_references(viewer: &Principal) -> Vec<String> {
     if let Some(company) = &viewer.company {
         refs.push(format!("company:{company}"));
     }
+    // Invitations made before the first login: by the CPR number's pseudonym.
+    refs.extend(viewer.references.iter().cloned());
     refs
 }
 

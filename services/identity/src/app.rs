@@ -374,6 +374,9 @@ impl IdentityApp {
         if !view.name.is_empty() {
             principal = principal.with_name(view.name.clone());
         }
+        for reference in &user.profile.references {
+            principal = principal.with_reference(reference.clone());
+        }
         let issuer = self.token_issuer().await?;
         let now = self.now();
         let access_token = issuer.issue_at(&principal, now).map_err(|e| IdentityAppError::Storage(e.to_string()))?;
@@ -523,7 +526,10 @@ impl IdentityApp {
     ) -> Result<DateTime<Utc>, IdentityAppError> {
         if !(principal.is_administrator() || principal.user_id == user_id) {
             // Before anything is looked up, so that refusals tell nothing of who exists.
-            return Err(IdentityError::NotAllowed("only an administrator or the person themself may erase a user".into()).into());
+            return Err(IdentityError::NotAllowed(
+                "only an administrator or the person themself may erase a user".into(),
+            )
+            .into());
         }
         let at = self.now();
         let command = UserCommand::Erase { reason: reason.to_string(), at };

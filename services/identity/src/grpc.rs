@@ -232,7 +232,10 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(user(view)))
     }
 
-    async fn export_my_data(&self, request: Request<pb::ExportMyDataRequest>) -> Result<Response<pb::PersonalData>, Status> {
+    async fn export_my_data(
+        &self,
+        request: Request<pb::ExportMyDataRequest>,
+    ) -> Result<Response<pb::PersonalData>, Status> {
         let principal = self.principal(&request)?;
         let data = self.app.personal_data(&principal, principal.user_id).await.map_err(status)?;
         Ok(Response::new(pb::PersonalData { json: data.to_string() }))

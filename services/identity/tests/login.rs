@@ -85,6 +85,9 @@ async fn a_citizen_logs_in_with_pkce_and_a_replayed_state_is_refused() {
     assert_eq!(session.user.capacity, Some(Capacity::Citizen));
     let principal = env.app.verifier().verify(&session.access_token).unwrap();
     assert_eq!(principal.user_id, session.user.user_id);
+    // Her token carries her CPR number's pseudonym, so invitations made before now find her.
+    let reference = agora_vault::KeyedHash::new(support::PSEUDONYM_KEY).person_reference("0101801234");
+    assert!(principal.references.contains(&format!("person:{reference}")), "{:?}", principal.references);
 
     // The CPR number is nowhere in the log: only its keyed pseudonym.
     let log = env.store.read_log(agora_eventstore::LogPosition::START, 1000).await.unwrap();

@@ -211,7 +211,13 @@ impl ResponseApp {
         if subjects.is_empty() {
             return Ok(());
         }
-        let access = DataAccess { viewer: viewer.reference.clone(), subjects, hearing_id, purpose: purpose.into(), at: self.now() };
+        let access = DataAccess {
+            viewer: viewer.reference.clone(),
+            subjects,
+            hearing_id,
+            purpose: purpose.into(),
+            at: self.now(),
+        };
         let payload = serde_json::json!({ "type": "PersonalDataViewed", "data": access });
         // A stream per access: nothing to wait for, nothing to collide with.
         let metadata = EventContext::for_actor(viewer.reference.clone()).with_command("ViewPersonalData").to_metadata();

@@ -84,8 +84,8 @@ impl Projection for ResponseListProjection {
                 continue;
             }
             if event.aggregate_type == crate::app::ACCESS_AGGREGATE {
-                let access: crate::app::DataAccess = serde_json::from_value(event.payload_value()["data"].clone())
-                    .map_err(|e| failed(event, e))?;
+                let access: crate::app::DataAccess =
+                    serde_json::from_value(event.payload_value()["data"].clone()).map_err(|e| failed(event, e))?;
                 let at = access.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                 for subject in &access.subjects {
                     on_tx!(tx, conn => {

@@ -544,3 +544,18 @@ fn replaced_keys_reach_every_clone_and_builders_do_not() {
     assert!(verifier.replace_keys(&json!({"keys": []})).is_err());
     assert_eq!(clone.kids(), vec!["2025-07"], "a bad key set left the keys as they were");
 }
+
+#[test]
+fn pseudonymous_references_travel_in_the_refs_claim() {
+    let k = key("k1");
+    let hash = "00112233445566778899aabbccddeeff";
+    let p = employee().with_reference(format!("person:{hash}"));
+    let token = issuer(&k).issue_at(&p, now()).unwrap();
+    let verifier = TokenVerifier::new(ISS, AUD).with_signing_key(&k);
+    assert_eq!(verifier.verify_at(&token, now()).unwrap().references, vec![format!("person:{hash}")]);
+    // A reference of another form is dropped, as an unknown role is.
+    let mut c = claims(&p);
+    c["refs"] = json!([format!("person:{hash}"), "person:0101801234"]);
+    let got = verifier.verify_at(&forge(&k, &header("k1"), &c), now()).unwrap();
+    assert_eq!(got.references, vec![format!("person:{hash}")]);
+}
