@@ -97,7 +97,13 @@ impl Harness {
         let clock_now = now.clone();
         let clock: agora_hearing::app::Clock =
             Arc::new(move || clock_now.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()));
-        let app = HearingApp::new(store.clone(), Arc::new(files), b"test-pseudonym-key", clock);
+        let app = HearingApp::new(
+            store.clone(),
+            Arc::new(files),
+            b"test-pseudonym-key",
+            agora_vault::MemoryKeys::shared(),
+            clock,
+        );
         let key = SigningKey::generate_with_kid("test").unwrap_or_else(|e| panic!("key: {e}"));
         let issuer = TokenIssuer::new(key, "agora-test", "agora", chrono::Duration::hours(1));
         let verifier = Arc::new(issuer.verifier());

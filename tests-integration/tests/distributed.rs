@@ -32,7 +32,13 @@ async fn two_replicas_make_one_timed_transition() {
     let now = h.now.clone();
     let clock: agora_hearing::app::Clock =
         Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now()));
-    let replica = agora_hearing::app::HearingApp::new(other_store, Arc::new(files), b"test-pseudonym-key", clock);
+    let replica = agora_hearing::app::HearingApp::new(
+        other_store,
+        Arc::new(files),
+        b"test-pseudonym-key",
+        agora_vault::MemoryKeys::shared(),
+        clock,
+    );
     h.set_now("2026-12-01T06:00:00Z");
     let (a, b) = tokio::join!(agora_hearing::scheduler::tick(&h.app), agora_hearing::scheduler::tick(&replica));
     let moved = a.expect("replica a") + b.expect("replica b");
@@ -50,6 +56,7 @@ async fn two_replicas_make_one_timed_transition() {
         database.another_store(4).await,
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(h.files_dir.path()).expect("files")),
         b"test-pseudonym-key",
+        agora_vault::MemoryKeys::shared(),
         {
             let now = h.now.clone();
             Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| chrono::Utc::now()))

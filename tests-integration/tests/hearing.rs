@@ -413,6 +413,16 @@ async fn invitees_and_files(mut h: Harness) {
     assert_eq!(hearing.invitees.len(), 3);
     let events = h.store.read_stream("hearing", &id, 0).await.expect("stream");
     assert!(events.iter().all(|e| !e.payload.to_string().contains("0101801234")), "no CPR number in the log");
+    // Names and addresses are sealed for the people they name; the owner reads them.
+    for clear in ["anna@example.dk", "Anna", "Bo"] {
+        assert!(events.iter().all(|e| !e.payload.to_string().contains(&format!("\"{clear}"))), "{clear} in the log");
+    }
+    let mut labels: Vec<&str> = hearing.invitees.iter().map(|i| i.label.as_str()).collect();
+    labels.sort_unstable();
+    assert_eq!(labels, ["Anna", "Bo", "Firma"]);
+    let email = hearing.invitees.iter().find(|i| i.kind == "email").expect("the e-mail invitee");
+    let pseudonym = agora_vault::KeyedHash::new(b"test-pseudonym-key").email_reference("anna@example.dk");
+    assert_eq!(email.reference, format!("email:{pseudonym}"), "the address's pseudonym, as her token will carry it");
 
     // A PDF goes in; an executable named .pdf is refused by its content and leaves no file.
     let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n".to_vec();

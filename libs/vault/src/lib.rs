@@ -133,6 +133,17 @@ impl KeyOwner {
         Self { person, scope: Self::hearing_scope(hearing) }
     }
 
+    /// Whose key seals what a hearing holds of someone known by a reference: a user
+    /// (`user:<id>`), or a person not yet known to Agora (`person:…`, `email:…`, pseudonyms of
+    /// their CPR number or address). `None` for references that are no person (companies, groups).
+    pub fn for_reference(reference: &str, hearing: Uuid) -> Option<Self> {
+        if let Some(user) = reference.strip_prefix("user:") {
+            return Uuid::parse_str(user).ok().map(|person| Self::in_hearing(person, hearing));
+        }
+        (reference.starts_with("person:") || reference.starts_with("email:"))
+            .then(|| Self::in_hearing(reference_person(reference), hearing))
+    }
+
     /// The scope of a hearing's keys.
     pub fn hearing_scope(hearing: Uuid) -> String {
         format!("hearing:{hearing}")
@@ -146,6 +157,15 @@ impl KeyOwner {
             Uuid::new_v5(&SCOPED_KEYS, format!("{}|{}", self.person, self.scope).as_bytes())
         }
     }
+}
+
+/// Namespace of the person ids of pseudonymous references (a random UUID, fixed forever).
+const REFERENCE_PERSONS: Uuid = Uuid::from_u128(0x3b9e_51d2_7c04_4f8a_a6d1_92e0_5c7b_3f48);
+
+/// The person id under which data about someone known only by a pseudonymous reference is
+/// sealed; erasing a user also erases these for each of the user's references.
+pub fn reference_person(reference: &str) -> Uuid {
+    Uuid::new_v5(&REFERENCE_PERSONS, reference.as_bytes())
 }
 
 /// One data key of a person. Never stored in clear: only wrapped under the master key.
@@ -366,10 +386,15 @@ pub const ERASED: &str = "[slettet]";
 
 /// Opens a value for display: the text, [`ERASED`] once the person is erased, or the value as it
 /// is when it was never sealed.
+///
+/// A value that no longer opens with the key of its id was sealed under a key destroyed since
+/// (an invitee erased, then invited again): it shows as erased too. Tampering with the log
+/// itself is what the hash chain finds.
 pub async fn reveal_for_display(keys: &dyn PersonKeys, value: &str) -> Result<String, VaultError> {
-    Ok(match keys.reveal(value).await? {
-        Revealed::Clear(text) => text,
-        Revealed::Erased => ERASED.to_string(),
+    Ok(match keys.reveal(value).await {
+        Ok(Revealed::Clear(text)) => text,
+        Ok(Revealed::Erased) | Err(VaultError::Tampered) => ERASED.to_string(),
+        Err(other) => return Err(other),
     })
 }
 

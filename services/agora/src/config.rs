@@ -283,12 +283,13 @@ impl RunArgs {
             }
             other => other.clone(),
         };
-        let remote_vault = if targets.iter().any(|t| t == "response") && !with_identity {
+        let seals_personal_data = targets.iter().any(|t| t == "response" || t == "hearing");
+        let remote_vault = if seals_personal_data && !with_identity {
             match (&self.identity_url, &service_secret) {
                 (Some(url), Some(secret)) => Some((url.clone(), secret.clone())),
                 _ => bail!(
-                    "the response service seals personal data with the identity service's vault: run it in the same \
-                     process (--target response,identity) or set AGORA_IDENTITY_URL and AGORA_SERVICE_SECRET"
+                    "the hearing and response services seal personal data with the identity service's vault: run \
+                     them in the same process as identity or set AGORA_IDENTITY_URL and AGORA_SERVICE_SECRET"
                 ),
             }
         } else {

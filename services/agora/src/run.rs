@@ -50,10 +50,14 @@ fn shutdown_future(rx: &watch::Receiver<bool>) -> impl std::future::Future<Outpu
     }
 }
 
-/// The hearing service wired to a store: what both modes and the tests share.
-pub fn hearing_app(store: &Store, settings: &Settings) -> anyhow::Result<HearingApp> {
+/// The hearing service wired to a store and the vault.
+pub fn hearing_app(
+    store: &Store,
+    settings: &Settings,
+    keys: agora_response::personal::Keys,
+) -> anyhow::Result<HearingApp> {
     let files = settings.files.open()?;
-    Ok(HearingApp::new(store.clone(), files, &settings.pseudonym_key, Arc::new(chrono::Utc::now)))
+    Ok(HearingApp::new(store.clone(), files, &settings.pseudonym_key, keys, Arc::new(chrono::Utc::now)))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -65,13 +69,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let runs = |target: &str| settings.targets.iter().any(|t| t == target);
     let (with_hearing, with_response) = (runs("hearing"), runs("response"));
     let mut projections: Vec<Arc<dyn agora_eventstore::consumer::Projection>> = Vec::new();
-    let hearing = if with_hearing {
-        projections::migrate(&store).await.context("cannot create the hearing read-model tables")?;
-        projections.push(Arc::new(HearingListProjection));
-        Some(hearing_app(&store, &settings)?)
-    } else {
-        None
-    };
     let clock: agora_identity::app::Clock = Arc::new(chrono::Utc::now);
     let identity = match &settings.identity {
         Some(identity_settings) => {
@@ -96,6 +93,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(app)
         }
         None => None,
+    };
+    let hearing = if with_hearing {
+        projections::migrate(&store).await.context("cannot create the hearing read-model tables")?;
+        projections.push(Arc::new(HearingListProjection));
+        Some(hearing_app(&store, &settings, personal_data_keys(identity.as_ref(), &settings)?)?)
+    } else {
+        None
     };
     let verifier = Arc::new(match (&identity, &settings.token_keys) {
         (Some(app), _) => app.verifier(),

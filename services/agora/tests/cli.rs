@@ -331,8 +331,8 @@ struct Distributed {
     grpc: u16,
     http: u16,
     child: Running,
-    /// The identity service in a process of its own, where the response service runs: its vault
-    /// seals the respondents' personal data over gRPC.
+    /// The identity service in a process of its own: its vault seals the personal data the
+    /// hearing and response services keep, over gRPC.
     identity: Option<Running>,
 }
 
@@ -358,7 +358,7 @@ impl Distributed {
             ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
             ("AGORA_SERVICE_SECRET", SERVICE_SECRET),
         ];
-        let identity = if targets.split(',').any(|t| t == "response") {
+        let identity = if !targets.split(',').any(|t| t == "identity") {
             let (identity_grpc, identity_http) = (free_port(), free_port());
             let mut envs = common.to_vec();
             let (grpc_addr, http_addr) = (format!("127.0.0.1:{identity_grpc}"), format!("127.0.0.1:{identity_http}"));
@@ -438,6 +438,9 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
         "{metrics}"
     );
     stop(child).await;
+    if let Some(identity) = d.identity {
+        stop(identity).await;
+    }
 
     // The audit check works on PostgreSQL too.
     let events: Vec<NewEvent> = (1..=3)

@@ -18,7 +18,9 @@ use uuid::Uuid;
 use crate::domain::fields::{Violation, sanitize_file_name, sniff_content_type};
 use crate::domain::invitees::{Pseudonymizer, RowError, parse_csv, parse_invitee};
 use crate::domain::reference::{self, KleEntry, Reference, ReferenceCommand, ReferenceError, ReferenceItem};
-use crate::domain::{Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, InviteeKind, StoredFile};
+use crate::domain::{
+    Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, Invitee, InviteeKind, StoredFile,
+};
 
 /// Why a request was not carried out; the gRPC adapter maps each to its status code.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,10 @@ impl Pseudonymizer for agora_vault::KeyedHash {
     fn company_reference(&self, cvr: &str) -> String {
         agora_vault::KeyedHash::company_reference(self, cvr)
     }
+
+    fn email_reference(&self, email: &str) -> String {
+        agora_vault::KeyedHash::email_reference(self, email)
+    }
 }
 
 /// The time source; tests set it.
@@ -132,6 +138,8 @@ pub struct HearingApp {
     references: Arc<AggregateStore<Reference>>,
     files: Arc<dyn ObjectStore>,
     pseudonymizer: Arc<KeyedPseudonymizer>,
+    /// The vault that seals what the hearing holds of people (invitees' names and addresses).
+    keys: Arc<dyn agora_vault::PersonKeys>,
     clock: Clock,
 }
 
@@ -148,7 +156,13 @@ fn parse_id(id: &str) -> Result<Uuid, AppError> {
 }
 
 impl HearingApp {
-    pub fn new(store: Store, files: Arc<dyn ObjectStore>, pseudonym_key: &[u8], clock: Clock) -> Self {
+    pub fn new(
+        store: Store,
+        files: Arc<dyn ObjectStore>,
+        pseudonym_key: &[u8],
+        keys: Arc<dyn agora_vault::PersonKeys>,
+        clock: Clock,
+    ) -> Self {
         let hearings = EventRepository::aggregate_store::<Hearing>(store.clone(), Some(SNAPSHOT_EVERY), Vec::new());
         let references = EventRepository::aggregate_store::<Reference>(store.clone(), None, Vec::new());
         Self {
@@ -157,8 +171,39 @@ impl HearingApp {
             references: Arc::new(references),
             files,
             pseudonymizer: Arc::new(KeyedPseudonymizer::new(pseudonym_key)),
+            keys,
             clock,
         }
+    }
+
+    /// Seals what invitees' labels and addresses say of the people they name, for them.
+    async fn seal_invitees(&self, hearing: Uuid, invitees: &mut [Invitee]) -> Result<(), AppError> {
+        for invitee in invitees {
+            let Some(owner) = agora_vault::KeyOwner::for_reference(&invitee.reference, hearing) else { continue };
+            let key = self.keys.key_or_create(&owner).await.map_err(|e| AppError::Internal(e.to_string()))?;
+            invitee.label = key.seal(&invitee.label).map_err(|e| AppError::Internal(e.to_string()))?;
+            if let Some(address) = &invitee.address {
+                invitee.address = Some(key.seal(address).map_err(|e| AppError::Internal(e.to_string()))?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The hearing with its invitees' labels and addresses opened (or shown as erased).
+    pub async fn reveal_invitees(&self, mut hearing: Hearing) -> Result<Hearing, AppError> {
+        for invitee in hearing.invitees.values_mut() {
+            invitee.label = agora_vault::reveal_for_display(self.keys.as_ref(), &invitee.label)
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?;
+            if let Some(address) = &invitee.address {
+                invitee.address = Some(
+                    agora_vault::reveal_for_display(self.keys.as_ref(), address)
+                        .await
+                        .map_err(|e| AppError::Internal(e.to_string()))?,
+                );
+            }
+        }
+        Ok(hearing)
     }
 
     /// The same service with another clock (tests; demo data dated in the past).
@@ -178,7 +223,8 @@ impl HearingApp {
         authorize: impl FnOnce(&Hearing) -> Result<(), AppError>,
         command: HearingCommand,
     ) -> Result<Hearing, AppError> {
-        self.execute_tracked(id, context, authorize, command).await.map(|(_, after, _)| after)
+        let (_, after, _) = self.execute_tracked(id, context, authorize, command).await?;
+        self.reveal_invitees(after).await
     }
 
     /// Like `execute`, also returning the status before and whether anything was written,
@@ -247,7 +293,7 @@ impl HearingApp {
         if !can_see_hearing(viewer, &facts) {
             return Err(AppError::NotFound("hearing".into()));
         }
-        Ok(hearing)
+        self.reveal_invitees(hearing).await
     }
 
     /// The owner and administrators manage a hearing; others are refused, or told it does
@@ -457,6 +503,7 @@ impl HearingApp {
         if !violations.is_empty() {
             return Err(AppError::Invalid(violations));
         }
+        self.seal_invitees(id, &mut invitees).await?;
         self.execute(
             id,
             actor(principal),
@@ -471,7 +518,8 @@ impl HearingApp {
         let hearing_id = parse_id(id)?;
         let text = std::str::from_utf8(csv)
             .map_err(|_| AppError::Invalid(vec![Violation::new("csv", "filen er ikke UTF-8-tekst")]))?;
-        let (invitees, errors) = parse_csv(text, self.pseudonymizer.as_ref());
+        let (mut invitees, errors) = parse_csv(text, self.pseudonymizer.as_ref());
+        self.seal_invitees(hearing_id, &mut invitees).await?;
         let before = self.load(hearing_id).await?.invitees.len();
         let count = invitees.len();
         let after = self

@@ -537,6 +537,10 @@ impl IdentityApp {
         // Who may, and whether it is still to be done, before anything is destroyed.
         user.decide(command.clone(), &caller(principal))?;
         self.vault.erase(user_id).await?;
+        // What hearings held of them before they ever logged in (invitations by CPR or address).
+        for reference in &user.profile.references {
+            self.vault.erase_reference(reference).await?;
+        }
         store::revoke_user_sessions(&self.store, user_id).await?;
         store::forget_logins(&self.store, user_id).await?;
         self.execute(user_id, &caller(principal), command).await?;

@@ -314,10 +314,24 @@ pub async fn insert_person_key(
     Ok(person_key(store, key_id).await?.flatten())
 }
 
-/// Destroys every key of a person, and leaves a mark so that none is made for them again.
-pub async fn destroy_person_keys(store: &Store, person: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+/// Destroys every key of a person; `forever` leaves a mark so that none is made for them again.
+pub async fn destroy_person_keys(
+    store: &Store,
+    person: Uuid,
+    forever: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     on_backend!(store.backend(), pool => {
         let mut tx = pool.begin().await?;
+        if !forever {
+            // The keys leave the table: a later invitation of the same address gets a new one.
+            sqlx::query("DELETE FROM identity_person_keys WHERE person_id = $1")
+                .bind(person.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
         sqlx::query("UPDATE identity_person_keys SET wrapped_key = NULL, erased_at = $2 WHERE person_id = $1")
             .bind(person.to_string())
             .bind(now.timestamp())

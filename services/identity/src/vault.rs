@@ -59,9 +59,20 @@ impl Vault {
         })
     }
 
-    /// Destroys every key of the person: every value sealed for them is unreadable from now on.
+    /// Destroys every key of the person: every value sealed for them is unreadable from now on,
+    /// and nothing new is sealed for them.
     pub async fn erase(&self, person: Uuid) -> Result<(), VaultError> {
-        store::destroy_person_keys(&self.store, person, (self.clock)()).await.map_err(storage)?;
+        self.destroy(person, true).await
+    }
+
+    /// Destroys the keys under which Agora held data of someone known by a pseudonymous
+    /// reference (an invitation by CPR number or address); a later invitation gets a new key.
+    pub async fn erase_reference(&self, reference: &str) -> Result<(), VaultError> {
+        self.destroy(agora_vault::reference_person(reference), false).await
+    }
+
+    async fn destroy(&self, person: Uuid, forever: bool) -> Result<(), VaultError> {
+        store::destroy_person_keys(&self.store, person, forever, (self.clock)()).await.map_err(storage)?;
         // The scoped keys' ids are not known here: forget everything rather than keep one.
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();

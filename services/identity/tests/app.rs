@@ -190,6 +190,10 @@ async fn erasure_destroys_the_key_and_the_log_still_verifies(backend: Backend) {
 
     // What a response service would seal for her, before the erasure.
     let in_hearing = KeyOwner::in_hearing(birgitte_id, uuid::Uuid::now_v7());
+    // An invitation by her e-mail address, made before she logged in.
+    let address = agora_vault::KeyedHash::new(support::PSEUDONYM_KEY).email_reference("birgitte@demo.agora.invalid");
+    let invited = KeyOwner::for_reference(&format!("email:{address}"), uuid::Uuid::now_v7()).unwrap();
+    let invitation = env.app.vault.seal(&invited, "Birgitte Borger <birgitte@demo.agora.invalid>").await.unwrap();
     let sealed = env.app.vault.seal(&in_hearing, "Birgitte Borger skriver: flere træer").await.unwrap();
     assert!(matches!(env.app.vault.reveal(&sealed).await.unwrap(), Revealed::Clear(_)));
 
@@ -202,6 +206,8 @@ async fn erasure_destroys_the_key_and_the_log_still_verifies(backend: Backend) {
 
     env.app.erase(&admin, birgitte_id, "the person asked (GDPR art. 17)").await.unwrap();
     assert_eq!(env.app.vault.reveal(&sealed).await.unwrap(), Revealed::Erased);
+    assert_eq!(env.app.vault.reveal(&invitation).await.unwrap(), Revealed::Erased, "and what invitations held");
+    assert!(env.app.vault.seal(&invited, "a new invitation").await.is_ok(), "the address may be invited again");
     assert!(env.app.vault.seal(&in_hearing, "more").await.is_err(), "nothing new is sealed for an erased person");
     let elsewhere = KeyOwner::in_hearing(birgitte_id, uuid::Uuid::now_v7());
     assert!(env.app.vault.seal(&elsewhere, "more").await.is_err(), "in no hearing either");

@@ -8,6 +8,7 @@ use super::{Invitee, InviteeKind};
 pub trait Pseudonymizer {
     fn person_reference(&self, cpr: &str) -> String;
     fn company_reference(&self, cvr: &str) -> String;
+    fn email_reference(&self, email: &str) -> String;
 }
 
 /// A row that could not be read, by its number in the file (1-based, header included).
@@ -30,6 +31,7 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
             reference: format!("group:{}", group.trim()),
             kind: InviteeKind::Group,
             label: if label.is_empty() { group.trim().to_string() } else { label.to_string() },
+            address: None,
         });
     }
     if let Some(user) = identifier.strip_prefix("user:") {
@@ -38,6 +40,7 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
             reference: format!("user:{id}"),
             kind: InviteeKind::User,
             label: if label.is_empty() { id.to_string() } else { label.to_string() },
+            address: None,
         });
     }
     if identifier.contains('@') {
@@ -46,9 +49,12 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
         }
         let email = identifier.to_lowercase();
         return Ok(Invitee {
-            reference: format!("email:{email}"),
+            // A pseudonym, like the CPR number's: the same one the identity service gives the
+            // person's token, so that the invitation finds them when they log in.
+            reference: format!("email:{}", pseudonymizer.email_reference(&email)),
             kind: InviteeKind::Email,
-            label: if label.is_empty() { email } else { label.to_string() },
+            label: if label.is_empty() { email.clone() } else { label.to_string() },
+            address: Some(email),
         });
     }
     let digits: String = identifier.chars().filter(|c| *c != '-' && *c != ' ').collect();
@@ -59,12 +65,14 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
                 kind: InviteeKind::Person,
                 // Never echo the number: the label is what the owner gave, or masked.
                 label: if label.is_empty() { format!("{}-xxxx", &digits[..6]) } else { label.to_string() },
+                address: None,
             }),
             10 => Err("CPR-nummeret har ikke en gyldig dato".into()),
             8 => Ok(Invitee {
                 reference: format!("company:{}", pseudonymizer.company_reference(&digits)),
                 kind: InviteeKind::Company,
                 label: if label.is_empty() { "Virksomhed".to_string() } else { label.to_string() },
+                address: None,
             }),
             n => Err(format!("{n} cifre er hverken et CPR-nummer (10) eller et CVR-nummer (8)")),
         };
@@ -127,6 +135,9 @@ mod tests {
         fn company_reference(&self, cvr: &str) -> String {
             format!("cref{}", cvr.len())
         }
+        fn email_reference(&self, email: &str) -> String {
+            format!("eref{}", email.len())
+        }
     }
 
     #[test]
@@ -134,7 +145,8 @@ mod tests {
         let csv = "identifier;navn\nanna@example.dk;Anna\n0101801234;Bo\n12345678;Firma A/S\nnot-an-email@\n123\nanna@example.dk\n3213801234\n";
         let (invitees, errors) = parse_csv(csv, &Fake);
         assert_eq!(invitees.len(), 3);
-        assert_eq!(invitees[0].reference, "email:anna@example.dk");
+        assert_eq!(invitees[0].reference, "email:eref15");
+        assert_eq!(invitees[0].address.as_deref(), Some("anna@example.dk"));
         assert_eq!(invitees[1].reference, "person:ref10");
         assert_eq!(invitees[2].reference, "company:cref8");
         let rows: Vec<usize> = errors.iter().map(|e| e.row).collect();
@@ -152,7 +164,8 @@ mod tests {
     #[test]
     fn groups_and_emails() {
         assert_eq!(parse_invitee("group:naboer", "", &Fake).expect("group").kind, InviteeKind::Group);
-        assert_eq!(parse_invitee("Anna@Example.DK", "", &Fake).expect("email").reference, "email:anna@example.dk");
+        let email = parse_invitee("Anna@Example.DK", "", &Fake).expect("email");
+        assert_eq!((email.reference.as_str(), email.address.as_deref()), ("email:eref15", Some("anna@example.dk")));
         assert!(parse_invitee("group:", "", &Fake).is_err());
     }
 }

@@ -83,8 +83,11 @@ pub struct Invitee {
     /// reference, never the number), `company:…` (CVR) or `group:…`.
     pub reference: String,
     pub kind: InviteeKind,
-    /// What the owner sees in the list.
+    /// What the owner sees in the list (sealed for the invitee when it names a person).
     pub label: String,
+    /// The e-mail address invitations go to, sealed for the invitee (e-mail invitees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

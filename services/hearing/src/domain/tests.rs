@@ -251,7 +251,7 @@ fn roles_and_invitees() {
     assert!(hearing.reviewers.is_empty(), "the new owner is no longer also a reviewer");
     run(&mut hearing, HearingCommand::ReassignOwner { owner: new_owner }).expect("reassign");
 
-    let invitee = |r: &str| Invitee { reference: r.into(), kind: InviteeKind::Email, label: r.into() };
+    let invitee = |r: &str| Invitee { reference: r.into(), kind: InviteeKind::Email, label: r.into(), address: None };
     let events = run(
         &mut hearing,
         HearingCommand::AddInvitees {
