@@ -48,6 +48,11 @@ fn files(h: &Harness) -> agora_response::files::Attachments {
     agora_response::files::Attachments { store: Arc::new(store), scanner: None }
 }
 
+/// An intake on the harness's store and files, at a fixed time, with keys of its own.
+fn intake_at(h: &Harness, time: &str) -> (Intake, tokio::task::JoinHandle<()>) {
+    Intake::start(h.store.clone(), files(h), agora_vault::MemoryKeys::shared(), clock(time), IntakeConfig::default())
+}
+
 fn clock(time: &str) -> Clock {
     let time = at(time);
     Arc::new(move || time)
@@ -69,13 +74,7 @@ fn submission(hearing_id: Uuid, key: &str, text: &str) -> Submission {
 async fn surge(mut h: Harness) {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
-    let (intake, _worker) = Intake::start(
-        h.store.clone(),
-        files(&h),
-        agora_vault::MemoryKeys::shared(),
-        clock("2026-12-01T12:00:00Z"),
-        IntakeConfig::default(),
-    );
+    let (intake, _worker) = intake_at(&h, "2026-12-01T12:00:00Z");
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..16 {
         let intake = intake.clone();
@@ -120,13 +119,7 @@ async fn surge(mut h: Harness) {
     .await;
 
     // A retry arriving at another replica (another intake on the same store) too.
-    let (other, _other_worker) = Intake::start(
-        h.store.clone(),
-        files(&h),
-        agora_vault::MemoryKeys::shared(),
-        clock("2026-12-01T12:05:00Z"),
-        IntakeConfig::default(),
-    );
+    let (other, _other_worker) = intake_at(&h, "2026-12-01T12:05:00Z");
     assert_eq!(other.submit(first).await.expect("retry elsewhere"), receipt);
     let next = other.submit(submission(hearing, "late-but-in-time", "Et svar mere.")).await.expect("accepted");
     assert_eq!(next.number, 241);
@@ -137,23 +130,11 @@ async fn refusals(mut h: Harness) {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
     // The scheduler has not closed it yet, but the deadline has passed: refused, naming the time.
-    let (late, _w) = Intake::start(
-        h.store.clone(),
-        files(&h),
-        agora_vault::MemoryKeys::shared(),
-        clock("2026-12-20T23:00:01Z"),
-        IntakeConfig::default(),
-    );
+    let (late, _w) = intake_at(&h, "2026-12-20T23:00:01Z");
     let error = late.submit(submission(hearing, "late", "For sent")).await.expect_err("closed");
     assert_eq!(error.to_string(), "the hearing closed for responses at 2026-12-20T23:00:00Z");
 
-    let (intake, _w) = Intake::start(
-        h.store.clone(),
-        files(&h),
-        agora_vault::MemoryKeys::shared(),
-        clock("2026-12-01T12:00:00Z"),
-        IntakeConfig::default(),
-    );
+    let (intake, _w) = intake_at(&h, "2026-12-01T12:00:00Z");
     let unknown = Uuid::now_v7();
     assert_eq!(intake.submit(submission(unknown, "x", "Svar")).await, Err(IntakeError::HearingNotFound(unknown)));
     assert!(matches!(intake.submit(submission(hearing, "e", "  ")).await, Err(IntakeError::Invalid(_))));
@@ -181,13 +162,7 @@ async fn two_replicas_number_one_hearing_without_gaps() {
     let people = People::new();
     let hearing = active_hearing(&mut h, &people).await;
     let second_store = h.database.as_ref().expect("postgres").another_store(8).await;
-    let (a, _wa) = Intake::start(
-        h.store.clone(),
-        files(&h),
-        agora_vault::MemoryKeys::shared(),
-        clock("2026-12-01T12:00:00Z"),
-        IntakeConfig::default(),
-    );
+    let (a, _wa) = intake_at(&h, "2026-12-01T12:00:00Z");
     let (b, _wb) = Intake::start(
         second_store,
         files(&h),
@@ -532,13 +507,7 @@ async fn rules_per_hearing_type(mut h: Harness) {
     let people = People::new();
     let short = active_hearing_of_type(&mut h, &people, "kort").await;
     let long = publish_hearing(&mut h, &people, "lokalplan").await;
-    let (intake, _w) = Intake::start(
-        h.store.clone(),
-        files(&h),
-        agora_vault::MemoryKeys::shared(),
-        clock("2026-12-01T12:00:00Z"),
-        IntakeConfig::default(),
-    );
+    let (intake, _w) = intake_at(&h, "2026-12-01T12:00:00Z");
     let pdf = || Upload { name: "bilag.pdf".into(), content: bytes::Bytes::from_static(b"%PDF-1.7\n%%EOF\n") };
 
     let refused = intake.submit(submission(short, "a", &"x".repeat(501))).await.expect_err("over 500");

@@ -124,31 +124,25 @@ fn digits(value: &str) -> String {
     value.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// The digits of a national number in claim `name`, if the mapping names one and it is there.
+fn number_claim(claims: &Value, name: Option<&str>, length: usize, what: &str) -> Result<Option<String>, String> {
+    let Some((claim, value)) = name.and_then(|claim| claim_text(claims, claim).map(|v| (claim, v))) else {
+        return Ok(None);
+    };
+    let number = digits(&value);
+    if number.len() != length {
+        return Err(format!("claim {claim} is not a {what} number ({length} digits)"));
+    }
+    Ok(Some(number))
+}
+
 /// Maps a provider's verified ID-token claims onto what Agora keeps. Refuses a company login
 /// without a CVR number and a malformed CPR or CVR number, naming the claim.
 pub fn map_claims(config: &ProviderConfig, claims: &Value) -> Result<Claims, String> {
     let names = config.claims.names()?;
     let subject = claim_text(claims, "sub").ok_or("the ID token has no subject (sub)")?;
-    let cpr = match names.cpr.as_deref().and_then(|claim| claim_text(claims, claim).map(|v| (claim, v))) {
-        Some((claim, value)) => {
-            let cpr = digits(&value);
-            if cpr.len() != 10 {
-                return Err(format!("claim {claim} is not a CPR number (10 digits)"));
-            }
-            Some(cpr)
-        }
-        None => None,
-    };
-    let cvr = match names.cvr.as_deref().and_then(|claim| claim_text(claims, claim).map(|v| (claim, v))) {
-        Some((claim, value)) => {
-            let cvr = digits(&value);
-            if cvr.len() != 8 {
-                return Err(format!("claim {claim} is not a CVR number (8 digits)"));
-            }
-            Some(cvr)
-        }
-        None => None,
-    };
+    let cpr = number_claim(claims, names.cpr.as_deref(), 10, "CPR")?;
+    let cvr = number_claim(claims, names.cvr.as_deref(), 8, "CVR")?;
     if config.capacity == Capacity::Company && cvr.is_none() {
         return Err(format!(
             "a company login needs the CVR number, and the claim {} is missing",

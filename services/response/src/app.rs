@@ -220,22 +220,8 @@ impl ResponseApp {
         };
         let payload = serde_json::json!({ "type": "PersonalDataViewed", "data": access });
         // A stream per access: nothing to wait for, nothing to collide with.
-        let metadata = EventContext::for_actor(viewer.reference.clone()).with_command("ViewPersonalData").to_metadata();
-        self.store
-            .append(
-                &[NewEvent {
-                    aggregate_type: ACCESS_AGGREGATE.into(),
-                    aggregate_id: Uuid::now_v7().to_string(),
-                    sequence: 1,
-                    event_type: "PersonalDataViewed".into(),
-                    event_version: "1".into(),
-                    payload,
-                    metadata: serde_json::to_value(metadata).map_err(|e| ResponseAppError::Storage(e.to_string()))?,
-                }],
-                None,
-            )
-            .await?;
-        Ok(())
+        let stream = Uuid::now_v7().to_string();
+        self.append_event(ACCESS_AGGREGATE, stream, 1, "PersonalDataViewed", payload, viewer, "ViewPersonalData").await
     }
 
     /// Who saw the respondent's personal data; for administrators.
@@ -356,13 +342,29 @@ impl ResponseApp {
     ) -> Result<(), ResponseAppError> {
         let stream = hearing_id.to_string();
         let previous = self.store.read_stream(aggregate_type, &stream, 0).await?;
+        let sequence = previous.last().map(|e| e.sequence).unwrap_or(0) + 1;
+        self.append_event(aggregate_type, stream, sequence, event_type, payload, actor, command).await
+    }
+
+    /// Appends one event at `sequence` of a stream of this service.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_event(
+        &self,
+        aggregate_type: &str,
+        stream: String,
+        sequence: i64,
+        event_type: &str,
+        payload: serde_json::Value,
+        actor: &Actor,
+        command: &str,
+    ) -> Result<(), ResponseAppError> {
         let metadata = EventContext::for_actor(actor.reference.clone()).with_command(command).to_metadata();
         self.store
             .append(
                 &[NewEvent {
                     aggregate_type: aggregate_type.into(),
                     aggregate_id: stream,
-                    sequence: previous.last().map(|e| e.sequence).unwrap_or(0) + 1,
+                    sequence,
                     event_type: event_type.into(),
                     event_version: "1".into(),
                     payload,
