@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "agora/hearing/v1/events.proto",
         "agora/response/v1/response.proto",
         "agora/identity/v1/identity.proto",
+        "agora/identity/v1/events.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -751,7 +751,17 @@ async fn erasure(mut h: Harness) {
     assert!(app.data_access(&owner, &format!("user:{birgitte}")).await.is_err(), "administrators only");
 
     // She is erased: her keys are destroyed, the log is left as it was.
+    assert_eq!(stored_attachments(&h), 1);
     identity.erase(&admin, birgitte, "the person asked (GDPR art. 17)").await.expect("erase");
+    // The response service handles the erasure event: her files are deleted.
+    let erasures = LocalIntegrationFeed {
+        store: h.store.clone(),
+        mapper: Arc::new(agora_identity::integration::IdentityIntegration::new(h.store.clone())),
+        handler: Arc::new(agora_response::erasure::ErasureHandler { app: app.clone() }),
+    };
+    assert_eq!(erasures.catch_up().await.expect("erasure event"), 1);
+    assert_eq!(stored_attachments(&h), 0, "her attachment is deleted");
+    assert_eq!(erasures.catch_up().await.expect("again"), 0, "handled once");
 
     // Read models, as the owner and the public see them.
     for viewer in [Some(&owner), None] {

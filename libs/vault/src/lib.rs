@@ -363,6 +363,9 @@ pub trait PersonKeys: Send + Sync {
     /// Destroys every key of a scope (`hearing:<id>` past its retention period); how many.
     async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError>;
 
+    /// Forgets any keys remembered from elsewhere (an erasure reached this service).
+    async fn forget_remembered(&self) {}
+
     /// Seals `plaintext` for `owner`.
     async fn seal(&self, owner: &KeyOwner, plaintext: &str) -> Result<String, VaultError> {
         self.key_or_create(owner).await?.seal(plaintext)

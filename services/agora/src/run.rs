@@ -249,31 +249,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?,
         )
     };
-    if let (Some(bus), true) = (&bus, with_hearing) {
-        let relay = Relay::new(store.clone(), bus.clone(), Arc::new(HearingIntegration::new(store.clone())));
+    if let (Some(bus), true) = (&bus, with_hearing || identity.is_some()) {
+        let relay = Relay::new(store.clone(), bus.clone(), integration_mappers(&store));
         tasks.spawn(until_stopped(relay.run(shutdown_future(&stop_rx))));
     }
-    if with_response {
-        // The response service learns hearings from their integration events: from
-        // JetStream when distributed, from the local log when embedded.
-        let handler = Arc::new(agora_response::hearings::HearingTermsHandler);
-        match &bus {
-            Some(bus) => {
-                let (bus, store, shutdown) = (bus.clone(), store.clone(), shutdown_future(&stop_rx));
-                tasks.spawn(async move {
-                    agora_eventstore::jetstream::consume(&bus, store, handler, shutdown)
-                        .await
-                        .map_err(anyhow::Error::from)
-                });
-            }
-            None => {
-                let feed = agora_eventstore::consumer::LocalIntegrationFeed {
-                    store: store.clone(),
-                    mapper: Arc::new(HearingIntegration::new(store.clone())),
-                    handler,
-                };
-                feed.catch_up().await.context("cannot read the hearings for the response service")?;
-                tasks.spawn(until_stopped(feed.run(shutdown_future(&stop_rx))));
+    if let Some(app) = &response {
+        // The response service learns hearings from their integration events, and erasures
+        // from the identity service's: from JetStream when distributed, from the local log
+        // when embedded.
+        let handlers: [Arc<dyn agora_eventstore::jetstream::IntegrationHandler>; 2] = [
+            Arc::new(agora_response::hearings::HearingTermsHandler),
+            Arc::new(agora_response::erasure::ErasureHandler { app: app.clone() }),
+        ];
+        for handler in handlers {
+            match &bus {
+                Some(bus) => {
+                    let (bus, store, shutdown) = (bus.clone(), store.clone(), shutdown_future(&stop_rx));
+                    tasks.spawn(async move {
+                        agora_eventstore::jetstream::consume(&bus, store, handler, shutdown)
+                            .await
+                            .map_err(anyhow::Error::from)
+                    });
+                }
+                None => {
+                    let feed = agora_eventstore::consumer::LocalIntegrationFeed {
+                        store: store.clone(),
+                        mapper: integration_mappers(&store),
+                        handler,
+                    };
+                    feed.catch_up().await.context("cannot bring the response service up to date")?;
+                    tasks.spawn(until_stopped(feed.run(shutdown_future(&stop_rx))));
+                }
             }
         }
     }
@@ -338,6 +344,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("some work did not stop within 10 s");
     }
     Ok(())
+}
+
+/// Every service's integration events, for the relay (one per store, whichever services run
+/// beside it) and the embedded mode's local feeds.
+pub fn integration_mappers(store: &Store) -> Arc<dyn agora_eventstore::relay::IntegrationMapper> {
+    Arc::new(agora_eventstore::relay::Mappers(vec![
+        Arc::new(HearingIntegration::new(store.clone())),
+        Arc::new(agora_identity::integration::IdentityIntegration::new(store.clone())),
+    ]))
 }
 
 /// Where the response service finds the respondents' keys: the identity service's vault in

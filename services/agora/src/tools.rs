@@ -6,7 +6,6 @@ use std::sync::Arc;
 use agora_eventstore::consumer::ProjectionRunner;
 use agora_eventstore::jetstream::{Bus, BusConfig};
 use agora_eventstore::relay::Relay;
-use agora_hearing::integration::HearingIntegration;
 use agora_hearing::projections::{self, HearingListProjection};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,7 +53,7 @@ pub async fn republish(connect: ConnectArgs, nats_url: &str, prefix: &str, from:
     }
     let store = connect.store().await?;
     let bus = Bus::connect_existing(BusConfig::new(nats_url, prefix)).await?;
-    let relay = Relay::new(store.clone(), bus, Arc::new(HearingIntegration::new(store.clone())));
+    let relay = Relay::new(store.clone(), bus, crate::run::integration_mappers(&store));
     let (count, last) = store.log_extent().await?;
     let bar = progress_bar(count.max(0) as u64);
     let sent = relay.republish(from, |n| bar.set_position(n as u64)).await?;

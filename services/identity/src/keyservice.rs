@@ -164,8 +164,7 @@ impl RemoteKeys {
         }
     }
 
-    /// Forgets every key at once (an erasure reached this service).
-    pub fn forget_all(&self) {
+    fn forget_all(&self) {
         if let Ok(mut remembered) = self.remembered.lock() {
             remembered.clear();
         }
@@ -234,6 +233,10 @@ impl PersonKeys for RemoteKeys {
             }
             Err(status) => Err(remote(status)),
         }
+    }
+
+    async fn forget_remembered(&self) {
+        self.forget_all();
     }
 
     async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError> {

@@ -15,6 +15,7 @@
 pub mod app;
 pub mod domain;
 pub mod grpc;
+pub mod integration;
 pub mod keys;
 pub mod keyservice;
 pub mod oidc;

@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod domain;
+pub mod erasure;
 pub mod exports;
 pub mod files;
 pub mod grpc;
