@@ -536,13 +536,13 @@ async fn intake_in(args: &IntakeArgs, options: PgConnectOptions) -> anyhow::Resu
     // The response service's gRPC API in this process, over loopback, as clients reach it.
     let files =
         agora_response::files::Attachments { store: Arc::new(object_store::memory::InMemory::new()), scanner: None };
-    let (intake, _worker) = Intake::start(
-        store.clone(),
-        files,
-        agora_vault::MemoryKeys::shared(),
-        Arc::new(chrono::Utc::now),
-        IntakeConfig::default(),
-    );
+    // Every response is sealed for its respondent, with keys from the identity service's
+    // vault on the same database, as when both run in one process.
+    agora_identity::store::migrate(&store).await?;
+    let (master, _) = agora_vault::MasterKey::generate("bench")?;
+    let vault = agora_identity::vault::Vault::new(store.clone(), Arc::new(master), Arc::new(chrono::Utc::now));
+    let (intake, _worker) =
+        Intake::start(store.clone(), files, Arc::new(vault), Arc::new(chrono::Utc::now), IntakeConfig::default());
     let app = agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now));
     let key = agora_auth::SigningKey::generate_with_kid("bench")?;
     let issuer = agora_auth::TokenIssuer::new(key, "agora-bench", "agora", chrono::Duration::hours(1));

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{
-    Caller, IdentityError, Profile, TERMS_AGGREGATE, TERMS_STREAM, Terms, USER_AGGREGATE, User, UserCommand, UserEvent,
-    check_new_terms,
+    COMPANY_AGGREGATE, Caller, Company, IdentityError, Profile, TERMS_AGGREGATE, TERMS_STREAM, Terms, USER_AGGREGATE,
+    User, UserCommand, UserEvent, check_new_terms,
 };
 use crate::keys::{self, KeyRecord};
 use crate::oidc::{OidcError, OidcProvider};
@@ -127,6 +127,7 @@ pub struct Session {
 pub struct IdentityApp {
     pub store: Store,
     users: Arc<AggregateStore<User>>,
+    companies: Arc<AggregateStore<Company>>,
     pub vault: Vault,
     providers: Arc<BTreeMap<String, Arc<OidcProvider>>>,
     settings: Arc<IdentitySettings>,
@@ -160,11 +161,20 @@ impl IdentityApp {
         clock: Clock,
     ) -> Result<Self, IdentityAppError> {
         let users = Arc::new(EventRepository::aggregate_store::<User>(store.clone(), None, Vec::new()));
+        let companies = Arc::new(EventRepository::aggregate_store::<Company>(store.clone(), None, Vec::new()));
         let vault = Vault::new(store.clone(), Arc::new(settings.master.clone()), clock.clone());
         let providers = providers.into_iter().map(|p| (p.config().id.clone(), Arc::new(p))).collect();
         let verifier = TokenVerifier::new(&settings.issuer, &settings.audience);
-        let app =
-            Self { store, users, vault, providers: Arc::new(providers), settings: Arc::new(settings), verifier, clock };
+        let app = Self {
+            store,
+            users,
+            companies,
+            vault,
+            providers: Arc::new(providers),
+            settings: Arc::new(settings),
+            verifier,
+            clock,
+        };
         app.ensure_signing_key().await?;
         app.refresh_verifier().await?;
         Ok(app)
@@ -355,8 +365,40 @@ impl IdentityApp {
             claim_roles: claims.roles.clone(),
         };
         let me = Caller { user_id, administrator: false };
+        let company = profile.company.clone();
         let user = self.execute(user_id, &me, UserCommand::Login { profile, at: self.now() }).await?;
+        if let Some(reference) = company {
+            self.company_user_logged_in(&reference, user_id, claims.company_name.clone()).await?;
+        }
         self.new_session(&user, &Uuid::now_v7().to_string()).await
+    }
+
+    async fn company_user_logged_in(
+        &self,
+        reference: &str,
+        user_id: Uuid,
+        name: Option<String>,
+    ) -> Result<(), IdentityAppError> {
+        let mut loaded = self.companies.load_aggregate(reference).await?;
+        let events = loaded.aggregate().user_logged_in(reference, user_id, name);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let metadata = EventContext::for_actor(format!("user:{user_id}")).with_command("Login").to_metadata();
+        self.companies.commit(events, loaded, metadata).await?;
+        Ok(())
+    }
+
+    /// Every company, with its users; for administrators.
+    pub async fn list_companies(&self, principal: &Principal) -> Result<Vec<Company>, IdentityAppError> {
+        if !principal.is_administrator() {
+            return Err(IdentityAppError::PermissionDenied("only administrators may list companies".into()));
+        }
+        Ok(store::list_companies(&self.store)
+            .await?
+            .into_iter()
+            .filter_map(|s| serde_json::from_value(s).ok())
+            .collect())
     }
 
     // ----- sessions -----
@@ -647,8 +689,37 @@ impl IdentityApp {
     }
 }
 
-/// The administrators' list of users (`identity_users`), kept from the user events.
+/// The administrators' lists of users (`identity_users`) and companies (`identity_companies`),
+/// kept from their events.
 pub struct UserListProjection;
+
+/// Folds one event into the state kept in `table` under the event's stream id.
+async fn fold_into<A>(tx: &mut DbTx, table: &str, event: &RecordedEvent) -> Result<(), ProjectionError>
+where
+    A: cqrs_es::Aggregate + Default + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let failed = |reason: String| ProjectionError::Apply {
+        projection: "identity-users".into(),
+        position: event.position(),
+        reason,
+    };
+    let change: A::Event = event.decode().map_err(|e| failed(e.to_string()))?;
+    let select = format!("SELECT state FROM {table} WHERE id = $1");
+    let existing: Option<(String,)> = on_tx!(tx, conn => {
+        sqlx::query_as(&select).bind(&event.aggregate_id).fetch_optional(&mut **conn).await?
+    });
+    let mut state: A = match existing {
+        Some((state,)) => serde_json::from_str(&state).map_err(|e| failed(e.to_string()))?,
+        None => A::default(),
+    };
+    state.apply(change);
+    let state = serde_json::to_string(&state).map_err(|e| failed(e.to_string()))?;
+    let upsert = format!("INSERT INTO {table} (id, state) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET state = $2");
+    on_tx!(tx, conn => {
+        sqlx::query(&upsert).bind(&event.aggregate_id).bind(state).execute(&mut **conn).await?;
+    });
+    Ok(())
+}
 
 #[async_trait::async_trait]
 impl Projection for UserListProjection {
@@ -657,39 +728,18 @@ impl Projection for UserListProjection {
     }
 
     async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        if event.aggregate_type != USER_AGGREGATE {
-            return Ok(());
+        match event.aggregate_type.as_str() {
+            USER_AGGREGATE => fold_into::<User>(tx, "identity_users", event).await,
+            COMPANY_AGGREGATE => fold_into::<Company>(tx, "identity_companies", event).await,
+            _ => Ok(()),
         }
-        let failed = |reason: String| ProjectionError::Apply {
-            projection: "identity-users".into(),
-            position: event.position(),
-            reason,
-        };
-        let change: UserEvent = event.decode().map_err(|e| failed(e.to_string()))?;
-        let existing: Option<(String,)> = on_tx!(tx, conn => {
-            sqlx::query_as("SELECT state FROM identity_users WHERE user_id = $1")
-                .bind(&event.aggregate_id)
-                .fetch_optional(&mut **conn)
-                .await?
-        });
-        let mut user: User = match existing {
-            Some((state,)) => serde_json::from_str(&state).map_err(|e| failed(e.to_string()))?,
-            None => User { id: event.aggregate_id.clone(), ..Default::default() },
-        };
-        cqrs_es::Aggregate::apply(&mut user, change);
-        let state = serde_json::to_string(&user).map_err(|e| failed(e.to_string()))?;
-        on_tx!(tx, conn => {
-            sqlx::query("INSERT INTO identity_users (user_id, state) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET state = $2")
-                .bind(&event.aggregate_id)
-                .bind(state)
-                .execute(&mut **conn)
-                .await?;
-        });
-        Ok(())
     }
 
     async fn reset(&self, tx: &mut DbTx) -> Result<(), ProjectionError> {
-        on_tx!(tx, conn => { sqlx::query("DELETE FROM identity_users").execute(&mut **conn).await?; });
+        on_tx!(tx, conn => {
+            sqlx::query("DELETE FROM identity_users").execute(&mut **conn).await?;
+            sqlx::query("DELETE FROM identity_companies").execute(&mut **conn).await?;
+        });
         Ok(())
     }
 }

@@ -290,6 +290,90 @@ impl cqrs_es::Aggregate for User {
     }
 }
 
+pub const COMPANY_AGGREGATE: &str = "identity-company";
+
+/// A company (or other organisation with a CVR number), known by the pseudonym of its CVR
+/// number: registered when its first user logs in, joined by each of its users.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Company {
+    pub reference: String,
+    pub exists: bool,
+    /// The name the login broker gives (public, as in the CVR register).
+    pub name: Option<String>,
+    pub users: Vec<uuid::Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompanyEvent {
+    CompanyRegistered { reference: String, name: Option<String> },
+    CompanyRenamed { name: String },
+    CompanyUserJoined { user_id: uuid::Uuid },
+}
+
+impl DomainEvent for CompanyEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::CompanyRegistered { .. } => "CompanyRegistered",
+            Self::CompanyRenamed { .. } => "CompanyRenamed",
+            Self::CompanyUserJoined { .. } => "CompanyUserJoined",
+        }
+        .into()
+    }
+
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+impl Company {
+    /// A user of the company logged in: registers the company the first time, records a new
+    /// user and a changed name.
+    pub fn user_logged_in(&self, reference: &str, user_id: uuid::Uuid, name: Option<String>) -> Vec<CompanyEvent> {
+        let mut events = Vec::new();
+        if !self.exists {
+            events.push(CompanyEvent::CompanyRegistered { reference: reference.to_string(), name: name.clone() });
+        } else if let Some(name) = name.as_ref().filter(|n| self.name.as_ref() != Some(*n)) {
+            events.push(CompanyEvent::CompanyRenamed { name: name.clone() });
+        }
+        if !self.users.contains(&user_id) {
+            events.push(CompanyEvent::CompanyUserJoined { user_id });
+        }
+        events
+    }
+}
+
+impl cqrs_es::Aggregate for Company {
+    const TYPE: &'static str = COMPANY_AGGREGATE;
+    type Command = (String, uuid::Uuid, Option<String>);
+    type Event = CompanyEvent;
+    type Error = IdentityError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        (reference, user_id, name): Self::Command,
+        _services: &(),
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.user_logged_in(&reference, user_id, name) {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            CompanyEvent::CompanyRegistered { reference, name } => {
+                self.exists = true;
+                self.reference = reference;
+                self.name = name;
+            }
+            CompanyEvent::CompanyRenamed { name } => self.name = Some(name),
+            CompanyEvent::CompanyUserJoined { user_id } => self.users.push(user_id),
+        }
+    }
+}
+
 /// A version of the terms and conditions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Terms {
@@ -433,6 +517,20 @@ mod tests {
             user.decide(UserCommand::Login { profile: profile(Capacity::Citizen), at: at() }, &me),
             Err(IdentityError::Erased)
         );
+    }
+
+    #[test]
+    fn a_company_is_registered_by_its_first_user_and_joined_by_the_next() {
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut company = Company::default();
+        let events = company.user_logged_in("c1", first, Some("Dorte ApS".into()));
+        assert!(matches!(events[..], [CompanyEvent::CompanyRegistered { .. }, CompanyEvent::CompanyUserJoined { .. }]));
+        for e in events {
+            company.apply(e);
+        }
+        assert!(company.user_logged_in("c1", first, Some("Dorte ApS".into())).is_empty(), "nothing new");
+        let events = company.user_logged_in("c1", second, Some("Dorte Holding ApS".into()));
+        assert!(matches!(events[..], [CompanyEvent::CompanyRenamed { .. }, CompanyEvent::CompanyUserJoined { .. }]));
     }
 
     #[test]

@@ -176,6 +176,24 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(user).collect() }))
     }
 
+    async fn list_companies(
+        &self,
+        request: Request<pb::ListCompaniesRequest>,
+    ) -> Result<Response<pb::ListCompaniesResponse>, Status> {
+        let principal = self.principal(&request)?;
+        let companies = self.app.list_companies(&principal).await.map_err(status)?;
+        Ok(Response::new(pb::ListCompaniesResponse {
+            companies: companies
+                .into_iter()
+                .map(|c| pb::Company {
+                    reference: c.reference,
+                    name: c.name.unwrap_or_default(),
+                    user_ids: c.users.iter().map(Uuid::to_string).collect(),
+                })
+                .collect(),
+        }))
+    }
+
     async fn assign_role(&self, request: Request<pb::RoleRequest>) -> Result<Response<pb::User>, Status> {
         let principal = self.principal(&request)?;
         let request = request.into_inner();

@@ -49,6 +49,7 @@ pub struct ClaimMapping {
     pub email: Option<String>,
     pub cpr: Option<String>,
     pub cvr: Option<String>,
+    pub company_name: Option<String>,
     pub roles: Option<String>,
     /// Claim value → Agora role (`administrator`, `hearing_creator`).
     pub role_values: BTreeMap<String, Role>,
@@ -61,21 +62,28 @@ pub struct ClaimNames {
     pub email: String,
     pub cpr: Option<String>,
     pub cvr: Option<String>,
+    pub company_name: Option<String>,
     pub roles: Option<String>,
 }
 
 impl ClaimMapping {
     pub fn names(&self) -> Result<ClaimNames, String> {
         let base = match self.preset.as_str() {
-            "" | "standard" => {
-                ClaimNames { name: "name".into(), email: "email".into(), cpr: None, cvr: None, roles: None }
-            }
+            "" | "standard" => ClaimNames {
+                name: "name".into(),
+                email: "email".into(),
+                cpr: None,
+                cvr: None,
+                company_name: None,
+                roles: None,
+            },
             // NemLog-in's OIDC claims follow the OIOSAML 3 attribute names.
             "nemlogin" => ClaimNames {
                 name: "https://data.gov.dk/model/core/eid/fullName".into(),
                 email: "https://data.gov.dk/model/core/eid/email".into(),
                 cpr: Some("https://data.gov.dk/model/core/eid/cprNumber".into()),
                 cvr: Some("https://data.gov.dk/model/core/eid/professional/cvr".into()),
+                company_name: Some("https://data.gov.dk/model/core/eid/professional/orgName".into()),
                 roles: None,
             },
             "entra" => ClaimNames {
@@ -83,6 +91,7 @@ impl ClaimMapping {
                 email: "preferred_username".into(),
                 cpr: None,
                 cvr: None,
+                company_name: None,
                 roles: Some("roles".into()),
             },
             other => return Err(format!("unknown claim preset {other:?} (use nemlogin, entra or standard)")),
@@ -92,6 +101,7 @@ impl ClaimMapping {
             email: self.email.clone().unwrap_or(base.email),
             cpr: self.cpr.clone().or(base.cpr),
             cvr: self.cvr.clone().or(base.cvr),
+            company_name: self.company_name.clone().or(base.company_name),
             roles: self.roles.clone().or(base.roles),
         })
     }
@@ -109,6 +119,7 @@ pub struct Claims {
     pub cpr: Option<String>,
     /// Digits only.
     pub cvr: Option<String>,
+    pub company_name: Option<String>,
     pub roles: Vec<Role>,
 }
 
@@ -175,6 +186,7 @@ pub fn map_claims(config: &ProviderConfig, claims: &Value) -> Result<Claims, Str
         name: claim_text(claims, &names.name),
         email: claim_text(claims, &names.email).filter(|e| e.contains('@')),
         cpr,
+        company_name: cvr.as_ref().and(names.company_name.as_deref()).and_then(|claim| claim_text(claims, claim)),
         cvr,
         roles,
     })
@@ -240,6 +252,7 @@ pub fn demo_claims(user: &DemoUser) -> Claims {
         email: Some(format!("{}@demo.agora.invalid", user.handle)),
         cpr: None,
         cvr: user.cvr.map(String::from),
+        company_name: user.cvr.map(|_| "Demo Virksomhed ApS".to_string()),
         roles: user.principal.roles.clone(),
     }
 }

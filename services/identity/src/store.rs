@@ -50,7 +50,10 @@ pub const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS identity_person_keys_scope ON identity_person_keys (scope)",
     // Users for the administrators' list, kept with every user event.
     "CREATE TABLE IF NOT EXISTS identity_users (
-        user_id TEXT PRIMARY KEY,
+        id TEXT PRIMARY KEY,
+        state TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS identity_companies (
+        id TEXT PRIMARY KEY,
         state TEXT NOT NULL)",
 ];
 
@@ -366,7 +369,22 @@ pub async fn destroy_scope(store: &Store, scope: &str, now: DateTime<Utc>) -> Re
 
 pub async fn list_users(store: &Store) -> Result<Vec<serde_json::Value>, StoreError> {
     on_backend!(store.backend(), pool => {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM identity_users ORDER BY user_id").fetch_all(pool).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, state FROM identity_users ORDER BY id").fetch_all(pool).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, state)| {
+                let mut state: serde_json::Value = serde_json::from_str(&state).ok()?;
+                // The state is folded without its stream's id; the row has it.
+                state["id"] = serde_json::Value::String(id);
+                Some(state)
+            })
+            .collect())
+    })
+}
+
+pub async fn list_companies(store: &Store) -> Result<Vec<serde_json::Value>, StoreError> {
+    on_backend!(store.backend(), pool => {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT state FROM identity_companies ORDER BY id").fetch_all(pool).await?;
         Ok(rows.into_iter().filter_map(|(state,)| serde_json::from_str(&state).ok()).collect())
     })
 }

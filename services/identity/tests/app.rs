@@ -57,6 +57,19 @@ async fn development_login_is_off_unless_enabled(backend: Backend) {
     let company = dorte.user.company.clone().unwrap();
     assert_eq!(company, agora_vault::KeyedHash::new(support::PSEUDONYM_KEY).company_reference("12345678"));
     assert!(!on.app.verifier().verify(&dorte.access_token).unwrap().company.unwrap().contains("12345678"));
+    // The company is registered by its first user's login, and listed for administrators.
+    on.app.dev_login("dorte").await.unwrap();
+    on.runner.catch_up().await.unwrap();
+    let admin = on.app.verifier().verify(&on.app.dev_login("admin").await.unwrap().access_token).unwrap();
+    let companies = on.app.list_companies(&admin).await.unwrap();
+    assert_eq!(companies.len(), 1);
+    assert_eq!(
+        (companies[0].reference.as_str(), companies[0].name.as_deref()),
+        (company.as_str(), Some("Demo Virksomhed ApS"))
+    );
+    assert_eq!(companies[0].users, vec![dorte.user.user_id], "joined once");
+    let karen = on.app.verifier().verify(&session.access_token).unwrap();
+    assert!(matches!(on.app.list_companies(&karen).await, Err(IdentityAppError::PermissionDenied(_))));
 }
 
 async fn sessions_rotate_refresh_tokens_and_a_reused_one_ends_the_session(backend: Backend) {
