@@ -430,6 +430,9 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
             .env("AGORA_NATS_PREFIX", &prefix)
             .env("AGORA_TOKEN_JWKS", &jwks_path)
             .env("AGORA_PSEUDONYM_KEY", "bench-pseudonym-key-bench-pseudonym-key")
+            // The vault is reached on first use, not at start: an idle replica needs none running.
+            .env("AGORA_IDENTITY_URL", "http://127.0.0.1:9")
+            .env("AGORA_SERVICE_SECRET", "bench-service-secret-bench-service-secret")
             .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("AGORA_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
             .env("RUST_LOG", "warn")

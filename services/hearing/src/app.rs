@@ -503,6 +503,8 @@ impl HearingApp {
         if !violations.is_empty() {
             return Err(AppError::Invalid(violations));
         }
+        // Who may, before anything is sealed (sealing makes keys).
+        Self::may_manage(principal, &self.load(id).await?, "invite to it")?;
         self.seal_invitees(id, &mut invitees).await?;
         self.execute(
             id,
@@ -519,8 +521,10 @@ impl HearingApp {
         let text = std::str::from_utf8(csv)
             .map_err(|_| AppError::Invalid(vec![Violation::new("csv", "filen er ikke UTF-8-tekst")]))?;
         let (mut invitees, errors) = parse_csv(text, self.pseudonymizer.as_ref());
+        let hearing = self.load(hearing_id).await?;
+        Self::may_manage(principal, &hearing, "invite to it")?;
         self.seal_invitees(hearing_id, &mut invitees).await?;
-        let before = self.load(hearing_id).await?.invitees.len();
+        let before = hearing.invitees.len();
         let count = invitees.len();
         let after = self
             .execute(
@@ -706,7 +710,8 @@ impl HearingApp {
         let mut violations = Vec::new();
         for (i, (identifier, label)) in identifiers.iter().enumerate() {
             match parse_invitee(identifier, label, self.pseudonymizer.as_ref()) {
-                Ok(member) => members.push(member),
+                // Reference data has no person to seal for: the address is not kept there.
+                Ok(member) => members.push(Invitee { address: None, ..member }),
                 Err(message) => violations.push(Violation::new(&format!("members[{i}]"), message)),
             }
         }

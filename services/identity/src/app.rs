@@ -346,7 +346,9 @@ impl IdentityApp {
         };
         let user_id = store::user_for_login(&self.store, &login_ref, candidate).await?;
         let mut references: Vec<String> = person_ref.into_iter().collect();
-        if let Some(email) = &claims.email {
+        // An address the provider does not vouch for would let anyone who types it in
+        // see what was sent to it.
+        if let (Some(email), true) = (&claims.email, claims.email_verified) {
             references.push(format!("email:{}", pseudonyms.email_reference(email)));
         }
         let seal = |value: Option<String>| async move {
@@ -424,8 +426,10 @@ impl IdentityApp {
         let access_token = issuer.issue_at(&principal, now).map_err(|e| IdentityAppError::Storage(e.to_string()))?;
         let refresh_token = format!("agr1_{}", random_secret()?);
         let refresh_expires_at = now + self.settings.refresh_ttl;
-        store::save_refresh_token(&self.store, &token_hash(&refresh_token), family_id, user_id, refresh_expires_at)
-            .await?;
+        let hash = token_hash(&refresh_token);
+        if !store::save_refresh_token(&self.store, &hash, family_id, user_id, refresh_expires_at).await? {
+            return Err(IdentityAppError::Unauthenticated("the session was ended meanwhile; log in again".into()));
+        }
         Ok(Session {
             access_token,
             access_expires_at: now + self.settings.access_ttl,

@@ -268,7 +268,16 @@ impl cqrs_es::Aggregate for User {
                 self.last_login = Some(at);
             }
             UserEvent::UserLoggedIn { profile, at } => {
+                // Every reference the person was ever known by stays, so that an erasure
+                // reaches invitations to an address they no longer use.
+                let mut references = std::mem::take(&mut self.profile.references);
+                for reference in &profile.references {
+                    if !references.contains(reference) {
+                        references.push(reference.clone());
+                    }
+                }
                 self.profile = profile;
+                self.profile.references = references;
                 self.last_login = Some(at);
             }
             UserEvent::RoleAssigned { role, .. } => {
@@ -531,6 +540,19 @@ mod tests {
         assert!(company.user_logged_in("c1", first, Some("Dorte ApS".into())).is_empty(), "nothing new");
         let events = company.user_logged_in("c1", second, Some("Dorte Holding ApS".into()));
         assert!(matches!(events[..], [CompanyEvent::CompanyRenamed { .. }, CompanyEvent::CompanyUserJoined { .. }]));
+    }
+
+    #[test]
+    fn references_of_earlier_logins_are_kept_for_erasure() {
+        let (mut user, id) = registered(Capacity::Citizen);
+        let me = Caller { user_id: id, administrator: false };
+        for address in ["email:old", "email:new"] {
+            let profile = Profile { references: vec![address.into()], ..profile(Capacity::Citizen) };
+            for e in user.decide(UserCommand::Login { profile, at: at() }, &me).unwrap() {
+                user.apply(e);
+            }
+        }
+        assert_eq!(user.profile.references, vec!["email:old".to_string(), "email:new".to_string()]);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct ClaimMapping {
     pub roles: Option<String>,
     /// Claim value → Agora role (`administrator`, `hearing_creator`).
     pub role_values: BTreeMap<String, Role>,
+    /// The provider verifies every e-mail address it gives, whatever `email_verified` says.
+    pub trust_email: bool,
 }
 
 /// The claim names in force for a mapping.
@@ -120,6 +122,9 @@ pub struct Claims {
     /// Digits only.
     pub cvr: Option<String>,
     pub company_name: Option<String>,
+    /// The provider vouches for the e-mail address (`email_verified`, or a broker configured
+    /// as verifying): only then may invitations to it find the person.
+    pub email_verified: bool,
     pub roles: Vec<Role>,
 }
 
@@ -187,6 +192,7 @@ pub fn map_claims(config: &ProviderConfig, claims: &Value) -> Result<Claims, Str
         email: claim_text(claims, &names.email).filter(|e| e.contains('@')),
         cpr,
         company_name: cvr.as_ref().and(names.company_name.as_deref()).and_then(|claim| claim_text(claims, claim)),
+        email_verified: config.claims.trust_email || claims.get("email_verified") == Some(&Value::Bool(true)),
         cvr,
         roles,
     })
@@ -253,6 +259,7 @@ pub fn demo_claims(user: &DemoUser) -> Claims {
         cpr: None,
         cvr: user.cvr.map(String::from),
         company_name: user.cvr.map(|_| "Demo Virksomhed ApS".to_string()),
+        email_verified: true,
         roles: user.principal.roles.clone(),
     }
 }
@@ -328,5 +335,16 @@ mod tests {
         assert_eq!(karen.principal.user_id.to_string(), "00000000-0000-7000-8000-000000000002");
         assert!(karen.principal.can_create_hearings());
         assert!(demo_user("mallory").is_none());
+    }
+
+    #[test]
+    fn an_email_address_counts_only_when_the_provider_vouches_for_it() {
+        let plain = config(Capacity::Citizen, ClaimMapping::default());
+        let unverified = map_claims(&plain, &json!({"sub": "x", "email": "a@b.dk"})).unwrap();
+        assert!(!unverified.email_verified);
+        let verified = map_claims(&plain, &json!({"sub": "x", "email": "a@b.dk", "email_verified": true})).unwrap();
+        assert!(verified.email_verified);
+        let trusted = config(Capacity::Citizen, ClaimMapping { trust_email: true, ..Default::default() });
+        assert!(map_claims(&trusted, &json!({"sub": "x", "email": "a@b.dk"})).unwrap().email_verified);
     }
 }

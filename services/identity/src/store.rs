@@ -146,17 +146,22 @@ pub async fn save_refresh_token(
     family_id: &str,
     user_id: Uuid,
     expires_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     on_backend!(store.backend(), pool => {
-        sqlx::query("INSERT INTO identity_refresh_tokens (token_hash, family_id, user_id, state, expires_at) VALUES ($1, $2, $3, 'active', $4)")
-            .bind(token_hash)
-            .bind(family_id)
-            .bind(user_id.to_string())
-            .bind(expires_at.timestamp())
-            .execute(pool)
-            .await?;
-    });
-    Ok(())
+        // Not into a session revoked meanwhile (a reuse found, a logout).
+        let saved = sqlx::query(
+            "INSERT INTO identity_refresh_tokens (token_hash, family_id, user_id, state, expires_at) \
+             SELECT $1, $2, $3, 'active', $4 WHERE NOT EXISTS \
+             (SELECT 1 FROM identity_refresh_tokens WHERE family_id = $2 AND state = 'revoked')",
+        )
+        .bind(token_hash)
+        .bind(family_id)
+        .bind(user_id.to_string())
+        .bind(expires_at.timestamp())
+        .execute(pool)
+        .await?;
+        Ok(saved.rows_affected() == 1)
+    })
 }
 
 pub async fn use_refresh_token(

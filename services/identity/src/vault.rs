@@ -3,11 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use agora_eventstore::Store;
 use agora_vault::{KeyOwner, KeyWrapper, PersonKey, PersonKeys, VaultError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+/// How long an unwrapped key is remembered.
+pub const REMEMBER: Duration = Duration::from_secs(60);
 
 use crate::store;
 
@@ -25,8 +29,9 @@ pub enum Lookup {
 pub struct Vault {
     store: Store,
     master: Arc<dyn KeyWrapper>,
-    /// Unwrapped keys, so that a read model does not unwrap per row. Erasure evicts.
-    cache: Arc<Mutex<HashMap<Uuid, PersonKey>>>,
+    /// Unwrapped keys, so that a read model does not unwrap per row, for at most
+    /// [`REMEMBER`]: an erasure by another replica reaches this one within that time.
+    cache: Arc<Mutex<HashMap<Uuid, (PersonKey, Instant)>>>,
     clock: Clock,
 }
 
@@ -44,7 +49,7 @@ impl Vault {
             if cache.len() > 100_000 {
                 cache.clear();
             }
-            cache.insert(key.id(), key.clone());
+            cache.insert(key.id(), (key.clone(), Instant::now()));
         }
     }
 
@@ -84,7 +89,8 @@ impl Vault {
 #[async_trait::async_trait]
 impl PersonKeys for Vault {
     async fn key(&self, id: Uuid) -> Result<Option<PersonKey>, VaultError> {
-        if let Some(key) = self.cache.lock().ok().and_then(|cache| cache.get(&id).cloned()) {
+        let remembered = self.cache.lock().ok().and_then(|cache| cache.get(&id).cloned());
+        if let Some((key, _)) = remembered.filter(|(_, at)| at.elapsed() < REMEMBER) {
             return Ok(Some(key));
         }
         match store::person_key(&self.store, id).await.map_err(storage)? {
@@ -112,6 +118,12 @@ impl PersonKeys for Vault {
                 Ok(key)
             }
             None => Err(VaultError::Erased(owner.person)),
+        }
+    }
+
+    async fn forget_remembered(&self) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
         }
     }
 

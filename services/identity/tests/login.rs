@@ -88,6 +88,8 @@ async fn a_citizen_logs_in_with_pkce_and_a_replayed_state_is_refused() {
     // Her token carries her CPR number's pseudonym, so invitations made before now find her.
     let reference = agora_vault::KeyedHash::new(support::PSEUDONYM_KEY).person_reference("0101801234");
     assert!(principal.references.contains(&format!("person:{reference}")), "{:?}", principal.references);
+    // The provider did not say it verified her address: invitations to it do not find her.
+    assert!(!principal.references.iter().any(|r| r.starts_with("email:")), "{:?}", principal.references);
 
     // The CPR number is nowhere in the log: only its keyed pseudonym.
     let log = env.store.read_log(agora_eventstore::LogPosition::START, 1000).await.unwrap();

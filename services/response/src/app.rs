@@ -123,7 +123,7 @@ impl ResponseApp {
         for event in events {
             cqrs_es::Aggregate::apply(&mut after, event.clone());
             sealed.push(
-                crate::personal::seal_event(self.keys().as_ref(), &response.author, response.hearing_id, event)
+                crate::personal::seal_event(self.keys().as_ref(), &response, event)
                     .await
                     .map_err(ResponseAppError::from)?,
             );

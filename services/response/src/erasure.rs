@@ -41,6 +41,10 @@ impl IntegrationHandler for ErasureHandler {
         let mut deleted = 0;
         for (state,) in states {
             let response: crate::domain::Response = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+            // A letter the owner registered is its writer's, not the caseworker's.
+            if response.registered_by_owner {
+                continue;
+            }
             for attachment in &response.attachments {
                 // Deleting twice (a redelivery) finds nothing, which is as good.
                 match self.app.intake.files().store.delete(&crate::files::path(attachment.id)).await {

@@ -104,6 +104,7 @@ impl Intake {
             self.keys.as_ref(),
             &submission.author,
             submission.hearing_id,
+            submission.registered_by_owner,
             &submission.text,
             &submission.on_behalf_of,
             &attachments,

@@ -32,17 +32,29 @@ pub fn owner(author: &str, hearing_id: Uuid) -> Option<KeyOwner> {
     person(author).map(|person| KeyOwner::in_hearing(person, hearing_id))
 }
 
+/// Whose key seals a paper or e-mail response the owner registered: the letter's writer has
+/// no account, so it is the hearing's own (ended by retention), never the caseworker's.
+pub fn paper_owner(hearing_id: Uuid) -> KeyOwner {
+    KeyOwner::in_hearing(agora_vault::reference_person(&format!("paper:{hearing_id}")), hearing_id)
+}
+
+/// Whose key seals a submission's data.
+pub fn submission_owner(author: &str, hearing_id: Uuid, registered_by_owner: bool) -> Option<KeyOwner> {
+    if registered_by_owner { Some(paper_owner(hearing_id)) } else { owner(author, hearing_id) }
+}
+
 /// Seals a submission's personal data for its author. An author that is no person (never
 /// the case through the API) keeps the data as it is.
 pub async fn seal_submission(
     keys: &dyn PersonKeys,
     author: &str,
     hearing_id: Uuid,
+    registered_by_owner: bool,
     text: &str,
     on_behalf_of: &Option<OnBehalfOf>,
     attachments: &[Attachment],
 ) -> Result<Sealed, VaultError> {
-    let Some(owner) = owner(author, hearing_id) else {
+    let Some(owner) = submission_owner(author, hearing_id, registered_by_owner) else {
         return Ok(Sealed {
             text: text.to_string(),
             on_behalf_of: on_behalf_of.clone(),
@@ -65,11 +77,12 @@ pub async fn seal_submission(
 /// owner's redaction of it.
 pub async fn seal_event(
     keys: &dyn PersonKeys,
-    author: &str,
-    hearing_id: Uuid,
+    response: &Response,
     event: ResponseEvent,
 ) -> Result<ResponseEvent, VaultError> {
-    let Some(owner) = owner(author, hearing_id) else { return Ok(event) };
+    let Some(owner) = submission_owner(&response.author, response.hearing_id, response.registered_by_owner) else {
+        return Ok(event);
+    };
     Ok(match event {
         ResponseEvent::ResponseEdited { text, content_sha256, at, status, sensitive } => {
             ResponseEvent::ResponseEdited {
@@ -141,8 +154,9 @@ mod tests {
         };
         let hearing = Uuid::now_v7();
         let org = Some(OnBehalfOf::Organisation { name: "Grundejerforeningen Æblehaven".into() });
-        let sealed =
-            seal_submission(keys.as_ref(), &reference, hearing, "Flere træer", &org, &[attachment]).await.unwrap();
+        let sealed = seal_submission(keys.as_ref(), &reference, hearing, false, "Flere træer", &org, &[attachment])
+            .await
+            .unwrap();
         assert!(agora_vault::is_sealed(&sealed.text));
         assert!(agora_vault::is_sealed(&sealed.attachments[0].name));
         assert!(
@@ -169,8 +183,7 @@ mod tests {
             status: Default::default(),
             sensitive: false,
         };
-        let ResponseEvent::ResponseEdited { text, .. } =
-            seal_event(keys.as_ref(), &reference, hearing, edited).await.unwrap()
+        let ResponseEvent::ResponseEdited { text, .. } = seal_event(keys.as_ref(), &response, edited).await.unwrap()
         else {
             panic!()
         };
@@ -182,5 +195,20 @@ mod tests {
         assert_eq!(shown.attachments[0].name, ERASED);
         assert!(matches!(shown.on_behalf_of, Some(OnBehalfOf::Organisation { name }) if name == ERASED));
         assert!(shown.author_erased);
+    }
+
+    #[tokio::test]
+    async fn a_registered_letter_is_the_hearings_not_the_caseworkers() {
+        let keys = MemoryKeys::shared();
+        let (caseworker, hearing) = (Uuid::now_v7(), Uuid::now_v7());
+        let letter =
+            seal_submission(keys.as_ref(), &format!("user:{caseworker}"), hearing, true, "Brev fra Jens", &None, &[])
+                .await
+                .unwrap();
+        assert_eq!(agora_vault::sealed_for(&letter.text), Some(paper_owner(hearing).key_id()));
+        keys.erase(caseworker);
+        assert_eq!(reveal_for_display(keys.as_ref(), &letter.text).await.unwrap(), "Brev fra Jens");
+        assert_eq!(keys.destroy_scope(&KeyOwner::hearing_scope(hearing)).await.unwrap(), 1, "retention ends it");
+        assert_eq!(reveal_for_display(keys.as_ref(), &letter.text).await.unwrap(), ERASED);
     }
 }
