@@ -848,9 +848,34 @@ async fn retention(mut h: Harness) {
     h.hearings.conclude_hearing(request).await.expect("conclude");
     learn_hearings(&h).await;
 
+    let later = chrono::Utc::now() + chrono::Duration::days(731);
+    assert!(
+        agora_response::retention::apply(&app, 730, later).await.expect("retention").is_empty(),
+        "not before the hearing is filed in the records system"
+    );
+    // The records service says the hearing is journalized.
+    let filed = agora_proto::records::v1::HearingJournalized {
+        hearing_id: hearing.to_string(),
+        case_number: "27.00.00-P20-1-26".into(),
+        journalized_at: chrono::Utc::now().to_rfc3339(),
+    };
+    let event = agora_eventstore::jetstream::IntegrationEvent {
+        id: Uuid::now_v7(),
+        event_type: "dk.agora.records.v1.HearingJournalized".into(),
+        source: "agora/records".into(),
+        subject: hearing.to_string(),
+        nats_subject: format!("records.v1.hearing_journalized.{hearing}"),
+        time: chrono::Utc::now(),
+        sequence: 1,
+        position: 1,
+        hash: String::new(),
+        traceparent: None,
+        data: prost::Message::encode_to_vec(&filed).into(),
+    };
+    let journalized = agora_response::hearings::JournalizationHandler;
+    assert!(agora_eventstore::jetstream::handle_once(&h.store, &journalized, &event).await.expect("handled"));
     let soon = chrono::Utc::now() + chrono::Duration::days(729);
     assert!(agora_response::retention::apply(&app, 730, soon).await.expect("retention").is_empty(), "not yet");
-    let later = chrono::Utc::now() + chrono::Duration::days(731);
     let applied = agora_response::retention::apply(&app, 730, later).await.expect("retention");
     assert_eq!(applied.len(), 1);
     assert_eq!((applied[0].hearing_id, applied[0].keys_destroyed, applied[0].attachments_deleted), (hearing, 2, 1));

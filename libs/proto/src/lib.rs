@@ -12,6 +12,12 @@ pub mod response {
     }
 }
 
+pub mod records {
+    pub mod v1 {
+        tonic::include_proto!("agora.records.v1");
+    }
+}
+
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("agora.identity.v1");

@@ -257,8 +257,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // The response service learns hearings from their integration events, and erasures
         // from the identity service's: from JetStream when distributed, from the local log
         // when embedded.
-        let handlers: [Arc<dyn agora_eventstore::jetstream::IntegrationHandler>; 2] = [
+        let handlers: [Arc<dyn agora_eventstore::jetstream::IntegrationHandler>; 3] = [
             Arc::new(agora_response::hearings::HearingTermsHandler),
+            Arc::new(agora_response::hearings::JournalizationHandler),
             Arc::new(agora_response::erasure::ErasureHandler { app: app.clone() }),
         ];
         for handler in handlers {

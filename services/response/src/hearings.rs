@@ -27,6 +27,10 @@ pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS response_counters (
         hearing_id TEXT PRIMARY KEY,
         last_number BIGINT NOT NULL)",
+    // Hearings filed in the records system (the records service's HearingJournalized).
+    "CREATE TABLE IF NOT EXISTS response_journalized (
+        hearing_id TEXT PRIMARY KEY,
+        journalized_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS response_idempotency (
         idempotency_key TEXT PRIMARY KEY,
         content_sha256 TEXT NOT NULL,
@@ -230,4 +234,38 @@ fn terms_from_row(
         public: public.unwrap_or(true),
         rules,
     })
+}
+
+/// Learns which hearings are filed in the records system, from the records service's events:
+/// the retention policy waits for it.
+pub struct JournalizationHandler;
+
+#[async_trait::async_trait]
+impl IntegrationHandler for JournalizationHandler {
+    fn name(&self) -> &str {
+        "response-journalized"
+    }
+
+    fn filter(&self) -> &str {
+        "records.v1.>"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        if event.event_type != "dk.agora.records.v1.HearingJournalized" {
+            return Ok(());
+        }
+        let filed = agora_proto::records::v1::HearingJournalized::decode(event.data.clone())
+            .map_err(|e| format!("not a HearingJournalized: {e}"))?;
+        let hearing = Uuid::parse_str(&filed.hearing_id).map_err(|_| format!("hearing id {:?}", filed.hearing_id))?;
+        let at = event.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        on_tx!(tx, conn => {
+            sqlx::query("INSERT INTO response_journalized (hearing_id, journalized_at) VALUES ($1, $2) ON CONFLICT (hearing_id) DO NOTHING")
+                .bind(hearing.to_string())
+                .bind(at)
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| e.to_string())?;
+        });
+        Ok(())
+    }
 }

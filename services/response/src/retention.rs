@@ -1,5 +1,7 @@
 //! Retention: once a hearing has been concluded for the configured period (OS2agora keeps
-//! respondents' data for 730 days), its respondents' personal data is erased. Their keys for
+//! respondents' data for 730 days) and filed in the records system (the records service's
+//! `HearingJournalized`), its respondents' personal data is erased. A hearing not filed keeps
+//! its data, so that nothing is erased before it is archived. Their keys for
 //! that hearing are destroyed (so every sealed text, name and file name of theirs in it is gone
 //! from the log, the read models and the backups alike), their attachments are deleted, and an
 //! event records it. The responses themselves stay, as erased, so that numbers and counts hold.
@@ -38,7 +40,10 @@ pub struct RetentionApplied {
 
 async fn concluded(app: &ResponseApp) -> Result<Vec<(Uuid, DateTime<Utc>)>, ResponseAppError> {
     let rows: Vec<(String, String)> = on_backend!(app.store.backend(), pool => {
-        sqlx::query_as("SELECT hearing_id, concluded_at FROM response_hearings WHERE concluded_at IS NOT NULL")
+        sqlx::query_as(
+            "SELECT h.hearing_id, h.concluded_at FROM response_hearings h \
+             JOIN response_journalized j ON j.hearing_id = h.hearing_id WHERE h.concluded_at IS NOT NULL",
+        )
             .fetch_all(pool)
             .await
             .map_err(|e| ResponseAppError::Storage(e.to_string()))?
