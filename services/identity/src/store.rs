@@ -283,6 +283,16 @@ pub async fn add_signing_key(
     })
 }
 
+/// On PostgreSQL, makes a person's key changes take turns: otherwise a key made in the same
+/// instant as their erasure would not see the erasure's mark (read committed) and escape it.
+/// SQLite has one writer, so they take turns already. The number is of our own making, so it
+/// may stand in the text.
+fn person_lock(person: Uuid) -> String {
+    // The id's last bytes: random in every UUID version used here (the first are a time).
+    let [.., a, b, c, d] = *person.as_bytes();
+    format!("SELECT pg_advisory_xact_lock(1769238880, {})", i32::from_be_bytes([a, b, c, d]))
+}
+
 /// A wrapped key by its id: `Some(Some(_))` live, `Some(None)` destroyed, `None` never made.
 pub async fn person_key(store: &Store, key_id: Uuid) -> Result<Option<Option<String>>, StoreError> {
     on_backend!(store.backend(), pool => {
@@ -305,6 +315,10 @@ pub async fn insert_person_key(
 ) -> Result<Option<String>, StoreError> {
     let key_id = owner.key_id();
     on_backend!(store.backend(), pool => {
+        let mut tx = pool.begin().await?;
+        if store.is_postgres() {
+            sqlx::query(&person_lock(owner.person)).execute(&mut *tx).await?;
+        }
         sqlx::query(
             "INSERT INTO identity_person_keys (key_id, person_id, scope, wrapped_key, created_at) \
              SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
@@ -316,8 +330,9 @@ pub async fn insert_person_key(
         .bind(&owner.scope)
         .bind(wrapped)
         .bind(now.timestamp())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
     });
     Ok(person_key(store, key_id).await?.flatten())
 }
@@ -331,6 +346,9 @@ pub async fn destroy_person_keys(
 ) -> Result<(), StoreError> {
     on_backend!(store.backend(), pool => {
         let mut tx = pool.begin().await?;
+        if store.is_postgres() {
+            sqlx::query(&person_lock(person)).execute(&mut *tx).await?;
+        }
         if !forever {
             // The keys leave the table: a later invitation of the same address gets a new one.
             sqlx::query("DELETE FROM identity_person_keys WHERE person_id = $1")
