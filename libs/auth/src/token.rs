@@ -387,7 +387,11 @@ impl TokenVerifier {
             if cache.len() >= VERIFIED_CACHE_LIMIT {
                 cache.clear();
             }
-            cache.insert(digest, (verified.principal.clone(), verified.expires_at));
+            // Not if its key was withdrawn meanwhile (`replace_keys` clears the memory after it
+            // swaps the keys, so one of the two always sees the other).
+            if self.read_keys().contains_key(&verified.kid) {
+                cache.insert(digest, (verified.principal.clone(), verified.expires_at));
+            }
         }
         Ok(verified.principal)
     }
