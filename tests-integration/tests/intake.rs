@@ -679,15 +679,10 @@ fn stored_attachments(h: &Harness) -> usize {
 /// The identity service on the harness's store, with the development login.
 async fn identity(h: &Harness) -> agora_identity::app::IdentityApp {
     agora_identity::store::migrate(&h.store).await.expect("identity tables");
+    let master = agora_vault::MasterKey::generate("test").expect("master key").0;
     let settings = agora_identity::app::IdentitySettings {
-        issuer: "agora-dev".into(),
-        audience: "agora".into(),
-        access_ttl: chrono::Duration::minutes(15),
-        refresh_ttl: chrono::Duration::hours(1),
-        publish_delay: chrono::Duration::minutes(10),
         dev_login: true,
-        pseudonyms: agora_vault::KeyedHash::new(b"0123456789abcdef0123456789abcdef"),
-        master: agora_vault::MasterKey::generate("test").expect("master key").0,
+        ..agora_identity::app::IdentitySettings::new("agora-dev", "agora", master, b"0123456789abcdef0123456789abcdef")
     };
     agora_identity::app::IdentityApp::new(h.store.clone(), settings, Vec::new(), Arc::new(chrono::Utc::now))
         .await

@@ -22,16 +22,9 @@ async fn other_services(h: &Harness) -> Channel {
     let verifier = Arc::new(h.issuer.verifier());
     agora_response::projections::migrate(&h.store).await.expect("response tables");
     agora_identity::store::migrate(&h.store).await.expect("identity tables");
-    let settings = agora_identity::app::IdentitySettings {
-        issuer: "agora-test".into(),
-        audience: "agora".into(),
-        access_ttl: Duration::minutes(15),
-        refresh_ttl: Duration::hours(1),
-        publish_delay: Duration::minutes(10),
-        dev_login: false,
-        pseudonyms: agora_vault::KeyedHash::new(b"0123456789abcdef0123456789abcdef"),
-        master: agora_vault::MasterKey::generate("t").expect("master").0,
-    };
+    let master = agora_vault::MasterKey::generate("t").expect("master").0;
+    let settings =
+        agora_identity::app::IdentitySettings::new("agora-test", "agora", master, b"0123456789abcdef0123456789abcdef");
     let identity = agora_identity::app::IdentityApp::new(h.store.clone(), settings, Vec::new(), Arc::new(Utc::now))
         .await
         .expect("identity");

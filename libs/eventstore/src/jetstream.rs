@@ -57,6 +57,30 @@ pub struct IntegrationEvent {
 }
 
 impl IntegrationEvent {
+    /// The integration event of a stored event: its id, time, order, hash and trace context,
+    /// with the mapper's type (`dk.agora.<service>.v1.<Message>`), source, subject and data.
+    pub fn from_recorded(
+        event: &crate::RecordedEvent,
+        event_type: String,
+        source: &str,
+        nats_subject: String,
+        data: Bytes,
+    ) -> Self {
+        Self {
+            id: event.event_id,
+            event_type,
+            source: source.to_string(),
+            subject: event.aggregate_id.clone(),
+            nats_subject,
+            time: event.recorded_at,
+            sequence: event.sequence,
+            position: event.position(),
+            hash: event.hash.clone(),
+            traceparent: event.metadata_str(crate::metadata::keys::TRACEPARENT),
+            data,
+        }
+    }
+
     pub fn to_headers(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
         map.insert(headers::MSG_ID, self.id.to_string().as_str());

@@ -384,6 +384,50 @@ pub trait PersonKeys: Send + Sync {
     }
 }
 
+/// Keys remembered for a while (and that a key is gone), so that a reader does not ask the
+/// vault per row. An erasure elsewhere reaches the holder within the time they are kept.
+#[derive(Clone)]
+pub struct RememberedKeys {
+    keep: std::time::Duration,
+    entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, Remembered>>>,
+}
+
+/// A key (or that it is gone), and when it was learnt.
+type Remembered = (Option<PersonKey>, std::time::Instant);
+
+impl RememberedKeys {
+    /// Most keys remembered at once; the memory is emptied when it is full.
+    const LIMIT: usize = 100_000;
+
+    /// Remembers each key for `keep`.
+    pub fn new(keep: std::time::Duration) -> Self {
+        Self { keep, entries: Default::default() }
+    }
+
+    /// The key remembered under `id` (`Some(None)`: remembered as gone), if still fresh.
+    pub fn recall(&self, id: Uuid) -> Option<Option<PersonKey>> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(&id).filter(|(_, at)| at.elapsed() < self.keep).map(|(key, _)| key.clone())
+    }
+
+    /// Remembers a key, or (`None`) that it is gone.
+    pub fn remember(&self, id: Uuid, key: Option<PersonKey>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::LIMIT {
+                entries.clear();
+            }
+            entries.insert(id, (key, std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets everything (an erasure reached this holder).
+    pub fn forget_all(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
 /// What the pages and exports show in place of an erased person's data.
 pub const ERASED: &str = "[slettet]";
 

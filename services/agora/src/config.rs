@@ -8,7 +8,7 @@ use agora_auth::TokenVerifier;
 use agora_eventstore::Store;
 use agora_identity::app::IdentitySettings;
 use agora_identity::providers::ProviderConfig;
-use agora_vault::{KeyedHash, MasterKey};
+use agora_vault::MasterKey;
 use anyhow::{Context, bail};
 use clap::Args;
 
@@ -338,15 +338,10 @@ impl RunArgs {
             ),
         };
         Ok(IdentitySettings {
-            issuer: self.token_issuer.clone(),
-            audience: self.token_audience.clone(),
             access_ttl: chrono::Duration::minutes(self.access_token_minutes),
             refresh_ttl: chrono::Duration::hours(self.refresh_token_hours),
-            // Longer than services take to read the JWKS again (five minutes).
-            publish_delay: chrono::Duration::minutes(10),
             dev_login,
-            pseudonyms: KeyedHash::new(pseudonym_key),
-            master,
+            ..IdentitySettings::new(&self.token_issuer, &self.token_audience, master, pseudonym_key)
         })
     }
 
@@ -376,16 +371,7 @@ pub fn embedded_identity_settings(data_dir: &Path, access_ttl: chrono::Duration)
 }
 
 fn embedded_identity_settings_with(master: MasterKey, pseudonym_key: &[u8]) -> IdentitySettings {
-    IdentitySettings {
-        issuer: DEV_ISSUER.into(),
-        audience: AUDIENCE.into(),
-        access_ttl: chrono::Duration::minutes(15),
-        refresh_ttl: chrono::Duration::hours(12),
-        publish_delay: chrono::Duration::minutes(10),
-        dev_login: true,
-        pseudonyms: KeyedHash::new(pseudonym_key),
-        master,
-    }
+    IdentitySettings { dev_login: true, ..IdentitySettings::new(DEV_ISSUER, AUDIENCE, master, pseudonym_key) }
 }
 
 /// The embedded mode's master key, made on first start and kept in the data dir.

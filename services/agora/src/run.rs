@@ -204,12 +204,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tasks.spawn(until_stopped(runner.run(shutdown_future(&stop_rx))));
     if let (Some(app), true) = (&response, args.retention_days > 0) {
-        tasks.spawn(until_stopped(agora_response::retention::run(
-            app.clone(),
-            args.retention_days,
-            Duration::from_secs(3600),
-            shutdown_future(&stop_rx),
-        )));
+        let (app, days) = (app.clone(), args.retention_days);
+        tasks.spawn(until_stopped(every(Duration::from_secs(3600), shutdown_future(&stop_rx), move || {
+            let app = app.clone();
+            async move {
+                if let Err(e) = agora_response::retention::apply(&app, days, app.now()).await {
+                    tracing::warn!(error = %e, "retention could not run; it tries again");
+                }
+            }
+        })));
     }
     match (&identity, &settings.token_keys) {
         // Another replica may rotate the keys; a key's time to sign or retire comes.

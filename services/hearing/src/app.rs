@@ -71,6 +71,12 @@ impl<T: std::error::Error + Into<AppError>> From<AggregateError<T>> for AppError
     }
 }
 
+impl From<agora_vault::VaultError> for AppError {
+    fn from(e: agora_vault::VaultError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -180,10 +186,10 @@ impl HearingApp {
     async fn seal_invitees(&self, hearing: Uuid, invitees: &mut [Invitee]) -> Result<(), AppError> {
         for invitee in invitees {
             let Some(owner) = agora_vault::KeyOwner::for_reference(&invitee.reference, hearing) else { continue };
-            let key = self.keys.key_or_create(&owner).await.map_err(|e| AppError::Internal(e.to_string()))?;
-            invitee.label = key.seal(&invitee.label).map_err(|e| AppError::Internal(e.to_string()))?;
+            let key = self.keys.key_or_create(&owner).await?;
+            invitee.label = key.seal(&invitee.label)?;
             if let Some(address) = &invitee.address {
-                invitee.address = Some(key.seal(address).map_err(|e| AppError::Internal(e.to_string()))?);
+                invitee.address = Some(key.seal(address)?);
             }
         }
         Ok(())
@@ -192,15 +198,9 @@ impl HearingApp {
     /// The hearing with its invitees' labels and addresses opened (or shown as erased).
     pub async fn reveal_invitees(&self, mut hearing: Hearing) -> Result<Hearing, AppError> {
         for invitee in hearing.invitees.values_mut() {
-            invitee.label = agora_vault::reveal_for_display(self.keys.as_ref(), &invitee.label)
-                .await
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+            invitee.label = agora_vault::reveal_for_display(self.keys.as_ref(), &invitee.label).await?;
             if let Some(address) = &invitee.address {
-                invitee.address = Some(
-                    agora_vault::reveal_for_display(self.keys.as_ref(), address)
-                        .await
-                        .map_err(|e| AppError::Internal(e.to_string()))?,
-                );
+                invitee.address = Some(agora_vault::reveal_for_display(self.keys.as_ref(), address).await?);
             }
         }
         Ok(hearing)

@@ -190,18 +190,12 @@ impl IntegrationMapper for HearingIntegration {
             let state = self.state_after(event, domain_event.clone()).await?;
             encode(&domain_event, state)
         };
-        Ok(Some(IntegrationEvent {
-            id: event.event_id,
-            event_type: format!("dk.agora.hearing.v1.{message}"),
-            source: SOURCE.to_string(),
-            subject: event.aggregate_id.clone(),
-            nats_subject: format!("hearing.v1.{segment}.{}", event.aggregate_id),
-            time: event.recorded_at,
-            sequence: event.sequence,
-            position: event.position(),
-            hash: event.hash.clone(),
-            traceparent: event.metadata_str(agora_eventstore::metadata::keys::TRACEPARENT),
-            data: Bytes::from(data),
-        }))
+        Ok(Some(IntegrationEvent::from_recorded(
+            event,
+            format!("dk.agora.hearing.v1.{message}"),
+            SOURCE,
+            format!("hearing.v1.{segment}.{}", event.aggregate_id),
+            Bytes::from(data),
+        )))
     }
 }

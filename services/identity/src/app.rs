@@ -99,6 +99,24 @@ pub struct IdentitySettings {
     pub master: MasterKey,
 }
 
+impl IdentitySettings {
+    /// Settings with the usual lifetimes (access tokens 15 minutes, sessions 12 hours, a new
+    /// signing key published 10 minutes before it signs: longer than services take to read the
+    /// JWKS again) and the development login off.
+    pub fn new(issuer: &str, audience: &str, master: MasterKey, pseudonym_key: &[u8]) -> Self {
+        Self {
+            issuer: issuer.to_string(),
+            audience: audience.to_string(),
+            access_ttl: Duration::minutes(15),
+            refresh_ttl: Duration::hours(12),
+            publish_delay: Duration::minutes(10),
+            dev_login: false,
+            pseudonyms: KeyedHash::new(pseudonym_key),
+            master,
+        }
+    }
+}
+
 /// A user as the API shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserView {

@@ -49,18 +49,12 @@ impl IntegrationMapper for IdentityIntegration {
             erased_at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             references: self.references_before(event).await?,
         };
-        Ok(Some(IntegrationEvent {
-            id: event.event_id,
-            event_type: "dk.agora.identity.v1.UserErased".into(),
-            source: SOURCE.into(),
-            subject: event.aggregate_id.clone(),
-            nats_subject: format!("identity.v1.user_erased.{}", event.aggregate_id),
-            time: event.recorded_at,
-            sequence: event.sequence,
-            position: event.position(),
-            hash: event.hash.clone(),
-            traceparent: event.metadata_str(agora_eventstore::metadata::keys::TRACEPARENT),
-            data: Bytes::from(message.encode_to_vec()),
-        }))
+        Ok(Some(IntegrationEvent::from_recorded(
+            event,
+            "dk.agora.identity.v1.UserErased".into(),
+            SOURCE,
+            format!("identity.v1.user_erased.{}", event.aggregate_id),
+            Bytes::from(message.encode_to_vec()),
+        )))
     }
 }

@@ -2,14 +2,12 @@
 //! side checks the shared service secret, and [`RemoteKeys`] is the client every such service
 //! uses as its [`PersonKeys`], with a short memory so that a listing does not ask per row.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_proto::identity::v1 as pb;
 use agora_proto::identity::v1::person_key_service_client::PersonKeyServiceClient;
 use agora_proto::identity::v1::person_key_service_server::{PersonKeyService, PersonKeyServiceServer};
-use agora_vault::{KeyOwner, PersonKey, PersonKeys, VaultError};
+use agora_vault::{KeyOwner, PersonKey, PersonKeys, RememberedKeys, VaultError};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -54,9 +52,6 @@ impl PersonKeyGrpc {
 fn id(field: &str, value: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field}: '{value}' is not an id")))
 }
-
-/// Remembered keys: key id → the key, or `None` when destroyed; and when learnt.
-type Remembered = Arc<Mutex<HashMap<Uuid, (Option<PersonKey>, Instant)>>>;
 
 fn vault_status(error: VaultError) -> Status {
     match error {
@@ -131,7 +126,7 @@ pub struct RemoteKeys {
     client: PersonKeyServiceClient<Channel>,
     secret: MetadataValue<tonic::metadata::Ascii>,
     /// person → (key, or None when erased; when learnt)
-    remembered: Remembered,
+    remembered: RememberedKeys,
 }
 
 impl RemoteKeys {
@@ -141,33 +136,13 @@ impl RemoteKeys {
             Channel::from_shared(url.to_string()).map_err(|e| format!("{url} is not a URL: {e}"))?.connect_lazy();
         let secret =
             MetadataValue::try_from(secret).map_err(|_| "the service secret is not printable ASCII".to_string())?;
-        Ok(Self { client: PersonKeyServiceClient::new(channel), secret, remembered: Default::default() })
+        Ok(Self { client: PersonKeyServiceClient::new(channel), secret, remembered: RememberedKeys::new(REMEMBER) })
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.metadata_mut().insert(SERVICE_SECRET, self.secret.clone());
         request
-    }
-
-    fn recall(&self, id: Uuid) -> Option<Option<PersonKey>> {
-        let remembered = self.remembered.lock().ok()?;
-        remembered.get(&id).filter(|(_, at)| at.elapsed() < REMEMBER).map(|(key, _)| key.clone())
-    }
-
-    fn remember(&self, id: Uuid, key: Option<PersonKey>) {
-        if let Ok(mut remembered) = self.remembered.lock() {
-            if remembered.len() > 100_000 {
-                remembered.clear();
-            }
-            remembered.insert(id, (key, Instant::now()));
-        }
-    }
-
-    fn forget_all(&self) {
-        if let Ok(mut remembered) = self.remembered.lock() {
-            remembered.clear();
-        }
     }
 }
 
@@ -190,7 +165,7 @@ fn key_of(reply: pb::PersonKey) -> Result<(Uuid, Lookup), VaultError> {
 #[async_trait::async_trait]
 impl PersonKeys for RemoteKeys {
     async fn key(&self, wanted: Uuid) -> Result<Option<PersonKey>, VaultError> {
-        if let Some(known) = self.recall(wanted) {
+        if let Some(known) = self.remembered.recall(wanted) {
             return Ok(known);
         }
         let request = self.request(pb::GetPersonKeysRequest { key_ids: vec![wanted.to_string()] });
@@ -204,7 +179,7 @@ impl PersonKeys for RemoteKeys {
                 // Not remembered: the person may get a key in a moment.
                 Lookup::Unknown => continue,
             };
-            self.remember(id, key.clone());
+            self.remembered.remember(id, key.clone());
             if id == wanted {
                 found = key;
             }
@@ -214,7 +189,7 @@ impl PersonKeys for RemoteKeys {
 
     async fn key_or_create(&self, owner: &KeyOwner) -> Result<PersonKey, VaultError> {
         let id = owner.key_id();
-        if let Some(Some(key)) = self.recall(id) {
+        if let Some(Some(key)) = self.remembered.recall(id) {
             return Ok(key);
         }
         let request = self
@@ -222,13 +197,13 @@ impl PersonKeys for RemoteKeys {
         match self.client.clone().create_person_key(request).await {
             Ok(reply) => match key_of(reply.into_inner())? {
                 (_, Lookup::Key(key)) => {
-                    self.remember(id, Some(key.clone()));
+                    self.remembered.remember(id, Some(key.clone()));
                     Ok(key)
                 }
                 _ => Err(VaultError::Erased(owner.person)),
             },
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                self.remember(id, None);
+                self.remembered.remember(id, None);
                 Err(VaultError::Erased(owner.person))
             }
             Err(status) => Err(remote(status)),
@@ -236,13 +211,13 @@ impl PersonKeys for RemoteKeys {
     }
 
     async fn forget_remembered(&self) {
-        self.forget_all();
+        self.remembered.forget_all();
     }
 
     async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError> {
         let request = self.request(pb::DestroyScopeRequest { scope: scope.to_string() });
         let reply = self.client.clone().destroy_scope(request).await.map_err(remote)?.into_inner();
-        self.forget_all();
+        self.remembered.forget_all();
         Ok(reply.destroyed)
     }
 }

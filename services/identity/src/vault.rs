@@ -1,12 +1,11 @@
 //! The vault: every person's data key, kept wrapped under the master key in the identity
 //! service's database, made on first use and destroyed on erasure.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use agora_eventstore::Store;
-use agora_vault::{KeyOwner, KeyWrapper, PersonKey, PersonKeys, VaultError};
+use agora_vault::{KeyOwner, KeyWrapper, PersonKey, PersonKeys, RememberedKeys, VaultError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -29,9 +28,9 @@ pub enum Lookup {
 pub struct Vault {
     store: Store,
     master: Arc<dyn KeyWrapper>,
-    /// Unwrapped keys, so that a read model does not unwrap per row, for at most
-    /// [`REMEMBER`]: an erasure by another replica reaches this one within that time.
-    cache: Arc<Mutex<HashMap<Uuid, (PersonKey, Instant)>>>,
+    /// Unwrapped keys, for at most [`REMEMBER`]: an erasure by another replica reaches this
+    /// one within that time.
+    cache: RememberedKeys,
     clock: Clock,
 }
 
@@ -41,16 +40,11 @@ fn storage(e: agora_eventstore::StoreError) -> VaultError {
 
 impl Vault {
     pub fn new(store: Store, master: Arc<dyn KeyWrapper>, clock: Clock) -> Self {
-        Self { store, master, cache: Default::default(), clock }
+        Self { store, master, cache: RememberedKeys::new(REMEMBER), clock }
     }
 
     fn remember(&self, key: &PersonKey) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 100_000 {
-                cache.clear();
-            }
-            cache.insert(key.id(), (key.clone(), Instant::now()));
-        }
+        self.cache.remember(key.id(), Some(key.clone()));
     }
 
     /// A key, told apart from destruction and from never having been made.
@@ -79,9 +73,7 @@ impl Vault {
     async fn destroy(&self, person: Uuid, forever: bool) -> Result<(), VaultError> {
         store::destroy_person_keys(&self.store, person, forever, (self.clock)()).await.map_err(storage)?;
         // The scoped keys' ids are not known here: forget everything rather than keep one.
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
+        self.cache.forget_all();
         Ok(())
     }
 }
@@ -89,8 +81,7 @@ impl Vault {
 #[async_trait::async_trait]
 impl PersonKeys for Vault {
     async fn key(&self, id: Uuid) -> Result<Option<PersonKey>, VaultError> {
-        let remembered = self.cache.lock().ok().and_then(|cache| cache.get(&id).cloned());
-        if let Some((key, _)) = remembered.filter(|(_, at)| at.elapsed() < REMEMBER) {
+        if let Some(Some(key)) = self.cache.recall(id) {
             return Ok(Some(key));
         }
         match store::person_key(&self.store, id).await.map_err(storage)? {
@@ -122,16 +113,12 @@ impl PersonKeys for Vault {
     }
 
     async fn forget_remembered(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
+        self.cache.forget_all();
     }
 
     async fn destroy_scope(&self, scope: &str) -> Result<u64, VaultError> {
         let destroyed = store::destroy_scope(&self.store, scope, (self.clock)()).await.map_err(storage)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
+        self.cache.forget_all();
         Ok(destroyed)
     }
 }

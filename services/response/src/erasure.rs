@@ -45,13 +45,7 @@ impl IntegrationHandler for ErasureHandler {
             if response.registered_by_owner {
                 continue;
             }
-            for attachment in &response.attachments {
-                // Deleting twice (a redelivery) finds nothing, which is as good.
-                match self.app.intake.files().store.delete(&crate::files::path(attachment.id)).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                    Err(e) => return Err(format!("cannot delete attachment {}: {e}", attachment.id)),
-                }
-            }
+            deleted += self.app.intake.files().delete(&response.attachments).await?;
         }
         tracing::info!(user = %erased.user_id, attachments = deleted, "an erased respondent's files are deleted");
         Ok(())

@@ -84,4 +84,16 @@ impl Attachments {
             let _ = self.store.delete(&path(attachment.id)).await;
         }
     }
+
+    /// Deletes stored attachments for good (an erasure, retention); how many are gone. One
+    /// already gone counts: a repeated deletion finds nothing, which is as good.
+    pub async fn delete(&self, attachments: &[Attachment]) -> Result<u64, String> {
+        for attachment in attachments {
+            match self.store.delete(&path(attachment.id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(format!("cannot delete attachment {}: {e}", attachment.id)),
+            }
+        }
+        Ok(attachments.len() as u64)
+    }
 }

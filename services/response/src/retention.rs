@@ -86,12 +86,8 @@ pub async fn apply(
             let Some((_, last)) = page.last() else { break };
             after = last.number;
             for (_, response) in &page {
-                for attachment in &response.attachments {
-                    match app.intake.files().store.delete(&crate::files::path(attachment.id)).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => attachments_deleted += 1,
-                        Err(e) => return Err(ResponseAppError::Storage(format!("cannot delete an attachment: {e}"))),
-                    }
-                }
+                attachments_deleted +=
+                    app.intake.files().delete(&response.attachments).await.map_err(ResponseAppError::Storage)?;
             }
         }
         let record = RetentionApplied { hearing_id, keys_destroyed, attachments_deleted, policy_days: days, at: now };
@@ -109,28 +105,6 @@ pub async fn apply(
         applied.push(record);
     }
     Ok(applied)
-}
-
-/// Applies the policy every `interval` until shutdown.
-pub async fn run(
-    app: ResponseApp,
-    days: i64,
-    interval: std::time::Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = ticks.tick() => {
-                if let Err(e) = apply(&app, days, app.now()).await {
-                    tracing::warn!(error = %e, "retention could not run; it tries again");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use agora_eventstore::consumer::ProjectionRunner;
 use agora_eventstore::testing::{self, TestDatabase};
 use agora_identity::app::{IdentityApp, IdentitySettings, UserListProjection};
 use agora_identity::oidc::OidcProvider;
-use agora_vault::{KeyedHash, MasterKey};
+use agora_vault::MasterKey;
 use chrono::{DateTime, Duration, Utc};
 use tokio::io::AsyncBufReadExt;
 
@@ -37,16 +37,8 @@ impl TestClock {
 }
 
 pub fn settings(dev_login: bool) -> IdentitySettings {
-    IdentitySettings {
-        issuer: "https://id.agora.test".into(),
-        audience: "agora".into(),
-        access_ttl: Duration::minutes(15),
-        refresh_ttl: Duration::days(1),
-        publish_delay: Duration::minutes(10),
-        dev_login,
-        pseudonyms: KeyedHash::new(PSEUDONYM_KEY),
-        master: MasterKey::generate("test").expect("master key").0,
-    }
+    let master = MasterKey::generate("test").expect("master key").0;
+    IdentitySettings { dev_login, ..IdentitySettings::new("https://id.agora.test", "agora", master, PSEUDONYM_KEY) }
 }
 
 pub struct Env {
