@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "agora/identity/v1/identity.proto",
         "agora/identity/v1/events.proto",
         "agora/records/v1/events.proto",
+        "agora/records/v1/records.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -853,6 +853,7 @@ async fn retention(mut h: Harness) {
         hearing_id: hearing.to_string(),
         case_number: "27.00.00-P20-1-26".into(),
         journalized_at: chrono::Utc::now().to_rfc3339(),
+        documents: 3,
     };
     let event = agora_eventstore::jetstream::IntegrationEvent {
         id: Uuid::now_v7(),

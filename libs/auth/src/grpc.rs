@@ -66,6 +66,63 @@ pub fn bearer<T>(mut request: tonic::Request<T>, token: &str) -> Result<tonic::R
     Ok(request)
 }
 
+/// The metadata key carrying the secret Agora's services share with each other.
+pub const SERVICE_SECRET: &str = "x-agora-service-secret";
+
+/// The server side of calls only Agora's own services may make (the vault, the records
+/// service's reads): the caller presents the shared secret in `x-agora-service-secret`.
+#[derive(Clone)]
+pub struct ServiceSecret {
+    digest: [u8; 32],
+}
+
+impl ServiceSecret {
+    /// The check for callers that present `secret`.
+    pub fn new(secret: &str) -> Self {
+        use sha2::Digest;
+        Self { digest: sha2::Sha256::digest(secret.as_bytes()).into() }
+    }
+
+    /// `UNAUTHENTICATED` without the secret, `PERMISSION_DENIED` with a wrong one; `what` names
+    /// the service in the message.
+    pub fn check(&self, metadata: &MetadataMap, what: &str) -> Result<(), Status> {
+        use sha2::Digest;
+        let presented = metadata
+            .get(SERVICE_SECRET)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated(format!("{what} answers Agora services only ({SERVICE_SECRET})")))?;
+        let digest: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        // Compared without an early exit, so that timing tells nothing of the secret.
+        let differs = digest.iter().zip(self.digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differs != 0 {
+            return Err(Status::permission_denied("wrong service secret"));
+        }
+        Ok(())
+    }
+}
+
+/// The client side: a request carrying the shared secret.
+#[derive(Clone)]
+pub struct ServiceCredential {
+    secret: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl ServiceCredential {
+    /// A credential presenting `secret`; an error when it cannot be a header value.
+    pub fn new(secret: &str) -> Result<Self, String> {
+        let secret =
+            MetadataValue::try_from(secret).map_err(|_| "the service secret is not printable ASCII".to_string())?;
+        Ok(Self { secret })
+    }
+
+    /// `message` as a request that presents the secret.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(SERVICE_SECRET, self.secret.clone());
+        request
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

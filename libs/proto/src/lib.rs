@@ -24,6 +24,22 @@ pub mod identity {
     }
 }
 
+/// A hearing status on the wire by the name the hearing's lifecycle gives it
+/// (`AwaitingStartDate`), `Unknown` for a value this version does not know.
+pub fn hearing_status_name(status: i32) -> &'static str {
+    use hearing::v1::HearingStatus as S;
+    match S::try_from(status) {
+        Ok(S::Created) => "Created",
+        Ok(S::Draft) => "Draft",
+        Ok(S::AwaitingStartDate) => "AwaitingStartDate",
+        Ok(S::Active) => "Active",
+        Ok(S::AwaitingConclusion) => "AwaitingConclusion",
+        Ok(S::Concluded) => "Concluded",
+        Ok(S::Deleted) => "Deleted",
+        _ => "Unknown",
+    }
+}
+
 /// The response rules a hearing type sets, as the contract carries them.
 impl From<hearing::v1::ResponseRules> for agora_files::ResponseRules {
     fn from(r: hearing::v1::ResponseRules) -> Self {

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 /// The services this binary can run.
-pub const TARGETS: &[&str] = &["hearing", "response", "identity"];
+pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records"];
 
 pub const DEV_ISSUER: &str = "agora-dev";
 pub const AUDIENCE: &str = "agora";
@@ -53,7 +53,7 @@ impl ConnectArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Services to run, comma-separated (available: hearing, response, identity). Without it: every service in
+    /// Services to run, comma-separated (available: hearing, response, identity, records). Without it: every service in
     /// one process on the embedded default.
     #[arg(long, env = "AGORA_TARGETS", value_delimiter = ',')]
     pub target: Vec<String>,
@@ -126,6 +126,19 @@ pub struct RunArgs {
     /// Offer the development login with demo users (on by default in the embedded mode only).
     #[arg(long, env = "AGORA_DEV_LOGIN")]
     pub dev_login: Option<bool>,
+    /// The records service's configuration (a JSON file, see docs/records.md): the records
+    /// system (the archive folder by default, or SBSYS), case templates per KLE number,
+    /// document types, which responses to file, retries.
+    #[arg(long, env = "AGORA_RECORDS_CONFIG")]
+    pub records_config: Option<PathBuf>,
+    /// The hearing service's gRPC address (http://host:port), for a records service that runs
+    /// apart from it.
+    #[arg(long, env = "AGORA_HEARING_URL")]
+    pub hearing_url: Option<String>,
+    /// The response service's gRPC address (http://host:port), for a records service that runs
+    /// apart from it.
+    #[arg(long, env = "AGORA_RESPONSE_URL")]
+    pub response_url: Option<String>,
     /// Do not seed demo data in the embedded mode.
     #[arg(long, env = "AGORA_NO_DEMO", default_value_t = false)]
     pub no_demo: bool,
@@ -201,6 +214,19 @@ pub struct Settings {
     /// The secret the vault service asks of callers, when it serves other processes.
     pub service_secret: Option<String>,
     pub login_providers: Vec<ProviderConfig>,
+    /// Set when the records service runs in this process.
+    pub records: Option<RecordsSettings>,
+}
+
+/// What the records service needs: its configuration, where its archive goes by default, and
+/// where it reads what it files.
+pub struct RecordsSettings {
+    pub config: agora_records::config::RecordsConfig,
+    pub default_archive: PathBuf,
+    /// None: the service runs in this process, reached over loopback.
+    pub hearing_url: Option<String>,
+    pub response_url: Option<String>,
+    pub service_secret: String,
 }
 
 fn address(setting: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -281,6 +307,8 @@ impl RunArgs {
             Some(secret) if secret.len() < 32 => {
                 bail!("AGORA_SERVICE_SECRET must be at least 32 characters (got {})", secret.len())
             }
+            // The embedded services reach each other over loopback with a secret of the run.
+            None if embedded => Some(random_secret()),
             other => other.clone(),
         };
         let seals_personal_data = targets.iter().any(|t| t == "response" || t == "hearing");
@@ -300,7 +328,13 @@ impl RunArgs {
         } else {
             (None, Vec::new())
         };
+        let records = if targets.iter().any(|t| t == "records") {
+            Some(self.records_settings(&targets, service_secret.as_deref())?)
+        } else {
+            None
+        };
         Ok(Settings {
+            records,
             embedded,
             targets,
             grpc_addr,
@@ -345,6 +379,49 @@ impl RunArgs {
         })
     }
 
+    fn records_settings(&self, targets: &[String], service_secret: Option<&str>) -> anyhow::Result<RecordsSettings> {
+        let mut config = match &self.records_config {
+            None => agora_records::config::RecordsConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("AGORA_RECORDS_CONFIG: cannot read {}", path.display()))?;
+                agora_records::config::RecordsConfig::from_json(&text)
+                    .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG {}: {e}", path.display()))?
+            }
+        };
+        // Secrets come from the environment (a Kubernetes Secret), not the file.
+        if let agora_records::config::SystemConfig::Sbsys(sbsys) = &mut config.system {
+            if let Ok(secret) = std::env::var("AGORA_SBSYS_CLIENT_SECRET") {
+                sbsys.client_secret = secret;
+            }
+            if let Ok(password) = std::env::var("AGORA_SBSYS_PASSWORD") {
+                sbsys.password = password;
+            }
+        }
+        let Some(secret) = service_secret else {
+            bail!(
+                "the records service reads hearings and responses with AGORA_SERVICE_SECRET: set it (the same on every service)"
+            );
+        };
+        let url = |target: &str, setting: &str, value: &Option<String>| -> anyhow::Result<Option<String>> {
+            match value {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url.clone())),
+                Some(url) => bail!("{setting} '{url}' must be an http:// or https:// URL"),
+                None if targets.iter().any(|t| t == target) => Ok(None),
+                None => {
+                    bail!("the records service reads the {target} service: set {setting} or run both in one process")
+                }
+            }
+        };
+        Ok(RecordsSettings {
+            default_archive: self.connect.data_dir.join("records"),
+            hearing_url: url("hearing", "AGORA_HEARING_URL", &self.hearing_url)?,
+            response_url: url("response", "AGORA_RESPONSE_URL", &self.response_url)?,
+            service_secret: secret.to_string(),
+            config,
+        })
+    }
+
     fn login_providers(&self) -> anyhow::Result<Vec<ProviderConfig>> {
         let Some(path) = &self.login_providers else { return Ok(Vec::new()) };
         let text = std::fs::read_to_string(path)
@@ -386,6 +463,11 @@ fn development_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
     let (key, encoded) = MasterKey::generate("dev").context("cannot generate a development master key")?;
     std::fs::write(&path, encoded).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
+}
+
+/// A secret for this run only.
+fn random_secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn development_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {

@@ -149,6 +149,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("AGORA_GRPC_ADDR: cannot listen on {}", settings.grpc_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let records = match &settings.records {
+        Some(records_settings) => {
+            agora_records::store::migrate(&store).await.context("cannot create the records tables")?;
+            let config = &records_settings.config;
+            let system = config
+                .system(records_settings.default_archive.clone())
+                .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG: {e}"))?;
+            // A service in this process is reached over loopback on the port it listens on.
+            let here = format!("http://127.0.0.1:{}", grpc_addr.port());
+            let sources = agora_records::sources::GrpcSources::new(
+                records_settings.hearing_url.as_deref().unwrap_or(&here),
+                records_settings.response_url.as_deref().unwrap_or(&here),
+                &records_settings.service_secret,
+            )
+            .map_err(|e| anyhow::anyhow!("AGORA_HEARING_URL / AGORA_RESPONSE_URL: {e}"))?;
+            let worker = agora_records::worker::Worker {
+                store: store.clone(),
+                system,
+                sources: Arc::new(sources),
+                retry: config.retry(),
+                document_types: config.document_types.clone(),
+                clock: Arc::new(chrono::Utc::now),
+                concurrency: 4,
+            };
+            Some((agora_records::app::RecordsApp::new(store.clone()), worker, config.policy()))
+        }
+        None => None,
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
@@ -169,6 +198,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Some(app), Some(secret)) => Some(agora_identity::keyservice::service(app.vault.clone(), secret)),
         _ => None,
     };
+    // So do the reads of what the records service files.
+    let hearing_records_source = match (&hearing, &settings.service_secret) {
+        (Some(app), Some(secret)) => Some(agora_hearing::integration::records_source(app.clone(), secret)),
+        _ => None,
+    };
+    let response_records_source = match (&response, &settings.service_secret) {
+        (Some(app), Some(secret)) => Some(agora_response::records::service(app.clone(), secret)),
+        _ => None,
+    };
+    let records_service =
+        records.as_ref().map(|(app, _, _)| agora_records::grpc::service(app.clone(), verifier.clone()));
     let router = tonic::transport::Server::builder()
         .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
@@ -178,7 +218,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_optional_service(reference_service)
         .add_optional_service(response_service)
         .add_optional_service(identity_service)
-        .add_optional_service(vault_service);
+        .add_optional_service(vault_service)
+        .add_optional_service(hearing_records_source)
+        .add_optional_service(response_records_source)
+        .add_optional_service(records_service);
     let incoming = agora_telemetry::grpc::incoming(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {
@@ -252,38 +295,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?,
         )
     };
-    if let (Some(bus), true) = (&bus, with_hearing || identity.is_some()) {
+    if let (Some(bus), true) = (&bus, with_hearing || identity.is_some() || records.is_some()) {
         let relay = Relay::new(store.clone(), bus.clone(), integration_mappers(&store));
         tasks.spawn(until_stopped(relay.run(shutdown_future(&stop_rx))));
     }
+    // Each service learns what it needs from the others' integration events: from JetStream
+    // when distributed, from the local log when embedded.
+    let mut handlers: Vec<Arc<dyn agora_eventstore::jetstream::IntegrationHandler>> = Vec::new();
     if let Some(app) = &response {
-        // The response service learns hearings from their integration events, and erasures
-        // from the identity service's: from JetStream when distributed, from the local log
-        // when embedded.
-        let handlers: [Arc<dyn agora_eventstore::jetstream::IntegrationHandler>; 3] = [
-            Arc::new(agora_response::hearings::HearingTermsHandler),
-            Arc::new(agora_response::hearings::JournalizationHandler),
-            Arc::new(agora_response::erasure::ErasureHandler { app: app.clone() }),
-        ];
-        for handler in handlers {
-            match &bus {
-                Some(bus) => {
-                    let (bus, store, shutdown) = (bus.clone(), store.clone(), shutdown_future(&stop_rx));
-                    tasks.spawn(async move {
-                        agora_eventstore::jetstream::consume(&bus, store, handler, shutdown)
-                            .await
-                            .map_err(anyhow::Error::from)
-                    });
-                }
-                None => {
-                    let feed = agora_eventstore::consumer::LocalIntegrationFeed {
-                        store: store.clone(),
-                        mapper: integration_mappers(&store),
-                        handler,
-                    };
-                    feed.catch_up().await.context("cannot bring the response service up to date")?;
-                    tasks.spawn(until_stopped(feed.run(shutdown_future(&stop_rx))));
-                }
+        // Hearings' terms, filed hearings (retention waits for them), erasures.
+        handlers.push(Arc::new(agora_response::hearings::HearingTermsHandler));
+        handlers.push(Arc::new(agora_response::hearings::JournalizationHandler));
+        handlers.push(Arc::new(agora_response::erasure::ErasureHandler { app: app.clone() }));
+    }
+    if let Some(app) = &hearing {
+        // The case number the records service opened.
+        handlers.push(Arc::new(agora_hearing::integration::CaseNumberHandler { app: app.clone() }));
+    }
+    if let Some((app, worker, policy)) = &records {
+        handlers.push(Arc::new(agora_records::integration::HearingJournalHandler {
+            store: store.clone(),
+            policy: policy.clone(),
+        }));
+        let (worker, wake) = (worker.clone(), app.wake.clone());
+        tasks.spawn(until_stopped(worker.run(Duration::from_secs(2), wake, shutdown_future(&stop_rx))));
+    }
+    for handler in handlers {
+        match &bus {
+            Some(bus) => {
+                let (bus, store, shutdown) = (bus.clone(), store.clone(), shutdown_future(&stop_rx));
+                tasks.spawn(async move {
+                    agora_eventstore::jetstream::consume(&bus, store, handler, shutdown)
+                        .await
+                        .map_err(anyhow::Error::from)
+                });
+            }
+            None => {
+                let feed = agora_eventstore::consumer::LocalIntegrationFeed {
+                    store: store.clone(),
+                    mapper: integration_mappers(&store),
+                    handler,
+                };
+                feed.catch_up().await.context("cannot bring the services up to date with each other")?;
+                tasks.spawn(until_stopped(feed.run(shutdown_future(&stop_rx))));
             }
         }
     }
@@ -295,6 +349,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health
             .set_serving::<agora_proto::identity::v1::identity_service_server::IdentityServiceServer<
                 agora_identity::grpc::IdentityGrpc,
+            >>()
+            .await;
+    }
+    if records.is_some() {
+        health
+            .set_serving::<agora_proto::records::v1::records_service_server::RecordsServiceServer<
+                agora_records::grpc::RecordsGrpc,
             >>()
             .await;
     }
@@ -315,6 +376,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("agora is ready ({mode}) in {} ms", started.elapsed().as_millis());
     println!("  gRPC:    http://{grpc_addr}  ({} services, health, reflection)", settings.targets.join(", "));
     println!("  health:  http://{}/healthz   metrics: http://{}/metrics", settings.http_addr, settings.http_addr);
+    if let (Some(records_settings), true) = (&settings.records, settings.embedded)
+        && let agora_records::config::SystemConfig::Archive { dir } = &records_settings.config.system
+    {
+        let dir = dir.clone().unwrap_or_else(|| records_settings.default_archive.clone());
+        println!("  records: journalized hearings are filed under {}", dir.display());
+    }
     if settings.dev_login {
         println!("  development login is ON: demo users admin, karen, lars, erik, birgitte, carl, dorte");
         println!("    token for a demo user: agora token issue karen --data-dir {}", args.connect.data_dir.display());
@@ -356,6 +423,7 @@ pub fn integration_mappers(store: &Store) -> Arc<dyn agora_eventstore::relay::In
     Arc::new(agora_eventstore::relay::Mappers(vec![
         Arc::new(HearingIntegration::new(store.clone())),
         Arc::new(agora_identity::integration::IdentityIntegration::new(store.clone())),
+        Arc::new(agora_records::integration::RecordsIntegration),
     ]))
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use agora_auth::Principal;
 use agora_auth::visibility::{HearingFacts, can_see_hearing};
-use agora_eventstore::{AggregateStore, EventContext, EventRepository, RecordedEvent, Store, StoreError};
+use agora_eventstore::{
+    AggregateStore, DbTx, EventContext, EventRepository, NewEvent, RecordedEvent, Store, StoreError,
+};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventRepository;
@@ -611,6 +613,17 @@ impl HearingApp {
         file_id: &str,
     ) -> Result<(StoredFile, Bytes), AppError> {
         let hearing = self.get(viewer, id).await?;
+        self.file_of(&hearing, id, file_id).await
+    }
+
+    /// A hearing's file for another Agora service (the records service files it): no viewer,
+    /// no visibility rule, only a hearing that exists.
+    pub async fn read_file_for_service(&self, id: &str, file_id: &str) -> Result<(StoredFile, Bytes), AppError> {
+        let hearing = self.load(parse_id(id)?).await?;
+        self.file_of(&hearing, id, file_id).await
+    }
+
+    async fn file_of(&self, hearing: &Hearing, id: &str, file_id: &str) -> Result<(StoredFile, Bytes), AppError> {
         let hearing_id = parse_id(id)?;
         let file = hearing
             .files
@@ -627,6 +640,40 @@ impl HearingApp {
             .await
             .map_err(|e| AppError::Internal(format!("cannot read the file: {e}")))?;
         Ok((file, bytes))
+    }
+
+    /// Records the case number the records service opened for the hearing, in the caller's
+    /// transaction (an integration handler's, which marks the event handled in the same
+    /// commit). A hearing that is gone, or has the number already, gets nothing.
+    pub async fn record_case_number_in(
+        &self,
+        tx: &mut DbTx,
+        id: Uuid,
+        case_number: String,
+    ) -> Result<Vec<RecordedEvent>, AppError> {
+        let mut loaded = self.hearings.load_aggregate(&id.to_string()).await?;
+        let current = loaded.current_sequence;
+        let hearing = loaded.aggregate();
+        if !hearing.exists || hearing.status == HearingStatus::Deleted {
+            return Ok(Vec::new());
+        }
+        let command = HearingCommand::RecordCaseNumber { case_number };
+        let metadata = EventContext::for_actor("service:records").with_command(command.name()).to_metadata();
+        let metadata = serde_json::to_value(metadata).map_err(|e| AppError::Internal(e.to_string()))?;
+        let first = i64::try_from(current).unwrap_or(i64::MAX).saturating_add(1);
+        let mut events = Vec::new();
+        for (next, event) in (first..).zip(hearing.decide(command)?) {
+            events.push(NewEvent {
+                aggregate_type: <Hearing as cqrs_es::Aggregate>::TYPE.to_string(),
+                aggregate_id: id.to_string(),
+                sequence: next,
+                event_type: cqrs_es::DomainEvent::event_type(&event),
+                event_version: cqrs_es::DomainEvent::event_version(&event),
+                payload: serde_json::to_value(&event).map_err(|e| AppError::Internal(e.to_string()))?,
+                metadata: metadata.clone(),
+            });
+        }
+        Ok(self.store.append_in(tx, &events).await?)
     }
 
     /// Moves one hearing along the clock; safe to call from any number of replicas.

@@ -199,3 +199,64 @@ impl IntegrationMapper for HearingIntegration {
         )))
     }
 }
+
+/// Learns the case number the records service opened for a hearing (its `CaseOpened`), and
+/// records it on the hearing: the read model and the hearing's own events show it from then on.
+pub struct CaseNumberHandler {
+    pub app: crate::app::HearingApp,
+}
+
+#[async_trait::async_trait]
+impl agora_eventstore::jetstream::IntegrationHandler for CaseNumberHandler {
+    fn name(&self) -> &str {
+        "hearing-case-number"
+    }
+
+    fn filter(&self) -> &str {
+        "records.v1.case_opened.>"
+    }
+
+    async fn handle(&self, tx: &mut agora_eventstore::DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        let opened = agora_proto::records::v1::CaseOpened::decode(event.data.clone())
+            .map_err(|e| format!("not a CaseOpened: {e}"))?;
+        let hearing =
+            uuid::Uuid::parse_str(&opened.hearing_id).map_err(|_| format!("hearing id {:?}", opened.hearing_id))?;
+        if opened.case_number.trim().is_empty() {
+            return Err("CaseOpened without a case number".into());
+        }
+        self.app.record_case_number_in(tx, hearing, opened.case_number).await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// The hearing's documents for the records service (`HearingRecordsSource`), for callers with
+/// the shared service secret.
+pub struct HearingRecordsGrpc {
+    app: crate::app::HearingApp,
+    secret: agora_auth::grpc::ServiceSecret,
+}
+
+pub fn records_source(
+    app: crate::app::HearingApp,
+    secret: &str,
+) -> pb::hearing_records_source_server::HearingRecordsSourceServer<HearingRecordsGrpc> {
+    pb::hearing_records_source_server::HearingRecordsSourceServer::new(HearingRecordsGrpc {
+        app,
+        secret: agora_auth::grpc::ServiceSecret::new(secret),
+    })
+    .max_encoding_message_size(crate::grpc::MAX_MESSAGE)
+}
+
+#[tonic::async_trait]
+impl pb::hearing_records_source_server::HearingRecordsSource for HearingRecordsGrpc {
+    async fn read_hearing_file(
+        &self,
+        request: tonic::Request<pb::GetFileRequest>,
+    ) -> Result<tonic::Response<pb::GetFileResponse>, tonic::Status> {
+        self.secret.check(request.metadata(), "the hearing service's records source")?;
+        let r = request.get_ref();
+        let (file, content) =
+            self.app.read_file_for_service(&r.hearing_id, &r.file_id).await.map_err(crate::grpc::status_of)?;
+        Ok(tonic::Response::new(pb::GetFileResponse { file: Some(file_to_pb(&file)), content: content.to_vec() }))
+    }
+}

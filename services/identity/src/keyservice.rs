@@ -4,20 +4,18 @@
 
 use std::time::Duration;
 
+use agora_auth::grpc::{ServiceCredential, ServiceSecret};
 use agora_proto::identity::v1 as pb;
 use agora_proto::identity::v1::person_key_service_client::PersonKeyServiceClient;
 use agora_proto::identity::v1::person_key_service_server::{PersonKeyService, PersonKeyServiceServer};
 use agora_vault::{KeyOwner, PersonKey, PersonKeys, RememberedKeys, VaultError};
-use sha2::{Digest, Sha256};
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::vault::{Lookup, Vault};
 
-/// The metadata key carrying the service secret.
-pub const SERVICE_SECRET: &str = "x-agora-service-secret";
+pub use agora_auth::grpc::SERVICE_SECRET;
 /// Most persons asked for in one call.
 const MAX_PERSONS: usize = 1_000;
 /// How long a service remembers a key, or that a person was erased: an erasure reaches every
@@ -26,26 +24,17 @@ pub const REMEMBER: Duration = Duration::from_secs(300);
 
 pub struct PersonKeyGrpc {
     vault: Vault,
-    secret_digest: [u8; 32],
+    secret: ServiceSecret,
 }
 
 /// The service, answering callers that present `secret`.
 pub fn service(vault: Vault, secret: &str) -> PersonKeyServiceServer<PersonKeyGrpc> {
-    PersonKeyServiceServer::new(PersonKeyGrpc { vault, secret_digest: Sha256::digest(secret.as_bytes()).into() })
+    PersonKeyServiceServer::new(PersonKeyGrpc { vault, secret: ServiceSecret::new(secret) })
 }
 
 impl PersonKeyGrpc {
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let presented = request.metadata().get(SERVICE_SECRET).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-            Status::unauthenticated(format!("the vault answers Agora services only ({SERVICE_SECRET})"))
-        })?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Compared without an early exit, so that timing tells nothing of the secret.
-        let differs = digest.iter().zip(self.secret_digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if differs != 0 {
-            return Err(Status::permission_denied("wrong service secret"));
-        }
-        Ok(())
+        self.secret.check(request.metadata(), "the vault")
     }
 }
 
@@ -124,7 +113,7 @@ impl PersonKeyService for PersonKeyGrpc {
 #[derive(Clone)]
 pub struct RemoteKeys {
     client: PersonKeyServiceClient<Channel>,
-    secret: MetadataValue<tonic::metadata::Ascii>,
+    credential: ServiceCredential,
     /// person → (key, or None when erased; when learnt)
     remembered: RememberedKeys,
 }
@@ -134,15 +123,12 @@ impl RemoteKeys {
     pub fn new(url: &str, secret: &str) -> Result<Self, String> {
         let channel =
             Channel::from_shared(url.to_string()).map_err(|e| format!("{url} is not a URL: {e}"))?.connect_lazy();
-        let secret =
-            MetadataValue::try_from(secret).map_err(|_| "the service secret is not printable ASCII".to_string())?;
-        Ok(Self { client: PersonKeyServiceClient::new(channel), secret, remembered: RememberedKeys::new(REMEMBER) })
+        let credential = ServiceCredential::new(secret)?;
+        Ok(Self { client: PersonKeyServiceClient::new(channel), credential, remembered: RememberedKeys::new(REMEMBER) })
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(SERVICE_SECRET, self.secret.clone());
-        request
+        self.credential.request(message)
     }
 }
 

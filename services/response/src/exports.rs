@@ -69,7 +69,7 @@ pub enum Selection {
 }
 
 impl Selection {
-    fn includes(self, response: &Response, listing: bool) -> bool {
+    pub fn includes(self, response: &Response, listing: bool) -> bool {
         match self {
             Self::Approved => response.status == ModerationStatus::Approved,
             Self::All => listing || response.status != ModerationStatus::Withdrawn,
@@ -368,31 +368,48 @@ pub fn report(
     report.heading(1, format!("Høringssvar: {title}"));
     report.paragraph(format!("{} høringssvar", selected.len()));
     for r in selected {
-        report.heading(2, format!("Høringssvar nr. {}", r.number));
-        report.field("Modtaget", local(r.accepted_at));
-        report.field("Status", status_label(r.status));
-        let behalf = on_behalf(r);
-        if !behalf.is_empty() {
-            report.field("På vegne af", behalf);
-        }
-        if let Some(reason) = &r.decline_reason {
-            report.field("Afvist med begrundelsen", reason.clone());
-        }
-        if !r.attachments.is_empty() {
-            let names: Vec<&str> = r.attachments.iter().map(|a| a.name.as_str()).collect();
-            report.field("Bilag", names.join(", "));
-        }
-        report.paragraph(r.text.clone());
-        if let Some(redacted) = &r.redacted_text {
-            report.heading(3, "Offentliggjort i redigeret form");
-            report.paragraph(redacted.clone());
-        }
-        if let Some(reply) = &r.reply {
-            report.heading(3, "Kommunens svar");
-            report.paragraph(reply.clone());
-        }
+        response_block(&mut report, r, 2);
     }
     report
+}
+
+/// One response as a document of its own: what the records system files as a høringssvar.
+pub fn response_report(content: &HearingContent, response: &Response) -> Report {
+    let title = if content.title.is_empty() { "Høring".to_string() } else { content.title.clone() };
+    let mut report = Report::new(format!("Høringssvar nr. {}: {title}", response.number));
+    report.field("Høring", title);
+    if !content.case_number.is_empty() {
+        report.field("Sagsnummer", content.case_number.clone());
+    }
+    response_block(&mut report, response, 1);
+    report
+}
+
+/// A response's heading, facts, text, redaction and reply.
+fn response_block(report: &mut Report, r: &Response, level: u8) {
+    report.heading(level, format!("Høringssvar nr. {}", r.number));
+    report.field("Modtaget", local(r.accepted_at));
+    report.field("Status", status_label(r.status));
+    let behalf = on_behalf(r);
+    if !behalf.is_empty() {
+        report.field("På vegne af", behalf);
+    }
+    if let Some(reason) = &r.decline_reason {
+        report.field("Afvist med begrundelsen", reason.clone());
+    }
+    if !r.attachments.is_empty() {
+        let names: Vec<&str> = r.attachments.iter().map(|a| a.name.as_str()).collect();
+        report.field("Bilag", names.join(", "));
+    }
+    report.paragraph(r.text.clone());
+    if let Some(redacted) = &r.redacted_text {
+        report.heading(level + 1, "Offentliggjort i redigeret form");
+        report.paragraph(redacted.clone());
+    }
+    if let Some(reply) = &r.reply {
+        report.heading(level + 1, "Kommunens svar");
+        report.paragraph(reply.clone());
+    }
 }
 
 /// Writes every selected response's attachments into the archive, a page of responses and

@@ -49,16 +49,7 @@ pub async fn migrate(store: &Store) -> Result<(), StoreError> {
 pub struct HearingTermsHandler;
 
 fn status_name(status: i32) -> &'static str {
-    match pb::HearingStatus::try_from(status) {
-        Ok(pb::HearingStatus::Created) => "Created",
-        Ok(pb::HearingStatus::Draft) => "Draft",
-        Ok(pb::HearingStatus::AwaitingStartDate) => "AwaitingStartDate",
-        Ok(pb::HearingStatus::Active) => "Active",
-        Ok(pb::HearingStatus::AwaitingConclusion) => "AwaitingConclusion",
-        Ok(pb::HearingStatus::Concluded) => "Concluded",
-        Ok(pb::HearingStatus::Deleted) => "Deleted",
-        _ => "Unknown",
-    }
+    agora_proto::hearing_status_name(status)
 }
 
 #[async_trait::async_trait]

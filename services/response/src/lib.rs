@@ -18,4 +18,5 @@ pub mod hearings;
 pub mod intake;
 pub mod personal;
 pub mod projections;
+pub mod records;
 pub mod retention;

@@ -1,0 +1,170 @@
+//! The records service's configuration (`AGORA_RECORDS_CONFIG`, a JSON file): which records
+//! system, the case template per KLE number, the document types, which responses to file and
+//! how often to try.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{CaseTemplates, Policy, RetryPolicy};
+use crate::esdh::RecordsSystem;
+use crate::sbsys::SbsysConfig;
+use crate::worker::DocumentTypes;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SystemConfig {
+    /// A folder per case on disk (the default: DATA_DIR/records).
+    Archive {
+        dir: Option<PathBuf>,
+    },
+    Sbsys(SbsysConfig),
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig::Archive { dir: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsesToFile {
+    /// Approved responses only.
+    #[default]
+    Approved,
+    /// Every response but the withdrawn.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordsConfig {
+    pub system: SystemConfig,
+    /// KLE number prefix → case template; the longest matching prefix wins.
+    pub templates: BTreeMap<String, String>,
+    pub default_template: String,
+    pub document_types: DocumentTypes,
+    pub responses: ResponsesToFile,
+    pub max_attempts: u32,
+    pub first_retry_seconds: u64,
+    pub max_retry_seconds: u64,
+    /// How long a started step is left to its worker before another may start it again.
+    pub lease_seconds: u64,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        let retry = RetryPolicy::default();
+        Self {
+            system: SystemConfig::default(),
+            templates: BTreeMap::new(),
+            default_template: String::new(),
+            document_types: DocumentTypes::default(),
+            responses: ResponsesToFile::default(),
+            max_attempts: retry.max_attempts,
+            first_retry_seconds: retry.first_delay.as_secs(),
+            max_retry_seconds: retry.max_delay.as_secs(),
+            lease_seconds: retry.lease.as_secs(),
+        }
+    }
+}
+
+impl RecordsConfig {
+    /// Reads the configuration; an error names the setting that is wrong.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let config: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if config.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if config.first_retry_seconds == 0 || config.max_retry_seconds < config.first_retry_seconds {
+            return Err("first_retry_seconds must be at least 1 and max_retry_seconds at least as long".into());
+        }
+        if config.lease_seconds == 0 {
+            return Err("lease_seconds must be at least 1".into());
+        }
+        for (prefix, template) in &config.templates {
+            if prefix.is_empty() || template.is_empty() || !prefix.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                return Err(format!("templates: {prefix:?} → {template:?} is not a KLE prefix and a template"));
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            templates: CaseTemplates {
+                by_kle: self.templates.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                default: self.default_template.clone(),
+            },
+            approved_only: self.responses == ResponsesToFile::Approved,
+        }
+    }
+
+    pub fn retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            first_delay: Duration::from_secs(self.first_retry_seconds),
+            max_delay: Duration::from_secs(self.max_retry_seconds),
+            lease: Duration::from_secs(self.lease_seconds),
+        }
+    }
+
+    /// The records system the configuration names; an archive without a folder goes into
+    /// `default_archive`.
+    pub fn system(&self, default_archive: PathBuf) -> Result<Arc<dyn RecordsSystem>, String> {
+        Ok(match &self.system {
+            SystemConfig::Archive { dir } => {
+                Arc::new(crate::archive::Archive::new(dir.clone().unwrap_or(default_archive)))
+            }
+            SystemConfig::Sbsys(sbsys) => Arc::new(crate::sbsys::Sbsys::new(sbsys.clone())?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_configuration_files_approved_responses_in_the_archive() {
+        let config = RecordsConfig::from_json("{}").expect("defaults");
+        assert_eq!(config.system, SystemConfig::Archive { dir: None });
+        assert!(config.policy().approved_only);
+        assert_eq!(config.document_types.response, "Høringssvar");
+    }
+
+    #[test]
+    fn a_municipality_configures_sbsys_templates_and_document_types() {
+        let config = RecordsConfig::from_json(
+            r#"{
+                "system": {"kind": "sbsys", "base_url": "https://sbsip.example/api/", "token_url": "https://sso.example/token",
+                           "client_id": "agora", "username": "agora-svc", "default_handler": "sagsbehandler"},
+                "templates": {"01": "12", "01.02": "34"}, "default_template": "1",
+                "document_types": {"response": "Indkommende høringssvar"},
+                "responses": "all", "max_attempts": 3
+            }"#,
+        )
+        .expect("valid");
+        assert_eq!(config.policy().templates.for_kle("01.02.05"), "34");
+        assert!(!config.policy().approved_only);
+        assert_eq!(config.document_types.response, "Indkommende høringssvar");
+        assert_eq!(config.document_types.conclusion, "Konklusion", "the rest keep their defaults");
+        assert_eq!(config.retry().max_attempts, 3);
+    }
+
+    #[test]
+    fn a_wrong_setting_is_named() {
+        let unknown = RecordsConfig::from_json(r#"{"max_attempt": 3}"#).expect_err("typo");
+        assert!(unknown.contains("max_attempt"), "{unknown}");
+        let zero = RecordsConfig::from_json(r#"{"max_attempts": 0}"#).expect_err("zero");
+        assert!(zero.contains("max_attempts"), "{zero}");
+        let template = RecordsConfig::from_json(r#"{"templates": {"plan": "7"}}"#).expect_err("not KLE");
+        assert!(template.contains("plan"), "{template}");
+        let kind = RecordsConfig::from_json(r#"{"system": {"kind": "acadre"}}"#).expect_err("unknown system");
+        assert!(kind.contains("acadre"), "{kind}");
+    }
+}

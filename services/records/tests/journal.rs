@@ -1,0 +1,428 @@
+//! A hearing's journalization from its events to the records system, on SQLite and on
+//! PostgreSQL: the steps, their retries and parking, a crash between a call and its outcome,
+//! the status and who may see and retry it.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use agora_auth::{Capacity, Principal, Role};
+use agora_eventstore::Store;
+use agora_eventstore::jetstream::{IntegrationEvent, handle_once};
+use agora_eventstore::relay::IntegrationMapper;
+use agora_proto::hearing::v1 as pb;
+use agora_records::app::{RecordsApp, RecordsError};
+use agora_records::archive::Archive;
+use agora_records::domain::{AttachmentRef, JournalStatus, Policy, RetryPolicy, StepState};
+use agora_records::esdh::{DocumentFile, RecordsSystem};
+use agora_records::integration::{HearingJournalHandler, RecordsIntegration};
+use agora_records::sbsys::{Sbsys, SbsysConfig};
+use agora_records::sources::{ResponseToFile, SourceError, Sources};
+use agora_records::worker::{DocumentTypes, Worker};
+use prost::Message;
+use support::sbsys_double::SbsysDouble;
+use uuid::Uuid;
+
+/// The hearing and response services as the records service reads them.
+#[derive(Default)]
+struct FakeSources {
+    files: HashMap<String, DocumentFile>,
+    responses: Vec<ResponseToFile>,
+}
+
+fn file(name: &str, content_type: &str, content: &str) -> DocumentFile {
+    DocumentFile { name: name.into(), content_type: content_type.into(), content: content.to_string().into() }
+}
+
+#[async_trait::async_trait]
+impl Sources for FakeSources {
+    async fn hearing_file(&self, _hearing_id: &str, file_id: &str) -> Result<DocumentFile, SourceError> {
+        self.files.get(file_id).cloned().ok_or_else(|| SourceError::Gone(file_id.into()))
+    }
+
+    async fn responses_to_file(&self, _: &str, _approved_only: bool) -> Result<Vec<ResponseToFile>, SourceError> {
+        Ok(self.responses.clone())
+    }
+
+    async fn response_document(
+        &self,
+        _hearing_id: &str,
+        response_id: &str,
+        attachment_id: Option<&str>,
+    ) -> Result<DocumentFile, SourceError> {
+        Ok(match attachment_id {
+            None => file(&format!("{response_id}.pdf"), "application/pdf", &format!("%PDF svar {response_id}")),
+            Some(id) => file(&format!("{id}.txt"), "text/plain", "bilag"),
+        })
+    }
+}
+
+/// Two responses, the first with an attachment; a hearing document.
+fn sources() -> Arc<FakeSources> {
+    Arc::new(FakeSources {
+        files: [("f1".to_string(), file("kort.pdf", "application/pdf", "%PDF kort"))].into(),
+        responses: vec![
+            ResponseToFile {
+                response_id: "r1".into(),
+                number: 1,
+                attachments: vec![AttachmentRef { attachment_id: "a1".into(), name: "bilag.txt".into() }],
+            },
+            ResponseToFile { response_id: "r2".into(), number: 2, attachments: vec![] },
+        ],
+    })
+}
+
+struct Setup {
+    store: Store,
+    owner: Principal,
+    hearing_id: String,
+    sequence: i64,
+    clock: Arc<AtomicI64>,
+}
+
+fn state(hearing_id: &str, owner: &Principal, status: pb::HearingStatus) -> pb::HearingState {
+    pb::HearingState {
+        hearing_id: hearing_id.into(),
+        status: status as i32,
+        title: "Ny bydel".into(),
+        esdh_title: "Lokalplan 12".into(),
+        owner_id: owner.user_id.to_string(),
+        kle_number: "01.02.05".into(),
+        start_date: "2026-03-01".into(),
+        deadline: "2026-03-29".into(),
+        texts: vec![pb::HearingText {
+            key: "body".into(),
+            label: "Brødtekst".into(),
+            text: "Kommunen foreslår en ny bydel på Ærøvej.".into(),
+        }],
+        files: vec![pb::StoredFile { file_id: "f1".into(), name: "kort.pdf".into(), ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+impl Setup {
+    async fn new(store: Store) -> Self {
+        agora_records::store::migrate(&store).await.expect("records tables");
+        let owner = Principal::new(Uuid::now_v7(), Capacity::Employee).with_role(Role::HearingCreator);
+        Self {
+            store,
+            owner,
+            hearing_id: Uuid::now_v7().to_string(),
+            sequence: 0,
+            clock: Arc::new(AtomicI64::new(1_800_000_000_000)),
+        }
+    }
+
+    /// The hearing service publishes an event with the hearing in `status`.
+    async fn hearing_event(&mut self, message: &str, status: pb::HearingStatus, conclusion: Option<&str>) {
+        self.sequence += 1;
+        let hearing = state(&self.hearing_id, &self.owner, status);
+        let data = match conclusion {
+            Some(text) => pb::HearingConcluded { hearing: Some(hearing), conclusion: text.into() }.encode_to_vec(),
+            None => pb::HearingCreated { hearing: Some(hearing) }.encode_to_vec(),
+        };
+        let event = IntegrationEvent {
+            id: Uuid::now_v7(),
+            event_type: format!("dk.agora.hearing.v1.{message}"),
+            source: "agora/hearing".into(),
+            subject: self.hearing_id.clone(),
+            nats_subject: format!("hearing.v1.x.{}", self.hearing_id),
+            time: chrono::Utc::now(),
+            sequence: self.sequence,
+            position: self.sequence,
+            hash: String::new(),
+            traceparent: None,
+            data: data.into(),
+        };
+        let handler = HearingJournalHandler { store: self.store.clone(), policy: policy() };
+        assert!(handle_once(&self.store, &handler, &event).await.expect("handled"));
+        assert!(!handle_once(&self.store, &handler, &event).await.expect("redelivered"), "a redelivery has no effect");
+    }
+
+    async fn whole_life(&mut self) {
+        self.hearing_event("HearingCreated", pb::HearingStatus::Created, None).await;
+        self.hearing_event("HearingDraftReady", pb::HearingStatus::Draft, None).await;
+        self.hearing_event("HearingPublished", pb::HearingStatus::AwaitingStartDate, None).await;
+        self.hearing_event("HearingStarted", pb::HearingStatus::Active, None).await;
+        self.hearing_event("HearingClosed", pb::HearingStatus::AwaitingConclusion, None).await;
+        self.hearing_event("HearingConcluded", pb::HearingStatus::Concluded, Some("Lokalplanen vedtages.")).await;
+    }
+
+    fn worker(&self, system: Arc<dyn RecordsSystem>, retry: RetryPolicy) -> Worker {
+        let clock = self.clock.clone();
+        Worker {
+            store: self.store.clone(),
+            system,
+            sources: sources(),
+            retry,
+            document_types: DocumentTypes::default(),
+            clock: Arc::new(move || {
+                chrono::DateTime::from_timestamp_millis(clock.load(Ordering::SeqCst)).unwrap_or_default()
+            }),
+            concurrency: 3,
+        }
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.clock.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+
+    /// Runs the worker, moving the clock past every retry, until nothing is left to run.
+    async fn run_until_quiet(&self, worker: &Worker) {
+        for _ in 0..200 {
+            let ran = worker.run_due().await.expect("worker");
+            if ran == 0 {
+                match agora_records::store::next_due(&self.store).await.expect("next") {
+                    Some(_) => self.advance(3600),
+                    None => return,
+                }
+            }
+        }
+        panic!("the worker never came to rest");
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        templates: agora_records::domain::CaseTemplates {
+            by_kle: vec![("01.02".into(), "12".into())],
+            default: "1".into(),
+        },
+        approved_only: true,
+    }
+}
+
+fn quick_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy { max_attempts, ..RetryPolicy::default() }
+}
+
+async fn backends() -> Vec<(Store, Option<Box<dyn std::any::Any>>)> {
+    let mut stores: Vec<(Store, Option<Box<dyn std::any::Any>>)> = Vec::new();
+    let (sqlite, dir) = agora_eventstore::testing::sqlite().await;
+    stores.push((sqlite, Some(Box::new(dir))));
+    if let Some(db) = agora_eventstore::testing::postgres(4).await {
+        let store = db.store.clone();
+        stores.push((store, Some(Box::new(db))));
+    }
+    stores
+}
+
+fn sbsys(double: &SbsysDouble) -> Arc<dyn RecordsSystem> {
+    Arc::new(
+        Sbsys::new(SbsysConfig {
+            base_url: double.base_url.clone(),
+            token_url: double.token_url.clone(),
+            client_id: "agora".into(),
+            client_secret: "s".into(),
+            username: "agora".into(),
+            password: "p".into(),
+            timeout_seconds: 2,
+            handlers: HashMap::new(),
+            default_handler: "POSTKASSE".into(),
+        })
+        .expect("adapter"),
+    )
+}
+
+#[tokio::test]
+async fn a_concluded_hearing_is_filed_in_the_archive_once_and_its_case_number_and_journalization_are_published() {
+    for (store, _guard) in backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let archive = Arc::new(Archive::new(dir.path()));
+        let worker = setup.worker(archive.clone(), quick_retries(3));
+        setup.whole_life().await;
+        setup.run_until_quiet(&worker).await;
+
+        let app = RecordsApp::new(store.clone());
+        let view = app.journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.steps);
+        assert_eq!(view.steps_left(), 0);
+        let case_number = view.journal.case_number.clone().expect("a case");
+        let metadata = archive.metadata(&case_number).await.expect("read").expect("case folder");
+        assert_eq!(metadata.title, "Lokalplan 12");
+        assert_eq!(metadata.template, "12", "chosen by the KLE number");
+        assert_eq!(metadata.handler, setup.owner.user_id.to_string());
+        assert!(metadata.closed_at.is_some());
+        let filed: Vec<(&str, &str, usize)> =
+            metadata.documents.iter().map(|d| (d.document_type.as_str(), d.title.as_str(), d.files.len())).collect();
+        assert_eq!(filed.len(), 5, "{filed:?}");
+        for expected in [
+            ("Høringstekst", "Høringstekst: Ny bydel", 1),
+            ("Høringsmateriale", "kort.pdf", 1),
+            ("Høringssvar", "Høringssvar nr. 1", 2),
+            ("Høringssvar", "Høringssvar nr. 2", 1),
+            ("Konklusion", "Konklusion: Ny bydel", 1),
+        ] {
+            assert_eq!(filed.iter().filter(|f| **f == expected).count(), 1, "{expected:?} once in {filed:?}");
+        }
+
+        // Integration events: the case opened (for the hearing), the hearing journalized (for
+        // the response service's retention).
+        let mut published = Vec::new();
+        for event in store.read_log(agora_eventstore::LogPosition::START, 10_000).await.expect("log") {
+            if let Some(integration) = RecordsIntegration.map(&event).await.expect("maps") {
+                published.push(integration);
+            }
+        }
+        let types: Vec<&str> = published.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["dk.agora.records.v1.CaseOpened", "dk.agora.records.v1.HearingJournalized"]);
+        let journalized =
+            agora_proto::records::v1::HearingJournalized::decode(published[1].data.clone()).expect("decode");
+        assert_eq!((journalized.case_number.as_str(), journalized.documents), (case_number.as_str(), 5));
+        assert_eq!(published[1].nats_subject, format!("records.v1.hearing_journalized.{}", setup.hearing_id));
+
+        // Every step's history is in the audit log: planned, started, succeeded.
+        let (count,): (i64,) = agora_eventstore::on_backend!(store.backend(), pool => {
+            sqlx::query_as("SELECT COUNT(*) FROM events WHERE aggregate_type = 'RecordsStep' AND event_type = 'StepStarted'")
+                .fetch_one(pool).await.expect("count")
+        });
+        assert_eq!(count, 8, "open, text, document, list, two responses, conclusion, close: once each");
+    }
+}
+
+#[tokio::test]
+async fn with_sbsys_failing_every_second_call_each_document_is_filed_exactly_once() {
+    for (store, _guard) in backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let double = SbsysDouble::start(&["12"]).await;
+        double.fail_every(2);
+        let worker = setup.worker(sbsys(&double), quick_retries(10));
+        setup.whole_life().await;
+        setup.run_until_quiet(&worker).await;
+        let view =
+            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
+        assert_eq!(double.cases().len(), 1);
+        assert_eq!(double.cases()[0].status, "Afsluttet");
+        let mut names: Vec<String> = double.documents().into_iter().map(|d| d.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["Høringssvar nr. 1", "Høringssvar nr. 2", "Høringstekst: Ny bydel", "Konklusion: Ny bydel", "kort.pdf"]
+        );
+        assert!(double.calls().iter().any(|c| c.status == 503), "the double did fail");
+        let retried = view.steps.iter().filter(|s| s.attempts > 1).count();
+        assert!(retried > 0, "some steps needed another attempt");
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_inside_a_filing_leaves_it_to_the_next_which_finds_it_filed() {
+    for (store, _guard) in backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let double = SbsysDouble::start(&["12"]).await;
+        let retry = RetryPolicy { lease: std::time::Duration::from_secs(60), ..quick_retries(5) };
+        double.hold_filing_of("Konklusion");
+        setup.whole_life().await;
+        // The first worker has an adapter that waits for ever: it will be killed mid-call.
+        let mut patient = SbsysConfig {
+            base_url: double.base_url.clone(),
+            token_url: double.token_url.clone(),
+            client_id: "agora".into(),
+            client_secret: "s".into(),
+            username: "agora".into(),
+            password: "p".into(),
+            timeout_seconds: 600,
+            handlers: HashMap::new(),
+            default_handler: String::new(),
+        };
+        let first = setup.worker(Arc::new(Sbsys::new(patient.clone()).expect("adapter")), retry);
+        let dying = tokio::spawn(async move { first.run_due().await });
+        agora_eventstore::testing::eventually(20, "the conclusion filed and its answer held", || {
+            let double = double.clone();
+            async move { double.documents().iter().any(|d| d.name.starts_with("Konklusion")).then_some(()) }
+        })
+        .await;
+        dying.abort();
+        let _ = dying.await;
+        double.heal();
+        let step =
+            agora_records::store::step(&store, &setup.hearing_id, "conclusion").await.expect("read").expect("step");
+        assert_eq!(step.state, StepState::Running, "the intent is recorded, the outcome is not");
+
+        // The next worker leaves the step to its lease, then takes it over.
+        patient.timeout_seconds = 5;
+        let next = setup.worker(Arc::new(Sbsys::new(patient).expect("adapter")), retry);
+        next.run_due().await.expect("worker");
+        let step =
+            agora_records::store::step(&store, &setup.hearing_id, "conclusion").await.expect("read").expect("step");
+        assert_eq!(step.state, StepState::Running, "not before its lease ends");
+        setup.advance(61);
+        setup.run_until_quiet(&next).await;
+        let conclusions = double.documents().iter().filter(|d| d.name.starts_with("Konklusion")).count();
+        assert_eq!(conclusions, 1, "the repeat found the first filing");
+        let view =
+            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized);
+        assert_eq!(double.documents().len(), 5);
+    }
+}
+
+#[tokio::test]
+async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_it() {
+    for (store, _guard) in backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let double = SbsysDouble::start(&["12"]).await;
+        let worker = setup.worker(sbsys(&double), quick_retries(2));
+        setup.whole_life().await;
+        double.fail_every(1);
+        setup.run_until_quiet(&worker).await;
+        let app = RecordsApp::new(store.clone());
+        let view = app.journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Failed);
+        let open = view.steps.iter().find(|s| s.key == "open-case").expect("open-case");
+        assert_eq!((open.state, open.attempts), (StepState::Parked, 2));
+        assert!(view.errors().iter().any(|e| e.contains("Opret sag") && e.contains("503")), "{:?}", view.errors());
+        assert!(view.steps_left() > 0);
+        assert!(double.documents().is_empty(), "nothing filed without a case");
+
+        // Nobody else sees or retries it; an administrator lists it among the failed.
+        let stranger = Principal::new(Uuid::now_v7(), Capacity::Employee);
+        assert!(matches!(app.journalization(&stranger, &setup.hearing_id).await, Err(RecordsError::NotAllowed(_))));
+        assert!(matches!(app.retry_parked(&stranger, &setup.hearing_id).await, Err(RecordsError::NotAllowed(_))));
+        let admin = Principal::new(Uuid::now_v7(), Capacity::Employee).with_role(Role::Administrator);
+        let failed = app.journalizations(&admin, &[JournalStatus::Failed]).await.expect("admin list");
+        assert_eq!(
+            failed.iter().map(|v| v.journal.hearing_id.as_str()).collect::<Vec<_>>(),
+            [setup.hearing_id.as_str()]
+        );
+        assert!(matches!(app.journalizations(&setup.owner, &[]).await, Err(RecordsError::NotAllowed(_))));
+        let unknown = Uuid::now_v7().to_string();
+        assert!(matches!(app.journalization(&setup.owner, &unknown).await, Err(RecordsError::NotFound(_))));
+        assert_eq!(app.journalization(&admin, &unknown).await.expect("admin").status, JournalStatus::NotJournalized);
+        assert!(matches!(app.journalization(&admin, "not-an-id").await, Err(RecordsError::Invalid(_))));
+
+        double.heal();
+        let retried = app.retry_parked(&setup.owner, &setup.hearing_id).await.expect("owner retries");
+        assert_eq!(retried.status, JournalStatus::InProgress);
+        setup.run_until_quiet(&worker).await;
+        let view = app.journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
+        assert_eq!(double.documents().len(), 5);
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_draft_closes_its_case_and_is_not_reported_journalized() {
+    for (store, _guard) in backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let archive = Arc::new(Archive::new(dir.path()));
+        let worker = setup.worker(archive.clone(), quick_retries(3));
+        setup.hearing_event("HearingCreated", pb::HearingStatus::Created, None).await;
+        setup.hearing_event("HearingDraftReady", pb::HearingStatus::Draft, None).await;
+        setup.hearing_event("HearingDeleted", pb::HearingStatus::Deleted, None).await;
+        setup.run_until_quiet(&worker).await;
+        let view =
+            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        let case_number = view.journal.case_number.clone().expect("case");
+        let metadata = archive.metadata(&case_number).await.expect("read").expect("case");
+        assert!(metadata.closed_at.is_some() && metadata.documents.is_empty());
+        // Everything planned is done, and nothing was filed: the hearing is gone, not journalized.
+        assert_eq!(view.status, JournalStatus::NotJournalized, "{:?}", view.steps);
+        assert_eq!(view.steps_left(), 0);
+    }
+}
