@@ -526,28 +526,7 @@ async fn rules_per_hearing_type(mut h: Harness) {
 }
 on_both_backends!(text_and_file_rules_come_from_the_hearing_type, rules_per_hearing_type);
 
-/// The text of a PDF as pdftotext reads it; `None` (said plainly) where pdftotext is not
-/// installed, which under CI=true is a failure.
-fn pdf_text(pdf: &[u8]) -> Option<String> {
-    use std::io::Write;
-    let child = std::process::Command::new("pdftotext")
-        .args(["-layout", "-", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("pdftotext is needed under CI=true: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED the PDF text check: pdftotext (Debian package poppler-utils) is not installed: {e}");
-            return None;
-        }
-    };
-    child.stdin.take().expect("stdin").write_all(pdf).expect("pdf to pdftotext");
-    let output = child.wait_with_output().expect("pdftotext");
-    assert!(output.status.success(), "pdftotext could not read the PDF: {}", String::from_utf8_lossy(&output.stderr));
-    Some(String::from_utf8(output.stdout).expect("utf-8 text"))
-}
+use agora_documents::testing::pdf_text;
 
 async fn collect(export: agora_response::exports::Export) -> Vec<u8> {
     let mut chunks = export.chunks;

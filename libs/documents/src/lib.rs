@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod pdf;
+pub mod testing;
 pub mod workbook;
 
 #[derive(Debug, thiserror::Error)]

@@ -720,7 +720,9 @@ impl Store {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<(i64, i64, Value)>, StoreError> {
-        let row: Option<(i64, i64, String)> = on_backend!(&*self.backend, pool => {
+        // The reader, as for the stream itself: an integration handler loads aggregates while
+        // its transaction holds SQLite's one writer connection.
+        let row: Option<(i64, i64, String)> = crate::on_reader!(&*self.backend, pool => {
             sqlx::query_as(
                 "SELECT last_sequence, snapshot_version, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
             )

@@ -36,6 +36,18 @@ macro_rules! on_backend {
     };
 }
 
+/// Like [`on_backend!`], for reads of committed data: on SQLite the reader pool, so that a read
+/// never waits for the one writer connection (nor for a transaction its own caller holds).
+#[macro_export]
+macro_rules! on_reader {
+    ($backend:expr, $pool:ident => $body:expr) => {
+        match $backend {
+            $crate::Backend::Postgres($pool) => $body,
+            $crate::Backend::Sqlite { reader: $pool, .. } => $body,
+        }
+    };
+}
+
 /// Like [`on_backend!`] for an open transaction.
 #[macro_export]
 macro_rules! on_tx {

@@ -24,6 +24,15 @@ pub mod identity {
     }
 }
 
+/// The hearing's state every hearing integration event carries as its field 1: any of them
+/// decodes as a message that has nothing else. `event_type` names the event in an error.
+pub fn hearing_state(event_type: &str, data: &[u8]) -> Result<hearing::v1::HearingState, String> {
+    <hearing::v1::HearingCreated as prost::Message>::decode(data)
+        .map_err(|e| format!("{event_type} is not a hearing event: {e}"))?
+        .hearing
+        .ok_or_else(|| format!("{event_type} carries no hearing state"))
+}
+
 /// A hearing status on the wire by the name the hearing's lifecycle gives it
 /// (`AwaitingStartDate`), `Unknown` for a value this version does not know.
 pub fn hearing_status_name(status: i32) -> &'static str {

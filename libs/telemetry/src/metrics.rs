@@ -47,6 +47,11 @@ struct TransitionLabels {
     transition: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 /// Agora's metrics. Services use [`global`]; [`Metrics::new`] exists for isolated tests.
 ///
 /// Counter names are registered without `_total`: the OpenMetrics encoder appends it.
@@ -60,6 +65,7 @@ pub struct Metrics {
     consumer_position: Family<ConsumerLabels, Gauge>,
     grpc_requests: Family<GrpcLabels, Counter>,
     hearing_transitions: Family<TransitionLabels, Counter>,
+    journal_steps: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,7 +104,14 @@ impl Metrics {
         registry.register("agora_grpc_requests", "gRPC requests served, by status code", grpc_requests.clone());
         let hearing_transitions = Family::<TransitionLabels, Counter>::default();
         registry.register("agora_hearing_transitions", "Hearing lifecycle transitions", hearing_transitions.clone());
+        let journal_steps = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "agora_journal_steps",
+            "Journalization steps run against the records system, by outcome (succeeded, retrying, parked)",
+            journal_steps.clone(),
+        );
         Self {
+            journal_steps,
             registry,
             events_appended,
             events_published,
@@ -149,6 +162,11 @@ impl Metrics {
     /// `agora_hearing_transitions_total{transition}`
     pub fn hearing_transitions(&self, transition: &str) {
         self.hearing_transitions.get_or_create(&TransitionLabels { transition: transition.to_owned() }).inc();
+    }
+
+    /// `agora_journal_steps_total{outcome}`
+    pub fn journal_step(&self, outcome: &str) {
+        self.journal_steps.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
     }
 
     /// OpenMetrics text exposition of every metric, ending in `# EOF`; serve it with

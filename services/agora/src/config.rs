@@ -139,6 +139,11 @@ pub struct RunArgs {
     /// apart from it.
     #[arg(long, env = "AGORA_RESPONSE_URL")]
     pub response_url: Option<String>,
+    /// Runs the hearing, response and records services' clock this many days ahead, to show
+    /// or test a hearing's whole life in minutes. Never in production: deadlines and
+    /// retention follow this clock.
+    #[arg(long, env = "AGORA_CLOCK_OFFSET_DAYS", default_value_t = 0, hide = true)]
+    pub clock_offset_days: i64,
     /// Do not seed demo data in the embedded mode.
     #[arg(long, env = "AGORA_NO_DEMO", default_value_t = false)]
     pub no_demo: bool,
@@ -216,6 +221,8 @@ pub struct Settings {
     pub login_providers: Vec<ProviderConfig>,
     /// Set when the records service runs in this process.
     pub records: Option<RecordsSettings>,
+    /// The clock of the hearing, response and records services.
+    pub clock: agora_identity::app::Clock,
 }
 
 /// What the records service needs: its configuration, where its archive goes by default, and
@@ -333,7 +340,17 @@ impl RunArgs {
         } else {
             None
         };
+        if !(-3650..=3650).contains(&self.clock_offset_days) {
+            bail!("AGORA_CLOCK_OFFSET_DAYS must be within ten years (got {})", self.clock_offset_days);
+        }
+        let offset = chrono::Duration::days(self.clock_offset_days);
+        let clock: agora_identity::app::Clock = if offset.is_zero() {
+            std::sync::Arc::new(chrono::Utc::now)
+        } else {
+            std::sync::Arc::new(move || chrono::Utc::now() + offset)
+        };
         Ok(Settings {
+            clock,
             records,
             embedded,
             targets,

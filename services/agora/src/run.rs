@@ -57,7 +57,7 @@ pub fn hearing_app(
     keys: agora_response::personal::Keys,
 ) -> anyhow::Result<HearingApp> {
     let files = settings.files.open()?;
-    Ok(HearingApp::new(store.clone(), files, &settings.pseudonym_key, keys, Arc::new(chrono::Utc::now)))
+    Ok(HearingApp::new(store.clone(), files, &settings.pseudonym_key, keys, settings.clock.clone()))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -121,10 +121,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 scanner: args.clamd.clone().map(|address| agora_response::files::Clamd { address }),
             },
             personal_data_keys(identity.as_ref(), &settings)?,
-            Arc::new(chrono::Utc::now),
+            settings.clock.clone(),
             agora_response::intake::IntakeConfig::default(),
         );
-        Some(agora_response::app::ResponseApp::new(store.clone(), intake, Arc::new(chrono::Utc::now)))
+        Some(agora_response::app::ResponseApp::new(store.clone(), intake, settings.clock.clone()))
     } else {
         None
     };
@@ -170,7 +170,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 sources: Arc::new(sources),
                 retry: config.retry(),
                 document_types: config.document_types.clone(),
-                clock: Arc::new(chrono::Utc::now),
+                clock: settings.clock.clone(),
                 concurrency: 4,
             };
             Some((agora_records::app::RecordsApp::new(store.clone()), worker, config.policy()))
@@ -381,6 +381,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     {
         let dir = dir.clone().unwrap_or_else(|| records_settings.default_archive.clone());
         println!("  records: journalized hearings are filed under {}", dir.display());
+    }
+    if args.clock_offset_days != 0 {
+        println!("  WARNING: the services' clock runs {} days ahead (AGORA_CLOCK_OFFSET_DAYS)", args.clock_offset_days);
+        tracing::warn!(days = args.clock_offset_days, "the services' clock is shifted");
     }
     if settings.dev_login {
         println!("  development login is ON: demo users admin, karen, lars, erik, birgitte, carl, dorte");

@@ -14,7 +14,11 @@ use crate::config::{ConnectArgs, embedded_identity_settings};
 
 pub async fn migrate(connect: ConnectArgs) -> anyhow::Result<()> {
     let store = connect.store().await?;
-    projections::migrate(&store).await.context("cannot create the read-model tables")?;
+    // Every service's tables, so that a migration job before an upgrade covers them all.
+    projections::migrate(&store).await.context("cannot create the hearing tables")?;
+    agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
+    agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
+    agora_records::store::migrate(&store).await.context("cannot create the records tables")?;
     println!("schema is up to date");
     Ok(())
 }

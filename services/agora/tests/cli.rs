@@ -1,128 +1,13 @@
 //! The `agora` binary as an operator and a newcomer use it.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use agora_eventstore::{NewEvent, Store};
 use agora_proto::hearing::v1 as pb;
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-const AGORA: &str = env!("CARGO_BIN_EXE_agora");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-async fn output(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(AGORA);
-    command.args(args).env_remove("AGORA_DATABASE_URL").env_remove("AGORA_TARGETS");
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let out = command.output().await.expect("agora runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Starts `agora run …` and waits (with a deadline) for its ready line.
-/// A running `agora run` and the log lines it has written so far.
-struct Running {
-    child: Child,
-    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-async fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
-    let mut command = Command::new(AGORA);
-    // No AGORA_LOG_FORMAT: stderr is a pipe, not a terminal, so logs must come out as JSON.
-    command
-        .arg("run")
-        .args(args)
-        .env_remove("AGORA_LOG_FORMAT")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("agora starts");
-    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let collected = logs.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stderr.next_line().await {
-            if let Ok(mut logs) = collected.lock() {
-                logs.push(line);
-            }
-        }
-    });
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("agora is ready") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(ready, Ok(true), "agora run did not report ready");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Running { child, logs }
-}
-
-/// The first log line containing `text`, waiting for it with a deadline.
-async fn testing_eventually_log(running: &Running, text: &str) -> String {
-    agora_eventstore::testing::eventually(20, text, || async {
-        running.logs.lock().ok().and_then(|logs| logs.iter().find(|l| l.contains(text)).cloned())
-    })
-    .await
-}
-
-async fn stop(running: Running) {
-    let mut child = running.child;
-    let pid = child.id().expect("running");
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("kill");
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("stops within 20 s")
-        .expect("exit status");
-    assert!(exit.success(), "a stop signal is a clean exit: {exit:?}");
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("http connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("response");
-    response
-}
-
-fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", token.parse().expect("header"));
-    request
-}
-
-async fn public_titles(grpc: u16) -> Vec<String> {
-    let mut client = HearingServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.expect("grpc connects");
-    let list = client
-        .list_hearings(pb::ListHearingsRequest { sort_by: "title".into(), ..Default::default() })
-        .await
-        .expect("list");
-    list.into_inner().hearings.into_iter().map(|h| h.title).collect()
-}
+use support::*;
 
 #[tokio::test]
 async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts() {
@@ -156,6 +41,24 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     assert!(
         statuses.contains(&(pb::HearingStatus::Draft as i32)) && statuses.contains(&(pb::HearingStatus::Active as i32))
     );
+
+    // The records service opened a case in the archive for every demo hearing past Created, and
+    // the case numbers came back to the hearings.
+    let numbered = agora_eventstore::testing::eventually(20, "case numbers on the demo hearings", || {
+        let mut client = client.clone();
+        let token = token.trim().to_string();
+        async move {
+            let mut request = tonic::Request::new(pb::OwnerDashboardRequest {});
+            request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
+            let mine = client.owner_dashboard(request).await.ok()?.into_inner();
+            let numbers: Vec<String> = mine.hearings.into_iter().map(|h| h.case_number).collect();
+            numbers.iter().all(|n| !n.is_empty()).then_some(numbers)
+        }
+    })
+    .await;
+    for number in &numbered {
+        assert!(dir.path().join("records").join(number).join("metadata.json").exists(), "case folder {number}");
+    }
 
     // A citizen responds to the active demo hearing; the response service learnt of it from
     // the hearing service's integration events.
@@ -318,72 +221,28 @@ async fn configuration_errors_name_the_setting() {
     .await;
     assert_ne!(code, 0);
     assert!(stderr.contains("AGORA_TOKEN_JWKS"), "{stderr}");
-}
 
-/// `agora run --target …` on a PostgreSQL schema and a JetStream stream of the test's own,
-/// with tokens from a key the test holds.
-struct Distributed {
-    database: agora_eventstore::testing::TestDatabase,
-    _bus: agora_eventstore::testing::TestBus,
-    _dir: tempfile::TempDir,
-    issuer: agora_auth::TokenIssuer,
-    url: String,
-    grpc: u16,
-    http: u16,
-    child: Running,
-    /// The identity service in a process of its own: its vault seals the personal data the
-    /// hearing and response services keep, over gRPC.
-    identity: Option<Running>,
-}
-
-const SERVICE_SECRET: &str = "a-service-secret-of-at-least-32-chars";
-const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
-
-impl Distributed {
-    async fn start(targets: &str) -> Option<Self> {
-        let database = agora_eventstore::testing::postgres(2).await?;
-        let bus = agora_eventstore::testing::nats().await?;
-        let dir = tempfile::tempdir().expect("tmp");
-        let key = agora_auth::SigningKey::generate_with_kid("k1").expect("key");
-        let jwks = dir.path().join("jwks.json");
-        std::fs::write(&jwks, agora_auth::jwks(&[&key]).to_string()).expect("jwks");
-        let issuer = agora_auth::TokenIssuer::new(key, "agora-dev", "agora", chrono::Duration::hours(1));
-        let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
-        let (grpc, http) = (free_port(), free_port());
-        let nats_url = agora_eventstore::testing::nats_url();
-        let common = [
-            ("AGORA_DATABASE_URL", url.as_str()),
-            ("AGORA_NATS_URL", nats_url.as_str()),
-            ("AGORA_NATS_PREFIX", bus.bus.config.subject_prefix.as_str()),
-            ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
-            ("AGORA_SERVICE_SECRET", SERVICE_SECRET),
-        ];
-        let identity = if !targets.split(',').any(|t| t == "identity") {
-            let (identity_grpc, identity_http) = (free_port(), free_port());
-            let mut envs = common.to_vec();
-            let (grpc_addr, http_addr) = (format!("127.0.0.1:{identity_grpc}"), format!("127.0.0.1:{identity_http}"));
-            envs.extend([
-                ("AGORA_MASTER_KEY", MASTER_KEY),
-                ("AGORA_GRPC_ADDR", &grpc_addr),
-                ("AGORA_HTTP_ADDR", &http_addr),
-            ]);
-            Some((start(&["--target", "identity"], &envs).await, identity_grpc))
-        } else {
-            None
-        };
-        let identity_url = identity.as_ref().map(|(_, port)| format!("http://127.0.0.1:{port}")).unwrap_or_default();
-        let (grpc_addr, http_addr) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{http}"));
-        let mut envs = common.to_vec();
-        envs.extend([
-            ("AGORA_TOKEN_JWKS", jwks.to_str().expect("path")),
-            ("AGORA_IDENTITY_URL", &identity_url),
-            ("AGORA_GRPC_ADDR", &grpc_addr),
-            ("AGORA_HTTP_ADDR", &http_addr),
-        ]);
-        let child = start(&["--target", targets], &envs).await;
-        let identity = identity.map(|(running, _)| running);
-        Some(Self { database, _bus: bus, _dir: dir, issuer, url, grpc, http, child, identity })
-    }
+    // The records service: its configuration file, and where it reads what it files.
+    let config = dir.path().join("records.json");
+    std::fs::write(&config, r#"{"max_attempt": 3}"#).expect("config");
+    let records = [
+        ("AGORA_DATABASE_URL", "postgres://127.0.0.1:1/none"),
+        ("AGORA_TOKEN_JWKS", "http://127.0.0.1:1/jwks.json"),
+        ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
+        ("AGORA_RECORDS_CONFIG", config.to_str().expect("path")),
+    ];
+    let (code, _, stderr) = output(&["run", "--target", "records"], &records).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_RECORDS_CONFIG") && stderr.contains("max_attempt"), "{stderr}");
+    std::fs::write(&config, r#"{"responses": "all"}"#).expect("config");
+    let (code, _, stderr) = output(&["run", "--target", "records"], &records).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_SERVICE_SECRET"), "{stderr}");
+    let mut with_secret = records.to_vec();
+    with_secret.push(("AGORA_SERVICE_SECRET", "a-service-secret-of-at-least-32-chars"));
+    let (code, _, stderr) = output(&["run", "--target", "records"], &with_secret).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_HEARING_URL"), "{stderr}");
 }
 
 #[tokio::test]
@@ -553,70 +412,31 @@ async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstrea
         .with_role(agora_auth::Role::HearingCreator);
     let channel =
         tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}")).expect("uri").connect_lazy();
-    let mut reference =
-        agora_proto::hearing::v1::reference_data_service_client::ReferenceDataServiceClient::new(channel.clone());
     let mut hearings = HearingServiceClient::new(channel.clone());
     let responses = rpb::response_service_client::ResponseServiceClient::new(channel);
     let admin_token = bearer(&admin);
     let owner_token = bearer(&owner);
-    reference
-        .define_hearing_type(authorized(
-            &admin_token,
-            pb::HearingType {
-                id: "plan".into(),
-                name: "Plan".into(),
-                response_rules: Some(pb::ResponseRules {
-                    max_text_chars: 1000,
-                    max_files: 1,
-                    max_file_bytes: 1024 * 1024,
-                    allowed_types: vec!["application/pdf".into()],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("type");
-    reference
-        .define_subject_area(authorized(
-            &admin_token,
-            pb::NamedItem { id: "by".into(), name: "By".into(), retired: false },
-        ))
-        .await
-        .expect("area");
-    let kle = pb::LoadKleRequest {
-        entries: vec![pb::KleEntry { number: "01.02.05".into(), title: "Lokalplanlægning".into(), retired: false }],
-        hierarchy_json: String::new(),
+    let rules = pb::ResponseRules {
+        max_text_chars: 1000,
+        max_files: 1,
+        max_file_bytes: 1024 * 1024,
+        allowed_types: vec!["application/pdf".into()],
+        ..Default::default()
     };
-    reference.load_kle(authorized(&admin_token, kle)).await.expect("kle");
+    define_plan_reference(grpc, &admin_token, Some(rules)).await;
     let hearing = hearings
         .create_hearing(authorized(&owner_token, pb::CreateHearingRequest { hearing_type_id: "plan".into() }))
         .await
         .expect("create")
         .into_inner();
     let today = chrono::Utc::now().date_naive();
-    let update = pb::UpdateHearingRequest {
-        hearing_id: hearing.hearing_id.clone(),
-        fields: [
-            ("title", "Ny bydel"),
-            ("summary", "Forslag til en ny bydel."),
-            ("body", "Kommunen foreslår en ny bydel."),
-            ("esdh_title", "Ny bydel"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        subject_area_id: Some("by".into()),
-        kle_number: Some("01.02.05".into()),
-        contact: Some(pb::ContactPerson {
-            name: "Ejer".into(),
-            email: "ejer@kommune.example".into(),
-            phone: String::new(),
-        }),
-        start_date: Some((today - chrono::Days::new(2)).to_string()),
-        deadline: Some((today + chrono::Days::new(30)).to_string()),
-        ..Default::default()
-    };
+    let update = complete_plan(
+        &hearing.hearing_id,
+        "Ny bydel",
+        "Ny bydel",
+        today - chrono::Days::new(2),
+        today + chrono::Days::new(30),
+    );
     // The reference lists are read models; wait for them before the update relies on them.
     agora_eventstore::testing::eventually(20, "the draft", || {
         let mut hearings = hearings.clone();

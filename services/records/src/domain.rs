@@ -42,7 +42,7 @@ impl HearingFacts {
             hash.update(part.as_bytes());
             hash.update([0]);
         }
-        for (key, label, text) in &self.texts {
+        for (key, label, text) in self.texts.iter().filter(|(key, _, _)| key != CONCLUSION_FIELD) {
             for part in [key, label, text] {
                 hash.update(part.as_bytes());
                 hash.update([0]);
@@ -51,6 +51,10 @@ impl HearingFacts {
         hex::encode(hash.finalize())
     }
 }
+
+/// The text field the owner writes the conclusion in: filed as the conclusion, not as a new
+/// version of the hearing text.
+pub const CONCLUSION_FIELD: &str = "conclusion";
 
 /// A change of a hearing, as its integration event names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -643,6 +647,7 @@ mod tests {
         let concluded = HearingChange::Concluded { conclusion: "Vedtaget.".into() };
         let mut done = changed.clone();
         done.status = "Concluded".into();
+        done.texts.push(("conclusion".into(), "Konklusion".into(), "Vedtaget.".into()));
         assert_eq!(keys(&journal.plan(&concluded, &done, &policy())), ["list-responses", "conclusion", "close-case"]);
         assert!(journal.plan(&concluded, &done, &policy()).is_empty(), "a repeated conclusion plans nothing");
     }

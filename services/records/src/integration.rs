@@ -50,11 +50,7 @@ impl IntegrationHandler for HearingJournalHandler {
 
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
         let message = event.event_type.rsplit('.').next().unwrap_or_default();
-        // Every hearing event carries the hearing's state as its field 1.
-        let state = hearing_pb::HearingCreated::decode(event.data.clone())
-            .map_err(|e| format!("{} is not a hearing event: {e}", event.event_type))?
-            .hearing
-            .ok_or_else(|| format!("{} carries no hearing state", event.event_type))?;
+        let state = agora_proto::hearing_state(&event.event_type, &event.data)?;
         let change = match message {
             "HearingConcluded" => HearingChange::Concluded {
                 conclusion: hearing_pb::HearingConcluded::decode(event.data.clone())

@@ -29,7 +29,8 @@ pub fn hearing_text(hearing: &HearingFacts, version: u32) -> Report {
         report.field("Version", version.to_string());
     }
     for (key, label, text) in &hearing.texts {
-        if matches!(key.as_str(), "title" | "esdh_title") || text.trim().is_empty() {
+        let filed_apart = key == crate::domain::CONCLUSION_FIELD;
+        if matches!(key.as_str(), "title" | "esdh_title") || filed_apart || text.trim().is_empty() {
             continue;
         }
         report.heading(2, label.clone());

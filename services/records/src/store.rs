@@ -4,7 +4,7 @@
 //! (`RecordsStep`, `<hearing id>/<step key>`) and the journal's (`RecordsJournal`, the
 //! hearing id: case opened, hearing journalized).
 
-use agora_eventstore::{DbTx, EventContext, NewEvent, RecordedEvent, Store, StoreError, on_backend, on_tx};
+use agora_eventstore::{DbTx, EventContext, NewEvent, RecordedEvent, Store, StoreError, on_reader, on_tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -244,7 +244,7 @@ fn decode_step(json: &str) -> Result<Step, StoreError> {
 
 /// Steps due at `now` (their turn may still wait for others), fairly across hearings.
 pub async fn due_steps(store: &Store, now: DateTime<Utc>, limit: i64) -> Result<Vec<Step>, StoreError> {
-    let rows: Vec<(String,)> = on_backend!(store.backend(), pool => {
+    let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
         sqlx::query_as(
             "SELECT step FROM records_steps WHERE state IN ('pending', 'retrying', 'running') \
              AND (due_at IS NULL OR due_at <= $1) ORDER BY position, hearing_id LIMIT $2",
@@ -259,7 +259,7 @@ pub async fn due_steps(store: &Store, now: DateTime<Utc>, limit: i64) -> Result<
 
 /// When the next step that is not due yet will be.
 pub async fn next_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let (at,): (Option<i64>,) = on_backend!(store.backend(), pool => {
+    let (at,): (Option<i64>,) = on_reader!(store.backend(), pool => {
         sqlx::query_as("SELECT MIN(due_at) FROM records_steps WHERE state IN ('retrying', 'running')")
             .fetch_one(pool)
             .await?
@@ -269,7 +269,7 @@ pub async fn next_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError
 
 /// A step as stored now.
 pub async fn step(store: &Store, hearing_id: &str, key: &str) -> Result<Option<Step>, StoreError> {
-    let row: Option<(String,)> = on_backend!(store.backend(), pool => {
+    let row: Option<(String,)> = on_reader!(store.backend(), pool => {
         sqlx::query_as("SELECT step FROM records_steps WHERE hearing_id = $1 AND step_key = $2")
             .bind(hearing_id)
             .bind(key)
@@ -281,7 +281,7 @@ pub async fn step(store: &Store, hearing_id: &str, key: &str) -> Result<Option<S
 
 /// A hearing's steps in their order.
 pub async fn steps(store: &Store, hearing_id: &str) -> Result<Vec<Step>, StoreError> {
-    let rows: Vec<(String,)> = on_backend!(store.backend(), pool => {
+    let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
         sqlx::query_as("SELECT step FROM records_steps WHERE hearing_id = $1 ORDER BY position")
             .bind(hearing_id)
             .fetch_all(pool)
@@ -292,7 +292,7 @@ pub async fn steps(store: &Store, hearing_id: &str) -> Result<Vec<Step>, StoreEr
 
 /// How many of a hearing's steps other than `key` are not done.
 pub async fn unfinished_besides(store: &Store, hearing_id: &str, key: &str) -> Result<usize, StoreError> {
-    let (count,): (i64,) = on_backend!(store.backend(), pool => {
+    let (count,): (i64,) = on_reader!(store.backend(), pool => {
         sqlx::query_as("SELECT COUNT(*) FROM records_steps WHERE hearing_id = $1 AND step_key <> $2 AND state <> $3")
             .bind(hearing_id)
             .bind(key)
@@ -323,7 +323,7 @@ pub async fn documents_filed(tx: &mut DbTx, hearing_id: &str) -> Result<u32, Sto
 
 /// A hearing's journal as stored now.
 pub async fn journal(store: &Store, hearing_id: &str) -> Result<Option<Journal>, StoreError> {
-    let row: Option<(String,)> = on_backend!(store.backend(), pool => {
+    let row: Option<(String,)> = on_reader!(store.backend(), pool => {
         sqlx::query_as("SELECT state FROM records_journals WHERE hearing_id = $1")
             .bind(hearing_id)
             .fetch_optional(pool)
@@ -334,7 +334,7 @@ pub async fn journal(store: &Store, hearing_id: &str) -> Result<Option<Journal>,
 
 /// Every journal that has steps, with its steps.
 pub async fn journals_with_steps(store: &Store) -> Result<Vec<(Journal, Vec<Step>)>, StoreError> {
-    let rows: Vec<(String, String)> = on_backend!(store.backend(), pool => {
+    let rows: Vec<(String, String)> = on_reader!(store.backend(), pool => {
         sqlx::query_as(
             "SELECT j.state, s.step FROM records_journals j JOIN records_steps s \
              ON s.hearing_id = j.hearing_id ORDER BY j.hearing_id, s.position",

@@ -174,8 +174,13 @@ impl Worker {
                 }
             }
         };
+        let outcome = match &event {
+            StepEvent::StepSucceeded { .. } => "succeeded",
+            StepEvent::StepFailed { retry_at: Some(_), .. } => "retrying",
+            _ => "parked",
+        };
         match store::transition_in(&self.store, &mut tx, &running, event, ACTOR).await {
-            Ok(_) => {}
+            Ok(_) => agora_telemetry::metrics::global().journal_step(outcome),
             // The lease ran out and another worker took the step over: its outcome counts.
             Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
                 let _ = tx.rollback().await;

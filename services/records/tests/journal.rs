@@ -209,21 +209,22 @@ async fn backends() -> Vec<(Store, Option<Box<dyn std::any::Any>>)> {
     stores
 }
 
+fn sbsys_config(double: &SbsysDouble, timeout_seconds: u64) -> SbsysConfig {
+    SbsysConfig {
+        base_url: double.base_url.clone(),
+        token_url: double.token_url.clone(),
+        client_id: "agora".into(),
+        client_secret: "s".into(),
+        username: "agora".into(),
+        password: "p".into(),
+        timeout_seconds,
+        handlers: HashMap::new(),
+        default_handler: "POSTKASSE".into(),
+    }
+}
+
 fn sbsys(double: &SbsysDouble) -> Arc<dyn RecordsSystem> {
-    Arc::new(
-        Sbsys::new(SbsysConfig {
-            base_url: double.base_url.clone(),
-            token_url: double.token_url.clone(),
-            client_id: "agora".into(),
-            client_secret: "s".into(),
-            username: "agora".into(),
-            password: "p".into(),
-            timeout_seconds: 2,
-            handlers: HashMap::new(),
-            default_handler: "POSTKASSE".into(),
-        })
-        .expect("adapter"),
-    )
+    Arc::new(Sbsys::new(sbsys_config(double, 2)).expect("adapter"))
 }
 
 #[tokio::test]
@@ -318,17 +319,7 @@ async fn a_worker_that_dies_inside_a_filing_leaves_it_to_the_next_which_finds_it
         double.hold_filing_of("Konklusion");
         setup.whole_life().await;
         // The first worker has an adapter that waits for ever: it will be killed mid-call.
-        let mut patient = SbsysConfig {
-            base_url: double.base_url.clone(),
-            token_url: double.token_url.clone(),
-            client_id: "agora".into(),
-            client_secret: "s".into(),
-            username: "agora".into(),
-            password: "p".into(),
-            timeout_seconds: 600,
-            handlers: HashMap::new(),
-            default_handler: String::new(),
-        };
+        let mut patient = sbsys_config(&double, 600);
         let first = setup.worker(Arc::new(Sbsys::new(patient.clone()).expect("adapter")), retry);
         let dying = tokio::spawn(async move { first.run_due().await });
         agora_eventstore::testing::eventually(20, "the conclusion filed and its answer held", || {
@@ -378,6 +369,8 @@ async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_i
         assert!(view.errors().iter().any(|e| e.contains("Opret sag") && e.contains("503")), "{:?}", view.errors());
         assert!(view.steps_left() > 0);
         assert!(double.documents().is_empty(), "nothing filed without a case");
+        let metrics = agora_telemetry::metrics::global().render();
+        assert!(metrics.contains("agora_journal_steps_total{outcome=\"parked\"}"), "{metrics}");
 
         // Nobody else sees or retries it; an administrator lists it among the failed.
         let stranger = Principal::new(Uuid::now_v7(), Capacity::Employee);

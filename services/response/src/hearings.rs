@@ -63,12 +63,7 @@ impl IntegrationHandler for HearingTermsHandler {
     }
 
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
-        // Every hearing event carries the hearing's state as its field 1, so any of them
-        // decodes as one that has nothing else.
-        let state = pb::HearingCreated::decode(event.data.clone())
-            .map_err(|e| format!("{} is not a hearing event: {e}", event.event_type))?
-            .hearing
-            .ok_or_else(|| format!("{} carries no hearing state", event.event_type))?;
+        let state = agora_proto::hearing_state(&event.event_type, &event.data)?;
         let closes_at = if state.closes_at.is_empty() { None } else { Some(state.closes_at.clone()) };
         // A hearing whose events carry no rules (from before they did) has the defaults.
         let rules = serde_json::to_string(&state.response_rules.clone().map(ResponseRules::from).unwrap_or_default())
