@@ -187,7 +187,7 @@ fn records_config(d: &Distributed, system: serde_json::Value) -> String {
         "responses": "all",
         "first_retry_seconds": 1,
         "max_retry_seconds": 2,
-        "lease_seconds": 3,
+        "lease_seconds": 5,
         "max_attempts": 50,
     });
     std::fs::write(&path, config.to_string()).expect("records config");
@@ -202,7 +202,7 @@ async fn sbsys_gets_every_document_once_though_it_fails_every_second_call_and_re
     let config = records_config(
         &d,
         serde_json::json!({"kind": "sbsys", "base_url": double.base_url, "token_url": double.token_url,
-                           "client_id": "agora", "username": "agora-svc", "timeout_seconds": 5,
+                           "client_id": "agora", "username": "agora-svc", "timeout_seconds": 1,
                            "default_handler": "SAGSBEHANDLER"}),
     );
     let main = format!("http://127.0.0.1:{}", d.grpc);

@@ -86,6 +86,16 @@ impl RecordsConfig {
         if config.lease_seconds == 0 {
             return Err("lease_seconds must be at least 1".into());
         }
+        // A step makes up to five calls (find, delforløb, file, and the sources' reads): its
+        // lease must outlast them, or another replica would start it while it still runs.
+        if let SystemConfig::Sbsys(sbsys) = &config.system
+            && config.lease_seconds < 5 * sbsys.timeout_seconds
+        {
+            return Err(format!(
+                "lease_seconds ({}) must be at least five times the SBSYS timeout_seconds ({})",
+                config.lease_seconds, sbsys.timeout_seconds
+            ));
+        }
         for (prefix, template) in &config.templates {
             if prefix.is_empty() || template.is_empty() || !prefix.chars().all(|c| c.is_ascii_digit() || c == '.') {
                 return Err(format!("templates: {prefix:?} → {template:?} is not a KLE prefix and a template"));
@@ -160,6 +170,12 @@ mod tests {
     fn a_wrong_setting_is_named() {
         let unknown = RecordsConfig::from_json(r#"{"max_attempt": 3}"#).expect_err("typo");
         assert!(unknown.contains("max_attempt"), "{unknown}");
+        let short = RecordsConfig::from_json(
+            r#"{"system": {"kind": "sbsys", "base_url": "http://s/", "token_url": "http://s/t", "client_id": "a",
+                           "username": "u", "timeout_seconds": 60}, "lease_seconds": 120}"#,
+        )
+        .expect_err("lease shorter than the calls");
+        assert!(short.contains("lease_seconds") && short.contains("timeout_seconds"), "{short}");
         let zero = RecordsConfig::from_json(r#"{"max_attempts": 0}"#).expect_err("zero");
         assert!(zero.contains("max_attempts"), "{zero}");
         let template = RecordsConfig::from_json(r#"{"templates": {"plan": "7"}}"#).expect_err("not KLE");

@@ -396,7 +396,7 @@ impl Default for RetryPolicy {
             max_attempts: 8,
             first_delay: Duration::from_secs(5),
             max_delay: Duration::from_secs(3600),
-            lease: Duration::from_secs(120),
+            lease: Duration::from_secs(300),
         }
     }
 }
@@ -694,7 +694,7 @@ mod tests {
                 now = due;
             }
             let started = step.start(now, &policy).expect("due");
-            assert_eq!(started, StepEvent::StepStarted { attempt, lease_until: now + chrono::Duration::seconds(120) });
+            assert_eq!(started, StepEvent::StepStarted { attempt, lease_until: now + chrono::Duration::seconds(300) });
             step.apply(&started);
             let failed = step.fail(attempt, "HTTP 503".into(), false, now, &policy).expect("current");
             if let StepEvent::StepFailed { retry_at: Some(at), .. } = &failed {
@@ -719,7 +719,7 @@ mod tests {
         let mut step = step();
         step.apply(&step.start(now, &policy).expect("due"));
         assert!(step.start(now + chrono::Duration::seconds(60), &policy).is_err(), "leased");
-        let later = now + chrono::Duration::seconds(121);
+        let later = now + chrono::Duration::seconds(301);
         let again = step.start(later, &policy).expect("lease over");
         step.apply(&again);
         assert_eq!(step.attempts, 2);

@@ -242,15 +242,25 @@ fn decode_step(json: &str) -> Result<Step, StoreError> {
     serde_json::from_str(json).map_err(|e| corrupt("records_steps.step", e))
 }
 
-/// Steps due at `now` (their turn may still wait for others), fairly across hearings.
+/// Steps due at `now` whose turn has come, fairly across hearings: everything but opening the
+/// case waits for the case, closing it waits for every other step (as
+/// [`crate::domain::may_run`] has it), so that steps waiting for others never crowd out those
+/// that can run.
 pub async fn due_steps(store: &Store, now: DateTime<Utc>, limit: i64) -> Result<Vec<Step>, StoreError> {
     let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
         sqlx::query_as(
-            "SELECT step FROM records_steps WHERE state IN ('pending', 'retrying', 'running') \
-             AND (due_at IS NULL OR due_at <= $1) ORDER BY position, hearing_id LIMIT $2",
+            "SELECT s.step FROM records_steps s WHERE s.state IN ('pending', 'retrying', 'running') \
+             AND (s.due_at IS NULL OR s.due_at <= $1) \
+             AND (s.step_key = $3 OR EXISTS (SELECT 1 FROM records_steps c \
+                  WHERE c.hearing_id = s.hearing_id AND c.step_key = $3 AND c.state = 'done')) \
+             AND (s.step_key <> $4 OR NOT EXISTS (SELECT 1 FROM records_steps o \
+                  WHERE o.hearing_id = s.hearing_id AND o.step_key <> $4 AND o.state <> 'done')) \
+             ORDER BY s.position, s.hearing_id LIMIT $2",
         )
         .bind(now.timestamp_millis())
         .bind(limit)
+        .bind(crate::domain::OPEN_CASE)
+        .bind(crate::domain::CLOSE_CASE)
         .fetch_all(pool)
         .await?
     });

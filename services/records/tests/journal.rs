@@ -369,6 +369,10 @@ async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_i
         assert!(view.errors().iter().any(|e| e.contains("Opret sag") && e.contains("503")), "{:?}", view.errors());
         assert!(view.steps_left() > 0);
         assert!(double.documents().is_empty(), "nothing filed without a case");
+        // Its other steps wait for the case, and are not handed to the worker while they wait,
+        // so they never crowd out other hearings' steps.
+        let far = chrono::Utc::now() + chrono::Duration::days(365);
+        assert!(agora_records::store::due_steps(&store, far, 10).await.expect("due").is_empty());
         let metrics = agora_telemetry::metrics::global().render();
         assert!(metrics.contains("agora_journal_steps_total{outcome=\"parked\"}"), "{metrics}");
 
