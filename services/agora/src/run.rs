@@ -156,14 +156,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let system = config
                 .system(records_settings.default_archive.clone())
                 .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG: {e}"))?;
-            // A service in this process is reached over loopback on the port it listens on.
-            let here = format!("http://127.0.0.1:{}", grpc_addr.port());
+            // A service in this process is reached where it listens (loopback when on every address).
+            let host = match grpc_addr.ip() {
+                ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                ip => ip,
+            };
+            let here = format!("http://{}", std::net::SocketAddr::new(host, grpc_addr.port()));
             let sources = agora_records::sources::GrpcSources::new(
                 records_settings.hearing_url.as_deref().unwrap_or(&here),
                 records_settings.response_url.as_deref().unwrap_or(&here),
                 &records_settings.service_secret,
             )
-            .map_err(|e| anyhow::anyhow!("AGORA_HEARING_URL / AGORA_RESPONSE_URL: {e}"))?;
+            .map_err(|e| anyhow::anyhow!(e))?;
             let worker = agora_records::worker::Worker {
                 store: store.clone(),
                 system,
@@ -207,6 +211,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Some(app), Some(secret)) => Some(agora_response::records::service(app.clone(), secret)),
         _ => None,
     };
+    if (hearing.is_some() || response.is_some()) && settings.service_secret.is_none() {
+        tracing::warn!(
+            "AGORA_SERVICE_SECRET is not set: the records service cannot read this process's hearings and responses"
+        );
+    }
     let records_service =
         records.as_ref().map(|(app, _, _)| agora_records::grpc::service(app.clone(), verifier.clone()));
     let router = tonic::transport::Server::builder()

@@ -80,7 +80,20 @@ fn case_number(reference: &str) -> String {
     format!("AGORA-{}", digest[..10].to_uppercase())
 }
 
-/// Writes `content` to `path` atomically: a temporary file beside it, flushed, renamed.
+/// Makes a folder's entries (a rename into it) durable.
+async fn sync_folder(folder: &Path) -> Result<(), EsdhError> {
+    #[cfg(unix)]
+    {
+        let dir = tokio::fs::File::open(folder).await.map_err(|e| io("open", folder, e))?;
+        dir.sync_all().await.map_err(|e| io("flush", folder, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = folder;
+    Ok(())
+}
+
+/// Writes `content` to `path` atomically and durably: a temporary file beside it, flushed,
+/// renamed, and the folder flushed.
 async fn write_atomically(path: &Path, content: &[u8]) -> Result<(), EsdhError> {
     let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
     let write = async {
@@ -93,6 +106,25 @@ async fn write_atomically(path: &Path, content: &[u8]) -> Result<(), EsdhError> 
     if let Err(e) = write.await {
         let _ = tokio::fs::remove_file(&temporary).await;
         return Err(io("write", path, e));
+    }
+    match path.parent() {
+        Some(folder) => sync_folder(folder).await,
+        None => Ok(()),
+    }
+}
+
+/// Removes what an earlier writer left half-done in a case folder: staging folders, and
+/// temporary files. Called with the case's lock held, so nothing of this process is in them.
+async fn clear_leftovers(folder: &Path) -> Result<(), EsdhError> {
+    let mut entries = tokio::fs::read_dir(folder).await.map_err(|e| io("read", folder, e))?;
+    while let Some(entry) = entries.next_entry().await.map_err(|e| io("read", folder, e))? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(".staging-") {
+            tokio::fs::remove_dir_all(&path).await.map_err(|e| io("remove", &path, e))?;
+        } else if name.contains(".tmp-") {
+            tokio::fs::remove_file(&path).await.map_err(|e| io("remove", &path, e))?;
+        }
     }
     Ok(())
 }
@@ -188,10 +220,12 @@ impl RecordsSystem for Archive {
             return Ok(filed.id.clone());
         }
         let id = format!("{:04}", metadata.documents.len() + 1);
-        let folder_name = format!("{id} {}", safe_name(&document.title));
+        // Named by the document's reference, not its number: a folder a crash left before its
+        // metadata was written has the same name when the filing is repeated, and is replaced.
+        let tag = &hex::encode(Sha256::digest(document.reference.as_bytes()))[..8];
+        let folder_name = format!("{} {tag}", safe_name(&document.title));
         let case_folder = self.folder(&case.number);
-        // A folder of this number left by a crash before its metadata was written is not
-        // filed: it is replaced.
+        clear_leftovers(&case_folder).await?;
         let target = case_folder.join(&folder_name);
         let staging = case_folder.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
         tokio::fs::create_dir_all(&staging).await.map_err(|e| io("create", &staging, e))?;
@@ -217,7 +251,9 @@ impl RecordsSystem for Archive {
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
             tokio::fs::remove_dir_all(&target).await.map_err(|e| io("replace", &target, e))?;
         }
+        sync_folder(&staging).await?;
         tokio::fs::rename(&staging, &target).await.map_err(|e| io("move into place", &target, e))?;
+        sync_folder(&case_folder).await?;
         metadata.documents.push(ArchivedDocument {
             id: id.clone(),
             reference: document.reference.clone(),
@@ -301,7 +337,8 @@ mod tests {
         );
         assert!(metadata.closed_at.is_some());
         let filed = &metadata.documents[0];
-        assert_eq!(filed.files[1].path, "0001 Høringssvar nr. 1/etc passwd", "no way out of the folder");
+        assert!(filed.files[1].path.ends_with("/etc passwd"), "no way out of the folder: {}", filed.files[1].path);
+        assert!(filed.files[1].path.starts_with("Høringssvar nr. 1 "), "{}", filed.files[1].path);
         let folder = dir.path().join(&opened.number);
         for file in metadata.documents.iter().flat_map(|d| &d.files) {
             let bytes = std::fs::read(folder.join(&file.path)).expect("file on disk");
@@ -321,15 +358,30 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let archive = Archive::new(dir.path());
         let opened = archive.open_case(&case()).await.expect("open");
-        // The crash: the folder was moved into place, the metadata never written.
-        let stale = dir.path().join(&opened.number).join("0001 Høringssvar nr. 1");
-        std::fs::create_dir_all(&stale).expect("stale");
-        std::fs::write(stale.join("halv.pdf"), b"half").expect("stale file");
-        archive.file_document(&opened, &document("agora:1:response-a", "Høringssvar nr. 1")).await.expect("file");
-        let names: Vec<_> =
-            std::fs::read_dir(&stale).expect("folder").filter_map(Result::ok).map(|e| e.file_name()).collect();
-        assert_eq!(names.len(), 2, "only the filed document's files: {names:?}");
-        assert!(!stale.join("halv.pdf").exists());
+        let filed = document("agora:1:response-a", "Høringssvar nr. 1");
+        archive.file_document(&opened, &filed).await.expect("file");
+        let metadata = archive.metadata(&opened.number).await.expect("read").expect("case");
+        let folder_name = metadata.documents[0].files[0].path.split('/').next().expect("folder").to_string();
+        // The crash: the folder was moved into place, the metadata never written; and a
+        // staging folder and a temporary file were left behind.
+        let mut without = metadata.clone();
+        without.documents.clear();
+        archive.save(&without).await.expect("metadata as before the filing");
+        let case_folder = dir.path().join(&opened.number);
+        std::fs::write(case_folder.join(&folder_name).join("halv.pdf"), b"half").expect("stale file");
+        std::fs::create_dir_all(case_folder.join(".staging-old")).expect("staging");
+        std::fs::write(case_folder.join("metadata.tmp-old"), b"{").expect("temporary");
+        archive.file_document(&opened, &filed).await.expect("the repeat");
+        let metadata = archive.metadata(&opened.number).await.expect("read").expect("case");
+        assert_eq!(metadata.documents.len(), 1);
+        let mut names: Vec<String> = std::fs::read_dir(&case_folder)
+            .expect("folder")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [folder_name.clone(), METADATA.to_string()], "one folder, nothing left over");
+        assert!(!case_folder.join(&folder_name).join("halv.pdf").exists());
     }
 
     #[tokio::test]

@@ -180,6 +180,14 @@ mod tests {
         assert!(zero.contains("max_attempts"), "{zero}");
         let template = RecordsConfig::from_json(r#"{"templates": {"plan": "7"}}"#).expect_err("not KLE");
         assert!(template.contains("plan"), "{template}");
+        let nested = RecordsConfig::from_json(
+            r#"{"system": {"kind": "sbsys", "base_url": "http://s/", "token_url": "http://s/t", "client_id": "a",
+                           "username": "u", "timeout_second": 5}}"#,
+        )
+        .expect_err("typo in the SBSYS settings");
+        assert!(nested.contains("timeout_second"), "{nested}");
+        let types = RecordsConfig::from_json(r#"{"document_types": {"respons": "Svar"}}"#).expect_err("typo");
+        assert!(types.contains("respons"), "{types}");
         let kind = RecordsConfig::from_json(r#"{"system": {"kind": "acadre"}}"#).expect_err("unknown system");
         assert!(kind.contains("acadre"), "{kind}");
     }

@@ -272,7 +272,23 @@ impl Journal {
                 }
             }
         }
-        match change {
+        // The state decides, not the event's type: a HearingConcluded redelivered after a later
+        // event of the hearing is skipped, and the later one says Concluded just as well.
+        let conclusion_text = || {
+            facts
+                .texts
+                .iter()
+                .find(|(key, _, _)| key == CONCLUSION_FIELD)
+                .map(|(_, _, t)| t.clone())
+                .unwrap_or_default()
+        };
+        let change = match change {
+            HearingChange::Concluded { .. } | HearingChange::Deleted => change.clone(),
+            _ if facts.status == "Concluded" => HearingChange::Concluded { conclusion: conclusion_text() },
+            _ if facts.status == "Deleted" => HearingChange::Deleted,
+            other => other.clone(),
+        };
+        match &change {
             HearingChange::Concluded { conclusion } if self.case_planned && !self.conclusion_planned => {
                 self.conclusion_planned = true;
                 self.close_planned = true;
@@ -365,6 +381,18 @@ pub enum StepEvent {
     RetryRequested {
         by: String,
     },
+    /// What the step would file is gone from Agora (a document removed, an erased
+    /// respondent's file): nothing is filed, and the step is finished.
+    StepSkipped {
+        attempt: u32,
+        reason: String,
+    },
+    /// The step must wait for steps planned after it (closing the case, for responses
+    /// approved after the conclusion); it is pending again, its attempts untouched.
+    StepDeferred {
+        attempt: u32,
+        reason: String,
+    },
 }
 
 impl StepEvent {
@@ -375,6 +403,8 @@ impl StepEvent {
             StepEvent::StepSucceeded { .. } => "StepSucceeded",
             StepEvent::StepFailed { .. } => "StepFailed",
             StepEvent::RetryRequested { .. } => "RetryRequested",
+            StepEvent::StepSkipped { .. } => "StepSkipped",
+            StepEvent::StepDeferred { .. } => "StepDeferred",
         }
     }
 }
@@ -434,6 +464,9 @@ pub struct Step {
     /// When a retrying step is due, or a running step's lease ends.
     pub due_at: Option<DateTime<Utc>>,
     pub reference: Option<String>,
+    /// Why a finished step filed nothing.
+    #[serde(default)]
+    pub skipped: Option<String>,
     /// The stream's last sequence.
     pub sequence: i64,
 }
@@ -455,6 +488,7 @@ impl Step {
             last_error: None,
             due_at: None,
             reference: None,
+            skipped: None,
             sequence: 1,
         }
     }
@@ -484,6 +518,17 @@ impl Step {
             StepEvent::RetryRequested { .. } => {
                 self.state = StepState::Pending;
                 self.attempts = 0;
+                self.due_at = None;
+            }
+            StepEvent::StepSkipped { reason, .. } => {
+                self.state = StepState::Done;
+                self.skipped = Some(reason.clone());
+                self.last_error = None;
+                self.due_at = None;
+            }
+            StepEvent::StepDeferred { attempt, .. } => {
+                self.state = StepState::Pending;
+                self.attempts = attempt.saturating_sub(1);
                 self.due_at = None;
             }
         }
@@ -528,6 +573,16 @@ impl Step {
             Some(now + chrono_duration(policy.delay_after(attempt)))
         };
         Ok(StepEvent::StepFailed { attempt, error, retry_at })
+    }
+
+    pub fn skip(&self, attempt: u32, reason: String) -> Result<StepEvent, StepRefused> {
+        self.current(attempt)?;
+        Ok(StepEvent::StepSkipped { attempt, reason })
+    }
+
+    pub fn defer(&self, attempt: u32, reason: String) -> Result<StepEvent, StepRefused> {
+        self.current(attempt)?;
+        Ok(StepEvent::StepDeferred { attempt, reason })
     }
 
     pub fn retry(&self, by: &str) -> Result<StepEvent, StepRefused> {
@@ -668,6 +723,32 @@ mod tests {
         // A hearing deleted before it had a case leaves nothing to do.
         let mut never = Journal::new("h2");
         assert!(never.plan(&HearingChange::Deleted, &facts("Deleted"), &policy()).is_empty());
+    }
+
+    #[test]
+    fn a_conclusion_whose_event_was_skipped_is_planned_from_the_next_state() {
+        let mut journal = Journal::new("h1");
+        journal.plan(&HearingChange::Other, &facts("Draft"), &policy());
+        let mut later = facts("Concluded");
+        later.texts.push(("conclusion".into(), "Konklusion".into(), "Vedtaget.".into()));
+        let steps = journal.plan(&HearingChange::Other, &later, &policy());
+        let conclusion = steps.iter().find(|s| s.key == CONCLUSION).expect("the conclusion planned");
+        assert!(matches!(&conclusion.action, Action::FileConclusion { conclusion, .. } if conclusion == "Vedtaget."));
+        assert!(steps.iter().any(|s| s.key == CLOSE_CASE));
+    }
+
+    #[test]
+    fn a_skipped_step_is_finished_and_a_deferred_one_waits_without_losing_an_attempt() {
+        let policy = RetryPolicy::default();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let mut gone = step();
+        gone.apply(&gone.start(now, &policy).expect("due"));
+        gone.apply(&gone.skip(1, "the file was removed".into()).expect("current"));
+        assert_eq!((gone.state, gone.skipped.as_deref()), (StepState::Done, Some("the file was removed")));
+        let mut close = step();
+        close.apply(&close.start(now, &policy).expect("due"));
+        close.apply(&close.defer(1, "2 responses approved after the conclusion".into()).expect("current"));
+        assert_eq!((close.state, close.attempts), (StepState::Pending, 0));
     }
 
     #[test]

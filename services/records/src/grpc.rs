@@ -82,6 +82,7 @@ pub fn view_to_pb(view: JournalView) -> pb::Journalization {
                 last_error: s.last_error.unwrap_or_default(),
                 next_attempt_at: if s.state == StepState::Retrying { time(s.due_at) } else { String::new() },
                 document_reference: s.reference.unwrap_or_default(),
+                skipped_because: s.skipped.unwrap_or_default(),
             })
             .collect(),
     }

@@ -29,6 +29,7 @@ use crate::esdh::{CaseRef, Document, EsdhError, NewCase, RecordsSystem};
 
 /// How to reach SBSIP.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SbsysConfig {
     /// The REST API's base URL, e.g. `https://sbsip.kommune.dk/sbsip/v10/`.
     pub base_url: String,
@@ -228,7 +229,12 @@ impl RecordsSystem for Sbsys {
             }
         };
         let id = id_of(&made).ok_or_else(|| EsdhError::Unavailable("SBSYS case: the answer has no Id".into()))?;
-        let number = made.get("Nummer").and_then(Value::as_str).unwrap_or_default().to_string();
+        let number = made
+            .get("Nummer")
+            .and_then(Value::as_str)
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| EsdhError::Unavailable(format!("SBSYS case {id}: the answer has no Nummer")))?
+            .to_string();
         Ok(CaseRef { id, number })
     }
 

@@ -62,8 +62,16 @@ pub struct GrpcSources {
 
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// A read that takes longer fails the attempt (it is tried again), so that a hung service
+/// never holds a step past its lease.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn channel(url: &str) -> Result<Channel, String> {
-    Ok(Channel::from_shared(url.to_string()).map_err(|e| format!("{url} is not a URL: {e}"))?.connect_lazy())
+    Ok(Channel::from_shared(url.to_string())
+        .map_err(|e| format!("{url} is not a URL: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(READ_TIMEOUT)
+        .connect_lazy())
 }
 
 fn source_error(what: &str, status: tonic::Status) -> SourceError {
@@ -78,9 +86,14 @@ impl GrpcSources {
     /// Clients of the hearing and response services at their gRPC URLs, connecting when first used.
     pub fn new(hearing_url: &str, response_url: &str, secret: &str) -> Result<Self, String> {
         Ok(Self {
-            hearings: HearingRecordsSourceClient::new(channel(hearing_url)?).max_decoding_message_size(MAX_MESSAGE),
-            responses: ResponseRecordsSourceClient::new(channel(response_url)?),
-            credential: ServiceCredential::new(secret)?,
+            credential: ServiceCredential::new(secret).map_err(|e| format!("AGORA_SERVICE_SECRET: {e}"))?,
+            hearings: HearingRecordsSourceClient::new(
+                channel(hearing_url).map_err(|e| format!("AGORA_HEARING_URL: {e}"))?,
+            )
+            .max_decoding_message_size(MAX_MESSAGE),
+            responses: ResponseRecordsSourceClient::new(
+                channel(response_url).map_err(|e| format!("AGORA_RESPONSE_URL: {e}"))?,
+            ),
         })
     }
 }

@@ -86,8 +86,20 @@ fn millis(at: Option<DateTime<Utc>>) -> Option<i64> {
     at.map(|t| t.timestamp_millis())
 }
 
-/// The journal of a hearing and its stream's last sequence, read in the transaction.
+/// Taken before a hearing's journal is read to be changed: the integration handler and the
+/// workers of every replica change it one at a time (SQLite's one writer does this by itself).
+const JOURNAL_LOCK_CLASS: i32 = 0x4147_5243;
+
+/// The journal of a hearing and its stream's last sequence, read in the transaction, which
+/// holds the journal until it ends.
 pub async fn journal_in(tx: &mut DbTx, hearing_id: &str) -> Result<Option<(Journal, i64)>, StoreError> {
+    if let DbTx::Postgres(conn) = tx {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(JOURNAL_LOCK_CLASS)
+            .bind(hearing_id)
+            .execute(&mut **conn)
+            .await?;
+    }
     let row: Option<(String, i64)> = on_tx!(tx, conn => {
         sqlx::query_as("SELECT state, sequence FROM records_journals WHERE hearing_id = $1")
             .bind(hearing_id)
@@ -313,6 +325,17 @@ pub async fn unfinished_besides(store: &Store, hearing_id: &str, key: &str) -> R
     Ok(usize::try_from(count).unwrap_or(usize::MAX))
 }
 
+/// The keys of a hearing's steps.
+pub async fn step_keys(store: &Store, hearing_id: &str) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
+        sqlx::query_as("SELECT step_key FROM records_steps WHERE hearing_id = $1")
+            .bind(hearing_id)
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(rows.into_iter().map(|(key,)| key).collect())
+}
+
 /// How many documents a hearing's done steps filed.
 pub async fn documents_filed(tx: &mut DbTx, hearing_id: &str) -> Result<u32, StoreError> {
     let rows: Vec<(String,)> = on_tx!(tx, conn => {
@@ -324,7 +347,8 @@ pub async fn documents_filed(tx: &mut DbTx, hearing_id: &str) -> Result<u32, Sto
     });
     let mut filed = 0;
     for (json,) in rows {
-        if decode_step(&json)?.action.files_document() {
+        let step = decode_step(&json)?;
+        if step.action.files_document() && step.skipped.is_none() {
             filed += 1;
         }
     }

@@ -15,12 +15,12 @@ use crate::domain::{Action, Journal, RetryPolicy, Step, StepEvent, may_run, resp
 use crate::esdh::{CaseRef, Document, DocumentFile, EsdhError, NewCase, RecordsSystem};
 use crate::integration::ACTOR;
 use crate::render;
-use crate::sources::Sources;
+use crate::sources::{SourceError, Sources};
 use crate::store::{self, JournalEvent};
 
 /// The document types, as the records system names them (OS2agora's by default).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DocumentTypes {
     pub hearing_text: String,
     pub hearing_document: String,
@@ -83,6 +83,10 @@ enum Outcome {
     Document(String),
     Responses(Vec<crate::sources::ResponseToFile>),
     Done,
+    /// What the step would file is gone from Agora.
+    Skipped(String),
+    /// Closing must wait: these responses (approved after the conclusion) are filed first.
+    Deferred(Vec<crate::sources::ResponseToFile>),
 }
 
 impl Worker {
@@ -145,7 +149,16 @@ impl Worker {
         };
         tx.commit().await.map_err(StoreError::from)?;
         tracing::info!(hearing = %step.hearing_id, step = %step.key, attempt, "journalizing");
-        let outcome = self.perform(&running, &journal).await;
+        // The work stops well before its lease ends, so that no other worker starts the step
+        // while this one still calls the records system.
+        let deadline = self.retry.lease.mul_f32(0.8);
+        let outcome = match tokio::time::timeout(deadline, self.perform(&running, &journal)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure {
+                message: format!("the step took longer than {} s, four fifths of its lease", deadline.as_secs()),
+                final_error: false,
+            }),
+        };
         self.record(running, attempt, outcome).await?;
         Ok(true)
     }
@@ -153,29 +166,37 @@ impl Worker {
     async fn record(&self, running: Step, attempt: u32, outcome: Result<Outcome, Failure>) -> Result<(), WorkerError> {
         let hearing_id = running.hearing_id.clone();
         let mut tx = self.store.begin().await?;
-        let (event, follow_up) = match outcome {
+        let recorded = match outcome {
+            Ok(Outcome::Skipped(reason)) => {
+                tracing::warn!(hearing = %hearing_id, step = %running.key, reason = %reason, "nothing to file");
+                running.skip(attempt, reason).map(|event| (event, None))
+            }
+            Ok(Outcome::Deferred(more)) => {
+                let reason = format!("{} høringssvar godkendt efter konklusionen journaliseres først", more.len());
+                running.defer(attempt, reason).map(|event| (event, Some(Outcome::Responses(more))))
+            }
             Ok(outcome) => {
                 let reference = match &outcome {
                     Outcome::Case(case) => case.id.clone(),
                     Outcome::Document(id) => id.clone(),
                     Outcome::Responses(list) => format!("{} høringssvar", list.len()),
-                    Outcome::Done => String::new(),
+                    _ => String::new(),
                 };
-                match running.succeed(attempt, reference) {
-                    Ok(event) => (event, Some(outcome)),
-                    Err(_) => return Ok(()),
-                }
+                running.succeed(attempt, reference).map(|event| (event, Some(outcome)))
             }
             Err(failure) => {
                 tracing::warn!(hearing = %hearing_id, step = %running.key, attempt, error = %failure.message, "journalizing failed");
-                match running.fail(attempt, failure.message, failure.final_error, self.now(), &self.retry) {
-                    Ok(event) => (event, None),
-                    Err(_) => return Ok(()),
-                }
+                running
+                    .fail(attempt, failure.message, failure.final_error, self.now(), &self.retry)
+                    .map(|event| (event, None))
             }
         };
+        // A refusal here means the step moved on without this worker: its lease ran out.
+        let Ok((event, follow_up)) = recorded else { return Ok(()) };
         let outcome = match &event {
             StepEvent::StepSucceeded { .. } => "succeeded",
+            StepEvent::StepSkipped { .. } => "skipped",
+            StepEvent::StepDeferred { .. } => "deferred",
             StepEvent::StepFailed { retry_at: Some(_), .. } => "retrying",
             _ => "parked",
         };
@@ -269,8 +290,9 @@ impl Worker {
                 };
                 Ok(Outcome::Case(self.system.open_case(&case).await?))
             }
-            Action::ChangeHandler { handler } => {
-                self.system.change_handler(&case()?, handler).await?;
+            // The latest owner, whichever handler change runs last: they may run out of order.
+            Action::ChangeHandler { .. } => {
+                self.system.change_handler(&case()?, &journal.handler).await?;
                 Ok(Outcome::Done)
             }
             Action::FileHearingText { version, hearing } => {
@@ -281,7 +303,10 @@ impl Worker {
                 Ok(Outcome::Document(self.system.file_document(&case()?, &document).await?))
             }
             Action::FileHearingDocument { file_id, name } => {
-                let file = self.sources.hearing_file(&step.hearing_id, file_id).await?;
+                let file = match self.sources.hearing_file(&step.hearing_id, file_id).await {
+                    Err(SourceError::Gone(why)) => return Ok(Outcome::Skipped(format!("{name} er fjernet ({why})"))),
+                    other => other?,
+                };
                 let document = self.document(step, name.clone(), &types.hearing_document, vec![file]);
                 Ok(Outcome::Document(self.system.file_document(&case()?, &document).await?))
             }
@@ -289,13 +314,22 @@ impl Worker {
                 Ok(Outcome::Responses(self.sources.responses_to_file(&step.hearing_id, *approved_only).await?))
             }
             Action::FileResponse { response_id, number, attachments } => {
-                let mut files = vec![self.sources.response_document(&step.hearing_id, response_id, None).await?];
+                let main = match self.sources.response_document(&step.hearing_id, response_id, None).await {
+                    Err(SourceError::Gone(why)) => {
+                        return Ok(Outcome::Skipped(format!("høringssvar nr. {number} findes ikke længere ({why})")));
+                    }
+                    other => other?,
+                };
+                let mut files = vec![main];
                 for attachment in attachments {
-                    files.push(
-                        self.sources
-                            .response_document(&step.hearing_id, response_id, Some(&attachment.attachment_id))
-                            .await?,
-                    );
+                    let id = Some(attachment.attachment_id.as_str());
+                    match self.sources.response_document(&step.hearing_id, response_id, id).await {
+                        // An erased respondent's files went with them; the response is filed without.
+                        Err(SourceError::Gone(why)) => {
+                            tracing::info!(hearing = %step.hearing_id, attachment = %attachment.name, why = %why, "attachment gone");
+                        }
+                        other => files.push(other?),
+                    }
                 }
                 let document = self.document(step, format!("Høringssvar nr. {number}"), &types.response, files);
                 Ok(Outcome::Document(self.system.file_document(&case()?, &document).await?))
@@ -307,10 +341,27 @@ impl Worker {
                 Ok(Outcome::Document(self.system.file_document(&case()?, &document).await?))
             }
             Action::CloseCase => {
+                // Responses approved after the conclusion are filed before the case closes.
+                if let Some(more) = self.responses_not_planned(step).await? {
+                    return Ok(Outcome::Deferred(more));
+                }
                 self.system.close_case(&case()?).await?;
                 Ok(Outcome::Done)
             }
         }
+    }
+
+    /// The responses to file that have no step yet, when the hearing's responses were listed.
+    async fn responses_not_planned(&self, step: &Step) -> Result<Option<Vec<crate::sources::ResponseToFile>>, Failure> {
+        let storage = |e: StoreError| Failure { message: e.to_string(), final_error: false };
+        let listing =
+            store::step(&self.store, &step.hearing_id, crate::domain::LIST_RESPONSES).await.map_err(storage)?;
+        let Some(Step { action: Action::ListResponses { approved_only }, .. }) = listing else { return Ok(None) };
+        let planned = store::step_keys(&self.store, &step.hearing_id).await.map_err(storage)?;
+        let listed = self.sources.responses_to_file(&step.hearing_id, approved_only).await?;
+        let more: Vec<_> =
+            listed.into_iter().filter(|r| !planned.contains(&format!("response-{}", r.response_id))).collect();
+        Ok(if more.is_empty() { None } else { Some(more) })
     }
 
     /// Runs due steps until `shutdown`: at once when woken, else when the next retry is due

@@ -29,7 +29,9 @@ use uuid::Uuid;
 #[derive(Default)]
 struct FakeSources {
     files: HashMap<String, DocumentFile>,
-    responses: Vec<ResponseToFile>,
+    responses: std::sync::Mutex<Vec<ResponseToFile>>,
+    /// Joins the responses to file once they have been listed: approved after the conclusion.
+    late: std::sync::Mutex<Option<ResponseToFile>>,
 }
 
 fn file(name: &str, content_type: &str, content: &str) -> DocumentFile {
@@ -43,7 +45,12 @@ impl Sources for FakeSources {
     }
 
     async fn responses_to_file(&self, _: &str, _approved_only: bool) -> Result<Vec<ResponseToFile>, SourceError> {
-        Ok(self.responses.clone())
+        let mut responses = self.responses.lock().map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        let listed = responses.clone();
+        if let Some(late) = self.late.lock().map_err(|e| SourceError::Unavailable(e.to_string()))?.take() {
+            responses.push(late);
+        }
+        Ok(listed)
     }
 
     async fn response_document(
@@ -63,14 +70,15 @@ impl Sources for FakeSources {
 fn sources() -> Arc<FakeSources> {
     Arc::new(FakeSources {
         files: [("f1".to_string(), file("kort.pdf", "application/pdf", "%PDF kort"))].into(),
-        responses: vec![
+        responses: std::sync::Mutex::new(vec![
             ResponseToFile {
                 response_id: "r1".into(),
                 number: 1,
                 attachments: vec![AttachmentRef { attachment_id: "a1".into(), name: "bilag.txt".into() }],
             },
             ResponseToFile { response_id: "r2".into(), number: 2, attachments: vec![] },
-        ],
+        ]),
+        late: Default::default(),
     })
 }
 
@@ -151,11 +159,15 @@ impl Setup {
     }
 
     fn worker(&self, system: Arc<dyn RecordsSystem>, retry: RetryPolicy) -> Worker {
+        self.worker_reading(system, retry, sources())
+    }
+
+    fn worker_reading(&self, system: Arc<dyn RecordsSystem>, retry: RetryPolicy, sources: Arc<FakeSources>) -> Worker {
         let clock = self.clock.clone();
         Worker {
             store: self.store.clone(),
             system,
-            sources: sources(),
+            sources,
             retry,
             document_types: DocumentTypes::default(),
             clock: Arc::new(move || {
@@ -421,5 +433,53 @@ async fn a_deleted_draft_closes_its_case_and_is_not_reported_journalized() {
         // Everything planned is done, and nothing was filed: the hearing is gone, not journalized.
         assert_eq!(view.status, JournalStatus::NotJournalized, "{:?}", view.steps);
         assert_eq!(view.steps_left(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_response_approved_after_the_conclusion_is_filed_before_the_case_closes_and_a_removed_document_is_skipped() {
+    for (store, _guard) in backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let archive = Arc::new(Archive::new(dir.path()));
+        let base = sources();
+        let reading = FakeSources {
+            // The hearing's document was removed before it could be filed.
+            files: HashMap::new(),
+            responses: std::sync::Mutex::new(base.responses.lock().expect("lock").clone()),
+            late: std::sync::Mutex::new(Some(ResponseToFile {
+                response_id: "r3".into(),
+                number: 3,
+                attachments: vec![],
+            })),
+        };
+        let worker = setup.worker_reading(archive.clone(), quick_retries(3), Arc::new(reading));
+        setup.whole_life().await;
+        setup.run_until_quiet(&worker).await;
+
+        let view =
+            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.steps);
+        let case_number = view.journal.case_number.clone().expect("case");
+        let metadata = archive.metadata(&case_number).await.expect("read").expect("case");
+        let mut titles: Vec<&str> = metadata.documents.iter().map(|d| d.title.as_str()).collect();
+        titles.sort();
+        assert_eq!(
+            titles,
+            [
+                "Høringssvar nr. 1",
+                "Høringssvar nr. 2",
+                "Høringssvar nr. 3",
+                "Høringstekst: Ny bydel",
+                "Konklusion: Ny bydel"
+            ],
+            "the late response filed before the case closed; the removed document not at all"
+        );
+        let skipped = view.steps.iter().find(|s| s.key == "hearing-document-f1").expect("the document's step");
+        assert_eq!(skipped.state, StepState::Done);
+        assert!(skipped.skipped.as_deref().is_some_and(|why| why.contains("kort.pdf")), "{skipped:?}");
+        assert_eq!(view.journal.documents_filed, 5);
+        let close = view.steps.iter().find(|s| s.key == "close-case").expect("close");
+        assert_eq!(close.state, StepState::Done);
     }
 }
