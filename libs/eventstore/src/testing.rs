@@ -165,3 +165,34 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a Python helper of the tests (a real protocol peer: an OpenID Connect provider, an
+/// SMTP server) and returns it with the first line it prints. `None`, said plainly, when it
+/// cannot start, which under `CI=true` is a failure; `what` names it and how to get it.
+pub async fn python_helper(script: &str, args: &[&str], what: &str) -> Option<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let spawned = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            unavailable(&format!("python3 (for {what})"), &e);
+            return None;
+        }
+    };
+    let stdout = child.stdout.take()?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    match tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await {
+        Ok(Ok(Some(line))) if !line.trim().is_empty() => Some((child, line.trim().to_string())),
+        other => {
+            unavailable(what, &format!("it did not start: {other:?}"));
+            None
+        }
+    }
+}

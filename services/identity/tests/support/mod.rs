@@ -11,7 +11,6 @@ use agora_identity::app::{IdentityApp, IdentitySettings, UserListProjection};
 use agora_identity::oidc::OidcProvider;
 use agora_vault::MasterKey;
 use chrono::{DateTime, Duration, Utc};
-use tokio::io::AsyncBufReadExt;
 
 pub const PSEUDONYM_KEY: &[u8] = b"test-pseudonym-key-0123456789abcdef";
 
@@ -83,31 +82,11 @@ pub struct Provider {
 /// Starts the provider, or says why not: `None` means skipped (never under CI=true).
 pub async fn provider() -> Option<Provider> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/oidc_provider.py");
-    let spawned = tokio::process::Command::new("python3")
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            testing::unavailable("python3 (for the OpenID Connect provider oidc-provider-mock)", &e);
-            return None;
-        }
-    };
-    let stdout = child.stdout.take()?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
-    match first {
-        Ok(Ok(Some(issuer))) if issuer.starts_with("http://") => Some(Provider { issuer, _child: child }),
-        other => {
-            testing::unavailable(
-                "the OpenID Connect provider (PyPI package oidc-provider-mock; scripts/test installs it)",
-                &format!("it did not start: {other:?}"),
-            );
-            None
-        }
+    let what = "the OpenID Connect provider (PyPI package oidc-provider-mock; scripts/test installs it)";
+    let (child, issuer) = testing::python_helper(script, &[], what).await?;
+    if !issuer.starts_with("http://") {
+        testing::unavailable(what, &format!("it printed {issuer:?}, not its issuer URL"));
+        return None;
     }
+    Some(Provider { issuer, _child: child })
 }

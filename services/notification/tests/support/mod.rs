@@ -1,0 +1,49 @@
+//! What the notification tests share: a real SMTP server process that captures what it gets.
+#![allow(dead_code)]
+
+/// The SMTP server process (tests/support/smtp_server.py, on PyPI's aiosmtpd).
+pub struct SmtpServer {
+    pub port: u16,
+    pub folder: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl SmtpServer {
+    /// Starts it, or says why not: `None` means skipped (never under CI=true).
+    pub async fn start() -> Option<Self> {
+        let folder = tempfile::tempdir().expect("a folder for the captured mail");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+        let folder_path = folder.path().to_str().expect("a UTF-8 path");
+        let what = "the SMTP server (PyPI package aiosmtpd; scripts/test installs it)";
+        let (child, port) = agora_eventstore::testing::python_helper(script, &[folder_path], what).await?;
+        match port.parse() {
+            Ok(port) => Some(Self { port, folder, _child: child }),
+            Err(e) => {
+                agora_eventstore::testing::unavailable(what, &format!("it printed {port:?}, not a port: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Every message received so far, decoded.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        let mut messages = Vec::new();
+        for entry in std::fs::read_dir(self.folder.path()).expect("the capture folder").filter_map(Result::ok) {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).expect("a captured message");
+                messages.push(serde_json::from_str(&text).expect("JSON"));
+            }
+        }
+        messages
+    }
+
+    /// Waits (with a deadline) until `count` messages have arrived.
+    pub async fn wait_for(&self, count: usize) -> Vec<serde_json::Value> {
+        agora_eventstore::testing::eventually(20, &format!("{count} messages at the SMTP server"), || async {
+            let received = self.received();
+            (received.len() >= count).then_some(received)
+        })
+        .await
+    }
+}
