@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "agora/hearing/v1/hearing.proto",
         "agora/hearing/v1/events.proto",
         "agora/response/v1/response.proto",
+        "agora/response/v1/events.proto",
         "agora/identity/v1/identity.proto",
         "agora/identity/v1/events.proto",
         "agora/records/v1/events.proto",

@@ -347,6 +347,44 @@ async fn moderation(mut h: Harness) {
     runner.catch_up().await.expect("read model");
     let mine = projections::mine(&h.store, &rude_author.reference).await.expect("mine");
     assert_eq!(mine, vec![(rude.response_id, hearing, rude.number, ModerationStatus::Withdrawn)]);
+
+    // What other systems (and the notification service) learn of it: the facts after each
+    // event, never the text.
+    use agora_eventstore::relay::IntegrationMapper;
+    use prost::Message;
+    let mapper = agora_response::integration::ResponseIntegration::new(h.store.clone());
+    let mut published = Vec::new();
+    for event in h.store.read_log(agora_eventstore::LogPosition::START, 10_000).await.expect("log") {
+        if let Some(integration) = mapper.map(&event).await.expect("maps") {
+            published.push(integration);
+        }
+    }
+    let of_rude: Vec<&str> = published
+        .iter()
+        .filter(|e| e.subject == rude.response_id.to_string())
+        .map(|e| e.event_type.trim_start_matches("dk.agora.response.v1."))
+        .collect();
+    assert_eq!(of_rude, ["ResponseSubmitted", "ResponseDeclined", "ResponseEdited", "ResponseWithdrawn"]);
+    let declined = published.iter().find(|e| e.event_type.ends_with("ResponseDeclined")).expect("declined");
+    assert_eq!(declined.nats_subject, format!("response.v1.declined.{hearing}"));
+    let message = agora_proto::response::v1::ResponseDeclined::decode(declined.data.clone()).expect("decodes");
+    let state = message.response.expect("the response's state");
+    assert_eq!(message.reason, "Injurierende");
+    assert_eq!((state.number, state.status.as_str()), (rude.number, "Declined"));
+    assert_eq!(format!("user:{}", state.author_id), rude_author.reference);
+    assert_eq!(state.receipt_sha256, rude.content_sha256, "the receipt's hash, for the receipt e-mail");
+    let company = published
+        .iter()
+        .find(|e| e.subject == company_receipt.response_id.to_string())
+        .map(|e| agora_proto::response::v1::ResponseSubmitted::decode(e.data.clone()).expect("decodes"))
+        .and_then(|m| m.response)
+        .expect("the company's response");
+    assert_eq!(company.on_behalf_of, "company");
+    let texts = ["Jeg støtter planen", "afvises", "blidere", "070761", "Virksomhedens svar"];
+    for event in &published {
+        let bytes = String::from_utf8_lossy(&event.data);
+        assert!(texts.iter().all(|t| !bytes.contains(t)), "no response text on the bus: {bytes}");
+    }
 }
 on_both_backends!(moderation_publication_and_authors, moderation);
 

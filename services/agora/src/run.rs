@@ -304,7 +304,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("AGORA_NATS_URL: cannot use JetStream at {}", args.nats_url))?,
         )
     };
-    if let (Some(bus), true) = (&bus, with_hearing || identity.is_some() || records.is_some()) {
+    // Every service here has integration events for the relay to publish.
+    if let Some(bus) = &bus {
         let relay = Relay::new(store.clone(), bus.clone(), integration_mappers(&store));
         tasks.spawn(until_stopped(relay.run(shutdown_future(&stop_rx))));
     }
@@ -436,6 +437,7 @@ pub fn integration_mappers(store: &Store) -> Arc<dyn agora_eventstore::relay::In
     Arc::new(agora_eventstore::relay::Mappers(vec![
         Arc::new(HearingIntegration::new(store.clone())),
         Arc::new(agora_identity::integration::IdentityIntegration::new(store.clone())),
+        Arc::new(agora_response::integration::ResponseIntegration::new(store.clone())),
         Arc::new(agora_records::integration::RecordsIntegration),
     ]))
 }

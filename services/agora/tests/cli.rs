@@ -1,5 +1,7 @@
 //! The `agora` binary as an operator and a newcomer use it.
 
+use std::sync::Arc;
+
 use agora_eventstore::{NewEvent, Store};
 use agora_proto::hearing::v1 as pb;
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
@@ -400,6 +402,36 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
     );
 }
 
+/// Follows `response.v1.submitted.>`: the response numbers seen, without their texts.
+struct SubmittedResponses(Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>);
+
+#[async_trait::async_trait]
+impl agora_eventstore::jetstream::IntegrationHandler for SubmittedResponses {
+    fn name(&self) -> &str {
+        "test-submitted-responses"
+    }
+
+    fn filter(&self) -> &str {
+        "response.v1.submitted.>"
+    }
+
+    async fn handle(
+        &self,
+        _tx: &mut agora_eventstore::DbTx,
+        event: &agora_eventstore::jetstream::IntegrationEvent,
+    ) -> Result<(), String> {
+        use prost::Message;
+        if String::from_utf8_lossy(&event.data).contains("holdning") {
+            return Err("a response's text is on the bus".into());
+        }
+        let submitted =
+            agora_proto::response::v1::ResponseSubmitted::decode(event.data.clone()).map_err(|e| e.to_string())?;
+        let number = submitted.response.map(|r| r.number).ok_or("no response state")?;
+        self.0.lock().map_err(|e| e.to_string())?.insert(number);
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstream() {
     use agora_proto::response::v1 as rpb;
@@ -489,6 +521,25 @@ async fn hearing_and_response_targets_work_together_over_postgresql_and_jetstrea
     }
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=129).collect::<Vec<i64>>(), "every receipt unique and gapless");
+
+    // Other systems learn of each response over JetStream (without its text).
+    let submitted = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let (feed_store, _feed_dir) = agora_eventstore::testing::sqlite().await;
+    let (stop_feed, feed_stopped) = tokio::sync::oneshot::channel::<()>();
+    let follower = Arc::new(SubmittedResponses(submitted.clone()));
+    let bus = d.bus.bus.clone();
+    let feed = tokio::spawn(async move {
+        agora_eventstore::jetstream::consume(&bus, feed_store, follower, async {
+            let _ = feed_stopped.await;
+        })
+        .await
+    });
+    agora_eventstore::testing::eventually(30, "129 ResponseSubmitted on JetStream", || async {
+        submitted.lock().ok().filter(|s| s.len() == 129).map(|_| ())
+    })
+    .await;
+    let _ = stop_feed.send(());
+    let _ = feed.await;
     let list =
         rpb::ListResponsesRequest { hearing_id: hearing.hearing_id.clone(), page_size: 100, ..Default::default() };
     let seen = agora_eventstore::testing::eventually(20, "the read model to hold every accepted response", || {

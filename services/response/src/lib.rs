@@ -16,6 +16,7 @@ pub mod files;
 pub mod grpc;
 pub mod hearings;
 pub mod intake;
+pub mod integration;
 pub mod personal;
 pub mod projections;
 pub mod records;
