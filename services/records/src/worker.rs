@@ -102,9 +102,9 @@ impl Worker {
             let due = store::due_steps(&self.store, self.now(), 64).await?;
             let mut runnable = Vec::new();
             for step in due {
-                let Some(journal) = store::journal(&self.store, &step.hearing_id).await? else { continue };
+                let Some(journal) = store::journal(&self.store, &step.group).await? else { continue };
                 let others = match step.action {
-                    Action::CloseCase => store::unfinished_besides(&self.store, &step.hearing_id, &step.key).await?,
+                    Action::CloseCase => store::STEPS.unfinished_besides(&self.store, &step.group, &step.key).await?,
                     _ => 0,
                 };
                 if may_run(&step, &journal, others) {
@@ -148,7 +148,7 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         tx.commit().await.map_err(StoreError::from)?;
-        tracing::info!(hearing = %step.hearing_id, step = %step.key, attempt, "journalizing");
+        tracing::info!(hearing = %step.group, step = %step.key, attempt, "journalizing");
         // The work stops well before its lease ends, so that no other worker starts the step
         // while this one still calls the records system.
         let deadline = self.retry.lease.mul_f32(0.8);
@@ -164,7 +164,7 @@ impl Worker {
     }
 
     async fn record(&self, running: Step, attempt: u32, outcome: Result<Outcome, Failure>) -> Result<(), WorkerError> {
-        let hearing_id = running.hearing_id.clone();
+        let hearing_id = running.group.clone();
         let mut tx = self.store.begin().await?;
         let recorded = match outcome {
             Ok(Outcome::Skipped(reason)) => {
@@ -223,7 +223,7 @@ impl Worker {
         step: &Step,
         outcome: Outcome,
     ) -> Result<(), WorkerError> {
-        let hearing_id = &step.hearing_id;
+        let hearing_id = &step.group;
         let Some((mut journal, sequence)) = store::journal_in(tx, hearing_id).await? else { return Ok(()) };
         match (outcome, &step.action) {
             (Outcome::Case(case), _) => {
@@ -257,7 +257,7 @@ impl Worker {
 
     fn document(&self, step: &Step, title: String, document_type: &str, files: Vec<DocumentFile>) -> Document {
         Document {
-            reference: format!("agora:{}:{}", step.hearing_id, step.key),
+            reference: format!("agora:{}:{}", step.group, step.key),
             title,
             document_type: document_type.to_string(),
             files,
@@ -282,7 +282,7 @@ impl Worker {
         match &step.action {
             Action::OpenCase { title, template, handler, kle_number } => {
                 let case = NewCase {
-                    reference: format!("agora:hearing:{}", step.hearing_id),
+                    reference: format!("agora:hearing:{}", step.group),
                     title: title.clone(),
                     template: template.clone(),
                     handler: handler.clone(),
@@ -303,7 +303,7 @@ impl Worker {
                 Ok(Outcome::Document(self.system.file_document(&case()?, &document).await?))
             }
             Action::FileHearingDocument { file_id, name } => {
-                let file = match self.sources.hearing_file(&step.hearing_id, file_id).await {
+                let file = match self.sources.hearing_file(&step.group, file_id).await {
                     Err(SourceError::Gone(why)) => return Ok(Outcome::Skipped(format!("{name} er fjernet ({why})"))),
                     other => other?,
                 };
@@ -311,10 +311,10 @@ impl Worker {
                 Ok(Outcome::Document(self.system.file_document(&case()?, &document).await?))
             }
             Action::ListResponses { approved_only } => {
-                Ok(Outcome::Responses(self.sources.responses_to_file(&step.hearing_id, *approved_only).await?))
+                Ok(Outcome::Responses(self.sources.responses_to_file(&step.group, *approved_only).await?))
             }
             Action::FileResponse { response_id, number, attachments } => {
-                let main = match self.sources.response_document(&step.hearing_id, response_id, None).await {
+                let main = match self.sources.response_document(&step.group, response_id, None).await {
                     Err(SourceError::Gone(why)) => {
                         return Ok(Outcome::Skipped(format!("høringssvar nr. {number} findes ikke længere ({why})")));
                     }
@@ -323,10 +323,10 @@ impl Worker {
                 let mut files = vec![main];
                 for attachment in attachments {
                     let id = Some(attachment.attachment_id.as_str());
-                    match self.sources.response_document(&step.hearing_id, response_id, id).await {
+                    match self.sources.response_document(&step.group, response_id, id).await {
                         // An erased respondent's files went with them; the response is filed without.
                         Err(SourceError::Gone(why)) => {
-                            tracing::info!(hearing = %step.hearing_id, attachment = %attachment.name, why = %why, "attachment gone");
+                            tracing::info!(hearing = %step.group, attachment = %attachment.name, why = %why, "attachment gone");
                         }
                         other => files.push(other?),
                     }
@@ -354,11 +354,10 @@ impl Worker {
     /// The responses to file that have no step yet, when the hearing's responses were listed.
     async fn responses_not_planned(&self, step: &Step) -> Result<Option<Vec<crate::sources::ResponseToFile>>, Failure> {
         let storage = |e: StoreError| Failure { message: e.to_string(), final_error: false };
-        let listing =
-            store::step(&self.store, &step.hearing_id, crate::domain::LIST_RESPONSES).await.map_err(storage)?;
+        let listing = store::step(&self.store, &step.group, crate::domain::LIST_RESPONSES).await.map_err(storage)?;
         let Some(Step { action: Action::ListResponses { approved_only }, .. }) = listing else { return Ok(None) };
-        let planned = store::step_keys(&self.store, &step.hearing_id).await.map_err(storage)?;
-        let listed = self.sources.responses_to_file(&step.hearing_id, approved_only).await?;
+        let planned = store::STEPS.keys(&self.store, &step.group).await.map_err(storage)?;
+        let listed = self.sources.responses_to_file(&step.group, approved_only).await?;
         let more: Vec<_> =
             listed.into_iter().filter(|r| !planned.contains(&format!("response-{}", r.response_id))).collect();
         Ok(if more.is_empty() { None } else { Some(more) })

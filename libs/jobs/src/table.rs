@@ -1,0 +1,263 @@
+//! Where a service keeps its steps: a table of each step's folded state, written in the same
+//! transaction as the step's events (`<aggregate>`, stream `<group>/<key>`), which is also the
+//! work queue. On SQLite the reads go through the reader pool, so that a read never waits for
+//! the one writer connection.
+
+use agora_eventstore::{DbTx, EventContext, NewEvent, RecordedEvent, Store, StoreError, on_reader, on_tx};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::step::{Step, StepEvent, StepState};
+
+/// One service's steps: their table and the aggregate type of their streams.
+#[derive(Debug, Clone, Copy)]
+pub struct StepTable {
+    pub table: &'static str,
+    pub aggregate: &'static str,
+}
+
+fn corrupt(field: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::CorruptField { position: 0, field, reason: e.to_string() }
+}
+
+/// A new event of a service's own (a step's, or another stream's), with the actor's metadata.
+pub fn new_event(
+    aggregate_type: &str,
+    aggregate_id: String,
+    sequence: i64,
+    name: &str,
+    payload: serde_json::Value,
+    actor: &str,
+) -> Result<NewEvent, StoreError> {
+    let metadata = EventContext::for_actor(actor).with_command(name).to_metadata();
+    Ok(NewEvent {
+        aggregate_type: aggregate_type.into(),
+        aggregate_id,
+        sequence,
+        event_type: name.into(),
+        event_version: "1".into(),
+        payload,
+        metadata: serde_json::to_value(metadata).map_err(|e| corrupt("metadata", e))?,
+    })
+}
+
+fn millis(at: Option<DateTime<Utc>>) -> Option<i64> {
+    at.map(|t| t.timestamp_millis())
+}
+
+impl StepTable {
+    /// The step's stream id.
+    pub fn stream(group: &str, key: &str) -> String {
+        format!("{group}/{key}")
+    }
+
+    /// The table and its work index. `due_at`: milliseconds since 1970 when a retrying step is
+    /// due or a running step's lease ends; NULL when due at once (pending) or never (done,
+    /// parked).
+    pub fn schema(&self) -> Vec<String> {
+        let table = self.table;
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    group_id TEXT NOT NULL,
+                    step_key TEXT NOT NULL,
+                    position BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    due_at BIGINT,
+                    sequence BIGINT NOT NULL,
+                    step TEXT NOT NULL,
+                    PRIMARY KEY (group_id, step_key))"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {table}_work ON {table} (state, due_at)"),
+        ]
+    }
+
+    pub async fn migrate(&self, store: &Store) -> Result<(), StoreError> {
+        let schema = self.schema();
+        let statements: Vec<&str> = schema.iter().map(String::as_str).collect();
+        store.execute_ddl(&statements).await
+    }
+
+    fn decode<A: DeserializeOwned>(&self, json: &str) -> Result<Step<A>, StoreError> {
+        serde_json::from_str(json).map_err(|e| corrupt("step", e))
+    }
+
+    /// Adds steps to a group after its last one; a key already planned is left as it is.
+    pub async fn plan_in<A: Serialize + DeserializeOwned + Clone>(
+        &self,
+        store: &Store,
+        tx: &mut DbTx,
+        group: &str,
+        steps: Vec<(String, A)>,
+        actor: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut recorded = Vec::new();
+        if steps.is_empty() {
+            return Ok(recorded);
+        }
+        let table = self.table;
+        let last_sql = format!("SELECT MAX(position) FROM {table} WHERE group_id = $1");
+        let (last,): (Option<i64>,) = on_tx!(tx, conn => {
+            sqlx::query_as(&last_sql).bind(group).fetch_one(&mut **conn).await?
+        });
+        let exists_sql = format!("SELECT sequence FROM {table} WHERE group_id = $1 AND step_key = $2");
+        let insert_sql = format!(
+            "INSERT INTO {table} (group_id, step_key, position, state, due_at, sequence, step) \
+             VALUES ($1, $2, $3, $4, NULL, 1, $5)"
+        );
+        let mut position = last.unwrap_or(0);
+        for (key, action) in steps {
+            let exists: Option<(i64,)> = on_tx!(tx, conn => {
+                sqlx::query_as(&exists_sql).bind(group).bind(&key).fetch_optional(&mut **conn).await?
+            });
+            if exists.is_some() {
+                continue;
+            }
+            position += 1;
+            let first =
+                StepEvent::StepPlanned { group: group.into(), key: key.clone(), position, action: action.clone() };
+            let step = Step::planned(group, &key, position, action);
+            let payload = serde_json::to_value(&first).map_err(|e| corrupt("step event", e))?;
+            let event = new_event(self.aggregate, Self::stream(group, &key), 1, first.name(), payload, actor)?;
+            recorded.extend(store.append_in(tx, &[event]).await?);
+            let json = serde_json::to_string(&step).map_err(|e| corrupt("step", e))?;
+            on_tx!(tx, conn => {
+                sqlx::query(&insert_sql)
+                    .bind(group)
+                    .bind(&key)
+                    .bind(position)
+                    .bind(step.state.as_str())
+                    .bind(json)
+                    .execute(&mut **conn)
+                    .await?;
+            });
+        }
+        Ok(recorded)
+    }
+
+    /// Records `step_event` on the step, if the step is still as `step` was read: another
+    /// worker's change in between is a [`StoreError::Conflict`], and nothing is written.
+    pub async fn transition_in<A: Serialize + DeserializeOwned + Clone>(
+        &self,
+        store: &Store,
+        tx: &mut DbTx,
+        step: &Step<A>,
+        step_event: StepEvent<A>,
+        actor: &str,
+    ) -> Result<Step<A>, StoreError> {
+        let mut after = step.clone();
+        after.apply(&step_event);
+        let payload = serde_json::to_value(&step_event).map_err(|e| corrupt("step event", e))?;
+        let stream = Self::stream(&step.group, &step.key);
+        let event = new_event(self.aggregate, stream.clone(), step.sequence + 1, step_event.name(), payload, actor)?;
+        store.append_in(tx, &[event]).await?;
+        let json = serde_json::to_string(&after).map_err(|e| corrupt("step", e))?;
+        let sql = format!(
+            "UPDATE {} SET state = $1, due_at = $2, sequence = $3, step = $4 \
+             WHERE group_id = $5 AND step_key = $6 AND sequence = $7",
+            self.table
+        );
+        let changed = on_tx!(tx, conn => {
+            sqlx::query(&sql)
+                .bind(after.state.as_str())
+                .bind(millis(after.due_at))
+                .bind(after.sequence)
+                .bind(json)
+                .bind(&step.group)
+                .bind(&step.key)
+                .bind(step.sequence)
+                .execute(&mut **conn)
+                .await?
+                .rows_affected()
+        });
+        if changed != 1 {
+            return Err(StoreError::Conflict { stream, sequence: step.sequence + 1 });
+        }
+        Ok(after)
+    }
+
+    /// Steps due at `now` that also meet `condition` (SQL on the table aliased `s`, whose
+    /// parameters from `$3` are `binds`), fairly across groups.
+    pub async fn due_where<A: DeserializeOwned>(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+        limit: i64,
+        condition: &str,
+        binds: &[&str],
+    ) -> Result<Vec<Step<A>>, StoreError> {
+        let sql = format!(
+            "SELECT s.step FROM {} s WHERE s.state IN ('pending', 'retrying', 'running') \
+             AND (s.due_at IS NULL OR s.due_at <= $1) AND ({condition}) ORDER BY s.position, s.group_id LIMIT $2",
+            self.table
+        );
+        let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
+            let mut query = sqlx::query_as(&sql).bind(now.timestamp_millis()).bind(limit);
+            for bind in binds {
+                query = query.bind(*bind);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.iter().map(|(json,)| self.decode(json)).collect()
+    }
+
+    /// When the next step that is not due yet will be.
+    pub async fn next_due(&self, store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = format!("SELECT MIN(due_at) FROM {} WHERE state IN ('retrying', 'running')", self.table);
+        let (at,): (Option<i64>,) = on_reader!(store.backend(), pool => {
+            sqlx::query_as(&sql).fetch_one(pool).await?
+        });
+        Ok(at.and_then(DateTime::from_timestamp_millis))
+    }
+
+    /// A step as stored now.
+    pub async fn step<A: DeserializeOwned>(
+        &self,
+        store: &Store,
+        group: &str,
+        key: &str,
+    ) -> Result<Option<Step<A>>, StoreError> {
+        let sql = format!("SELECT step FROM {} WHERE group_id = $1 AND step_key = $2", self.table);
+        let row: Option<(String,)> = on_reader!(store.backend(), pool => {
+            sqlx::query_as(&sql).bind(group).bind(key).fetch_optional(pool).await?
+        });
+        row.map(|(json,)| self.decode(&json)).transpose()
+    }
+
+    /// A group's steps in their order.
+    pub async fn steps<A: DeserializeOwned>(&self, store: &Store, group: &str) -> Result<Vec<Step<A>>, StoreError> {
+        let sql = format!("SELECT step FROM {} WHERE group_id = $1 ORDER BY position", self.table);
+        let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
+            sqlx::query_as(&sql).bind(group).fetch_all(pool).await?
+        });
+        rows.iter().map(|(json,)| self.decode(json)).collect()
+    }
+
+    /// A group's finished steps, read in the transaction.
+    pub async fn done_in<A: DeserializeOwned>(&self, tx: &mut DbTx, group: &str) -> Result<Vec<Step<A>>, StoreError> {
+        let sql = format!("SELECT step FROM {} WHERE group_id = $1 AND state = $2 ORDER BY position", self.table);
+        let rows: Vec<(String,)> = on_tx!(tx, conn => {
+            sqlx::query_as(&sql).bind(group).bind(StepState::Done.as_str()).fetch_all(&mut **conn).await?
+        });
+        rows.iter().map(|(json,)| self.decode(json)).collect()
+    }
+
+    /// The keys of a group's steps.
+    pub async fn keys(&self, store: &Store, group: &str) -> Result<Vec<String>, StoreError> {
+        let sql = format!("SELECT step_key FROM {} WHERE group_id = $1", self.table);
+        let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
+            sqlx::query_as(&sql).bind(group).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|(key,)| key).collect())
+    }
+
+    /// How many of a group's steps other than `key` are not done.
+    pub async fn unfinished_besides(&self, store: &Store, group: &str, key: &str) -> Result<usize, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE group_id = $1 AND step_key <> $2 AND state <> $3", self.table);
+        let (count,): (i64,) = on_reader!(store.backend(), pool => {
+            sqlx::query_as(&sql).bind(group).bind(key).bind(StepState::Done.as_str()).fetch_one(pool).await?
+        });
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+}
