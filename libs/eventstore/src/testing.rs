@@ -196,3 +196,15 @@ pub async fn python_helper(script: &str, args: &[&str], what: &str) -> Option<(t
         }
     }
 }
+
+/// A store on each backend: a SQLite file, and a PostgreSQL schema when the server is there
+/// (a failure under `CI=true` when it is not). Keep the guard as long as the store.
+pub async fn both_backends() -> Vec<(Store, Box<dyn std::any::Any>)> {
+    let mut stores: Vec<(Store, Box<dyn std::any::Any>)> = Vec::new();
+    let (sqlite, dir) = sqlite().await;
+    stores.push((sqlite, Box::new(dir)));
+    if let Some(database) = postgres(4).await {
+        stores.push((database.store.clone(), Box::new(database)));
+    }
+    stores
+}

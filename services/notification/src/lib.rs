@@ -4,9 +4,18 @@
 //!
 //! So far: the message templates per notification type and language, checked when saved and
 //! filled with escaping (`templates`); the Message-ID that makes a repeat recognisable and the
-//! signed one-click unsubscribe links (`message`); and e-mail over SMTP (`smtp`). The queue,
-//! the event handlers, subscriptions, digests and Digital Post are issue 6's next steps.
+//! signed one-click unsubscribe links (`message`); e-mail over SMTP (`smtp`); and the queue
+//! that sends each message once, with the intent recorded before and the outcome after, a
+//! rate limit, retries and the recipient's key around every queued copy (`outbox`). The event
+//! handlers that decide who is told what, subscriptions, digests and Digital Post are issue
+//! 6's next steps.
 
 pub mod message;
+pub mod outbox;
 pub mod smtp;
 pub mod templates;
+
+/// The notification service's tables.
+pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_eventstore::StoreError> {
+    outbox::MESSAGES.migrate(store).await
+}

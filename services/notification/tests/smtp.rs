@@ -3,21 +3,12 @@
 mod support;
 
 use agora_notification::message::{UnsubscribeSigner, message_id};
-use agora_notification::smtp::{Email, Security, SendError, SmtpChannel, SmtpConfig};
+use agora_notification::smtp::{Email, SendError, SmtpChannel};
 use agora_notification::templates::{Kind, Language, default_template};
 use support::SmtpServer;
 
 fn channel(port: u16) -> SmtpChannel {
-    SmtpChannel::new(&SmtpConfig {
-        host: "127.0.0.1".into(),
-        port,
-        security: Security::None,
-        username: None,
-        password: None,
-        from: "Københavns Kommune <hoeringer@kk.example>".into(),
-        timeout_seconds: 5,
-    })
-    .expect("channel")
+    support::channel_to(port)
 }
 
 fn receipt(language: Language, to: &str) -> Email {

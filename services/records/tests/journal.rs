@@ -210,17 +210,6 @@ fn quick_retries(max_attempts: u32) -> RetryPolicy {
     RetryPolicy { max_attempts, ..RetryPolicy::default() }
 }
 
-async fn backends() -> Vec<(Store, Option<Box<dyn std::any::Any>>)> {
-    let mut stores: Vec<(Store, Option<Box<dyn std::any::Any>>)> = Vec::new();
-    let (sqlite, dir) = agora_eventstore::testing::sqlite().await;
-    stores.push((sqlite, Some(Box::new(dir))));
-    if let Some(db) = agora_eventstore::testing::postgres(4).await {
-        let store = db.store.clone();
-        stores.push((store, Some(Box::new(db))));
-    }
-    stores
-}
-
 fn sbsys_config(double: &SbsysDouble, timeout_seconds: u64) -> SbsysConfig {
     SbsysConfig {
         base_url: double.base_url.clone(),
@@ -241,7 +230,7 @@ fn sbsys(double: &SbsysDouble) -> Arc<dyn RecordsSystem> {
 
 #[tokio::test]
 async fn a_concluded_hearing_is_filed_in_the_archive_once_and_its_case_number_and_journalization_are_published() {
-    for (store, _guard) in backends().await {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let dir = tempfile::tempdir().expect("tmp");
         let archive = Arc::new(Archive::new(dir.path()));
@@ -298,7 +287,7 @@ async fn a_concluded_hearing_is_filed_in_the_archive_once_and_its_case_number_an
 
 #[tokio::test]
 async fn with_sbsys_failing_every_second_call_each_document_is_filed_exactly_once() {
-    for (store, _guard) in backends().await {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let double = SbsysDouble::start(&["12"]).await;
         double.fail_every(2);
@@ -324,7 +313,7 @@ async fn with_sbsys_failing_every_second_call_each_document_is_filed_exactly_onc
 
 #[tokio::test]
 async fn a_worker_that_dies_inside_a_filing_leaves_it_to_the_next_which_finds_it_filed() {
-    for (store, _guard) in backends().await {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let double = SbsysDouble::start(&["12"]).await;
         let retry = RetryPolicy { lease: std::time::Duration::from_secs(60), ..quick_retries(5) };
@@ -366,7 +355,7 @@ async fn a_worker_that_dies_inside_a_filing_leaves_it_to_the_next_which_finds_it
 
 #[tokio::test]
 async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_it() {
-    for (store, _guard) in backends().await {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let double = SbsysDouble::start(&["12"]).await;
         let worker = setup.worker(sbsys(&double), quick_retries(2));
@@ -416,7 +405,7 @@ async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_i
 
 #[tokio::test]
 async fn a_deleted_draft_closes_its_case_and_is_not_reported_journalized() {
-    for (store, _guard) in backends().await {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let dir = tempfile::tempdir().expect("tmp");
         let archive = Arc::new(Archive::new(dir.path()));
@@ -438,7 +427,7 @@ async fn a_deleted_draft_closes_its_case_and_is_not_reported_journalized() {
 
 #[tokio::test]
 async fn a_response_approved_after_the_conclusion_is_filed_before_the_case_closes_and_a_removed_document_is_skipped() {
-    for (store, _guard) in backends().await {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let dir = tempfile::tempdir().expect("tmp");
         let archive = Arc::new(Archive::new(dir.path()));

@@ -47,3 +47,17 @@ impl SmtpServer {
         .await
     }
 }
+
+/// An SMTP channel to the test's server (no TLS on loopback).
+pub fn channel_to(port: u16) -> agora_notification::smtp::SmtpChannel {
+    agora_notification::smtp::SmtpChannel::new(&agora_notification::smtp::SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        security: agora_notification::smtp::Security::None,
+        username: None,
+        password: None,
+        from: "Københavns Kommune <hoeringer@kk.example>".into(),
+        timeout_seconds: 5,
+    })
+    .expect("an SMTP channel")
+}

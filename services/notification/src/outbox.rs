@@ -1,0 +1,246 @@
+//! The queue of messages: each is a step (agora-jobs) in `notification_messages`, keyed by its
+//! Message-ID, so that an event handled twice queues nothing new. Sending records the intent
+//! before the mail server is called and the outcome after; a message whose outcome was lost
+//! (the sender died in the call) is sent again once its lease ends, with the same Message-ID,
+//! so that the receiving system can drop the repeat. The addressed message is sealed with the
+//! recipient's key: erasing the person makes every queued copy unreadable, and it is skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_eventstore::{DbTx, Store, StoreError};
+use agora_jobs::{RetryPolicy, Step, StepEvent, StepTable};
+use agora_vault::{KeyOwner, PersonKeys, Revealed, VaultError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::smtp::{Email, SendError};
+use crate::templates::{Kind, Language, Rendered};
+
+/// The messages: table `notification_messages`, streams `NotificationMessage` `<recipient>/<Message-ID>`.
+pub const MESSAGES: StepTable = StepTable { table: "notification_messages", aggregate: "NotificationMessage" };
+
+pub const ACTOR: &str = "service:notification";
+
+/// A message to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub kind: Kind,
+    pub message_id: String,
+    /// The recipient's pseudonymous reference (`user:<id>`, `email:<keyed hash>`).
+    pub recipient: String,
+    pub language: Language,
+    /// The addressed message (address, subject, text, HTML, unsubscribe link), sealed with the
+    /// recipient's key.
+    pub sealed: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Addressed {
+    to: String,
+    subject: String,
+    text: String,
+    html: String,
+    unsubscribe_url: Option<String>,
+}
+
+/// A message sent in this service's one channel so far.
+pub type Message = Step<Delivery>;
+
+/// Seals an addressed message for its recipient, ready to be queued.
+pub async fn prepare(
+    keys: &dyn PersonKeys,
+    owner: &KeyOwner,
+    recipient: &str,
+    email: &Email,
+    kind: Kind,
+) -> Result<Delivery, VaultError> {
+    let addressed = Addressed {
+        to: email.to.clone(),
+        subject: email.content.subject.clone(),
+        text: email.content.text.clone(),
+        html: email.content.html.clone(),
+        unsubscribe_url: email.unsubscribe_url.clone(),
+    };
+    let json = serde_json::to_string(&addressed).map_err(|e| VaultError::Store(e.to_string()))?;
+    Ok(Delivery {
+        kind,
+        message_id: email.message_id.clone(),
+        recipient: recipient.to_string(),
+        language: email.language,
+        sealed: keys.seal(owner, &json).await?,
+    })
+}
+
+/// Queues messages in the caller's transaction (an event handler's); a Message-ID already
+/// queued is left as it is. Returns how many were new.
+pub async fn enqueue_in(store: &Store, tx: &mut DbTx, deliveries: Vec<Delivery>) -> Result<usize, StoreError> {
+    let mut new = 0;
+    for delivery in deliveries {
+        let (group, key) = (delivery.recipient.clone(), delivery.message_id.clone());
+        new += MESSAGES.plan_in(store, tx, &group, vec![(key, delivery)], ACTOR).await?.len();
+    }
+    Ok(new)
+}
+
+/// Where e-mail goes (SMTP in production; tests wrap it).
+#[async_trait::async_trait]
+pub trait EmailChannel: Send + Sync {
+    async fn send(&self, email: &Email) -> Result<(), SendError>;
+}
+
+#[async_trait::async_trait]
+impl EmailChannel for crate::smtp::SmtpChannel {
+    async fn send(&self, email: &Email) -> Result<(), SendError> {
+        crate::smtp::SmtpChannel::send(self, email).await
+    }
+}
+
+/// A token bucket: at most `per_second` messages a second on average, `burst` at once.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl RateLimit {
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { per_second: per_second.max(0.001), burst, tokens: burst, at: None }
+    }
+
+    /// Takes a token at `now`; how long to wait first when there is none.
+    pub fn take(&mut self, now: Instant) -> Duration {
+        if let Some(at) = self.at {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        }
+        self.at = Some(now);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.per_second) }
+    }
+}
+
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Sends what is due.
+#[derive(Clone)]
+pub struct Sender {
+    pub store: Store,
+    pub keys: Arc<dyn PersonKeys>,
+    pub email: Arc<dyn EmailChannel>,
+    pub retry: RetryPolicy,
+    pub clock: Clock,
+    pub rate: Arc<tokio::sync::Mutex<RateLimit>>,
+}
+
+enum Outcome {
+    Sent,
+    Skipped(String),
+    Failed(SendError),
+}
+
+impl Sender {
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Sends every message due now; returns how many this sender handled.
+    pub async fn run_due(&self) -> Result<usize, StoreError> {
+        let mut handled = 0;
+        loop {
+            let due: Vec<Message> = MESSAGES.due_where(&self.store, self.now(), 64, "1 = 1", &[]).await?;
+            let mut progressed = false;
+            for message in due {
+                if self.send_one(message).await? {
+                    handled += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(handled);
+            }
+        }
+    }
+
+    async fn send_one(&self, message: Message) -> Result<bool, StoreError> {
+        let Ok(started) = message.start(self.now(), &self.retry) else { return Ok(false) };
+        let StepEvent::StepStarted { attempt, .. } = started else { return Ok(false) };
+        let mut tx = self.store.begin().await?;
+        let running = match MESSAGES.transition_in(&self.store, &mut tx, &message, started, ACTOR).await {
+            Ok(running) => running,
+            Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
+                let _ = tx.rollback().await;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        tx.commit().await.map_err(StoreError::from)?;
+        let outcome = self.deliver(&running.action).await;
+        let event = match outcome {
+            Outcome::Sent => running.succeed(attempt, running.action.message_id.clone()),
+            Outcome::Skipped(reason) => running.skip(attempt, reason),
+            Outcome::Failed(error) => {
+                tracing::warn!(message = %running.key, attempt, error = %error, "sending failed");
+                let permanent = matches!(error, SendError::Permanent(_));
+                running.fail(attempt, error.to_string(), permanent, self.now(), &self.retry)
+            }
+        };
+        // A refusal means the lease ran out and another sender took the message over.
+        let Ok(event) = event else { return Ok(true) };
+        let mut tx = self.store.begin().await?;
+        match MESSAGES.transition_in(&self.store, &mut tx, &running, event, ACTOR).await {
+            Ok(_) => tx.commit().await.map_err(StoreError::from)?,
+            Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
+                let _ = tx.rollback().await;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Outcome {
+        let addressed = match self.keys.reveal(&delivery.sealed).await {
+            Ok(Revealed::Clear(json)) => match serde_json::from_str::<Addressed>(&json) {
+                Ok(addressed) => addressed,
+                Err(e) => return Outcome::Failed(SendError::Permanent(format!("the queued message is damaged: {e}"))),
+            },
+            Ok(Revealed::Erased) => return Outcome::Skipped("the recipient was erased".into()),
+            Err(e) => return Outcome::Failed(SendError::Transient(format!("the vault cannot open it now: {e}"))),
+        };
+        let wait = self.rate.lock().await.take(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let email = Email {
+            message_id: delivery.message_id.clone(),
+            to: addressed.to,
+            language: delivery.language,
+            content: Rendered { subject: addressed.subject, text: addressed.text, html: addressed.html },
+            unsubscribe_url: addressed.unsubscribe_url,
+        };
+        match self.email.send(&email).await {
+            Ok(()) => Outcome::Sent,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_lets_a_burst_through_then_spaces_the_rest() {
+        let mut limit = RateLimit::new(10.0, 3);
+        let start = Instant::now();
+        let waits: Vec<Duration> = (0..5).map(|_| limit.take(start)).collect();
+        assert_eq!(&waits[..3], &[Duration::ZERO; 3]);
+        assert_eq!(waits[3], Duration::from_millis(100));
+        assert_eq!(waits[4], Duration::from_millis(200));
+        let later = start + Duration::from_secs(10);
+        assert_eq!(limit.take(later), Duration::ZERO, "the bucket refills, up to the burst");
+    }
+}

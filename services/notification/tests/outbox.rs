@@ -1,0 +1,210 @@
+//! The queue of messages on SQLite and PostgreSQL, sending to a real SMTP server process: once
+//! each, nothing for an erased person, the same Message-ID when a lost outcome makes it send
+//! again, and failures retried and parked.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use agora_eventstore::Store;
+use agora_jobs::{RetryPolicy, StepState};
+use agora_notification::message::message_id;
+use agora_notification::outbox::{self, Delivery, EmailChannel, MESSAGES, Message, RateLimit, Sender};
+use agora_notification::smtp::{Email, SendError, SmtpChannel};
+use agora_notification::templates::{Kind, Language, default_template, sample_values};
+use agora_vault::{KeyOwner, MemoryKeys};
+use support::SmtpServer;
+use uuid::Uuid;
+
+fn smtp(port: u16) -> SmtpChannel {
+    support::channel_to(port)
+}
+
+struct Setup {
+    store: Store,
+    keys: Arc<MemoryKeys>,
+    clock: Arc<AtomicI64>,
+    event: Uuid,
+}
+
+impl Setup {
+    async fn new(store: Store) -> Self {
+        agora_notification::migrate(&store).await.expect("tables");
+        Self {
+            store,
+            keys: MemoryKeys::shared(),
+            clock: Arc::new(AtomicI64::new(1_800_000_000_000)),
+            event: Uuid::now_v7(),
+        }
+    }
+
+    fn sender(&self, email: Arc<dyn EmailChannel>, retry: RetryPolicy) -> Sender {
+        let clock = self.clock.clone();
+        Sender {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            email,
+            retry,
+            clock: Arc::new(move || {
+                chrono::DateTime::from_timestamp_millis(clock.load(Ordering::SeqCst)).unwrap_or_default()
+            }),
+            rate: Arc::new(tokio::sync::Mutex::new(RateLimit::new(100.0, 10))),
+        }
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.clock.fetch_add(seconds * 1000, Ordering::SeqCst);
+    }
+
+    /// An invitation for `person` at `address`, caused by this setup's event.
+    async fn invitation(&self, person: Uuid, address: &str) -> Delivery {
+        let recipient = format!("user:{person}");
+        let mut values = sample_values(Kind::InvitedToHearing);
+        values.insert("recipient_name", format!("Borger {address}"));
+        let email = Email {
+            message_id: message_id(self.event, &recipient, Kind::InvitedToHearing, "kk.example"),
+            to: address.into(),
+            language: Language::Danish,
+            content: default_template(Kind::InvitedToHearing, Language::Danish).render(&values).expect("renders"),
+            unsubscribe_url: Some("https://kk.example/afmeld/x".into()),
+        };
+        let owner = KeyOwner::person(person);
+        outbox::prepare(self.keys.as_ref(), &owner, &recipient, &email, Kind::InvitedToHearing).await.expect("sealed")
+    }
+
+    async fn enqueue(&self, deliveries: Vec<Delivery>) -> usize {
+        let mut tx = self.store.begin().await.expect("tx");
+        let new = outbox::enqueue_in(&self.store, &mut tx, deliveries).await.expect("queued");
+        tx.commit().await.expect("commit");
+        new
+    }
+}
+
+fn message_ids(received: &[serde_json::Value]) -> Vec<String> {
+    let mut ids: Vec<String> =
+        received.iter().map(|m| m["headers"]["Message-ID"].as_str().unwrap_or_default().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn each_message_is_sent_once_and_nothing_reaches_an_erased_person() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let Some(server) = SmtpServer::start().await else { return };
+        let setup = Setup::new(store.clone()).await;
+        let (anna, bo, erased) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let deliveries = vec![
+            setup.invitation(anna, "anna@borger.example").await,
+            setup.invitation(bo, "bo@borger.example").await,
+            setup.invitation(erased, "slettet@borger.example").await,
+        ];
+        assert_eq!(setup.enqueue(deliveries.clone()).await, 3);
+        // The queue holds no address or name in clear: the events are the audit log.
+        let rows: Vec<(String,)> = agora_eventstore::on_backend!(store.backend(), pool => {
+            sqlx::query_as("SELECT CAST(payload AS TEXT) FROM events").fetch_all(pool).await.expect("events")
+        });
+        let payloads: Vec<String> = rows.into_iter().map(|(p,)| p).collect();
+        assert_eq!(payloads.len(), 3);
+        assert!(payloads.iter().all(|p| !p.contains("borger.example") && !p.contains("Borger")), "{payloads:?}");
+        setup.keys.erase(erased);
+        let sender = setup.sender(Arc::new(smtp(server.port)), RetryPolicy::default());
+        assert_eq!(sender.run_due().await.expect("sent"), 3);
+        let received = server.wait_for(2).await;
+        let mut to: Vec<&str> = received.iter().filter_map(|m| m["rcpt_tos"][0].as_str()).collect();
+        to.sort();
+        assert_eq!(to, ["anna@borger.example", "bo@borger.example"]);
+
+        // The event is handled again (a redelivery): nothing new is queued or sent.
+        assert_eq!(setup.enqueue(deliveries).await, 0);
+        assert_eq!(sender.run_due().await.expect("nothing due"), 0);
+        assert_eq!(server.received().len(), 2);
+        let skipped: Message = MESSAGES
+            .steps(&store, &format!("user:{erased}"))
+            .await
+            .expect("steps")
+            .pop()
+            .expect("the erased person's message");
+        assert_eq!((skipped.state, skipped.skipped.as_deref()), (StepState::Done, Some("the recipient was erased")));
+    }
+}
+
+/// Sends, then never answers: the sender dies not knowing that the message went.
+struct SendsThenHangs(SmtpChannel);
+
+#[async_trait::async_trait]
+impl EmailChannel for SendsThenHangs {
+    async fn send(&self, email: &Email) -> Result<(), SendError> {
+        self.0.send(email).await?;
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_message_whose_outcome_was_lost_is_sent_again_with_the_same_message_id() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let Some(server) = SmtpServer::start().await else { return };
+        let setup = Setup::new(store.clone()).await;
+        let person = Uuid::now_v7();
+        setup.enqueue(vec![setup.invitation(person, "anna@borger.example").await]).await;
+        let retry = RetryPolicy { lease: std::time::Duration::from_secs(60), ..RetryPolicy::default() };
+        let dying = setup.sender(Arc::new(SendsThenHangs(smtp(server.port))), retry);
+        let task = tokio::spawn(async move { dying.run_due().await });
+        server.wait_for(1).await;
+        task.abort();
+        let _ = task.await;
+
+        let sender = setup.sender(Arc::new(smtp(server.port)), retry);
+        assert_eq!(sender.run_due().await.expect("run"), 0, "left to the first sender until its lease ends");
+        setup.advance(61);
+        assert_eq!(sender.run_due().await.expect("run"), 1);
+        let received = server.wait_for(2).await;
+        let ids = message_ids(&received);
+        assert_eq!(ids[0], ids[1], "the repeat carries the first one's Message-ID");
+        let message: Message =
+            MESSAGES.steps(&store, &format!("user:{person}")).await.expect("steps").pop().expect("message");
+        assert_eq!((message.state, message.attempts), (StepState::Done, 2));
+    }
+}
+
+#[tokio::test]
+async fn a_mail_server_that_cannot_be_reached_is_tried_again_later_and_then_parked() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let setup = Setup::new(store.clone()).await;
+        let person = Uuid::now_v7();
+        setup.enqueue(vec![setup.invitation(person, "anna@borger.example").await]).await;
+        let sender = setup.sender(Arc::new(smtp(1)), RetryPolicy { max_attempts: 2, ..RetryPolicy::default() });
+        assert_eq!(sender.run_due().await.expect("run"), 1);
+        let message: Message =
+            MESSAGES.steps(&store, &format!("user:{person}")).await.expect("steps").pop().expect("message");
+        assert_eq!(message.state, StepState::Retrying);
+        assert!(message.last_error.as_deref().is_some_and(|e| e.contains("could not take it")), "{message:?}");
+        setup.advance(10);
+        assert_eq!(sender.run_due().await.expect("run"), 1);
+        let message: Message =
+            MESSAGES.steps(&store, &format!("user:{person}")).await.expect("steps").pop().expect("message");
+        assert_eq!(message.state, StepState::Parked, "after the last attempt");
+        // A bad address is refused for good at once.
+        let stranger = Uuid::now_v7();
+        let recipient = format!("user:{stranger}");
+        let email = Email {
+            message_id: "<bad@kk.example>".into(),
+            to: "ikke en adresse".into(),
+            language: Language::Danish,
+            content: default_template(Kind::InvitedToHearing, Language::Danish)
+                .render(&sample_values(Kind::InvitedToHearing))
+                .expect("renders"),
+            unsubscribe_url: None,
+        };
+        let owner = KeyOwner::person(stranger);
+        let bad = outbox::prepare(setup.keys.as_ref(), &owner, &recipient, &email, Kind::InvitedToHearing)
+            .await
+            .expect("sealed");
+        setup.enqueue(vec![bad]).await;
+        sender.run_due().await.expect("run");
+        let refused: Message =
+            MESSAGES.step(&store, &recipient, "<bad@kk.example>").await.expect("step").expect("message");
+        assert_eq!(refused.state, StepState::Parked);
+        assert!(refused.last_error.as_deref().is_some_and(|e| e.contains("ikke en adresse")), "{refused:?}");
+    }
+}
