@@ -208,3 +208,28 @@ pub async fn both_backends() -> Vec<(Store, Box<dyn std::any::Any>)> {
     }
     stores
 }
+
+/// An integration event as another service would publish it: `dk.agora.<service>.v1.<message>`
+/// about `subject`, on `<service>.v1.<message>.<group>`, the `sequence`th of its stream.
+pub fn integration_event(
+    service: &str,
+    message: &str,
+    subject: &str,
+    group: &str,
+    sequence: i64,
+    data: Vec<u8>,
+) -> crate::jetstream::IntegrationEvent {
+    crate::jetstream::IntegrationEvent {
+        id: Uuid::now_v7(),
+        event_type: format!("dk.agora.{service}.v1.{message}"),
+        source: format!("agora/{service}"),
+        subject: subject.into(),
+        nats_subject: format!("{service}.v1.{}.{group}", message.to_lowercase()),
+        time: chrono::Utc::now(),
+        sequence,
+        position: sequence,
+        hash: String::new(),
+        traceparent: None,
+        data: data.into(),
+    }
+}

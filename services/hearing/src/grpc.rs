@@ -119,6 +119,7 @@ pub fn invitee_to_pb(invitee: &crate::domain::Invitee) -> pb::Invitee {
         reference: invitee.reference.clone(),
         kind: serde_json::to_value(invitee.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         label: invitee.label.clone(),
+        sealed_address: String::new(),
     }
 }
 

@@ -156,7 +156,14 @@ fn encode(event: &HearingEvent, state: pb::HearingState) -> (&'static str, &'sta
         E::InviteeAdded { invitee } => (
             "invitee_added",
             "InviteeAdded",
-            pb::InviteeAdded { hearing, invitee: Some(invitee_to_pb(invitee)) }.encode_to_vec(),
+            pb::InviteeAdded {
+                hearing,
+                invitee: Some(pb::Invitee {
+                    sealed_address: invitee.address.clone().unwrap_or_default(),
+                    ..invitee_to_pb(invitee)
+                }),
+            }
+            .encode_to_vec(),
         ),
         E::InviteeRemoved { reference } => (
             "invitee_removed",

@@ -6,16 +6,21 @@
 //! filled with escaping (`templates`); the Message-ID that makes a repeat recognisable and the
 //! signed one-click unsubscribe links (`message`); e-mail over SMTP (`smtp`); and the queue
 //! that sends each message once, with the intent recorded before and the outcome after, a
-//! rate limit, retries and the recipient's key around every queued copy (`outbox`). The event
-//! handlers that decide who is told what, subscriptions, digests and Digital Post are issue
-//! 6's next steps.
+//! rate limit and retries (`outbox`), looking recipients up only when sending (`recipients`);
+//! who is told what (`plan`, pure) from the hearing and response services' events (`events`):
+//! invitations, receipts, declines, conclusions. Subscriptions, per-hearing templates, the
+//! daily digest, Digital Post and the `notification` target are issue 6's next steps.
 
+pub mod events;
 pub mod message;
 pub mod outbox;
+pub mod plan;
+pub mod recipients;
 pub mod smtp;
 pub mod templates;
 
 /// The notification service's tables.
 pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_eventstore::StoreError> {
+    store.execute_ddl(events::SCHEMA).await?;
     outbox::MESSAGES.migrate(store).await
 }

@@ -2,82 +2,50 @@
 //! Message-ID, so that an event handled twice queues nothing new. Sending records the intent
 //! before the mail server is called and the outcome after; a message whose outcome was lost
 //! (the sender died in the call) is sent again once its lease ends, with the same Message-ID,
-//! so that the receiving system can drop the repeat. The addressed message is sealed with the
-//! recipient's key: erasing the person makes every queued copy unreadable, and it is skipped.
+//! so that the receiving system can drop the repeat. The queue keeps who and what, not the
+//! address or name: they are looked up (a user) or opened (an invitee's sealed address) when
+//! the message is sent, so an erased person is skipped, and the message is made then from the
+//! template, in the recipient's language.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_eventstore::{DbTx, Store, StoreError};
 use agora_jobs::{RetryPolicy, Step, StepEvent, StepTable};
-use agora_vault::{KeyOwner, PersonKeys, Revealed, VaultError};
+use agora_vault::{PersonKeys, Revealed, VaultError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::message::UnsubscribeSigner;
+use crate::recipients::{Directory, Recipient};
 use crate::smtp::{Email, SendError};
-use crate::templates::{Kind, Language, Rendered};
+use crate::templates::{Kind, Language, default_template};
 
 /// The messages: table `notification_messages`, streams `NotificationMessage` `<recipient>/<Message-ID>`.
 pub const MESSAGES: StepTable = StepTable { table: "notification_messages", aggregate: "NotificationMessage" };
 
 pub const ACTOR: &str = "service:notification";
 
-/// A message to deliver.
+/// A message to deliver: its kind, who, and the values its template is filled with (facts of
+/// the hearing or response, never a person's data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub kind: Kind,
     pub message_id: String,
-    /// The recipient's pseudonymous reference (`user:<id>`, `email:<keyed hash>`).
-    pub recipient: String,
-    pub language: Language,
-    /// The addressed message (address, subject, text, HTML, unsubscribe link), sealed with the
-    /// recipient's key.
-    pub sealed: String,
+    pub recipient: Recipient,
+    pub values: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Addressed {
-    to: String,
-    subject: String,
-    text: String,
-    html: String,
-    unsubscribe_url: Option<String>,
-}
-
-/// A message sent in this service's one channel so far.
+/// A queued message.
 pub type Message = Step<Delivery>;
-
-/// Seals an addressed message for its recipient, ready to be queued.
-pub async fn prepare(
-    keys: &dyn PersonKeys,
-    owner: &KeyOwner,
-    recipient: &str,
-    email: &Email,
-    kind: Kind,
-) -> Result<Delivery, VaultError> {
-    let addressed = Addressed {
-        to: email.to.clone(),
-        subject: email.content.subject.clone(),
-        text: email.content.text.clone(),
-        html: email.content.html.clone(),
-        unsubscribe_url: email.unsubscribe_url.clone(),
-    };
-    let json = serde_json::to_string(&addressed).map_err(|e| VaultError::Store(e.to_string()))?;
-    Ok(Delivery {
-        kind,
-        message_id: email.message_id.clone(),
-        recipient: recipient.to_string(),
-        language: email.language,
-        sealed: keys.seal(owner, &json).await?,
-    })
-}
 
 /// Queues messages in the caller's transaction (an event handler's); a Message-ID already
 /// queued is left as it is. Returns how many were new.
 pub async fn enqueue_in(store: &Store, tx: &mut DbTx, deliveries: Vec<Delivery>) -> Result<usize, StoreError> {
     let mut new = 0;
     for delivery in deliveries {
-        let (group, key) = (delivery.recipient.clone(), delivery.message_id.clone());
+        let (group, key) = (delivery.recipient.reference(), delivery.message_id.clone());
         new += MESSAGES.plan_in(store, tx, &group, vec![(key, delivery)], ACTOR).await?.len();
     }
     Ok(new)
@@ -125,12 +93,23 @@ impl RateLimit {
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// What every message says of the portal, and how its links are made.
+#[derive(Clone)]
+pub struct Portal {
+    pub name: String,
+    /// e.g. `https://blivhoert.kk.dk`
+    pub url: String,
+    pub unsubscribe: Arc<UnsubscribeSigner>,
+}
+
 /// Sends what is due.
 #[derive(Clone)]
 pub struct Sender {
     pub store: Store,
     pub keys: Arc<dyn PersonKeys>,
+    pub directory: Arc<dyn Directory>,
     pub email: Arc<dyn EmailChannel>,
+    pub portal: Portal,
     pub retry: RetryPolicy,
     pub clock: Clock,
     pub rate: Arc<tokio::sync::Mutex<RateLimit>>,
@@ -201,14 +180,46 @@ impl Sender {
         Ok(true)
     }
 
+    /// Who, in what language, at what address, under what name; `None` when they are gone.
+    async fn resolve(&self, recipient: &Recipient) -> Result<Option<(String, String, Language)>, VaultError> {
+        match recipient {
+            Recipient::User { user_id } => Ok(self
+                .directory
+                .contact(user_id)
+                .await?
+                .and_then(|c| c.email.map(|email| (email, c.name, c.language)))),
+            Recipient::Invitee { sealed_address, sealed_name, .. } => {
+                let Revealed::Clear(address) = self.keys.reveal(sealed_address).await? else { return Ok(None) };
+                let name = match self.keys.reveal(sealed_name).await? {
+                    Revealed::Clear(name) => name,
+                    Revealed::Erased => return Ok(None),
+                };
+                Ok(Some((address, name, Language::Danish)))
+            }
+        }
+    }
+
     async fn deliver(&self, delivery: &Delivery) -> Outcome {
-        let addressed = match self.keys.reveal(&delivery.sealed).await {
-            Ok(Revealed::Clear(json)) => match serde_json::from_str::<Addressed>(&json) {
-                Ok(addressed) => addressed,
-                Err(e) => return Outcome::Failed(SendError::Permanent(format!("the queued message is damaged: {e}"))),
-            },
-            Ok(Revealed::Erased) => return Outcome::Skipped("the recipient was erased".into()),
-            Err(e) => return Outcome::Failed(SendError::Transient(format!("the vault cannot open it now: {e}"))),
+        let (to, name, language) = match self.resolve(&delivery.recipient).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Outcome::Skipped("the recipient is gone or has no e-mail address".into()),
+            Err(e) => {
+                return Outcome::Failed(SendError::Transient(format!("the recipient cannot be looked up now: {e}")));
+            }
+        };
+        let unsubscribe_url = format!(
+            "{}/afmeld/{}",
+            self.portal.url.trim_end_matches('/'),
+            self.portal.unsubscribe.sign(&format!("{}:{}", delivery.recipient.reference(), delivery.kind.as_str()))
+        );
+        let mut values: BTreeMap<&str, String> = delivery.values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        values.insert("recipient_name", name);
+        values.insert("portal_name", self.portal.name.clone());
+        values.insert("portal_url", self.portal.url.clone());
+        values.insert("unsubscribe_url", unsubscribe_url.clone());
+        let content = match default_template(delivery.kind, language).render(&values) {
+            Ok(content) => content,
+            Err(e) => return Outcome::Failed(SendError::Permanent(format!("the message cannot be made: {e}"))),
         };
         let wait = self.rate.lock().await.take(Instant::now());
         if !wait.is_zero() {
@@ -216,10 +227,10 @@ impl Sender {
         }
         let email = Email {
             message_id: delivery.message_id.clone(),
-            to: addressed.to,
-            language: delivery.language,
-            content: Rendered { subject: addressed.subject, text: addressed.text, html: addressed.html },
-            unsubscribe_url: addressed.unsubscribe_url,
+            to,
+            language,
+            content,
+            unsubscribe_url: (delivery.kind != Kind::SubscriptionConfirmation).then_some(unsubscribe_url),
         };
         match self.email.send(&email).await {
             Ok(()) => Outcome::Sent,

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use agora_eventstore::Store;
 use agora_jobs::{RetryPolicy, StepState};
-use agora_notification::message::message_id;
-use agora_notification::outbox::{self, Delivery, EmailChannel, MESSAGES, Message, RateLimit, Sender};
+use agora_notification::message::UnsubscribeSigner;
+use agora_notification::outbox::{self, Delivery, EmailChannel, MESSAGES, Message, Portal, RateLimit, Sender};
+use agora_notification::plan::{HearingInfo, Links, Trigger, plan};
+use agora_notification::recipients::{Contact, Directory, Recipient};
 use agora_notification::smtp::{Email, SendError, SmtpChannel};
-use agora_notification::templates::{Kind, Language, default_template, sample_values};
-use agora_vault::{KeyOwner, MemoryKeys};
+use agora_vault::{KeyOwner, MemoryKeys, PersonKeys};
 use support::SmtpServer;
 use uuid::Uuid;
 
@@ -21,9 +22,21 @@ fn smtp(port: u16) -> SmtpChannel {
     support::channel_to(port)
 }
 
+/// The people the identity service knows, for the tests.
+#[derive(Default)]
+pub struct People(pub std::sync::Mutex<std::collections::HashMap<String, Contact>>);
+
+#[async_trait::async_trait]
+impl Directory for People {
+    async fn contact(&self, user_id: &str) -> Result<Option<Contact>, agora_vault::VaultError> {
+        Ok(self.0.lock().ok().and_then(|people| people.get(user_id).cloned()))
+    }
+}
+
 struct Setup {
     store: Store,
     keys: Arc<MemoryKeys>,
+    people: Arc<People>,
     clock: Arc<AtomicI64>,
     event: Uuid,
 }
@@ -34,6 +47,7 @@ impl Setup {
         Self {
             store,
             keys: MemoryKeys::shared(),
+            people: Arc::default(),
             clock: Arc::new(AtomicI64::new(1_800_000_000_000)),
             event: Uuid::now_v7(),
         }
@@ -44,7 +58,13 @@ impl Setup {
         Sender {
             store: self.store.clone(),
             keys: self.keys.clone(),
+            directory: self.people.clone(),
             email,
+            portal: Portal {
+                name: "Bliv hørt".into(),
+                url: "https://blivhoert.kk.example".into(),
+                unsubscribe: Arc::new(UnsubscribeSigner::new(b"0123456789abcdef0123456789abcdef")),
+            },
             retry,
             clock: Arc::new(move || {
                 chrono::DateTime::from_timestamp_millis(clock.load(Ordering::SeqCst)).unwrap_or_default()
@@ -57,20 +77,23 @@ impl Setup {
         self.clock.fetch_add(seconds * 1000, Ordering::SeqCst);
     }
 
-    /// An invitation for `person` at `address`, caused by this setup's event.
+    /// An invitation for `person`, invited by e-mail at `address`, caused by this setup's event.
     async fn invitation(&self, person: Uuid, address: &str) -> Delivery {
-        let recipient = format!("user:{person}");
-        let mut values = sample_values(Kind::InvitedToHearing);
-        values.insert("recipient_name", format!("Borger {address}"));
-        let email = Email {
-            message_id: message_id(self.event, &recipient, Kind::InvitedToHearing, "kk.example"),
-            to: address.into(),
-            language: Language::Danish,
-            content: default_template(Kind::InvitedToHearing, Language::Danish).render(&values).expect("renders"),
-            unsubscribe_url: Some("https://kk.example/afmeld/x".into()),
-        };
         let owner = KeyOwner::person(person);
-        outbox::prepare(self.keys.as_ref(), &owner, &recipient, &email, Kind::InvitedToHearing).await.expect("sealed")
+        let recipient = Recipient::Invitee {
+            reference: format!("email:{person}"),
+            sealed_address: self.keys.seal(&owner, address).await.expect("sealed"),
+            sealed_name: self.keys.seal(&owner, &format!("Borger {address}")).await.expect("sealed"),
+        };
+        let hearing = HearingInfo {
+            hearing_id: "h1".into(),
+            title: "Lokalplan for Bytorvet".into(),
+            status: "Active".into(),
+            deadline: "2026-12-24".into(),
+        };
+        let links = Links { portal_url: "https://blivhoert.kk.example".into(), message_domain: "kk.example".into() };
+        let mut planned = plan(&Trigger::InviteeAdded { invitee: recipient }, &hearing, self.event, &links);
+        planned.pop().expect("an invitation")
     }
 
     async fn enqueue(&self, deliveries: Vec<Delivery>) -> usize {
@@ -120,12 +143,15 @@ async fn each_message_is_sent_once_and_nothing_reaches_an_erased_person() {
         assert_eq!(sender.run_due().await.expect("nothing due"), 0);
         assert_eq!(server.received().len(), 2);
         let skipped: Message = MESSAGES
-            .steps(&store, &format!("user:{erased}"))
+            .steps(&store, &format!("email:{erased}"))
             .await
             .expect("steps")
             .pop()
             .expect("the erased person's message");
-        assert_eq!((skipped.state, skipped.skipped.as_deref()), (StepState::Done, Some("the recipient was erased")));
+        assert_eq!(
+            (skipped.state, skipped.skipped.as_deref()),
+            (StepState::Done, Some("the recipient is gone or has no e-mail address"))
+        );
     }
 }
 
@@ -162,7 +188,7 @@ async fn a_message_whose_outcome_was_lost_is_sent_again_with_the_same_message_id
         let ids = message_ids(&received);
         assert_eq!(ids[0], ids[1], "the repeat carries the first one's Message-ID");
         let message: Message =
-            MESSAGES.steps(&store, &format!("user:{person}")).await.expect("steps").pop().expect("message");
+            MESSAGES.steps(&store, &format!("email:{person}")).await.expect("steps").pop().expect("message");
         assert_eq!((message.state, message.attempts), (StepState::Done, 2));
     }
 }
@@ -176,34 +202,22 @@ async fn a_mail_server_that_cannot_be_reached_is_tried_again_later_and_then_park
         let sender = setup.sender(Arc::new(smtp(1)), RetryPolicy { max_attempts: 2, ..RetryPolicy::default() });
         assert_eq!(sender.run_due().await.expect("run"), 1);
         let message: Message =
-            MESSAGES.steps(&store, &format!("user:{person}")).await.expect("steps").pop().expect("message");
+            MESSAGES.steps(&store, &format!("email:{person}")).await.expect("steps").pop().expect("message");
         assert_eq!(message.state, StepState::Retrying);
         assert!(message.last_error.as_deref().is_some_and(|e| e.contains("could not take it")), "{message:?}");
         setup.advance(10);
         assert_eq!(sender.run_due().await.expect("run"), 1);
         let message: Message =
-            MESSAGES.steps(&store, &format!("user:{person}")).await.expect("steps").pop().expect("message");
+            MESSAGES.steps(&store, &format!("email:{person}")).await.expect("steps").pop().expect("message");
         assert_eq!(message.state, StepState::Parked, "after the last attempt");
         // A bad address is refused for good at once.
         let stranger = Uuid::now_v7();
-        let recipient = format!("user:{stranger}");
-        let email = Email {
-            message_id: "<bad@kk.example>".into(),
-            to: "ikke en adresse".into(),
-            language: Language::Danish,
-            content: default_template(Kind::InvitedToHearing, Language::Danish)
-                .render(&sample_values(Kind::InvitedToHearing))
-                .expect("renders"),
-            unsubscribe_url: None,
-        };
-        let owner = KeyOwner::person(stranger);
-        let bad = outbox::prepare(setup.keys.as_ref(), &owner, &recipient, &email, Kind::InvitedToHearing)
-            .await
-            .expect("sealed");
+        let bad = setup.invitation(stranger, "ikke en adresse").await;
+        let recipient = bad.recipient.reference();
+        let bad_id = bad.message_id.clone();
         setup.enqueue(vec![bad]).await;
         sender.run_due().await.expect("run");
-        let refused: Message =
-            MESSAGES.step(&store, &recipient, "<bad@kk.example>").await.expect("step").expect("message");
+        let refused: Message = MESSAGES.step(&store, &recipient, &bad_id).await.expect("step").expect("message");
         assert_eq!(refused.state, StepState::Parked);
         assert!(refused.last_error.as_deref().is_some_and(|e| e.contains("ikke en adresse")), "{refused:?}");
     }

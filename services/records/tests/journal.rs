@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use agora_auth::{Capacity, Principal, Role};
 use agora_eventstore::Store;
-use agora_eventstore::jetstream::{IntegrationEvent, handle_once};
+use agora_eventstore::jetstream::handle_once;
 use agora_eventstore::relay::IntegrationMapper;
 use agora_proto::hearing::v1 as pb;
 use agora_records::app::{RecordsApp, RecordsError};
@@ -131,19 +131,14 @@ impl Setup {
             Some(text) => pb::HearingConcluded { hearing: Some(hearing), conclusion: text.into() }.encode_to_vec(),
             None => pb::HearingCreated { hearing: Some(hearing) }.encode_to_vec(),
         };
-        let event = IntegrationEvent {
-            id: Uuid::now_v7(),
-            event_type: format!("dk.agora.hearing.v1.{message}"),
-            source: "agora/hearing".into(),
-            subject: self.hearing_id.clone(),
-            nats_subject: format!("hearing.v1.x.{}", self.hearing_id),
-            time: chrono::Utc::now(),
-            sequence: self.sequence,
-            position: self.sequence,
-            hash: String::new(),
-            traceparent: None,
-            data: data.into(),
-        };
+        let event = agora_eventstore::testing::integration_event(
+            "hearing",
+            message,
+            &self.hearing_id,
+            &self.hearing_id,
+            self.sequence,
+            data,
+        );
         let handler = HearingJournalHandler { store: self.store.clone(), policy: policy() };
         assert!(handle_once(&self.store, &handler, &event).await.expect("handled"));
         assert!(!handle_once(&self.store, &handler, &event).await.expect("redelivered"), "a redelivery has no effect");

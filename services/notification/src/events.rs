@@ -1,0 +1,233 @@
+//! The notification service on the bus: it learns hearings, their invitees and respondents
+//! from the hearing and response services' integration events, and queues what each event
+//! calls for in the same transaction that marks the event handled. No address or name is
+//! looked up here: that happens when a message is sent.
+
+use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler};
+use agora_eventstore::{DbTx, Store, StoreError, on_tx};
+use agora_proto::hearing::v1 as hearing_pb;
+use agora_proto::response::v1 as response_pb;
+use prost::Message;
+
+use crate::outbox;
+use crate::plan::{HearingInfo, Links, ResponseInfo, Trigger, plan};
+use crate::recipients::Recipient;
+
+pub const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS notification_hearings (
+        hearing_id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        status TEXT NOT NULL,
+        deadline TEXT NOT NULL,
+        sequence BIGINT NOT NULL)",
+    // Invitees by reference; `recipient` holds sealed addresses only.
+    "CREATE TABLE IF NOT EXISTS notification_invitees (
+        hearing_id TEXT NOT NULL,
+        reference TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        PRIMARY KEY (hearing_id, reference))",
+    "CREATE TABLE IF NOT EXISTS notification_respondents (
+        hearing_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (hearing_id, user_id))",
+];
+
+fn failed(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn hearing_in(tx: &mut DbTx, hearing_id: &str) -> Result<HearingInfo, StoreError> {
+    let row: Option<(String, String, String)> = on_tx!(tx, conn => {
+        sqlx::query_as("SELECT title, status, deadline FROM notification_hearings WHERE hearing_id = $1")
+            .bind(hearing_id)
+            .fetch_optional(&mut **conn)
+            .await?
+    });
+    let (title, status, deadline) = row.unwrap_or_default();
+    Ok(HearingInfo { hearing_id: hearing_id.into(), title, status, deadline })
+}
+
+async fn enqueue(
+    store: &Store,
+    tx: &mut DbTx,
+    trigger: &Trigger,
+    hearing: &HearingInfo,
+    event: &IntegrationEvent,
+    links: &Links,
+) -> Result<(), String> {
+    let deliveries = plan(trigger, hearing, event.id, links);
+    outbox::enqueue_in(store, tx, deliveries).await.map_err(failed)?;
+    Ok(())
+}
+
+/// A hearing's invitee as a recipient: an e-mail invitee by their sealed address, a user by id.
+/// Others (persons by CPR, companies) are for Digital Post, not yet sent to.
+fn recipient(invitee: &hearing_pb::Invitee) -> Option<Recipient> {
+    match invitee.kind.as_str() {
+        "email" if !invitee.sealed_address.is_empty() => Some(Recipient::Invitee {
+            reference: invitee.reference.clone(),
+            sealed_address: invitee.sealed_address.clone(),
+            sealed_name: invitee.label.clone(),
+        }),
+        "user" => invitee.reference.strip_prefix("user:").map(|id| Recipient::User { user_id: id.to_string() }),
+        _ => None,
+    }
+}
+
+/// Learns hearings and their invitees; invites, and tells of conclusions.
+pub struct HearingEventsHandler {
+    pub store: Store,
+    pub links: Links,
+}
+
+#[async_trait::async_trait]
+impl IntegrationHandler for HearingEventsHandler {
+    fn name(&self) -> &str {
+        "notification-hearings"
+    }
+
+    fn filter(&self) -> &str {
+        "hearing.v1.>"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        let state = agora_proto::hearing_state(&event.event_type, &event.data)?;
+        let status = agora_proto::hearing_status_name(state.status);
+        on_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO notification_hearings (hearing_id, title, status, deadline, sequence) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (hearing_id) DO UPDATE SET title = excluded.title, status = excluded.status, \
+                 deadline = excluded.deadline, sequence = excluded.sequence \
+                 WHERE notification_hearings.sequence < excluded.sequence",
+            )
+            .bind(&state.hearing_id)
+            .bind(&state.title)
+            .bind(status)
+            .bind(&state.deadline)
+            .bind(event.sequence)
+            .execute(&mut **conn)
+            .await
+            .map_err(failed)?;
+        });
+        let hearing = hearing_in(tx, &state.hearing_id).await.map_err(failed)?;
+        let trigger = match event.event_type.rsplit('.').next().unwrap_or_default() {
+            "InviteeAdded" => {
+                let added = hearing_pb::InviteeAdded::decode(event.data.clone()).map_err(failed)?;
+                let Some(recipient) = added.invitee.as_ref().and_then(recipient) else { return Ok(()) };
+                let json = serde_json::to_string(&recipient).map_err(failed)?;
+                on_tx!(tx, conn => {
+                    sqlx::query(
+                        "INSERT INTO notification_invitees (hearing_id, reference, recipient) VALUES ($1, $2, $3) \
+                         ON CONFLICT (hearing_id, reference) DO UPDATE SET recipient = excluded.recipient",
+                    )
+                    .bind(&state.hearing_id)
+                    .bind(recipient.reference())
+                    .bind(json)
+                    .execute(&mut **conn)
+                    .await
+                    .map_err(failed)?;
+                });
+                Trigger::InviteeAdded { invitee: recipient }
+            }
+            "InviteeRemoved" => {
+                let removed = hearing_pb::InviteeRemoved::decode(event.data.clone()).map_err(failed)?;
+                on_tx!(tx, conn => {
+                    sqlx::query("DELETE FROM notification_invitees WHERE hearing_id = $1 AND reference = $2")
+                        .bind(&state.hearing_id)
+                        .bind(&removed.reference)
+                        .execute(&mut **conn)
+                        .await
+                        .map_err(failed)?;
+                });
+                return Ok(());
+            }
+            "HearingStarted" => {
+                let rows: Vec<(String,)> = on_tx!(tx, conn => {
+                    sqlx::query_as("SELECT recipient FROM notification_invitees WHERE hearing_id = $1 ORDER BY reference")
+                        .bind(&state.hearing_id)
+                        .fetch_all(&mut **conn)
+                        .await
+                        .map_err(failed)?
+                });
+                let invitees =
+                    rows.iter().map(|(json,)| serde_json::from_str(json).map_err(failed)).collect::<Result<_, _>>()?;
+                Trigger::Started { invitees }
+            }
+            "HearingConcluded" => {
+                let concluded = hearing_pb::HearingConcluded::decode(event.data.clone()).map_err(failed)?;
+                let rows: Vec<(String,)> = on_tx!(tx, conn => {
+                    sqlx::query_as("SELECT user_id FROM notification_respondents WHERE hearing_id = $1 ORDER BY user_id")
+                        .bind(&state.hearing_id)
+                        .fetch_all(&mut **conn)
+                        .await
+                        .map_err(failed)?
+                });
+                Trigger::Concluded {
+                    conclusion: concluded.conclusion,
+                    respondents: rows.into_iter().map(|(id,)| id).collect(),
+                }
+            }
+            _ => return Ok(()),
+        };
+        enqueue(&self.store, tx, &trigger, &hearing, event, &self.links).await
+    }
+}
+
+fn response_info(state: &response_pb::ResponseState) -> ResponseInfo {
+    ResponseInfo {
+        author_id: state.author_id.clone(),
+        number: state.number,
+        receipt_sha256: state.receipt_sha256.clone(),
+        accepted_at: chrono::DateTime::parse_from_rfc3339(&state.accepted_at).ok().map(|t| t.to_utc()),
+        registered_by_owner: state.registered_by_owner,
+    }
+}
+
+/// Sends receipts and declines, and remembers who responded (they are told of the conclusion).
+pub struct ResponseEventsHandler {
+    pub store: Store,
+    pub links: Links,
+}
+
+#[async_trait::async_trait]
+impl IntegrationHandler for ResponseEventsHandler {
+    fn name(&self) -> &str {
+        "notification-responses"
+    }
+
+    fn filter(&self) -> &str {
+        "response.v1.>"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        let trigger = match event.event_type.rsplit('.').next().unwrap_or_default() {
+            "ResponseSubmitted" => {
+                let submitted = response_pb::ResponseSubmitted::decode(event.data.clone()).map_err(failed)?;
+                let state = submitted.response.ok_or("ResponseSubmitted without its state")?;
+                if !state.registered_by_owner {
+                    on_tx!(tx, conn => {
+                        sqlx::query(
+                            "INSERT INTO notification_respondents (hearing_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&state.hearing_id)
+                        .bind(&state.author_id)
+                        .execute(&mut **conn)
+                        .await
+                        .map_err(failed)?;
+                    });
+                }
+                (state.hearing_id.clone(), Trigger::ResponseSubmitted { response: response_info(&state) })
+            }
+            "ResponseDeclined" => {
+                let declined = response_pb::ResponseDeclined::decode(event.data.clone()).map_err(failed)?;
+                let state = declined.response.ok_or("ResponseDeclined without its state")?;
+                let trigger = Trigger::ResponseDeclined { response: response_info(&state), reason: declined.reason };
+                (state.hearing_id.clone(), trigger)
+            }
+            _ => return Ok(()),
+        };
+        let (hearing_id, trigger) = trigger;
+        let hearing = hearing_in(tx, &hearing_id).await.map_err(failed)?;
+        enqueue(&self.store, tx, &trigger, &hearing, event, &self.links).await
+    }
+}

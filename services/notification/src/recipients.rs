@@ -1,0 +1,43 @@
+//! Who a message goes to. The queue keeps a reference, never an address or a name in clear:
+//! a user is looked up when the message is sent (so a changed address or language is used, and
+//! an erased person is no longer found); an invitee's address is kept sealed with their key.
+
+use agora_vault::VaultError;
+use serde::{Deserialize, Serialize};
+
+use crate::templates::Language;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Recipient {
+    /// A user with an account, by pseudonymous user id.
+    User { user_id: String },
+    /// Someone invited by e-mail address before they had an account: the address and the
+    /// label the owner gave them, sealed for them.
+    Invitee { reference: String, sealed_address: String, sealed_name: String },
+}
+
+impl Recipient {
+    /// The stable reference a message is keyed and grouped by.
+    pub fn reference(&self) -> String {
+        match self {
+            Recipient::User { user_id } => format!("user:{user_id}"),
+            Recipient::Invitee { reference, .. } => reference.clone(),
+        }
+    }
+}
+
+/// How to reach a person now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub name: String,
+    pub email: Option<String>,
+    pub language: Language,
+}
+
+/// The people Agora knows (the identity service).
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync {
+    /// `None` when there is no such user (any more: erased).
+    async fn contact(&self, user_id: &str) -> Result<Option<Contact>, VaultError>;
+}

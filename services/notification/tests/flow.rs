@@ -1,0 +1,215 @@
+//! From the hearing and response services' events to the mailbox, on SQLite and PostgreSQL
+//! with a real SMTP server process: who is told what, in their language, once each however
+//! often an event is delivered.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agora_eventstore::Store;
+use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_once};
+use agora_jobs::RetryPolicy;
+use agora_notification::events::{HearingEventsHandler, ResponseEventsHandler};
+use agora_notification::message::UnsubscribeSigner;
+use agora_notification::outbox::{Portal, RateLimit, Sender};
+use agora_notification::plan::Links;
+use agora_notification::recipients::{Contact, Directory};
+use agora_notification::templates::Language;
+use agora_proto::hearing::v1 as hpb;
+use agora_proto::response::v1 as rpb;
+use agora_vault::{KeyOwner, MemoryKeys, PersonKeys};
+use prost::Message;
+use support::SmtpServer;
+use uuid::Uuid;
+
+struct People(HashMap<String, Contact>);
+
+#[async_trait::async_trait]
+impl Directory for People {
+    async fn contact(&self, user_id: &str) -> Result<Option<Contact>, agora_vault::VaultError> {
+        Ok(self.0.get(user_id).cloned())
+    }
+}
+
+fn links() -> Links {
+    Links { portal_url: "https://blivhoert.kk.example".into(), message_domain: "kk.example".into() }
+}
+
+struct Feed {
+    store: Store,
+    hearing_id: String,
+    sequence: i64,
+    hearings: HearingEventsHandler,
+    responses: ResponseEventsHandler,
+}
+
+impl Feed {
+    fn event(&mut self, service: &str, message: &str, subject: &str, data: Vec<u8>) -> IntegrationEvent {
+        self.sequence += 1;
+        agora_eventstore::testing::integration_event(service, message, subject, &self.hearing_id, self.sequence, data)
+    }
+
+    /// Hands the event over twice, as a redelivery would.
+    async fn deliver(&self, handler: &dyn IntegrationHandler, event: &IntegrationEvent) {
+        assert!(handle_once(&self.store, handler, event).await.expect("handled"));
+        assert!(!handle_once(&self.store, handler, event).await.expect("again"), "a redelivery has no effect");
+    }
+
+    fn state(&self, status: hpb::HearingStatus) -> Option<hpb::HearingState> {
+        Some(hpb::HearingState {
+            hearing_id: self.hearing_id.clone(),
+            status: status as i32,
+            title: "Lokalplan for Bytorvet".into(),
+            deadline: "2026-12-24".into(),
+            ..Default::default()
+        })
+    }
+
+    async fn hearing(&mut self, message: &str, status: hpb::HearingStatus, data: Option<Vec<u8>>) {
+        let data = data.unwrap_or_else(|| hpb::HearingCreated { hearing: self.state(status) }.encode_to_vec());
+        let subject = self.hearing_id.clone();
+        let event = self.event("hearing", message, &subject, data);
+        self.deliver(&self.hearings, &event).await;
+    }
+
+    async fn invite(&mut self, status: hpb::HearingStatus, invitee: hpb::Invitee) {
+        let data = hpb::InviteeAdded { hearing: self.state(status), invitee: Some(invitee) }.encode_to_vec();
+        self.hearing("InviteeAdded", status, Some(data)).await;
+    }
+
+    async fn response(&mut self, message: &str, data: Vec<u8>) {
+        let subject = Uuid::now_v7().to_string();
+        let event = self.event("response", message, &subject, data);
+        self.deliver(&self.responses, &event).await;
+    }
+}
+
+fn response(hearing_id: &str, author: &str, number: i64, by_owner: bool) -> Option<rpb::ResponseState> {
+    Some(rpb::ResponseState {
+        response_id: Uuid::now_v7().to_string(),
+        hearing_id: hearing_id.into(),
+        number,
+        author_id: author.into(),
+        status: "Pending".into(),
+        receipt_sha256: format!("sha-{number}"),
+        accepted_at: "2026-12-01T09:30:00Z".into(),
+        registered_by_owner: by_owner,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_language() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let Some(server) = SmtpServer::start().await else { return };
+        agora_notification::migrate(&store).await.expect("tables");
+        let keys = MemoryKeys::shared();
+        let (karen, erik, anna) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string(), Uuid::now_v7());
+        let people = People(HashMap::from([
+            (
+                karen.clone(),
+                Contact { name: "Karen".into(), email: Some("karen@kk.example".into()), language: Language::Danish },
+            ),
+            (
+                erik.clone(),
+                Contact { name: "Erik".into(), email: Some("erik@borger.example".into()), language: Language::English },
+            ),
+        ]));
+        let mut feed = Feed {
+            store: store.clone(),
+            hearing_id: Uuid::now_v7().to_string(),
+            sequence: 0,
+            hearings: HearingEventsHandler { store: store.clone(), links: links() },
+            responses: ResponseEventsHandler { store: store.clone(), links: links() },
+        };
+        let owner = KeyOwner::person(anna);
+        let by_email = |address: &str, name: &str| {
+            let (keys, owner, address, name) = (keys.clone(), owner.clone(), address.to_string(), name.to_string());
+            async move {
+                hpb::Invitee {
+                    reference: format!("email:{address}"),
+                    kind: "email".into(),
+                    label: keys.seal(&owner, &name).await.expect("sealed"),
+                    sealed_address: keys.seal(&owner, &address).await.expect("sealed"),
+                }
+            }
+        };
+
+        // Invited while the hearing is a draft: told when it starts. Invited later: told at once.
+        feed.hearing("HearingCreated", hpb::HearingStatus::Created, None).await;
+        let invitee = by_email("anna@forening.example", "Anna fra Grundejerforeningen").await;
+        feed.invite(hpb::HearingStatus::Draft, invitee).await;
+        let colleague = hpb::Invitee { reference: format!("user:{karen}"), kind: "user".into(), ..Default::default() };
+        feed.invite(hpb::HearingStatus::Draft, colleague).await;
+        feed.hearing("HearingPublished", hpb::HearingStatus::AwaitingStartDate, None).await;
+        feed.hearing("HearingStarted", hpb::HearingStatus::Active, None).await;
+        let late = by_email("bo@forening.example", "Bo").await;
+        feed.invite(hpb::HearingStatus::Active, late).await;
+
+        // Erik responds and is declined; a paper response the owner registers gets no receipt.
+        let hearing_id = feed.hearing_id.clone();
+        let submitted = rpb::ResponseSubmitted { response: response(&hearing_id, &erik, 1, false) }.encode_to_vec();
+        feed.response("ResponseSubmitted", submitted).await;
+        let paper = rpb::ResponseSubmitted { response: response(&hearing_id, &karen, 2, true) }.encode_to_vec();
+        feed.response("ResponseSubmitted", paper).await;
+        let declined =
+            rpb::ResponseDeclined { response: response(&hearing_id, &erik, 1, false), reason: "Off topic".into() };
+        feed.response("ResponseDeclined", declined.encode_to_vec()).await;
+        let concluded = hpb::HearingConcluded {
+            hearing: feed.state(hpb::HearingStatus::Concluded),
+            conclusion: "Lokalplanen vedtages.".into(),
+        };
+        feed.hearing("HearingConcluded", hpb::HearingStatus::Concluded, Some(concluded.encode_to_vec())).await;
+
+        let sender = Sender {
+            store: store.clone(),
+            keys: keys.clone(),
+            directory: Arc::new(people),
+            email: Arc::new(support::channel_to(server.port)),
+            portal: Portal {
+                name: "Bliv hørt".into(),
+                url: "https://blivhoert.kk.example".into(),
+                unsubscribe: Arc::new(UnsubscribeSigner::new(b"0123456789abcdef0123456789abcdef")),
+            },
+            retry: RetryPolicy::default(),
+            clock: Arc::new(chrono::Utc::now),
+            rate: Arc::new(tokio::sync::Mutex::new(RateLimit::new(100.0, 10))),
+        };
+        assert_eq!(sender.run_due().await.expect("sent"), 6);
+        let received = server.wait_for(6).await;
+        let mut got: Vec<(String, String)> = received
+            .iter()
+            .map(|m| {
+                (
+                    m["rcpt_tos"][0].as_str().unwrap_or_default().to_string(),
+                    m["headers"]["Subject"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        let expected = [
+            ("anna@forening.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
+            ("bo@forening.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
+            ("erik@borger.example", "Receipt for your response no. 1"),
+            ("erik@borger.example", "The conclusion is published: Lokalplan for Bytorvet"),
+            ("erik@borger.example", "Your response no. 1 was declined"),
+            ("karen@kk.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
+        ];
+        let expected: Vec<(String, String)> = expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(got, expected);
+        let anna = received.iter().find(|m| m["rcpt_tos"][0] == "anna@forening.example").expect("anna's");
+        assert!(
+            anna["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Kære Anna fra Grundejerforeningen") && t.contains("24-12-2026"))
+        );
+        let declined =
+            received.iter().find(|m| m["headers"]["Subject"] == "Your response no. 1 was declined").expect("decline");
+        assert!(declined["text"].as_str().is_some_and(|t| t.contains("Off topic")));
+        let unsubscribe = anna["headers"]["List-Unsubscribe"].as_str().expect("one-click unsubscribe");
+        assert!(unsubscribe.starts_with("<https://blivhoert.kk.example/afmeld/"), "{unsubscribe}");
+        assert_eq!(sender.run_due().await.expect("nothing more"), 0);
+        assert_eq!(server.received().len(), 6, "once each");
+    }
+}
