@@ -6,5 +6,5 @@
 pub mod step;
 pub mod table;
 
-pub use step::{RetryPolicy, Step, StepEvent, StepRefused, StepState};
+pub use step::{RetryPolicy, RetrySettings, Step, StepEvent, StepRefused, StepState};
 pub use table::{StepTable, new_event};

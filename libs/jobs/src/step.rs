@@ -125,6 +125,50 @@ impl RetryPolicy {
     }
 }
 
+/// How a service's retries are configured, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub first_retry_seconds: u64,
+    pub max_retry_seconds: u64,
+    /// How long a started step is left to its worker before another may start it again.
+    pub lease_seconds: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        Self {
+            max_attempts: policy.max_attempts,
+            first_retry_seconds: policy.first_delay.as_secs(),
+            max_retry_seconds: policy.max_delay.as_secs(),
+            lease_seconds: policy.lease.as_secs(),
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The policy, or what is wrong with the settings.
+    pub fn policy(&self) -> Result<RetryPolicy, String> {
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if self.first_retry_seconds == 0 || self.max_retry_seconds < self.first_retry_seconds {
+            return Err("first_retry_seconds must be at least 1 and max_retry_seconds at least as long".into());
+        }
+        if self.lease_seconds == 0 {
+            return Err("lease_seconds must be at least 1".into());
+        }
+        Ok(RetryPolicy {
+            max_attempts: self.max_attempts,
+            first_delay: Duration::from_secs(self.first_retry_seconds),
+            max_delay: Duration::from_secs(self.max_retry_seconds),
+            lease: Duration::from_secs(self.lease_seconds),
+        })
+    }
+}
+
 /// Why a step cannot do what was asked of it now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepRefused {

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 /// The services this binary can run.
-pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records"];
+pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records", "notification"];
 
 pub const DEV_ISSUER: &str = "agora-dev";
 pub const AUDIENCE: &str = "agora";
@@ -53,7 +53,7 @@ impl ConnectArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Services to run, comma-separated (available: hearing, response, identity, records). Without it: every service in
+    /// Services to run, comma-separated (available: hearing, response, identity, records, notification). Without it: every service in
     /// one process on the embedded default.
     #[arg(long, env = "AGORA_TARGETS", value_delimiter = ',')]
     pub target: Vec<String>,
@@ -131,6 +131,11 @@ pub struct RunArgs {
     /// document types, which responses to file, retries.
     #[arg(long, env = "AGORA_RECORDS_CONFIG")]
     pub records_config: Option<PathBuf>,
+    /// The notification service's configuration (a JSON file): the mail server, what messages
+    /// say of the portal, the rate limit, retries. The embedded mode writes mail to
+    /// DATA_DIR/mail without one.
+    #[arg(long, env = "AGORA_NOTIFICATION_CONFIG")]
+    pub notification_config: Option<PathBuf>,
     /// The hearing service's gRPC address (http://host:port), for a records service that runs
     /// apart from it.
     #[arg(long, env = "AGORA_HEARING_URL")]
@@ -221,8 +226,18 @@ pub struct Settings {
     pub login_providers: Vec<ProviderConfig>,
     /// Set when the records service runs in this process.
     pub records: Option<RecordsSettings>,
+    /// Set when the notification service runs in this process.
+    pub notification: Option<NotificationSettings>,
     /// The clock of the hearing, response and records services.
     pub clock: agora_identity::app::Clock,
+}
+
+/// What the notification service needs: its configuration, where mail goes without a mail
+/// server, and where the people it writes to are looked up (`None`: the identity service here).
+pub struct NotificationSettings {
+    pub config: agora_notification::config::NotificationConfig,
+    pub mail_folder: PathBuf,
+    pub remote_identity: Option<(String, String)>,
 }
 
 /// What the records service needs: its configuration, where its archive goes by default, and
@@ -318,12 +333,12 @@ impl RunArgs {
             None if embedded => Some(random_secret()),
             other => other.clone(),
         };
-        let seals_personal_data = targets.iter().any(|t| t == "response" || t == "hearing");
+        let seals_personal_data = targets.iter().any(|t| t == "response" || t == "hearing" || t == "notification");
         let remote_vault = if seals_personal_data && !with_identity {
             match (&self.identity_url, &service_secret) {
                 (Some(url), Some(secret)) => Some((url.clone(), secret.clone())),
                 _ => bail!(
-                    "the hearing and response services seal personal data with the identity service's vault: run \
+                    "the hearing, response and notification services open personal data with the identity service's vault: run \
                      them in the same process as identity or set AGORA_IDENTITY_URL and AGORA_SERVICE_SECRET"
                 ),
             }
@@ -334,6 +349,11 @@ impl RunArgs {
             (Some(self.identity_settings(embedded, dev_login, &pseudonym_key)?), self.login_providers()?)
         } else {
             (None, Vec::new())
+        };
+        let notification = if targets.iter().any(|t| t == "notification") {
+            Some(self.notification_settings(embedded, with_identity, service_secret.as_deref())?)
+        } else {
+            None
         };
         let records = if targets.iter().any(|t| t == "records") {
             Some(self.records_settings(&targets, service_secret.as_deref())?)
@@ -350,6 +370,7 @@ impl RunArgs {
             std::sync::Arc::new(move || chrono::Utc::now() + offset)
         };
         Ok(Settings {
+            notification,
             clock,
             records,
             embedded,
@@ -396,16 +417,38 @@ impl RunArgs {
         })
     }
 
-    fn records_settings(&self, targets: &[String], service_secret: Option<&str>) -> anyhow::Result<RecordsSettings> {
-        let mut config = match &self.records_config {
-            None => agora_records::config::RecordsConfig::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("AGORA_RECORDS_CONFIG: cannot read {}", path.display()))?;
-                agora_records::config::RecordsConfig::from_json(&text)
-                    .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG {}: {e}", path.display()))?
-            }
+    fn notification_settings(
+        &self,
+        embedded: bool,
+        with_identity: bool,
+        service_secret: Option<&str>,
+    ) -> anyhow::Result<NotificationSettings> {
+        let config = json_config(
+            "AGORA_NOTIFICATION_CONFIG",
+            self.notification_config.as_deref(),
+            agora_notification::config::NotificationConfig::from_json,
+        )?;
+        if !embedded && config.smtp.is_none() && config.mail_folder.is_none() {
+            bail!("AGORA_NOTIFICATION_CONFIG must name the mail server (smtp) for --target notification");
+        }
+        let remote_identity = match (with_identity, &self.identity_url, service_secret) {
+            (true, _, _) => None,
+            (false, Some(url), Some(secret)) => Some((url.clone(), secret.to_string())),
+            _ => bail!(
+                "the notification service looks people up at the identity service: run them in one process or set \
+                 AGORA_IDENTITY_URL and AGORA_SERVICE_SECRET"
+            ),
         };
+        let mail_folder = config.mail_folder.clone().unwrap_or_else(|| self.connect.data_dir.join("mail"));
+        Ok(NotificationSettings { config, mail_folder, remote_identity })
+    }
+
+    fn records_settings(&self, targets: &[String], service_secret: Option<&str>) -> anyhow::Result<RecordsSettings> {
+        let mut config = json_config(
+            "AGORA_RECORDS_CONFIG",
+            self.records_config.as_deref(),
+            agora_records::config::RecordsConfig::from_json,
+        )?;
         // Secrets come from the environment (a Kubernetes Secret), not the file.
         if let agora_records::config::SystemConfig::Sbsys(sbsys) = &mut config.system {
             if let Ok(secret) = std::env::var("AGORA_SBSYS_CLIENT_SECRET") {
@@ -480,6 +523,18 @@ fn development_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
     let (key, encoded) = MasterKey::generate("dev").context("cannot generate a development master key")?;
     std::fs::write(&path, encoded).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
+}
+
+/// A service's JSON configuration file, or its defaults without one; an error names the
+/// setting, the file and what is wrong.
+fn json_config<C: Default>(
+    setting: &str,
+    path: Option<&Path>,
+    parse: impl Fn(&str) -> Result<C, String>,
+) -> anyhow::Result<C> {
+    let Some(path) = path else { return Ok(C::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    parse(&text).map_err(|e| anyhow::anyhow!("{setting} {}: {e}", path.display()))
 }
 
 /// A secret for this run only.

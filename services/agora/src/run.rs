@@ -182,6 +182,60 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let notification = match &settings.notification {
+        Some(notification_settings) => {
+            use agora_notification::outbox::EmailChannel;
+            use agora_notification::recipients::Directory;
+            agora_notification::migrate(&store).await.context("cannot create the notification tables")?;
+            let config = &notification_settings.config;
+            let email: Arc<dyn EmailChannel> = match &config.smtp {
+                Some(smtp) => Arc::new(
+                    agora_notification::smtp::SmtpChannel::new(smtp)
+                        .map_err(|e| anyhow::anyhow!("AGORA_NOTIFICATION_CONFIG smtp: {e}"))?,
+                ),
+                None => Arc::new(
+                    agora_notification::smtp::MailFolder::new(notification_settings.mail_folder.clone(), &config.from)
+                        .map_err(|e| anyhow::anyhow!("AGORA_NOTIFICATION_CONFIG: {e}"))?,
+                ),
+            };
+            let directory: Arc<dyn Directory> = match (&identity, &notification_settings.remote_identity) {
+                (Some(app), _) => Arc::new(IdentityDirectory(app.clone())),
+                (None, Some((url, secret))) => Arc::new(
+                    agora_notification::recipients::RemoteDirectory::new(url, secret)
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                ),
+                (None, None) => anyhow::bail!("no identity service for the notification service (AGORA_IDENTITY_URL)"),
+            };
+            let retry =
+                config.retries.policy().map_err(|e| anyhow::anyhow!("AGORA_NOTIFICATION_CONFIG retries: {e}"))?;
+            let sender = agora_notification::outbox::Sender {
+                store: store.clone(),
+                keys: personal_data_keys(identity.as_ref(), &settings)?,
+                directory,
+                email,
+                portal: agora_notification::outbox::Portal {
+                    name: config.portal_name.clone(),
+                    url: config.portal_url.clone(),
+                    unsubscribe: Arc::new(agora_notification::message::UnsubscribeSigner::derived(
+                        &settings.pseudonym_key,
+                    )),
+                },
+                retry,
+                clock: settings.clock.clone(),
+                rate: Arc::new(tokio::sync::Mutex::new(agora_notification::outbox::RateLimit::new(
+                    config.messages_per_second,
+                    config.burst,
+                ))),
+            };
+            let links = agora_notification::plan::Links {
+                portal_url: config.portal_url.clone(),
+                message_domain: config.message_domain.clone(),
+            };
+            Some((sender, links))
+        }
+        None => None,
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
@@ -218,6 +272,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let records_service =
         records.as_ref().map(|(app, _, _)| agora_records::grpc::service(app.clone(), verifier.clone()));
+    let contact_service = match (&identity, &settings.service_secret) {
+        (Some(app), Some(secret)) => Some(agora_identity::keyservice::contacts(app.clone(), secret)),
+        _ => None,
+    };
     let router = tonic::transport::Server::builder()
         .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
@@ -230,7 +288,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_optional_service(vault_service)
         .add_optional_service(hearing_records_source)
         .add_optional_service(response_records_source)
-        .add_optional_service(records_service);
+        .add_optional_service(records_service)
+        .add_optional_service(contact_service);
     let incoming = agora_telemetry::grpc::incoming(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {
@@ -330,6 +389,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (worker, wake) = (worker.clone(), app.wake.clone());
         tasks.spawn(until_stopped(worker.run(Duration::from_secs(2), wake, shutdown_future(&stop_rx))));
     }
+    if let Some((sender, links)) = &notification {
+        // Who is told what, from the hearing and response services' events.
+        handlers.push(Arc::new(agora_notification::events::HearingEventsHandler {
+            store: store.clone(),
+            links: links.clone(),
+        }));
+        handlers.push(Arc::new(agora_notification::events::ResponseEventsHandler {
+            store: store.clone(),
+            links: links.clone(),
+        }));
+        let sender = sender.clone();
+        tasks.spawn(until_stopped(sender.run(Duration::from_secs(2), shutdown_future(&stop_rx))));
+    }
     for handler in handlers {
         match &bus {
             Some(bus) => {
@@ -386,6 +458,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("agora is ready ({mode}) in {} ms", started.elapsed().as_millis());
     println!("  gRPC:    http://{grpc_addr}  ({} services, health, reflection)", settings.targets.join(", "));
     println!("  health:  http://{}/healthz   metrics: http://{}/metrics", settings.http_addr, settings.http_addr);
+    if let (Some(notification_settings), true) = (&settings.notification, settings.embedded)
+        && notification_settings.config.smtp.is_none()
+    {
+        println!("  mail: messages are written to {}", notification_settings.mail_folder.display());
+    }
     if let (Some(records_settings), true) = (&settings.records, settings.embedded)
         && let agora_records::config::SystemConfig::Archive { dir } = &records_settings.config.system
     {
@@ -516,4 +593,23 @@ fn jwks_route(app: agora_identity::app::IdentityApp) -> axum::Router {
 async fn until_stopped(work: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     work.await;
     Ok(())
+}
+
+/// The identity service in this process, as the notification service looks people up.
+struct IdentityDirectory(agora_identity::app::IdentityApp);
+
+#[async_trait::async_trait]
+impl agora_notification::recipients::Directory for IdentityDirectory {
+    async fn contact(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<agora_notification::recipients::Contact>, agora_vault::VaultError> {
+        let Ok(id) = uuid::Uuid::parse_str(user_id) else { return Ok(None) };
+        let contact = self.0.contact(id).await.map_err(|e| agora_vault::VaultError::Store(e.to_string()))?;
+        Ok(contact.map(|(name, email)| agora_notification::recipients::Contact {
+            name,
+            email,
+            language: agora_notification::templates::Language::Danish,
+        }))
+    }
 }

@@ -121,6 +121,17 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     .await;
     assert_eq!(public.responses[0].author_id, "", "the public does not see who wrote it");
 
+    // Her receipt went by e-mail; without a mail server the embedded portal writes it to a folder.
+    let mail = dir.path().join("mail");
+    let receipt_mail = agora_eventstore::testing::eventually(20, "the receipt in the mail folder", || async {
+        std::fs::read_dir(&mail).ok()?.filter_map(Result::ok).find_map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).ok()?;
+            text.contains("To: birgitte@demo.agora.invalid").then_some(text)
+        })
+    })
+    .await;
+    assert!(receipt_mail.contains("Message-ID: <") && receipt_mail.contains("List-Unsubscribe-Post"), "{receipt_mail}");
+
     // The right of access: everything about her, across the services, in one file.
     let birgitte = "00000000-0000-7000-8000-000000000005";
     let (code, stdout, stderr) = output(&["gdpr", "export", "--user", birgitte, "--data-dir", data_dir], &[]).await;

@@ -541,6 +541,19 @@ impl IdentityApp {
         })
     }
 
+    /// How to reach a user now, for Agora's own services: their name and e-mail address, or
+    /// `None` when there is no such user or they were erased.
+    pub async fn contact(&self, user_id: Uuid) -> Result<Option<(String, Option<String>)>, IdentityAppError> {
+        let user = match self.load(user_id).await {
+            Ok(user) if !user.erased => user,
+            Ok(_) | Err(IdentityAppError::Domain(IdentityError::NotFound)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let name = self.reveal(user.profile.name.as_deref()).await?.unwrap_or_default();
+        let email = self.reveal(user.profile.email.as_deref()).await?;
+        Ok(Some((name, email)))
+    }
+
     pub async fn who_am_i(&self, principal: &Principal) -> Result<UserView, IdentityAppError> {
         let user = self.load(principal.user_id).await?;
         self.view(&user).await

@@ -207,3 +207,35 @@ impl PersonKeys for RemoteKeys {
         Ok(reply.destroyed)
     }
 }
+
+/// How to reach a user, for Agora's own services (`ContactDirectory`).
+pub struct ContactGrpc {
+    app: crate::app::IdentityApp,
+    secret: ServiceSecret,
+}
+
+/// The contact directory, answering callers that present `secret`.
+pub fn contacts(
+    app: crate::app::IdentityApp,
+    secret: &str,
+) -> pb::contact_directory_server::ContactDirectoryServer<ContactGrpc> {
+    pb::contact_directory_server::ContactDirectoryServer::new(ContactGrpc { app, secret: ServiceSecret::new(secret) })
+}
+
+#[tonic::async_trait]
+impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
+    async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::ContactReply>, Status> {
+        self.secret.check(request.metadata(), "the contact directory")?;
+        let user = id("user_id", &request.get_ref().user_id)?;
+        let contact = self.app.contact(user).await.map_err(|e| {
+            tracing::error!(error = %e, "contact directory");
+            Status::unavailable("the identity service cannot answer now; retry")
+        })?;
+        Ok(Response::new(match contact {
+            Some((name, email)) => {
+                pb::ContactReply { found: true, name, email: email.unwrap_or_default(), language: "da".into() }
+            }
+            None => pb::ContactReply::default(),
+        }))
+    }
+}

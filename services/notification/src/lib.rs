@@ -11,6 +11,7 @@
 //! invitations, receipts, declines, conclusions. Subscriptions, per-hearing templates, the
 //! daily digest, Digital Post and the `notification` target are issue 6's next steps.
 
+pub mod config;
 pub mod events;
 pub mod message;
 pub mod outbox;

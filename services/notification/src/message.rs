@@ -38,6 +38,13 @@ impl UnsubscribeSigner {
         Self { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret) }
     }
 
+    /// A signer whose key is derived from a deployment secret kept for another purpose (the
+    /// pseudonym key), so that no new secret has to be managed and neither key reveals the other.
+    pub fn derived(deployment_secret: &[u8]) -> Self {
+        let parent = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, deployment_secret);
+        Self::new(ring::hmac::sign(&parent, b"agora unsubscribe links v1").as_ref())
+    }
+
     /// `<payload>.<HMAC-SHA256>`, both base64url: safe in a URL's path or query.
     pub fn sign(&self, what: &str) -> String {
         let tag = ring::hmac::sign(&self.key, what.as_bytes());

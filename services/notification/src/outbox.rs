@@ -64,6 +64,13 @@ impl EmailChannel for crate::smtp::SmtpChannel {
     }
 }
 
+#[async_trait::async_trait]
+impl EmailChannel for crate::smtp::MailFolder {
+    async fn send(&self, email: &Email) -> Result<(), SendError> {
+        crate::smtp::MailFolder::send(self, email).await
+    }
+}
+
 /// A token bucket: at most `per_second` messages a second on average, `burst` at once.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
@@ -124,6 +131,28 @@ enum Outcome {
 impl Sender {
     fn now(&self) -> DateTime<Utc> {
         (self.clock)()
+    }
+
+    /// Sends what is due until `shutdown`: at once when something was appended, else when the
+    /// next retry is due or at the latest every `poll`.
+    pub async fn run(self, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let appended = self.store.appended().notified();
+            if let Err(e) = self.run_due().await {
+                tracing::error!(error = %e, "the notification sender failed; it tries again");
+            }
+            let mut wait = poll;
+            if let Ok(Some(next)) = MESSAGES.next_due(&self.store).await {
+                let until = (next - self.now()).to_std().unwrap_or(Duration::ZERO);
+                wait = wait.min(until.max(Duration::from_millis(50)));
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = appended => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// Sends every message due now; returns how many this sender handled.

@@ -41,3 +41,44 @@ pub trait Directory: Send + Sync {
     /// `None` when there is no such user (any more: erased).
     async fn contact(&self, user_id: &str) -> Result<Option<Contact>, VaultError>;
 }
+
+/// The identity service's contact directory over gRPC, with the shared service secret.
+pub struct RemoteDirectory {
+    client: agora_proto::identity::v1::contact_directory_client::ContactDirectoryClient<tonic::transport::Channel>,
+    credential: agora_auth::grpc::ServiceCredential,
+}
+
+impl RemoteDirectory {
+    /// A client of the identity service at `url`, connecting when first used.
+    pub fn new(url: &str, secret: &str) -> Result<Self, String> {
+        let channel = tonic::transport::Channel::from_shared(url.to_string())
+            .map_err(|e| format!("AGORA_IDENTITY_URL '{url}' is not a URL: {e}"))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30))
+            .connect_lazy();
+        Ok(Self {
+            client: agora_proto::identity::v1::contact_directory_client::ContactDirectoryClient::new(channel),
+            credential: agora_auth::grpc::ServiceCredential::new(secret)
+                .map_err(|e| format!("AGORA_SERVICE_SECRET: {e}"))?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for RemoteDirectory {
+    async fn contact(&self, user_id: &str) -> Result<Option<Contact>, VaultError> {
+        let request = self.credential.request(agora_proto::identity::v1::GetContactRequest { user_id: user_id.into() });
+        let reply = self
+            .client
+            .clone()
+            .get_contact(request)
+            .await
+            .map_err(|s| VaultError::Store(format!("identity service: {}", s.message())))?
+            .into_inner();
+        Ok(reply.found.then(|| Contact {
+            name: reply.name,
+            email: (!reply.email.is_empty()).then_some(reply.email),
+            language: if reply.language == "en" { Language::English } else { Language::Danish },
+        }))
+    }
+}

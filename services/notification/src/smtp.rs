@@ -124,6 +124,52 @@ impl Header for ContentLanguageHeader {
     }
 }
 
+/// An e-mail as it goes on the wire, from `from`.
+pub fn build(from: &Mailbox, email: &Email) -> Result<Message, SendError> {
+    let to: Mailbox =
+        email.to.parse().map_err(|e| SendError::Permanent(format!("'{}' is not an e-mail address: {e}", email.to)))?;
+    let mut builder = Message::builder()
+        .message_id(Some(email.message_id.clone()))
+        .from(from.clone())
+        .to(to)
+        .subject(email.content.subject.clone())
+        .header(ContentLanguageHeader(email.language));
+    if let Some(url) = &email.unsubscribe_url {
+        builder = builder.header(ListUnsubscribe(url.clone())).header(ListUnsubscribePost);
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(email.content.text.clone(), email.content.html.clone()))
+        .map_err(|e| SendError::Permanent(format!("the message cannot be made: {e}")))
+}
+
+/// Where mail goes when there is no mail server (the embedded default): each message as an
+/// `.eml` file named by its Message-ID, so a repeat replaces the first copy.
+pub struct MailFolder {
+    pub folder: std::path::PathBuf,
+    pub from: Mailbox,
+}
+
+impl MailFolder {
+    pub fn new(folder: std::path::PathBuf, from: &str) -> Result<Self, String> {
+        let from: Mailbox = from.parse().map_err(|e| format!("from '{from}' is not an address: {e}"))?;
+        std::fs::create_dir_all(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+        Ok(Self { folder, from })
+    }
+
+    pub async fn send(&self, email: &Email) -> Result<(), SendError> {
+        let message = build(&self.from, email)?;
+        let name: String =
+            email.message_id.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '@')).collect();
+        let path = self.folder.join(format!("{name}.eml"));
+        let temporary = self.folder.join(format!(".{name}.tmp"));
+        let write = async {
+            tokio::fs::write(&temporary, message.formatted()).await?;
+            tokio::fs::rename(&temporary, &path).await
+        };
+        write.await.map_err(|e| SendError::Transient(format!("cannot write {}: {e}", path.display())))
+    }
+}
+
 pub struct SmtpChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
@@ -149,22 +195,7 @@ impl SmtpChannel {
 
     /// The message as it goes on the wire.
     pub fn message(&self, email: &Email) -> Result<Message, SendError> {
-        let to: Mailbox = email
-            .to
-            .parse()
-            .map_err(|e| SendError::Permanent(format!("'{}' is not an e-mail address: {e}", email.to)))?;
-        let mut builder = Message::builder()
-            .message_id(Some(email.message_id.clone()))
-            .from(self.from.clone())
-            .to(to)
-            .subject(email.content.subject.clone())
-            .header(ContentLanguageHeader(email.language));
-        if let Some(url) = &email.unsubscribe_url {
-            builder = builder.header(ListUnsubscribe(url.clone())).header(ListUnsubscribePost);
-        }
-        builder
-            .multipart(MultiPart::alternative_plain_html(email.content.text.clone(), email.content.html.clone()))
-            .map_err(|e| SendError::Permanent(format!("the message cannot be made: {e}")))
+        build(&self.from, email)
     }
 
     pub async fn send(&self, email: &Email) -> Result<(), SendError> {

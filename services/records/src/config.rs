@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -58,7 +57,7 @@ pub struct RecordsConfig {
 
 impl Default for RecordsConfig {
     fn default() -> Self {
-        let retry = RetryPolicy::default();
+        let retry = agora_jobs::RetrySettings::default();
         Self {
             system: SystemConfig::default(),
             templates: BTreeMap::new(),
@@ -66,9 +65,9 @@ impl Default for RecordsConfig {
             document_types: DocumentTypes::default(),
             responses: ResponsesToFile::default(),
             max_attempts: retry.max_attempts,
-            first_retry_seconds: retry.first_delay.as_secs(),
-            max_retry_seconds: retry.max_delay.as_secs(),
-            lease_seconds: retry.lease.as_secs(),
+            first_retry_seconds: retry.first_retry_seconds,
+            max_retry_seconds: retry.max_retry_seconds,
+            lease_seconds: retry.lease_seconds,
         }
     }
 }
@@ -77,15 +76,7 @@ impl RecordsConfig {
     /// Reads the configuration; an error names the setting that is wrong.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let config: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if config.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
-        }
-        if config.first_retry_seconds == 0 || config.max_retry_seconds < config.first_retry_seconds {
-            return Err("first_retry_seconds must be at least 1 and max_retry_seconds at least as long".into());
-        }
-        if config.lease_seconds == 0 {
-            return Err("lease_seconds must be at least 1".into());
-        }
+        config.retry_settings().policy()?;
         // A step makes up to five calls (find, delforløb, file, and the sources' reads): its
         // lease must outlast them, or another replica would start it while it still runs.
         if let SystemConfig::Sbsys(sbsys) = &config.system
@@ -114,13 +105,18 @@ impl RecordsConfig {
         }
     }
 
-    pub fn retry(&self) -> RetryPolicy {
-        RetryPolicy {
+    fn retry_settings(&self) -> agora_jobs::RetrySettings {
+        agora_jobs::RetrySettings {
             max_attempts: self.max_attempts,
-            first_delay: Duration::from_secs(self.first_retry_seconds),
-            max_delay: Duration::from_secs(self.max_retry_seconds),
-            lease: Duration::from_secs(self.lease_seconds),
+            first_retry_seconds: self.first_retry_seconds,
+            max_retry_seconds: self.max_retry_seconds,
+            lease_seconds: self.lease_seconds,
         }
+    }
+
+    pub fn retry(&self) -> RetryPolicy {
+        // Checked when the configuration was read.
+        self.retry_settings().policy().unwrap_or_default()
     }
 
     /// The records system the configuration names; an archive without a folder goes into

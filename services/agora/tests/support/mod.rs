@@ -255,3 +255,26 @@ pub fn complete_plan(
         ..Default::default()
     }
 }
+
+/// Stops the main process and starts it again on the same ports with `extra` settings.
+pub async fn restart_main(d: &Distributed, extra: &[(&str, &str)]) -> Running {
+    let pid = d.child.child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    assert!(status.success());
+    agora_eventstore::testing::eventually(20, "the main process to stop", || async {
+        std::net::TcpStream::connect(("127.0.0.1", d.grpc)).is_err().then_some(())
+    })
+    .await;
+    let (grpc_addr, http_addr) = (format!("127.0.0.1:{}", d.grpc), format!("127.0.0.1:{}", d.http));
+    let mut envs: Vec<(&str, &str)> = d.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    envs.extend([("AGORA_GRPC_ADDR", grpc_addr.as_str()), ("AGORA_HTTP_ADDR", http_addr.as_str())]);
+    envs.extend_from_slice(extra);
+    start(&["--target", "hearing,response"], &envs).await
+}
+
+/// Kills a process as a crash would (SIGKILL), and waits for it to be gone.
+pub async fn kill_hard(running: Running) {
+    let mut child = running.child;
+    child.start_kill().expect("kill -9");
+    let _ = child.wait().await;
+}

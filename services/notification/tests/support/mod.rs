@@ -12,7 +12,8 @@ impl SmtpServer {
     /// Starts it, or says why not: `None` means skipped (never under CI=true).
     pub async fn start() -> Option<Self> {
         let folder = tempfile::tempdir().expect("a folder for the captured mail");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+        // From this crate or another that includes this module (the binary's end-to-end tests).
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../notification/tests/support/smtp_server.py");
         let folder_path = folder.path().to_str().expect("a UTF-8 path");
         let what = "the SMTP server (PyPI package aiosmtpd; scripts/test installs it)";
         let (child, port) = agora_eventstore::testing::python_helper(script, &[folder_path], what).await?;
