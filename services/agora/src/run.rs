@@ -129,59 +129,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let ready = Arc::new(AtomicBool::new(false));
-    let mut tasks = tokio::task::JoinSet::new();
-
-    // HTTP: health, readiness, metrics.
-    let http = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
-    let routes = match &identity {
-        Some(app) => jwks_route(app.clone()),
-        None => axum::Router::new(),
-    };
-    let metrics = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));
-    tasks.spawn(async move { metrics.await.map_err(anyhow::Error::from) });
-
-    // gRPC with the standard health service and server reflection.
-    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
-        .await
-        .with_context(|| format!("AGORA_GRPC_ADDR: cannot listen on {}", settings.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let records = match &settings.records {
-        Some(records_settings) => {
-            agora_records::store::migrate(&store).await.context("cannot create the records tables")?;
-            let config = &records_settings.config;
-            let system = config
-                .system(records_settings.default_archive.clone())
-                .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG: {e}"))?;
-            // A service in this process is reached where it listens (loopback when on every address).
-            let host = match grpc_addr.ip() {
-                ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-                ip => ip,
-            };
-            let here = format!("http://{}", std::net::SocketAddr::new(host, grpc_addr.port()));
-            let sources = agora_records::sources::GrpcSources::new(
-                records_settings.hearing_url.as_deref().unwrap_or(&here),
-                records_settings.response_url.as_deref().unwrap_or(&here),
-                &records_settings.service_secret,
-            )
-            .map_err(|e| anyhow::anyhow!(e))?;
-            let worker = agora_records::worker::Worker {
-                store: store.clone(),
-                system,
-                sources: Arc::new(sources),
-                retry: config.retry(),
-                document_types: config.document_types.clone(),
-                clock: settings.clock.clone(),
-                concurrency: 4,
-            };
-            Some((agora_records::app::RecordsApp::new(store.clone()), worker, config.policy()))
-        }
-        None => None,
-    };
-
     let notification = match &settings.notification {
         Some(notification_settings) => {
             use agora_notification::outbox::EmailChannel;
@@ -232,6 +179,64 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 message_domain: config.message_domain.clone(),
             };
             Some((sender, links))
+        }
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // HTTP: health, readiness, metrics.
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
+    let mut routes = match &identity {
+        Some(app) => jwks_route(app.clone()),
+        None => axum::Router::new(),
+    };
+    if let Some((sender, _)) = &notification {
+        // The one-click unsubscribe links every message carries (until the gateway serves them).
+        routes =
+            routes.merge(agora_notification::unsubscribe::routes(store.clone(), sender.portal.unsubscribe.clone()));
+    }
+    let metrics = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));
+    tasks.spawn(async move { metrics.await.map_err(anyhow::Error::from) });
+
+    // gRPC with the standard health service and server reflection.
+    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("AGORA_GRPC_ADDR: cannot listen on {}", settings.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let records = match &settings.records {
+        Some(records_settings) => {
+            agora_records::store::migrate(&store).await.context("cannot create the records tables")?;
+            let config = &records_settings.config;
+            let system = config
+                .system(records_settings.default_archive.clone())
+                .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG: {e}"))?;
+            // A service in this process is reached where it listens (loopback when on every address).
+            let host = match grpc_addr.ip() {
+                ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                ip => ip,
+            };
+            let here = format!("http://{}", std::net::SocketAddr::new(host, grpc_addr.port()));
+            let sources = agora_records::sources::GrpcSources::new(
+                records_settings.hearing_url.as_deref().unwrap_or(&here),
+                records_settings.response_url.as_deref().unwrap_or(&here),
+                &records_settings.service_secret,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let worker = agora_records::worker::Worker {
+                store: store.clone(),
+                system,
+                sources: Arc::new(sources),
+                retry: config.retry(),
+                document_types: config.document_types.clone(),
+                clock: settings.clock.clone(),
+                concurrency: 4,
+            };
+            Some((agora_records::app::RecordsApp::new(store.clone()), worker, config.policy()))
         }
         None => None,
     };

@@ -19,9 +19,11 @@ pub mod plan;
 pub mod recipients;
 pub mod smtp;
 pub mod templates;
+pub mod unsubscribe;
 
 /// The notification service's tables.
 pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_eventstore::StoreError> {
     store.execute_ddl(events::SCHEMA).await?;
+    store.execute_ddl(unsubscribe::SCHEMA).await?;
     outbox::MESSAGES.migrate(store).await
 }

@@ -229,6 +229,12 @@ impl Sender {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Outcome {
+        match crate::unsubscribe::opted_out(&self.store, &delivery.recipient.reference(), delivery.kind.as_str()).await
+        {
+            Ok(true) => return Outcome::Skipped("the recipient unsubscribed from these messages".into()),
+            Ok(false) => {}
+            Err(e) => return Outcome::Failed(SendError::Transient(format!("the opt-outs cannot be read now: {e}"))),
+        }
         let (to, name, language) = match self.resolve(&delivery.recipient).await {
             Ok(Some(found)) => found,
             Ok(None) => return Outcome::Skipped("the recipient is gone or has no e-mail address".into()),
@@ -239,7 +245,9 @@ impl Sender {
         let unsubscribe_url = format!(
             "{}/afmeld/{}",
             self.portal.url.trim_end_matches('/'),
-            self.portal.unsubscribe.sign(&format!("{}:{}", delivery.recipient.reference(), delivery.kind.as_str()))
+            self.portal
+                .unsubscribe
+                .sign(&crate::unsubscribe::scope(&delivery.recipient.reference(), delivery.kind.as_str()))
         );
         let mut values: BTreeMap<&str, String> = delivery.values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         values.insert("recipient_name", name);

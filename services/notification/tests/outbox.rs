@@ -222,3 +222,52 @@ async fn a_mail_server_that_cannot_be_reached_is_tried_again_later_and_then_park
         assert!(refused.last_error.as_deref().is_some_and(|e| e.contains("ikke en adresse")), "{refused:?}");
     }
 }
+
+#[tokio::test]
+async fn a_one_click_unsubscribe_stops_that_kind_of_message_and_a_forged_link_does_nothing() {
+    use tower::ServiceExt;
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let Some(server) = SmtpServer::start().await else { return };
+        let setup = Setup::new(store.clone()).await;
+        let sender = setup.sender(Arc::new(smtp(server.port)), RetryPolicy::default());
+        let (anna, bo) = (Uuid::now_v7(), Uuid::now_v7());
+        let routes = agora_notification::unsubscribe::routes(store.clone(), sender.portal.unsubscribe.clone());
+        let post = |path: String| {
+            axum::http::Request::post(path)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from("List-Unsubscribe=One-Click"))
+                .expect("request")
+        };
+        // Anna follows her link's one-click POST, as a mail client does (RFC 8058).
+        let token = sender.portal.unsubscribe.sign(&format!("email:{anna}:invited_to_hearing"));
+        let page = routes
+            .clone()
+            .oneshot(axum::http::Request::get(format!("/afmeld/{token}")).body(axum::body::Body::empty()).expect("get"))
+            .await
+            .expect("page");
+        assert_eq!(page.status(), 200, "a page with the button, for a person");
+        let done = routes.clone().oneshot(post(format!("/afmeld/{token}"))).await.expect("post");
+        assert_eq!(done.status(), 200);
+        // A forged link (Bo's recipient under Anna's signature) unsubscribes nobody.
+        let (_, signature) = token.split_once('.').expect("two parts");
+        use base64::Engine;
+        let forged_payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("email:{bo}:invited_to_hearing"));
+        let forged = routes.clone().oneshot(post(format!("/afmeld/{forged_payload}.{signature}"))).await.expect("post");
+        assert_eq!(forged.status(), 400);
+
+        setup
+            .enqueue(vec![
+                setup.invitation(anna, "anna@borger.example").await,
+                setup.invitation(bo, "bo@borger.example").await,
+            ])
+            .await;
+        assert_eq!(sender.run_due().await.expect("run"), 2);
+        let received = server.wait_for(1).await;
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0]["rcpt_tos"][0], "bo@borger.example");
+        let skipped: Message =
+            MESSAGES.steps(&store, &format!("email:{anna}")).await.expect("steps").pop().expect("message");
+        assert_eq!(skipped.skipped.as_deref(), Some("the recipient unsubscribed from these messages"));
+    }
+}

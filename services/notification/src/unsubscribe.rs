@@ -1,0 +1,119 @@
+//! The one-click unsubscribe link every message carries (RFC 8058): `POST /afmeld/<token>`
+//! stops that kind of message to that recipient at once; `GET` shows a page with the same
+//! button, for a person who follows the link (no script needed). The token is signed, so
+//! nobody can unsubscribe someone else; the opt-out is kept, and the sender skips what it
+//! covers.
+
+use std::sync::Arc;
+
+use agora_eventstore::{DbTx, Store, StoreError, on_reader, on_tx};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::message::UnsubscribeSigner;
+
+pub const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS notification_optouts (
+        recipient TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (recipient, kind))"];
+
+/// What an unsubscribe token stops: `<recipient reference>:<kind>`.
+pub fn scope(recipient: &str, kind: &str) -> String {
+    format!("{recipient}:{kind}")
+}
+
+/// Whether the recipient asked not to get this kind of message.
+pub async fn opted_out(store: &Store, recipient: &str, kind: &str) -> Result<bool, StoreError> {
+    let row: Option<(String,)> = on_reader!(store.backend(), pool => {
+        sqlx::query_as("SELECT at FROM notification_optouts WHERE recipient = $1 AND kind = $2")
+            .bind(recipient)
+            .bind(kind)
+            .fetch_optional(pool)
+            .await?
+    });
+    Ok(row.is_some())
+}
+
+async fn opt_out_in(tx: &mut DbTx, recipient: &str, kind: &str) -> Result<(), StoreError> {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    on_tx!(tx, conn => {
+        sqlx::query("INSERT INTO notification_optouts (recipient, kind, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(recipient)
+            .bind(kind)
+            .bind(at)
+            .execute(&mut **conn)
+            .await?;
+    });
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Unsubscribe {
+    store: Store,
+    signer: Arc<UnsubscribeSigner>,
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"da\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width, initial-scale=1\"><title>{title}</title></head>\n<body style=\"font-family: \
+         sans-serif; max-width: 36rem; margin: 3rem auto; line-height: 1.5\">\n<h1>{title}</h1>\n{body}\n</body></html>\n"
+    );
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], html)
+        .into_response()
+}
+
+fn refused() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Linket virker ikke",
+        "<p>Afmeldingslinket er ugyldigt. / The unsubscribe link is not valid.</p>",
+    )
+}
+
+async fn confirm(State(state): State<Unsubscribe>, Path(token): Path<String>) -> Response {
+    if state.signer.verify(&token).is_err() {
+        return refused();
+    }
+    // The token is base64url and a dot: nothing in it needs escaping in the form's action.
+    page(
+        StatusCode::OK,
+        "Afmeld e-mails",
+        &format!(
+            "<p>Vil du afmelde denne slags e-mails fra Agora? / Unsubscribe from these e-mails?</p>\n\
+             <form method=\"post\" action=\"/afmeld/{token}\"><button type=\"submit\">Afmeld / Unsubscribe</button></form>"
+        ),
+    )
+}
+
+async fn unsubscribe(State(state): State<Unsubscribe>, Path(token): Path<String>) -> Response {
+    let Ok(what) = state.signer.verify(&token) else { return refused() };
+    let Some((recipient, kind)) = what.rsplit_once(':') else { return refused() };
+    let done = async {
+        let mut tx = state.store.begin().await?;
+        opt_out_in(&mut tx, recipient, kind).await?;
+        tx.commit().await.map_err(StoreError::from)
+    };
+    match done.await {
+        Ok(()) => {
+            page(StatusCode::OK, "Du er afmeldt", "<p>Du får ikke flere af disse e-mails. / You are unsubscribed.</p>")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "unsubscribe");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Prøv igen",
+                "<p>Afmeldingen kunne ikke gemmes lige nu. / Try again.</p>",
+            )
+        }
+    }
+}
+
+/// `GET` and `POST /afmeld/{token}`.
+pub fn routes(store: Store, signer: Arc<UnsubscribeSigner>) -> axum::Router {
+    axum::Router::new()
+        .route("/afmeld/{token}", axum::routing::get(confirm).post(unsubscribe))
+        .with_state(Unsubscribe { store, signer })
+}
