@@ -141,6 +141,10 @@ impl IntegrationHandler for HearingEventsHandler {
                 });
                 return Ok(());
             }
+            "ReviewerAdded" => {
+                let added = hearing_pb::ReviewerAdded::decode(event.data.clone()).map_err(failed)?;
+                Trigger::ReviewerAdded { user_id: added.user_id, owner_id: state.owner_id.clone() }
+            }
             "HearingStarted" => {
                 let rows: Vec<(String,)> = on_tx!(tx, conn => {
                     sqlx::query_as("SELECT recipient FROM notification_invitees WHERE hearing_id = $1 ORDER BY reference")

@@ -251,6 +251,16 @@ impl Sender {
         );
         let mut values: BTreeMap<&str, String> = delivery.values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         values.insert("recipient_name", name);
+        if let Some(owner) = delivery.values.get(crate::plan::OWNER_ID) {
+            match self.directory.contact(owner).await {
+                Ok(contact) => {
+                    values.insert("owner_name", contact.map(|c| c.name).unwrap_or_default());
+                }
+                Err(e) => {
+                    return Outcome::Failed(SendError::Transient(format!("the owner cannot be looked up now: {e}")));
+                }
+            }
+        }
         values.insert("portal_name", self.portal.name.clone());
         values.insert("portal_url", self.portal.url.clone());
         values.insert("unsubscribe_url", unsubscribe_url.clone());

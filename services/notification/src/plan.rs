@@ -43,6 +43,11 @@ pub enum Trigger {
     InviteeAdded {
         invitee: Recipient,
     },
+    /// The owner added a colleague as reviewer.
+    ReviewerAdded {
+        user_id: String,
+        owner_id: String,
+    },
     /// The owner concluded: the respondents are told.
     Concluded {
         conclusion: String,
@@ -56,6 +61,9 @@ pub enum Trigger {
         reason: String,
     },
 }
+
+/// A value the sender replaces by that user's name (`owner_name`) when it sends.
+pub const OWNER_ID: &str = "owner_id";
 
 /// Where links point and what Message-IDs end in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +109,12 @@ pub fn plan(trigger: &Trigger, hearing: &HearingInfo, event_id: Uuid, links: &Li
             vec![message(Kind::InvitedToHearing, invitee.clone(), with(&[deadline]))]
         }
         Trigger::InviteeAdded { .. } => Vec::new(),
+        // The owner's name is looked up when the message is sent, as the recipient's is.
+        Trigger::ReviewerAdded { user_id, owner_id } => vec![message(
+            Kind::AddedAsReviewer,
+            Recipient::User { user_id: user_id.clone() },
+            with(&[(OWNER_ID, owner_id.clone())]),
+        )],
         Trigger::Concluded { conclusion, respondents } => respondents
             .iter()
             .map(|user_id| {
@@ -156,7 +170,7 @@ mod tests {
     /// Every message planned fills its template once the sender adds the recipient's part.
     fn fills(delivery: &Delivery) {
         let mut values: BTreeMap<&str, String> = delivery.values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        for name in ["recipient_name", "portal_name", "portal_url", "unsubscribe_url"] {
+        for name in ["recipient_name", "portal_name", "portal_url", "unsubscribe_url", "owner_name"] {
             values.insert(name, name.into());
         }
         for language in [Language::Danish, Language::English] {
@@ -211,6 +225,13 @@ mod tests {
         );
         assert_eq!(declined[0].values["decline_reason"], "Injurierende");
         declined.iter().for_each(fills);
+        let reviewer = plan(
+            &Trigger::ReviewerAdded { user_id: "u3".into(), owner_id: "u9".into() },
+            &hearing("Draft"),
+            event,
+            &links(),
+        );
+        assert_eq!((reviewer[0].kind, reviewer[0].values["owner_id"].as_str()), (Kind::AddedAsReviewer, "u9"));
         let concluded = plan(
             &Trigger::Concluded { conclusion: "Vedtaget.".into(), respondents: vec!["u1".into(), "u2".into()] },
             &hearing("Concluded"),

@@ -39,6 +39,7 @@ fn links() -> Links {
 struct Feed {
     store: Store,
     hearing_id: String,
+    owner_id: String,
     sequence: i64,
     hearings: HearingEventsHandler,
     responses: ResponseEventsHandler,
@@ -62,6 +63,7 @@ impl Feed {
             status: status as i32,
             title: "Lokalplan for Bytorvet".into(),
             deadline: "2026-12-24".into(),
+            owner_id: self.owner_id.clone(),
             ..Default::default()
         })
     }
@@ -119,6 +121,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         let mut feed = Feed {
             store: store.clone(),
             hearing_id: Uuid::now_v7().to_string(),
+            owner_id: karen.clone(),
             sequence: 0,
             hearings: HearingEventsHandler { store: store.clone(), links: links() },
             responses: ResponseEventsHandler { store: store.clone(), links: links() },
@@ -142,6 +145,8 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         feed.invite(hpb::HearingStatus::Draft, invitee).await;
         let colleague = hpb::Invitee { reference: format!("user:{karen}"), kind: "user".into(), ..Default::default() };
         feed.invite(hpb::HearingStatus::Draft, colleague).await;
+        let reviewer = hpb::ReviewerAdded { hearing: feed.state(hpb::HearingStatus::Draft), user_id: erik.clone() };
+        feed.hearing("ReviewerAdded", hpb::HearingStatus::Draft, Some(reviewer.encode_to_vec())).await;
         feed.hearing("HearingPublished", hpb::HearingStatus::AwaitingStartDate, None).await;
         feed.hearing("HearingStarted", hpb::HearingStatus::Active, None).await;
         let late = by_email("bo@forening.example", "Bo").await;
@@ -176,8 +181,8 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             clock: Arc::new(chrono::Utc::now),
             rate: Arc::new(tokio::sync::Mutex::new(RateLimit::new(100.0, 10))),
         };
-        assert_eq!(sender.run_due().await.expect("sent"), 6);
-        let received = server.wait_for(6).await;
+        assert_eq!(sender.run_due().await.expect("sent"), 7);
+        let received = server.wait_for(7).await;
         let mut got: Vec<(String, String)> = received
             .iter()
             .map(|m| {
@@ -193,6 +198,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             ("bo@forening.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
             ("erik@borger.example", "Receipt for your response no. 1"),
             ("erik@borger.example", "The conclusion is published: Lokalplan for Bytorvet"),
+            ("erik@borger.example", "You were added as a reviewer: Lokalplan for Bytorvet"),
             ("erik@borger.example", "Your response no. 1 was declined"),
             ("karen@kk.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
         ];
@@ -210,6 +216,11 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         let unsubscribe = anna["headers"]["List-Unsubscribe"].as_str().expect("one-click unsubscribe");
         assert!(unsubscribe.starts_with("<https://blivhoert.kk.example/afmeld/"), "{unsubscribe}");
         assert_eq!(sender.run_due().await.expect("nothing more"), 0);
-        assert_eq!(server.received().len(), 6, "once each");
+        let reviewer = received
+            .iter()
+            .find(|m| m["headers"]["Subject"].as_str().is_some_and(|s| s.contains("reviewer")))
+            .expect("reviewer");
+        assert!(reviewer["text"].as_str().is_some_and(|t| t.contains("Karen added you")), "{reviewer}");
+        assert_eq!(server.received().len(), 7, "once each");
     }
 }
