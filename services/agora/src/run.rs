@@ -406,6 +406,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }));
         let sender = sender.clone();
         tasks.spawn(until_stopped(sender.run(Duration::from_secs(2), shutdown_future(&stop_rx))));
+        // The daily digest is queued once it is 07:00 in Copenhagen (once per day, whoever ticks).
+        let (store, links, clock) = (store.clone(), links.clone(), settings.clock.clone());
+        tasks.spawn(until_stopped(every(Duration::from_secs(60), shutdown_future(&stop_rx), move || {
+            let (store, links, now) = (store.clone(), links.clone(), clock());
+            async move {
+                if let Err(e) = agora_notification::digest::queue_due(&store, now, &links).await {
+                    tracing::warn!(error = %e, "the daily digest could not be queued; it tries again");
+                }
+            }
+        })));
     }
     for handler in handlers {
         match &bus {

@@ -19,6 +19,7 @@ pub const SCHEMA: &[&str] = &[
         title TEXT NOT NULL,
         status TEXT NOT NULL,
         deadline TEXT NOT NULL,
+        team TEXT NOT NULL,
         sequence BIGINT NOT NULL)",
     // Invitees by reference; `recipient` holds sealed addresses only.
     "CREATE TABLE IF NOT EXISTS notification_invitees (
@@ -93,22 +94,31 @@ impl IntegrationHandler for HearingEventsHandler {
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
         let state = agora_proto::hearing_state(&event.event_type, &event.data)?;
         let status = agora_proto::hearing_status_name(state.status);
-        on_tx!(tx, conn => {
+        let before = hearing_in(tx, &state.hearing_id).await.map_err(failed)?;
+        // The owner and reviewers get the daily digest.
+        let team: Vec<&str> =
+            std::iter::once(state.owner_id.as_str()).chain(state.reviewer_ids.iter().map(String::as_str)).collect();
+        let written = on_tx!(tx, conn => {
             sqlx::query(
-                "INSERT INTO notification_hearings (hearing_id, title, status, deadline, sequence) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO notification_hearings (hearing_id, title, status, deadline, team, sequence) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (hearing_id) DO UPDATE SET title = excluded.title, status = excluded.status, \
-                 deadline = excluded.deadline, sequence = excluded.sequence \
+                 deadline = excluded.deadline, team = excluded.team, sequence = excluded.sequence \
                  WHERE notification_hearings.sequence < excluded.sequence",
             )
             .bind(&state.hearing_id)
             .bind(&state.title)
             .bind(status)
             .bind(&state.deadline)
+            .bind(team.join(","))
             .bind(event.sequence)
             .execute(&mut **conn)
             .await
-            .map_err(failed)?;
+            .map_err(failed)?
+            .rows_affected()
         });
+        if written == 1 && !before.status.is_empty() && before.status != status {
+            crate::digest::note_status_in(tx, &state.hearing_id, event.time, status).await.map_err(failed)?;
+        }
         let hearing = hearing_in(tx, &state.hearing_id).await.map_err(failed)?;
         let trigger = match event.event_type.rsplit('.').next().unwrap_or_default() {
             "InviteeAdded" => {
@@ -208,6 +218,7 @@ impl IntegrationHandler for ResponseEventsHandler {
             "ResponseSubmitted" => {
                 let submitted = response_pb::ResponseSubmitted::decode(event.data.clone()).map_err(failed)?;
                 let state = submitted.response.ok_or("ResponseSubmitted without its state")?;
+                crate::digest::count_response_in(tx, &state.hearing_id, event.time).await.map_err(failed)?;
                 if !state.registered_by_owner {
                     on_tx!(tx, conn => {
                         sqlx::query(

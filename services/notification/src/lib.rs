@@ -8,10 +8,12 @@
 //! that sends each message once, with the intent recorded before and the outcome after, a
 //! rate limit and retries (`outbox`), looking recipients up only when sending (`recipients`);
 //! who is told what (`plan`, pure) from the hearing and response services' events (`events`):
-//! invitations, receipts, declines, conclusions. Subscriptions, per-hearing templates, the
-//! daily digest, Digital Post and the `notification` target are issue 6's next steps.
+//! invitations, reviewers, receipts, declines, conclusions, and the daily digest at 07:00
+//! (`digest`); one-click unsubscribe (`unsubscribe`). Subscriptions, per-hearing templates
+//! and Digital Post are issue 6's next steps.
 
 pub mod config;
+pub mod digest;
 pub mod events;
 pub mod message;
 pub mod outbox;
@@ -25,5 +27,6 @@ pub mod unsubscribe;
 pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_eventstore::StoreError> {
     store.execute_ddl(events::SCHEMA).await?;
     store.execute_ddl(unsubscribe::SCHEMA).await?;
+    store.execute_ddl(digest::SCHEMA).await?;
     outbox::MESSAGES.migrate(store).await
 }

@@ -40,6 +40,7 @@ struct Feed {
     store: Store,
     hearing_id: String,
     owner_id: String,
+    reviewers: Vec<String>,
     sequence: i64,
     hearings: HearingEventsHandler,
     responses: ResponseEventsHandler,
@@ -64,6 +65,7 @@ impl Feed {
             title: "Lokalplan for Bytorvet".into(),
             deadline: "2026-12-24".into(),
             owner_id: self.owner_id.clone(),
+            reviewer_ids: self.reviewers.clone(),
             ..Default::default()
         })
     }
@@ -122,6 +124,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             store: store.clone(),
             hearing_id: Uuid::now_v7().to_string(),
             owner_id: karen.clone(),
+            reviewers: Vec::new(),
             sequence: 0,
             hearings: HearingEventsHandler { store: store.clone(), links: links() },
             responses: ResponseEventsHandler { store: store.clone(), links: links() },
@@ -145,6 +148,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         feed.invite(hpb::HearingStatus::Draft, invitee).await;
         let colleague = hpb::Invitee { reference: format!("user:{karen}"), kind: "user".into(), ..Default::default() };
         feed.invite(hpb::HearingStatus::Draft, colleague).await;
+        feed.reviewers.push(erik.clone());
         let reviewer = hpb::ReviewerAdded { hearing: feed.state(hpb::HearingStatus::Draft), user_id: erik.clone() };
         feed.hearing("ReviewerAdded", hpb::HearingStatus::Draft, Some(reviewer.encode_to_vec())).await;
         feed.hearing("HearingPublished", hpb::HearingStatus::AwaitingStartDate, None).await;
@@ -222,5 +226,37 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             .expect("reviewer");
         assert!(reviewer["text"].as_str().is_some_and(|t| t.contains("Karen added you")), "{reviewer}");
         assert_eq!(server.received().len(), 7, "once each");
+
+        // The next morning at 07:30 in Copenhagen the owner and the reviewer get the day's digest,
+        // once however often it is asked for.
+        let today = agora_notification::digest::local_day(chrono::Utc::now());
+        let morning = today
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(7, 30, 0))
+            .and_then(|t| t.and_local_timezone(chrono_tz::Europe::Copenhagen).single())
+            .map(|t| t.to_utc())
+            .expect("tomorrow morning");
+        let before = morning - chrono::Duration::hours(1);
+        assert_eq!(
+            agora_notification::digest::queue_due(&store, before, &links()).await.expect("digest"),
+            0,
+            "not before 07:00"
+        );
+        assert_eq!(agora_notification::digest::queue_due(&store, morning, &links()).await.expect("digest"), 2);
+        assert_eq!(agora_notification::digest::queue_due(&store, morning, &links()).await.expect("digest"), 0, "once");
+        assert_eq!(sender.run_due().await.expect("sent"), 2);
+        let received = server.wait_for(9).await;
+        let digest = received
+            .iter()
+            .find(|m| {
+                m["rcpt_tos"][0] == "karen@kk.example"
+                    && m["headers"]["Subject"].as_str().is_some_and(|s| s.starts_with("Dagens status"))
+            })
+            .expect("karen's digest");
+        let text = digest["text"].as_str().expect("text");
+        assert!(
+            text.contains("Lokalplan for Bytorvet: 2 nye høringssvar; status: kladde → offentliggjort → aktiv → afsluttet"),
+            "{text}"
+        );
     }
 }
