@@ -18,6 +18,12 @@ pub mod records {
     }
 }
 
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("agora.notification.v1");
+    }
+}
+
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("agora.identity.v1");

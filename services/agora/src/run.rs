@@ -277,6 +277,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let records_service =
         records.as_ref().map(|(app, _, _)| agora_records::grpc::service(app.clone(), verifier.clone()));
+    let notification_service = notification.as_ref().map(|(sender, links)| {
+        agora_notification::grpc::service(agora_notification::grpc::NotificationGrpc {
+            store: store.clone(),
+            verifier: verifier.clone(),
+            directory: sender.directory.clone(),
+            email: sender.email.clone(),
+            portal: sender.portal.clone(),
+            message_domain: links.message_domain.clone(),
+        })
+    });
     let contact_service = match (&identity, &settings.service_secret) {
         (Some(app), Some(secret)) => Some(agora_identity::keyservice::contacts(app.clone(), secret)),
         _ => None,
@@ -294,7 +304,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_optional_service(hearing_records_source)
         .add_optional_service(response_records_source)
         .add_optional_service(records_service)
-        .add_optional_service(contact_service);
+        .add_optional_service(contact_service)
+        .add_optional_service(notification_service);
     let incoming = agora_telemetry::grpc::incoming(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {
@@ -446,6 +457,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health
             .set_serving::<agora_proto::identity::v1::identity_service_server::IdentityServiceServer<
                 agora_identity::grpc::IdentityGrpc,
+            >>()
+            .await;
+    }
+    if notification.is_some() {
+        health
+            .set_serving::<agora_proto::notification::v1::notification_service_server::NotificationServiceServer<
+                agora_notification::grpc::NotificationGrpc,
             >>()
             .await;
     }

@@ -134,6 +134,7 @@ pub async fn plan_day(store: &Store, day: NaiveDate, links: &Links) -> Result<Ve
                     ("digest_date".to_string(), day.format("%d-%m-%Y").to_string()),
                     ("digest".to_string(), lines.join("\n")),
                 ]),
+                hearing_id: None,
             }
         })
         .collect())

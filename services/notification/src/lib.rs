@@ -9,14 +9,17 @@
 //! rate limit and retries (`outbox`), looking recipients up only when sending (`recipients`);
 //! who is told what (`plan`, pure) from the hearing and response services' events (`events`):
 //! invitations, reviewers, receipts, declines, conclusions, and the daily digest at 07:00
-//! (`digest`); one-click unsubscribe (`unsubscribe`). Subscriptions, per-hearing templates
-//! and Digital Post are issue 6's next steps.
+//! (`digest`); one-click unsubscribe (`unsubscribe`); templates the owner edits, previews and
+//! sends to themself, checked when saved (`overrides`, `grpc`). Subscriptions and Digital Post
+//! are issue 6's next steps.
 
 pub mod config;
 pub mod digest;
 pub mod events;
+pub mod grpc;
 pub mod message;
 pub mod outbox;
+pub mod overrides;
 pub mod plan;
 pub mod recipients;
 pub mod smtp;
@@ -28,5 +31,6 @@ pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_events
     store.execute_ddl(events::SCHEMA).await?;
     store.execute_ddl(unsubscribe::SCHEMA).await?;
     store.execute_ddl(digest::SCHEMA).await?;
+    store.execute_ddl(overrides::SCHEMA).await?;
     outbox::MESSAGES.migrate(store).await
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::UnsubscribeSigner;
 use crate::recipients::{Directory, Recipient};
 use crate::smtp::{Email, SendError};
-use crate::templates::{Kind, Language, default_template};
+use crate::templates::{Kind, Language};
 
 /// The messages: table `notification_messages`, streams `NotificationMessage` `<recipient>/<Message-ID>`.
 pub const MESSAGES: StepTable = StepTable { table: "notification_messages", aggregate: "NotificationMessage" };
@@ -35,6 +35,9 @@ pub struct Delivery {
     pub message_id: String,
     pub recipient: Recipient,
     pub values: BTreeMap<String, String>,
+    /// The hearing it is about, whose own templates come first.
+    #[serde(default)]
+    pub hearing_id: Option<String>,
 }
 
 /// A queued message.
@@ -264,7 +267,16 @@ impl Sender {
         values.insert("portal_name", self.portal.name.clone());
         values.insert("portal_url", self.portal.url.clone());
         values.insert("unsubscribe_url", unsubscribe_url.clone());
-        let content = match default_template(delivery.kind, language).render(&values) {
+        let template =
+            match crate::overrides::effective(&self.store, delivery.hearing_id.as_deref(), delivery.kind, language)
+                .await
+            {
+                Ok((template, _)) => template,
+                Err(e) => {
+                    return Outcome::Failed(SendError::Transient(format!("the templates cannot be read now: {e}")));
+                }
+            };
+        let content = match template.render(&values) {
             Ok(content) => content,
             Err(e) => return Outcome::Failed(SendError::Permanent(format!("the message cannot be made: {e}"))),
         };

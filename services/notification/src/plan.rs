@@ -93,6 +93,7 @@ pub fn plan(trigger: &Trigger, hearing: &HearingInfo, event_id: Uuid, links: &Li
         message_id: message_id(event_id, &recipient.reference(), kind, &links.message_domain),
         recipient,
         values,
+        hearing_id: Some(hearing.hearing_id.clone()),
     };
     let with = |extra: &[(&str, String)]| {
         let mut all = values.clone();

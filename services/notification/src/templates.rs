@@ -55,6 +55,11 @@ impl Kind {
         }
     }
 
+    /// The kind its name names, e.g. `response_receipt`.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The placeholders a template of this kind may use.
     pub fn placeholders(self) -> Vec<&'static str> {
         let mut names = vec!["recipient_name", "portal_name", "portal_url", "unsubscribe_url"];
@@ -85,6 +90,15 @@ pub enum Language {
 }
 
 impl Language {
+    /// `da` or `en`.
+    pub fn parse(code: &str) -> Option<Language> {
+        match code {
+            "da" => Some(Language::Danish),
+            "en" => Some(Language::English),
+            _ => None,
+        }
+    }
+
     pub const fn code(self) -> &'static str {
         match self {
             Language::Danish => "da",

@@ -13,8 +13,7 @@ use agora_jobs::RetryPolicy;
 use agora_notification::events::{HearingEventsHandler, ResponseEventsHandler};
 use agora_notification::message::UnsubscribeSigner;
 use agora_notification::outbox::{Portal, RateLimit, Sender};
-use agora_notification::plan::Links;
-use agora_notification::recipients::{Contact, Directory};
+use agora_notification::recipients::Contact;
 use agora_notification::templates::Language;
 use agora_proto::hearing::v1 as hpb;
 use agora_proto::response::v1 as rpb;
@@ -22,19 +21,6 @@ use agora_vault::{KeyOwner, MemoryKeys, PersonKeys};
 use prost::Message;
 use support::SmtpServer;
 use uuid::Uuid;
-
-struct People(HashMap<String, Contact>);
-
-#[async_trait::async_trait]
-impl Directory for People {
-    async fn contact(&self, user_id: &str) -> Result<Option<Contact>, agora_vault::VaultError> {
-        Ok(self.0.get(user_id).cloned())
-    }
-}
-
-fn links() -> Links {
-    Links { portal_url: "https://blivhoert.kk.example".into(), message_domain: "kk.example".into() }
-}
 
 struct Feed {
     store: Store,
@@ -110,7 +96,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         agora_notification::migrate(&store).await.expect("tables");
         let keys = MemoryKeys::shared();
         let (karen, erik, anna) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string(), Uuid::now_v7());
-        let people = People(HashMap::from([
+        let people = support::People(HashMap::from([
             (
                 karen.clone(),
                 Contact { name: "Karen".into(), email: Some("karen@kk.example".into()), language: Language::Danish },
@@ -126,8 +112,8 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             owner_id: karen.clone(),
             reviewers: Vec::new(),
             sequence: 0,
-            hearings: HearingEventsHandler { store: store.clone(), links: links() },
-            responses: ResponseEventsHandler { store: store.clone(), links: links() },
+            hearings: HearingEventsHandler { store: store.clone(), links: support::links() },
+            responses: ResponseEventsHandler { store: store.clone(), links: support::links() },
         };
         let owner = KeyOwner::person(anna);
         let by_email = |address: &str, name: &str| {
@@ -238,12 +224,16 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             .expect("tomorrow morning");
         let before = morning - chrono::Duration::hours(1);
         assert_eq!(
-            agora_notification::digest::queue_due(&store, before, &links()).await.expect("digest"),
+            agora_notification::digest::queue_due(&store, before, &support::links()).await.expect("digest"),
             0,
             "not before 07:00"
         );
-        assert_eq!(agora_notification::digest::queue_due(&store, morning, &links()).await.expect("digest"), 2);
-        assert_eq!(agora_notification::digest::queue_due(&store, morning, &links()).await.expect("digest"), 0, "once");
+        assert_eq!(agora_notification::digest::queue_due(&store, morning, &support::links()).await.expect("digest"), 2);
+        assert_eq!(
+            agora_notification::digest::queue_due(&store, morning, &support::links()).await.expect("digest"),
+            0,
+            "once"
+        );
         assert_eq!(sender.run_due().await.expect("sent"), 2);
         let received = server.wait_for(9).await;
         let digest = received
@@ -255,7 +245,9 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             .expect("karen's digest");
         let text = digest["text"].as_str().expect("text");
         assert!(
-            text.contains("Lokalplan for Bytorvet: 2 nye høringssvar; status: kladde → offentliggjort → aktiv → afsluttet"),
+            text.contains(
+                "Lokalplan for Bytorvet: 2 nye høringssvar; status: kladde → offentliggjort → aktiv → afsluttet"
+            ),
             "{text}"
         );
     }

@@ -12,7 +12,7 @@ use agora_jobs::{RetryPolicy, StepState};
 use agora_notification::message::UnsubscribeSigner;
 use agora_notification::outbox::{self, Delivery, EmailChannel, MESSAGES, Message, Portal, RateLimit, Sender};
 use agora_notification::plan::{HearingInfo, Links, Trigger, plan};
-use agora_notification::recipients::{Contact, Directory, Recipient};
+use agora_notification::recipients::Recipient;
 use agora_notification::smtp::{Email, SendError, SmtpChannel};
 use agora_vault::{KeyOwner, MemoryKeys, PersonKeys};
 use support::SmtpServer;
@@ -22,21 +22,10 @@ fn smtp(port: u16) -> SmtpChannel {
     support::channel_to(port)
 }
 
-/// The people the identity service knows, for the tests.
-#[derive(Default)]
-pub struct People(pub std::sync::Mutex<std::collections::HashMap<String, Contact>>);
-
-#[async_trait::async_trait]
-impl Directory for People {
-    async fn contact(&self, user_id: &str) -> Result<Option<Contact>, agora_vault::VaultError> {
-        Ok(self.0.lock().ok().and_then(|people| people.get(user_id).cloned()))
-    }
-}
-
 struct Setup {
     store: Store,
     keys: Arc<MemoryKeys>,
-    people: Arc<People>,
+    people: Arc<support::People>,
     clock: Arc<AtomicI64>,
     event: Uuid,
 }

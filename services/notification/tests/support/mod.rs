@@ -62,3 +62,25 @@ pub fn channel_to(port: u16) -> agora_notification::smtp::SmtpChannel {
     })
     .expect("an SMTP channel")
 }
+
+/// The people the identity service knows, for the tests.
+#[derive(Default)]
+pub struct People(pub std::collections::HashMap<String, agora_notification::recipients::Contact>);
+
+#[async_trait::async_trait]
+impl agora_notification::recipients::Directory for People {
+    async fn contact(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<agora_notification::recipients::Contact>, agora_vault::VaultError> {
+        Ok(self.0.get(user_id).cloned())
+    }
+}
+
+/// Where the tests' messages link to.
+pub fn links() -> agora_notification::plan::Links {
+    agora_notification::plan::Links {
+        portal_url: "https://blivhoert.kk.example".into(),
+        message_domain: "kk.example".into(),
+    }
+}
