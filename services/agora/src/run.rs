@@ -281,6 +281,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         agora_notification::grpc::service(agora_notification::grpc::NotificationGrpc {
             store: store.clone(),
             verifier: verifier.clone(),
+            keys: sender.keys.clone(),
             directory: sender.directory.clone(),
             email: sender.email.clone(),
             portal: sender.portal.clone(),

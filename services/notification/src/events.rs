@@ -12,6 +12,7 @@ use prost::Message;
 use crate::outbox;
 use crate::plan::{HearingInfo, Links, ResponseInfo, Trigger, plan};
 use crate::recipients::Recipient;
+use crate::templates::Kind;
 
 pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS notification_hearings (
@@ -120,7 +121,38 @@ impl IntegrationHandler for HearingEventsHandler {
             crate::digest::note_status_in(tx, &state.hearing_id, event.time, status).await.map_err(failed)?;
         }
         let hearing = hearing_in(tx, &state.hearing_id).await.map_err(failed)?;
-        let trigger = match event.event_type.rsplit('.').next().unwrap_or_default() {
+        let message = event.event_type.rsplit('.').next().unwrap_or_default();
+        // Subscribers are the public: they hear of public hearings only.
+        let public = !state.internal && !state.closed && !matches!(status, "Created" | "Draft" | "Deleted");
+        let subscribed = match message {
+            "HearingPublished" => Some((Kind::SubscribedHearingPublished, String::new(), String::new())),
+            "HearingUpdated" => {
+                let updated = hearing_pb::HearingUpdated::decode(event.data.clone()).map_err(failed)?;
+                let worth_telling = ["title", "summary", "body", "deadline"];
+                let changed: Vec<String> =
+                    updated.changed.into_iter().filter(|c| worth_telling.contains(&c.as_str())).collect();
+                (!changed.is_empty()).then(|| (Kind::SubscribedHearingChanged, changed.join(", "), String::new()))
+            }
+            "HearingConcluded" => {
+                let concluded = hearing_pb::HearingConcluded::decode(event.data.clone()).map_err(failed)?;
+                Some((Kind::SubscribedHearingConcluded, String::new(), concluded.conclusion))
+            }
+            _ => None,
+        };
+        if let (Some((kind, changes, conclusion)), true) = (subscribed, public) {
+            let subjects = crate::subscriptions::Subjects {
+                hearing_id: state.hearing_id.clone(),
+                subject_area_id: state.subject_area_id.clone(),
+                kle_number: state.kle_number.clone(),
+                city_area_id: state.city_area_id.clone(),
+            };
+            let subscribers = crate::subscriptions::matching_in(tx, &subjects).await.map_err(failed)?;
+            if !subscribers.is_empty() {
+                let trigger = Trigger::Subscribed { kind, subscribers, changes, conclusion };
+                enqueue(&self.store, tx, &trigger, &hearing, event, &self.links).await?;
+            }
+        }
+        let trigger = match message {
             "InviteeAdded" => {
                 let added = hearing_pb::InviteeAdded::decode(event.data.clone()).map_err(failed)?;
                 let Some(recipient) = added.invitee.as_ref().and_then(recipient) else { return Ok(()) };

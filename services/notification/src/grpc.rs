@@ -18,6 +18,8 @@ use crate::templates::{Kind, Language, Template, sample_values};
 pub struct NotificationGrpc {
     pub store: Store,
     pub verifier: Arc<TokenVerifier>,
+    /// Seals a subscriber's e-mail address.
+    pub keys: Arc<dyn agora_vault::PersonKeys>,
     pub directory: Arc<dyn Directory>,
     pub email: Arc<dyn EmailChannel>,
     pub portal: Portal,
@@ -112,6 +114,25 @@ impl NotificationGrpc {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+fn subscription_to_pb(s: crate::subscriptions::Subscription) -> pb::Subscription {
+    pb::Subscription {
+        subscription_id: s.subscription_id,
+        topic: s.topic.topic,
+        value: s.topic.value,
+        status: s.status,
+    }
+}
+
+fn subscribe_status(e: crate::subscriptions::SubscribeError) -> Status {
+    use crate::subscriptions::SubscribeError as E;
+    match e {
+        E::Invalid(m) => Status::invalid_argument(m),
+        E::NotAllowed(m) => Status::permission_denied(m),
+        E::NotFound => Status::not_found("no such subscription"),
+        other => storage(other),
+    }
+}
+
 #[tonic::async_trait]
 impl NotificationService for NotificationGrpc {
     async fn get_template(&self, request: Request<pb::TemplateRef>) -> Reply<pb::Template> {
@@ -179,5 +200,56 @@ impl NotificationService for NotificationGrpc {
             .await
             .map_err(|e| Status::unavailable(format!("the test message could not be sent: {e}")))?;
         Ok(Response::new(pb::TestSent { to: contact.0, message_id }))
+    }
+
+    async fn subscribe(&self, request: Request<pb::SubscribeRequest>) -> Reply<pb::Subscription> {
+        // Anyone may subscribe: with an account, or with an e-mail address to confirm.
+        let principal = agora_auth::grpc::principal_from_metadata(&self.verifier, request.metadata())?;
+        let r = request.into_inner();
+        let topic = crate::subscriptions::Topic::new(&r.topic, &r.value).map_err(Status::invalid_argument)?;
+        let language = if r.language.is_empty() {
+            Language::Danish
+        } else {
+            Language::parse(&r.language)
+                .ok_or_else(|| Status::invalid_argument(format!("language: '{}' is not da or en", r.language)))?
+        };
+        let links =
+            crate::plan::Links { portal_url: self.portal.url.clone(), message_domain: self.message_domain.clone() };
+        let subscription = crate::subscriptions::subscribe(
+            &self.store,
+            self.keys.as_ref(),
+            &self.portal.unsubscribe,
+            &links,
+            principal.map(|p| p.user_id),
+            topic,
+            Some(r.email.as_str()),
+            language,
+        )
+        .await
+        .map_err(subscribe_status)?;
+        Ok(Response::new(subscription_to_pb(subscription)))
+    }
+
+    async fn confirm_subscription(&self, request: Request<pb::ConfirmRequest>) -> Reply<pb::Subscription> {
+        let confirmed = crate::subscriptions::confirm(&self.store, &self.portal.unsubscribe, &request.get_ref().token)
+            .await
+            .map_err(subscribe_status)?;
+        Ok(Response::new(subscription_to_pb(confirmed)))
+    }
+
+    async fn my_subscriptions(&self, request: Request<pb::MySubscriptionsRequest>) -> Reply<pb::SubscriptionList> {
+        let principal = agora_auth::grpc::require_principal(&self.verifier, request.metadata())?;
+        let mine =
+            crate::subscriptions::mine(&self.store, &format!("user:{}", principal.user_id)).await.map_err(storage)?;
+        Ok(Response::new(pb::SubscriptionList { subscriptions: mine.into_iter().map(subscription_to_pb).collect() }))
+    }
+
+    async fn end_subscription(&self, request: Request<pb::SubscriptionRef>) -> Reply<pb::Subscription> {
+        let principal = agora_auth::grpc::require_principal(&self.verifier, request.metadata())?;
+        let owner = format!("user:{}", principal.user_id);
+        let ended = crate::subscriptions::end(&self.store, &request.get_ref().subscription_id, Some(&owner))
+            .await
+            .map_err(subscribe_status)?;
+        Ok(Response::new(subscription_to_pb(ended)))
     }
 }

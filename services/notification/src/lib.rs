@@ -10,8 +10,9 @@
 //! who is told what (`plan`, pure) from the hearing and response services' events (`events`):
 //! invitations, reviewers, receipts, declines, conclusions, and the daily digest at 07:00
 //! (`digest`); one-click unsubscribe (`unsubscribe`); templates the owner edits, previews and
-//! sends to themself, checked when saved (`overrides`, `grpc`). Subscriptions and Digital Post
-//! are issue 6's next steps.
+//! sends to themself, checked when saved (`overrides`, `grpc`); subscriptions to subject areas,
+//! KLE numbers, city areas and hearings, with double opt-in (`subscriptions`). Digital Post is
+//! issue 6's next step.
 
 pub mod config;
 pub mod digest;
@@ -23,6 +24,7 @@ pub mod overrides;
 pub mod plan;
 pub mod recipients;
 pub mod smtp;
+pub mod subscriptions;
 pub mod templates;
 pub mod unsubscribe;
 
@@ -32,5 +34,6 @@ pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_events
     store.execute_ddl(unsubscribe::SCHEMA).await?;
     store.execute_ddl(digest::SCHEMA).await?;
     store.execute_ddl(overrides::SCHEMA).await?;
+    store.execute_ddl(subscriptions::SCHEMA).await?;
     outbox::MESSAGES.migrate(store).await
 }

@@ -228,6 +228,11 @@ impl Sender {
                 };
                 Ok(Some((address, name, Language::Danish)))
             }
+            Recipient::Subscriber { sealed_address, language, .. } => match self.keys.reveal(sealed_address).await? {
+                // Known only by the address: it is also how they are greeted.
+                Revealed::Clear(address) => Ok(Some((address.clone(), address, *language))),
+                Revealed::Erased => Ok(None),
+            },
         }
     }
 

@@ -53,6 +53,13 @@ pub enum Trigger {
         conclusion: String,
         respondents: Vec<String>,
     },
+    /// A public hearing that subscriptions match was published, changed or concluded.
+    Subscribed {
+        kind: Kind,
+        subscribers: Vec<(crate::subscriptions::Topic, Recipient, crate::templates::Language)>,
+        changes: String,
+        conclusion: String,
+    },
     ResponseSubmitted {
         response: ResponseInfo,
     },
@@ -116,6 +123,18 @@ pub fn plan(trigger: &Trigger, hearing: &HearingInfo, event_id: Uuid, links: &Li
             Recipient::User { user_id: user_id.clone() },
             with(&[(OWNER_ID, owner_id.clone())]),
         )],
+        Trigger::Subscribed { kind, subscribers, changes, conclusion } => subscribers
+            .iter()
+            .map(|(topic, recipient, language)| {
+                let extra = [
+                    ("subscription", topic.describe(*language)),
+                    deadline.clone(),
+                    ("changes", changes.clone()),
+                    ("conclusion", conclusion.clone()),
+                ];
+                message(*kind, recipient.clone(), with(&extra))
+            })
+            .collect(),
         Trigger::Concluded { conclusion, respondents } => respondents
             .iter()
             .map(|user_id| {

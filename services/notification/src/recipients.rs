@@ -15,6 +15,8 @@ pub enum Recipient {
     /// Someone invited by e-mail address before they had an account: the address and the
     /// label the owner gave them, sealed for them.
     Invitee { reference: String, sealed_address: String, sealed_name: String },
+    /// A subscriber without an account: the address, sealed with the subscription's own key.
+    Subscriber { subscription_id: String, sealed_address: String, language: Language },
 }
 
 impl Recipient {
@@ -23,6 +25,7 @@ impl Recipient {
         match self {
             Recipient::User { user_id } => format!("user:{user_id}"),
             Recipient::Invitee { reference, .. } => reference.clone(),
+            Recipient::Subscriber { subscription_id, .. } => format!("subscription:{subscription_id}"),
         }
     }
 }

@@ -92,6 +92,13 @@ async fn unsubscribe(State(state): State<Unsubscribe>, Path(token): Path<String>
     let Ok(what) = state.signer.verify(&token) else { return refused() };
     let Some((recipient, kind)) = what.rsplit_once(':') else { return refused() };
     let done = async {
+        // A subscription's messages stop with the subscription.
+        if let Some(subscription) = recipient.strip_prefix("subscription:") {
+            return match crate::subscriptions::end(&state.store, subscription, None).await {
+                Ok(_) | Err(crate::subscriptions::SubscribeError::NotFound) => Ok(()),
+                Err(e) => Err(StoreError::Database(sqlx::Error::Protocol(e.to_string()))),
+            };
+        }
         let mut tx = state.store.begin().await?;
         opt_out_in(&mut tx, recipient, kind).await?;
         tx.commit().await.map_err(StoreError::from)
@@ -111,9 +118,46 @@ async fn unsubscribe(State(state): State<Unsubscribe>, Path(token): Path<String>
     }
 }
 
-/// `GET` and `POST /afmeld/{token}`.
+/// A page with the button: link checkers that fetch every link confirm nothing.
+async fn confirm_subscription_page(State(state): State<Unsubscribe>, Path(token): Path<String>) -> Response {
+    if state.signer.verify(&token).is_err() {
+        return refused();
+    }
+    page(
+        StatusCode::OK,
+        "Bekræft abonnement",
+        &format!(
+            "<p>Bekræft, at du vil have besked på denne adresse. / Confirm that you want to be told at this address.</p>\n\
+             <form method=\"post\" action=\"/abonnement/bekraeft/{token}\"><button type=\"submit\">Bekræft / Confirm</button></form>"
+        ),
+    )
+}
+
+async fn confirm_subscription(State(state): State<Unsubscribe>, Path(token): Path<String>) -> Response {
+    match crate::subscriptions::confirm(&state.store, &state.signer, &token).await {
+        Ok(_) => page(
+            StatusCode::OK,
+            "Abonnementet er bekræftet",
+            "<p>Du får besked, når der er nyt. / You will be told when there is news.</p>",
+        ),
+        Err(crate::subscriptions::SubscribeError::Invalid(_) | crate::subscriptions::SubscribeError::NotFound) => {
+            refused()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "confirm subscription");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Prøv igen",
+                "<p>Bekræftelsen kunne ikke gemmes lige nu. / Try again.</p>",
+            )
+        }
+    }
+}
+
+/// `GET` and `POST /afmeld/{token}`; `GET` and `POST /abonnement/bekraeft/{token}` (double opt-in).
 pub fn routes(store: Store, signer: Arc<UnsubscribeSigner>) -> axum::Router {
     axum::Router::new()
         .route("/afmeld/{token}", axum::routing::get(confirm).post(unsubscribe))
+        .route("/abonnement/bekraeft/{token}", axum::routing::get(confirm_subscription_page).post(confirm_subscription))
         .with_state(Unsubscribe { store, signer })
 }

@@ -9,10 +9,7 @@ use std::sync::Arc;
 
 use agora_eventstore::Store;
 use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_once};
-use agora_jobs::RetryPolicy;
 use agora_notification::events::{HearingEventsHandler, ResponseEventsHandler};
-use agora_notification::message::UnsubscribeSigner;
-use agora_notification::outbox::{Portal, RateLimit, Sender};
 use agora_notification::recipients::Contact;
 use agora_notification::templates::Language;
 use agora_proto::hearing::v1 as hpb;
@@ -157,20 +154,8 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         };
         feed.hearing("HearingConcluded", hpb::HearingStatus::Concluded, Some(concluded.encode_to_vec())).await;
 
-        let sender = Sender {
-            store: store.clone(),
-            keys: keys.clone(),
-            directory: Arc::new(people),
-            email: Arc::new(support::channel_to(server.port)),
-            portal: Portal {
-                name: "Bliv hørt".into(),
-                url: "https://blivhoert.kk.example".into(),
-                unsubscribe: Arc::new(UnsubscribeSigner::new(b"0123456789abcdef0123456789abcdef")),
-            },
-            retry: RetryPolicy::default(),
-            clock: Arc::new(chrono::Utc::now),
-            rate: Arc::new(tokio::sync::Mutex::new(RateLimit::new(100.0, 10))),
-        };
+        let sender =
+            support::sender(&store, keys.clone(), Arc::new(people), Arc::new(support::channel_to(server.port)));
         assert_eq!(sender.run_due().await.expect("sent"), 7);
         let received = server.wait_for(7).await;
         let mut got: Vec<(String, String)> = received

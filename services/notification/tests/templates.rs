@@ -11,8 +11,6 @@ use agora_auth::{Capacity, Principal, Role, SigningKey, TokenIssuer};
 use agora_eventstore::jetstream::handle_once;
 use agora_notification::events::{HearingEventsHandler, ResponseEventsHandler};
 use agora_notification::grpc::NotificationGrpc;
-use agora_notification::message::UnsubscribeSigner;
-use agora_notification::outbox::{Portal, RateLimit, Sender};
 use agora_notification::recipients::Contact;
 use agora_notification::templates::Language;
 use agora_proto::hearing::v1 as hpb;
@@ -59,15 +57,12 @@ async fn an_owner_words_their_hearings_receipts_checked_previewed_and_tried_on_t
                 },
             ),
         ])));
-        let portal = Portal {
-            name: "Bliv hørt".into(),
-            url: "https://blivhoert.kk.example".into(),
-            unsubscribe: Arc::new(UnsubscribeSigner::new(b"0123456789abcdef0123456789abcdef")),
-        };
+        let portal = support::portal();
         let email = Arc::new(support::channel_to(server.port));
         let grpc = NotificationGrpc {
             store: store.clone(),
             verifier: Arc::new(issuer.verifier()),
+            keys: agora_vault::MemoryKeys::shared(),
             directory: people.clone(),
             email: email.clone(),
             portal: portal.clone(),
@@ -163,16 +158,7 @@ async fn an_owner_words_their_hearings_receipts_checked_previewed_and_tried_on_t
         handle_once(&store, &ResponseEventsHandler { store: store.clone(), links: support::links() }, &event)
             .await
             .expect("queued");
-        let sender = Sender {
-            store: store.clone(),
-            keys: agora_vault::MemoryKeys::shared(),
-            directory: people.clone(),
-            email,
-            portal,
-            retry: agora_jobs::RetryPolicy::default(),
-            clock: Arc::new(chrono::Utc::now),
-            rate: Arc::new(tokio::sync::Mutex::new(RateLimit::new(100.0, 10))),
-        };
+        let sender = support::sender(&store, agora_vault::MemoryKeys::shared(), people.clone(), email);
         assert_eq!(sender.run_due().await.expect("sent"), 1);
         let received = server.wait_for(2).await;
         let birgitte = received.iter().find(|m| m["rcpt_tos"][0] == "birgitte@borger.example").expect("the receipt");

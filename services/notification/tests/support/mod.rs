@@ -84,3 +84,33 @@ pub fn links() -> agora_notification::plan::Links {
         message_domain: "kk.example".into(),
     }
 }
+
+/// The portal the tests' messages speak of.
+pub fn portal() -> agora_notification::outbox::Portal {
+    agora_notification::outbox::Portal {
+        name: "Bliv hørt".into(),
+        url: "https://blivhoert.kk.example".into(),
+        unsubscribe: std::sync::Arc::new(agora_notification::message::UnsubscribeSigner::new(
+            b"0123456789abcdef0123456789abcdef",
+        )),
+    }
+}
+
+/// A sender on the store, with real time and a generous rate limit.
+pub fn sender(
+    store: &agora_eventstore::Store,
+    keys: std::sync::Arc<dyn agora_vault::PersonKeys>,
+    directory: std::sync::Arc<dyn agora_notification::recipients::Directory>,
+    email: std::sync::Arc<dyn agora_notification::outbox::EmailChannel>,
+) -> agora_notification::outbox::Sender {
+    agora_notification::outbox::Sender {
+        store: store.clone(),
+        keys,
+        directory,
+        email,
+        portal: portal(),
+        retry: Default::default(),
+        clock: std::sync::Arc::new(chrono::Utc::now),
+        rate: std::sync::Arc::new(tokio::sync::Mutex::new(agora_notification::outbox::RateLimit::new(100.0, 10))),
+    }
+}
