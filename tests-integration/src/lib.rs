@@ -247,6 +247,7 @@ pub fn complete_update(id: &str, title: &str, start: &str, deadline: &str) -> pb
         start_date: Some(start.into()),
         deadline: Some(deadline.into()),
         closed: None,
+        notify_participants: false,
     }
 }
 

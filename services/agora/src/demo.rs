@@ -240,6 +240,7 @@ pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, A
             start_date: Some(start),
             deadline: Some(deadline),
             closed: Some(demo.closed),
+            notify_participants: false,
         };
         let hearing_id = id.to_string();
         let publisher = if demo.deadline < 0 { &past_app } else { app };

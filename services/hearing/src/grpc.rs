@@ -256,6 +256,7 @@ fn changes_from_pb(request: &pb::UpdateHearingRequest) -> Result<HearingChanges,
         start_date,
         deadline,
         closed: request.closed,
+        notify_participants: request.notify_participants,
     })
 }
 

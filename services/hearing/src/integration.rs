@@ -120,7 +120,8 @@ fn encode(event: &HearingEvent, state: pb::HearingState) -> (&'static str, &'sta
                 ("closed", changes.closed.is_some()),
             ];
             changed.extend(named.iter().filter(|(_, set)| *set).map(|(name, _)| name.to_string()));
-            ("updated", "HearingUpdated", pb::HearingUpdated { hearing, changed }.encode_to_vec())
+            let notify_participants = changes.notify_participants;
+            ("updated", "HearingUpdated", pb::HearingUpdated { hearing, changed, notify_participants }.encode_to_vec())
         }
         E::HearingDraftReady => ("draft_ready", "HearingDraftReady", pb::HearingDraftReady { hearing }.encode_to_vec()),
         E::HearingDraftIncomplete => {

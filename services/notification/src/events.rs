@@ -76,7 +76,31 @@ fn recipient(invitee: &hearing_pb::Invitee) -> Option<Recipient> {
     }
 }
 
-/// Learns hearings and their invitees; invites, and tells of conclusions.
+/// A hearing's invitees, as recipients.
+async fn invitees_in(tx: &mut DbTx, hearing_id: &str) -> Result<Vec<Recipient>, String> {
+    let rows: Vec<(String,)> = on_tx!(tx, conn => {
+        sqlx::query_as("SELECT recipient FROM notification_invitees WHERE hearing_id = $1 ORDER BY reference")
+            .bind(hearing_id)
+            .fetch_all(&mut **conn)
+            .await
+            .map_err(failed)?
+    });
+    rows.iter().map(|(json,)| serde_json::from_str(json).map_err(failed)).collect()
+}
+
+/// Who responded to a hearing (not on paper), by user id.
+async fn respondents_in(tx: &mut DbTx, hearing_id: &str) -> Result<Vec<String>, String> {
+    let rows: Vec<(String,)> = on_tx!(tx, conn => {
+        sqlx::query_as("SELECT user_id FROM notification_respondents WHERE hearing_id = $1 ORDER BY user_id")
+            .bind(hearing_id)
+            .fetch_all(&mut **conn)
+            .await
+            .map_err(failed)?
+    });
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Learns hearings and their invitees; invites, and tells of changes and conclusions.
 pub struct HearingEventsHandler {
     pub store: Store,
     pub links: Links,
@@ -187,30 +211,23 @@ impl IntegrationHandler for HearingEventsHandler {
                 let added = hearing_pb::ReviewerAdded::decode(event.data.clone()).map_err(failed)?;
                 Trigger::ReviewerAdded { user_id: added.user_id, owner_id: state.owner_id.clone() }
             }
-            "HearingStarted" => {
-                let rows: Vec<(String,)> = on_tx!(tx, conn => {
-                    sqlx::query_as("SELECT recipient FROM notification_invitees WHERE hearing_id = $1 ORDER BY reference")
-                        .bind(&state.hearing_id)
-                        .fetch_all(&mut **conn)
-                        .await
-                        .map_err(failed)?
-                });
-                let invitees =
-                    rows.iter().map(|(json,)| serde_json::from_str(json).map_err(failed)).collect::<Result<_, _>>()?;
-                Trigger::Started { invitees }
+            "HearingUpdated" => {
+                let updated = hearing_pb::HearingUpdated::decode(event.data.clone()).map_err(failed)?;
+                let published = !matches!(status, "Created" | "Draft" | "Deleted");
+                if !(updated.notify_participants && published) {
+                    return Ok(());
+                }
+                let mut recipients = invitees_in(tx, &state.hearing_id).await?;
+                let respondents = respondents_in(tx, &state.hearing_id).await?;
+                recipients.extend(respondents.into_iter().map(|user_id| Recipient::User { user_id }));
+                Trigger::Changed { changes: updated.changed.join(", "), recipients }
             }
+            "HearingStarted" => Trigger::Started { invitees: invitees_in(tx, &state.hearing_id).await? },
             "HearingConcluded" => {
                 let concluded = hearing_pb::HearingConcluded::decode(event.data.clone()).map_err(failed)?;
-                let rows: Vec<(String,)> = on_tx!(tx, conn => {
-                    sqlx::query_as("SELECT user_id FROM notification_respondents WHERE hearing_id = $1 ORDER BY user_id")
-                        .bind(&state.hearing_id)
-                        .fetch_all(&mut **conn)
-                        .await
-                        .map_err(failed)?
-                });
                 Trigger::Concluded {
                     conclusion: concluded.conclusion,
-                    respondents: rows.into_iter().map(|(id,)| id).collect(),
+                    respondents: respondents_in(tx, &state.hearing_id).await?,
                 }
             }
             _ => return Ok(()),

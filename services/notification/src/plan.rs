@@ -43,6 +43,11 @@ pub enum Trigger {
     InviteeAdded {
         invitee: Recipient,
     },
+    /// The owner changed the hearing and asked that its invitees and respondents be told.
+    Changed {
+        changes: String,
+        recipients: Vec<Recipient>,
+    },
     /// The owner added a colleague as reviewer.
     ReviewerAdded {
         user_id: String,
@@ -117,6 +122,16 @@ pub fn plan(trigger: &Trigger, hearing: &HearingInfo, event_id: Uuid, links: &Li
             vec![message(Kind::InvitedToHearing, invitee.clone(), with(&[deadline]))]
         }
         Trigger::InviteeAdded { .. } => Vec::new(),
+        Trigger::Changed { changes, recipients } => recipients
+            .iter()
+            .map(|recipient| {
+                message(
+                    Kind::HearingChanged,
+                    recipient.clone(),
+                    with(&[("changes", changes.clone()), deadline.clone()]),
+                )
+            })
+            .collect(),
         // The owner's name is looked up when the message is sent, as the recipient's is.
         Trigger::ReviewerAdded { user_id, owner_id } => vec![message(
             Kind::AddedAsReviewer,

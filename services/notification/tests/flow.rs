@@ -148,6 +148,19 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         let declined =
             rpb::ResponseDeclined { response: response(&hearing_id, &erik, 1, false), reason: "Off topic".into() };
         feed.response("ResponseDeclined", declined.encode_to_vec()).await;
+        // The owner moves the deadline and asks that everyone involved be told.
+        let changed = hpb::HearingUpdated {
+            hearing: feed.state(hpb::HearingStatus::Active),
+            changed: vec!["deadline".into()],
+            notify_participants: true,
+        };
+        feed.hearing("HearingUpdated", hpb::HearingStatus::Active, Some(changed.encode_to_vec())).await;
+        let quiet = hpb::HearingUpdated {
+            hearing: feed.state(hpb::HearingStatus::Active),
+            changed: vec!["summary".into()],
+            notify_participants: false,
+        };
+        feed.hearing("HearingUpdated", hpb::HearingStatus::Active, Some(quiet.encode_to_vec())).await;
         let concluded = hpb::HearingConcluded {
             hearing: feed.state(hpb::HearingStatus::Concluded),
             conclusion: "Lokalplanen vedtages.".into(),
@@ -156,8 +169,8 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
 
         let sender =
             support::sender(&store, keys.clone(), Arc::new(people), Arc::new(support::channel_to(server.port)));
-        assert_eq!(sender.run_due().await.expect("sent"), 7);
-        let received = server.wait_for(7).await;
+        assert_eq!(sender.run_due().await.expect("sent"), 11);
+        let received = server.wait_for(11).await;
         let mut got: Vec<(String, String)> = received
             .iter()
             .map(|m| {
@@ -170,16 +183,28 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         got.sort();
         let expected = [
             ("anna@forening.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
+            ("anna@forening.example", "Høringen er ændret: Lokalplan for Bytorvet"),
             ("bo@forening.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
+            ("bo@forening.example", "Høringen er ændret: Lokalplan for Bytorvet"),
             ("erik@borger.example", "Receipt for your response no. 1"),
+            ("erik@borger.example", "The consultation has changed: Lokalplan for Bytorvet"),
             ("erik@borger.example", "The conclusion is published: Lokalplan for Bytorvet"),
             ("erik@borger.example", "You were added as a reviewer: Lokalplan for Bytorvet"),
             ("erik@borger.example", "Your response no. 1 was declined"),
             ("karen@kk.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
+            ("karen@kk.example", "Høringen er ændret: Lokalplan for Bytorvet"),
         ];
-        let expected: Vec<(String, String)> = expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut expected: Vec<(String, String)> =
+            expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        expected.sort();
         assert_eq!(got, expected);
-        let anna = received.iter().find(|m| m["rcpt_tos"][0] == "anna@forening.example").expect("anna's");
+        let anna = received
+            .iter()
+            .find(|m| {
+                m["rcpt_tos"][0] == "anna@forening.example"
+                    && m["headers"]["Subject"].as_str().is_some_and(|s| s.starts_with("Du er"))
+            })
+            .expect("anna's invitation");
         assert!(
             anna["text"]
                 .as_str()
@@ -196,7 +221,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             .find(|m| m["headers"]["Subject"].as_str().is_some_and(|s| s.contains("reviewer")))
             .expect("reviewer");
         assert!(reviewer["text"].as_str().is_some_and(|t| t.contains("Karen added you")), "{reviewer}");
-        assert_eq!(server.received().len(), 7, "once each");
+        assert_eq!(server.received().len(), 11, "once each");
 
         // The next morning at 07:30 in Copenhagen the owner and the reviewer get the day's digest,
         // once however often it is asked for.
@@ -220,7 +245,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             "once"
         );
         assert_eq!(sender.run_due().await.expect("sent"), 2);
-        let received = server.wait_for(9).await;
+        let received = server.wait_for(13).await;
         let digest = received
             .iter()
             .find(|m| {

@@ -131,11 +131,16 @@ pub struct HearingChanges {
     pub deadline: Option<NaiveDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<bool>,
+    /// The owner asks that invitees and respondents be told of this change (OS2agora's
+    /// "notify on change"); not a change in itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify_participants: bool,
 }
 
 impl HearingChanges {
+    /// Nothing changes (asking to notify changes nothing by itself).
     pub fn is_empty(&self) -> bool {
-        self == &Self::default()
+        Self { notify_participants: false, ..self.clone() } == Self::default()
     }
 }
 
