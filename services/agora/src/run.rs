@@ -155,11 +155,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             };
             let retry =
                 config.retries.policy().map_err(|e| anyhow::anyhow!("AGORA_NOTIFICATION_CONFIG retries: {e}"))?;
+            let digital_post: Option<Arc<dyn agora_notification::digital_post::DigitalPostChannel>> =
+                match &config.digital_post {
+                    Some(ngdp) => Some(Arc::new(
+                        agora_notification::digital_post::Ngdp::new(ngdp.clone())
+                            .map_err(|e| anyhow::anyhow!("AGORA_NOTIFICATION_CONFIG: {e}"))?,
+                    )),
+                    None => None,
+                };
             let sender = agora_notification::outbox::Sender {
                 store: store.clone(),
                 keys: personal_data_keys(identity.as_ref(), &settings)?,
                 directory,
                 email,
+                digital_post,
                 portal: agora_notification::outbox::Portal {
                     name: config.portal_name.clone(),
                     url: config.portal_url.clone(),

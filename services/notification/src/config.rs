@@ -14,6 +14,8 @@ pub struct NotificationConfig {
     /// The mail server; without it, mail is written to `mail_folder` (the embedded default).
     pub smtp: Option<SmtpConfig>,
     pub mail_folder: Option<PathBuf>,
+    /// NgDP, for citizens invited by CPR number; without it their messages are skipped.
+    pub digital_post: Option<crate::digital_post::DigitalPostConfig>,
     /// The sender when mail goes to a folder (with SMTP, `smtp.from`).
     pub from: String,
     pub portal_name: String,
@@ -31,6 +33,7 @@ impl Default for NotificationConfig {
         Self {
             smtp: None,
             mail_folder: None,
+            digital_post: None,
             from: "Agora <noreply@agora.invalid>".into(),
             portal_name: "Agora".into(),
             portal_url: "http://127.0.0.1:8080".into(),

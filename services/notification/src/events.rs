@@ -62,13 +62,18 @@ async fn enqueue(
     Ok(())
 }
 
-/// A hearing's invitee as a recipient: an e-mail invitee by their sealed address, a user by id.
-/// Others (persons by CPR, companies) are for Digital Post, not yet sent to.
+/// A hearing's invitee as a recipient: an e-mail invitee by their sealed address, a citizen by
+/// their sealed CPR number (Digital Post), a user by id. Companies (by CVR) are not written to yet.
 fn recipient(invitee: &hearing_pb::Invitee) -> Option<Recipient> {
     match invitee.kind.as_str() {
         "email" if !invitee.sealed_address.is_empty() => Some(Recipient::Invitee {
             reference: invitee.reference.clone(),
             sealed_address: invitee.sealed_address.clone(),
+            sealed_name: invitee.label.clone(),
+        }),
+        "person" if !invitee.sealed_address.is_empty() => Some(Recipient::Citizen {
+            reference: invitee.reference.clone(),
+            sealed_cpr: invitee.sealed_address.clone(),
             sealed_name: invitee.label.clone(),
         }),
         "user" => invitee.reference.strip_prefix("user:").map(|id| Recipient::User { user_id: id.to_string() }),

@@ -11,11 +11,12 @@
 //! invitations, reviewers, receipts, declines, conclusions, and the daily digest at 07:00
 //! (`digest`); one-click unsubscribe (`unsubscribe`); templates the owner edits, previews and
 //! sends to themself, checked when saved (`overrides`, `grpc`); subscriptions to subject areas,
-//! KLE numbers, city areas and hearings, with double opt-in (`subscriptions`). Digital Post is
-//! issue 6's next step.
+//! KLE numbers, city areas and hearings, with double opt-in (`subscriptions`); Digital Post for
+//! citizens invited by CPR number (`digital_post`, MeMo to NgDP).
 
 pub mod config;
 pub mod digest;
+pub mod digital_post;
 pub mod events;
 pub mod grpc;
 pub mod message;

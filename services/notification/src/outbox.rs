@@ -119,10 +119,18 @@ pub struct Sender {
     pub keys: Arc<dyn PersonKeys>,
     pub directory: Arc<dyn Directory>,
     pub email: Arc<dyn EmailChannel>,
+    /// Citizens invited by CPR number get Digital Post; without it their messages are skipped.
+    pub digital_post: Option<Arc<dyn crate::digital_post::DigitalPostChannel>>,
     pub portal: Portal,
     pub retry: RetryPolicy,
     pub clock: Clock,
     pub rate: Arc<tokio::sync::Mutex<RateLimit>>,
+}
+
+/// Where a message goes.
+enum Address {
+    Email(String),
+    DigitalPost(String),
 }
 
 enum Outcome {
@@ -213,27 +221,38 @@ impl Sender {
     }
 
     /// Who, in what language, at what address, under what name; `None` when they are gone.
-    async fn resolve(&self, recipient: &Recipient) -> Result<Option<(String, String, Language)>, VaultError> {
-        match recipient {
-            Recipient::User { user_id } => Ok(self
+    async fn reveal(&self, sealed: &str) -> Result<Option<String>, VaultError> {
+        Ok(match self.keys.reveal(sealed).await? {
+            Revealed::Clear(value) => Some(value),
+            Revealed::Erased => None,
+        })
+    }
+
+    /// Where, under what name, in what language; `None` when they are gone.
+    async fn resolve(&self, recipient: &Recipient) -> Result<Option<(Address, String, Language)>, VaultError> {
+        Ok(match recipient {
+            Recipient::User { user_id } => self
                 .directory
                 .contact(user_id)
                 .await?
-                .and_then(|c| c.email.map(|email| (email, c.name, c.language)))),
+                .and_then(|c| c.email.map(|email| (Address::Email(email), c.name, c.language))),
             Recipient::Invitee { sealed_address, sealed_name, .. } => {
-                let Revealed::Clear(address) = self.keys.reveal(sealed_address).await? else { return Ok(None) };
-                let name = match self.keys.reveal(sealed_name).await? {
-                    Revealed::Clear(name) => name,
-                    Revealed::Erased => return Ok(None),
-                };
-                Ok(Some((address, name, Language::Danish)))
+                match (self.reveal(sealed_address).await?, self.reveal(sealed_name).await?) {
+                    (Some(address), Some(name)) => Some((Address::Email(address), name, Language::Danish)),
+                    _ => None,
+                }
             }
-            Recipient::Subscriber { sealed_address, language, .. } => match self.keys.reveal(sealed_address).await? {
-                // Known only by the address: it is also how they are greeted.
-                Revealed::Clear(address) => Ok(Some((address.clone(), address, *language))),
-                Revealed::Erased => Ok(None),
-            },
-        }
+            // Known only by the address: it is also how they are greeted.
+            Recipient::Subscriber { sealed_address, language, .. } => {
+                self.reveal(sealed_address).await?.map(|address| (Address::Email(address.clone()), address, *language))
+            }
+            Recipient::Citizen { sealed_cpr, sealed_name, .. } => {
+                match (self.reveal(sealed_cpr).await?, self.reveal(sealed_name).await?) {
+                    (Some(cpr), Some(name)) => Some((Address::DigitalPost(cpr), name, Language::Danish)),
+                    _ => None,
+                }
+            }
+        })
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Outcome {
@@ -243,7 +262,7 @@ impl Sender {
             Ok(false) => {}
             Err(e) => return Outcome::Failed(SendError::Transient(format!("the opt-outs cannot be read now: {e}"))),
         }
-        let (to, name, language) = match self.resolve(&delivery.recipient).await {
+        let (address, name, language) = match self.resolve(&delivery.recipient).await {
             Ok(Some(found)) => found,
             Ok(None) => return Outcome::Skipped("the recipient is gone or has no e-mail address".into()),
             Err(e) => {
@@ -289,14 +308,33 @@ impl Sender {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let email = Email {
-            message_id: delivery.message_id.clone(),
-            to,
-            language,
-            content,
-            unsubscribe_url: (delivery.kind != Kind::SubscriptionConfirmation).then_some(unsubscribe_url),
+        let sent = match address {
+            Address::Email(to) => {
+                let email = Email {
+                    message_id: delivery.message_id.clone(),
+                    to,
+                    language,
+                    content,
+                    unsubscribe_url: (delivery.kind != Kind::SubscriptionConfirmation).then_some(unsubscribe_url),
+                };
+                self.email.send(&email).await
+            }
+            Address::DigitalPost(cpr) => {
+                let Some(digital_post) = &self.digital_post else {
+                    return Outcome::Skipped("Digital Post is not configured here".into());
+                };
+                let letter = crate::digital_post::Letter {
+                    // The same letter however often it is sent: NgDP drops a repeat.
+                    message_uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, delivery.message_id.as_bytes()),
+                    cpr,
+                    subject: content.subject,
+                    text: content.text,
+                    language,
+                };
+                digital_post.send(&letter).await
+            }
         };
-        match self.email.send(&email).await {
+        match sent {
             Ok(()) => Outcome::Sent,
             Err(e) => Outcome::Failed(e),
         }

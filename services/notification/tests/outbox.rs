@@ -49,6 +49,7 @@ impl Setup {
             keys: self.keys.clone(),
             directory: self.people.clone(),
             email,
+            digital_post: None,
             portal: Portal {
                 name: "Bliv hørt".into(),
                 url: "https://blivhoert.kk.example".into(),

@@ -65,13 +65,16 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
                 kind: InviteeKind::Person,
                 // Never echo the number: the label is what the owner gave, or masked.
                 label: if label.is_empty() { format!("{}-xxxx", &digits[..6]) } else { label.to_string() },
-                address: None,
+                // Digital Post reaches the person by their number; the app seals it for them.
+                address: Some(digits.clone()),
             }),
             10 => Err("CPR-nummeret har ikke en gyldig dato".into()),
             8 => Ok(Invitee {
                 reference: format!("company:{}", pseudonymizer.company_reference(&digits)),
                 kind: InviteeKind::Company,
                 label: if label.is_empty() { "Virksomhed".to_string() } else { label.to_string() },
+                // Not kept: CVR numbers are never stored in clear, and the vault has keys for
+                // persons only (Digital Post to companies needs a company key first).
                 address: None,
             }),
             n => Err(format!("{n} cifre er hverken et CPR-nummer (10) eller et CVR-nummer (8)")),

@@ -108,6 +108,7 @@ pub fn sender(
         keys,
         directory,
         email,
+        digital_post: None,
         portal: portal(),
         retry: Default::default(),
         clock: std::sync::Arc::new(chrono::Utc::now),

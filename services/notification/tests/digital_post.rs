@@ -1,0 +1,93 @@
+//! Digital Post for citizens invited by CPR number, against a contract double of NgDP: the
+//! letter reaches the citizen's number, the number is never in the log in clear, and a letter
+//! sent again is the same letter (NgDP's 409 counts as delivered).
+
+#[path = "support/ngdp_double.rs"]
+mod ngdp_double;
+mod support;
+
+use std::sync::Arc;
+
+use agora_eventstore::jetstream::handle_once;
+use agora_notification::digital_post::{DigitalPostChannel, DigitalPostConfig, Letter, Ngdp};
+use agora_notification::events::HearingEventsHandler;
+use agora_notification::templates::Language;
+use agora_proto::hearing::v1 as hpb;
+use agora_vault::{KeyOwner, PersonKeys};
+use ngdp_double::NgdpDouble;
+use prost::Message;
+use uuid::Uuid;
+
+fn ngdp(double: &NgdpDouble) -> Ngdp {
+    Ngdp::new(DigitalPostConfig {
+        base_url: double.url.clone(),
+        sender_cvr: "64942212".into(),
+        sender_name: "Københavns Kommune".into(),
+        timeout_seconds: 5,
+    })
+    .expect("client")
+}
+
+#[tokio::test]
+async fn a_citizen_invited_by_cpr_number_gets_the_invitation_in_digital_post_once() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        agora_notification::migrate(&store).await.expect("tables");
+        let double = NgdpDouble::start().await;
+        let keys = agora_vault::MemoryKeys::shared();
+        let hearing = Uuid::now_v7();
+        // The hearing service sealed the number (and the label) for the invitee.
+        let owner = KeyOwner::for_reference("person:abc", hearing).expect("a person");
+        let invitee = hpb::Invitee {
+            reference: "person:abc".into(),
+            kind: "person".into(),
+            label: keys.seal(&owner, "Birgitte Borger").await.expect("sealed"),
+            sealed_address: keys.seal(&owner, "0101801234").await.expect("sealed"),
+        };
+        let state = |status: hpb::HearingStatus| hpb::HearingState {
+            hearing_id: hearing.to_string(),
+            status: status as i32,
+            title: "Lokalplan for Bytorvet".into(),
+            deadline: "2026-12-24".into(),
+            ..Default::default()
+        };
+        let handler = HearingEventsHandler { store: store.clone(), links: support::links() };
+        let id = hearing.to_string();
+        let added = hpb::InviteeAdded { hearing: Some(state(hpb::HearingStatus::Draft)), invitee: Some(invitee) }
+            .encode_to_vec();
+        let event = agora_eventstore::testing::integration_event("hearing", "InviteeAdded", &id, &id, 1, added);
+        handle_once(&store, &handler, &event).await.expect("handled");
+        let started = hpb::HearingStarted { hearing: Some(state(hpb::HearingStatus::Active)) }.encode_to_vec();
+        let event = agora_eventstore::testing::integration_event("hearing", "HearingStarted", &id, &id, 2, started);
+        handle_once(&store, &handler, &event).await.expect("handled");
+
+        let email = Arc::new(support::channel_to(1));
+        let mut sender = support::sender(&store, keys.clone(), Arc::new(support::People::default()), email);
+        sender.digital_post = Some(Arc::new(ngdp(&double)));
+        assert_eq!(sender.run_due().await.expect("sent"), 1);
+        let letters = double.letters.lock().expect("letters").clone();
+        assert_eq!(letters.len(), 1);
+        let ngdp_double::Taken { uuid, cpr, label, text } = &letters[0];
+        assert_eq!(
+            (cpr.as_str(), label.as_str()),
+            ("0101801234", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet")
+        );
+        assert!(text.contains("Kære Birgitte Borger") && text.contains("24-12-2026"), "{text}");
+
+        // The same letter sent again (its outcome lost) is the same letter: NgDP says 409, and that is delivered.
+        let again = Letter {
+            message_uuid: Uuid::parse_str(uuid).expect("uuid"),
+            cpr: cpr.clone(),
+            subject: label.clone(),
+            text: text.clone(),
+            language: Language::Danish,
+        };
+        ngdp(&double).send(&again).await.expect("a repeat counts as delivered");
+        assert_eq!(double.letters.lock().expect("letters").len(), 1);
+        assert_eq!(double.posts.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let rows: Vec<(String,)> = agora_eventstore::on_backend!(store.backend(), pool => {
+            sqlx::query_as("SELECT CAST(payload AS TEXT) FROM events").fetch_all(pool).await.expect("events")
+        });
+        assert!(rows.iter().all(|(p,)| !p.contains("0101801234")), "no CPR number in the log");
+    }
+}
