@@ -22,10 +22,17 @@ pub struct DigitalPostConfig {
     pub sender_name: String,
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
+    /// This channel's own rate limit (letters a second).
+    #[serde(default = "default_rate")]
+    pub letters_per_second: u32,
 }
 
 fn default_timeout() -> u64 {
     30
+}
+
+fn default_rate() -> u32 {
+    5
 }
 
 /// A letter to one citizen.
@@ -86,6 +93,7 @@ pub fn memo(letter: &Letter, config: &DigitalPostConfig, created: chrono::DateTi
 pub struct Ngdp {
     config: DigitalPostConfig,
     http: reqwest::Client,
+    rate: tokio::sync::Mutex<crate::outbox::RateLimit>,
 }
 
 impl Ngdp {
@@ -99,13 +107,21 @@ impl Ngdp {
             .timeout(Duration::from_secs(config.timeout_seconds.max(1)))
             .build()
             .map_err(|e| format!("Digital Post client: {e}"))?;
-        Ok(Self { config, http })
+        let rate = crate::outbox::RateLimit::new(
+            f64::from(config.letters_per_second.max(1)),
+            config.letters_per_second.max(1),
+        );
+        Ok(Self { config, http, rate: tokio::sync::Mutex::new(rate) })
     }
 }
 
 #[async_trait::async_trait]
 impl DigitalPostChannel for Ngdp {
     async fn send(&self, letter: &Letter) -> Result<(), SendError> {
+        let wait = self.rate.lock().await.take(std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let url = format!("{}/apis/v1/messages/memo", self.config.base_url.trim_end_matches('/'));
         let body = memo(letter, &self.config, chrono::Utc::now());
         let response = self
@@ -142,6 +158,7 @@ mod tests {
             sender_cvr: "64942212".into(),
             sender_name: "Københavns Kommune".into(),
             timeout_seconds: 30,
+            letters_per_second: 5,
         };
         let letter = Letter {
             message_uuid: uuid::Uuid::from_u128(7),

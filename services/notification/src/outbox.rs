@@ -124,6 +124,7 @@ pub struct Sender {
     pub portal: Portal,
     pub retry: RetryPolicy,
     pub clock: Clock,
+    /// The e-mail channel's rate limit (Digital Post keeps its own).
     pub rate: Arc<tokio::sync::Mutex<RateLimit>>,
 }
 
@@ -304,12 +305,12 @@ impl Sender {
             Ok(content) => content,
             Err(e) => return Outcome::Failed(SendError::Permanent(format!("the message cannot be made: {e}"))),
         };
-        let wait = self.rate.lock().await.take(Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         let sent = match address {
             Address::Email(to) => {
+                let wait = self.rate.lock().await.take(Instant::now());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 let email = Email {
                     message_id: delivery.message_id.clone(),
                     to,

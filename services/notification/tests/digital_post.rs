@@ -24,6 +24,7 @@ fn ngdp(double: &NgdpDouble) -> Ngdp {
         sender_cvr: "64942212".into(),
         sender_name: "Københavns Kommune".into(),
         timeout_seconds: 5,
+        letters_per_second: 5,
     })
     .expect("client")
 }
