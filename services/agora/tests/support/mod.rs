@@ -101,9 +101,15 @@ pub async fn stop(running: Running) {
 }
 
 pub async fn http_get(port: u16, path: &str) -> String {
+    http(port, "GET", path).await
+}
+
+/// A plain HTTP/1.1 request without a body; the whole response, headers and all.
+pub async fn http(port: u16, method: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("http connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("response");
@@ -153,6 +159,12 @@ impl Distributed {
 
     /// With `extra` settings for the main process.
     pub async fn start_with(targets: &str, extra: &[(&str, &str)]) -> Option<Self> {
+        Self::start_full(targets, extra, &[]).await
+    }
+
+    /// With `extra` settings for the main process and `identity_extra` for the identity
+    /// service's own.
+    pub async fn start_full(targets: &str, extra: &[(&str, &str)], identity_extra: &[(&str, &str)]) -> Option<Self> {
         let database = agora_eventstore::testing::postgres(2).await?;
         let bus = agora_eventstore::testing::nats().await?;
         let dir = tempfile::tempdir().expect("tmp");
@@ -179,6 +191,7 @@ impl Distributed {
                 ("AGORA_GRPC_ADDR", &grpc_addr),
                 ("AGORA_HTTP_ADDR", &http_addr),
             ]);
+            envs.extend_from_slice(identity_extra);
             Some((start(&["--target", "identity"], &envs).await, identity_grpc))
         } else {
             None
