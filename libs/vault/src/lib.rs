@@ -144,6 +144,13 @@ impl KeyOwner {
             .then(|| Self::in_hearing(reference_person(reference), hearing))
     }
 
+    /// Whose key seals what a hearing holds of a company (`company:…`, the pseudonym of its CVR
+    /// number): a key holder of its own, so that the number is never kept in clear and goes
+    /// with the hearing's keys when they are destroyed.
+    pub fn for_company(reference: &str, hearing: Uuid) -> Option<Self> {
+        reference.starts_with("company:").then(|| Self::in_hearing(reference_person(reference), hearing))
+    }
+
     /// The scope of a hearing's keys.
     pub fn hearing_scope(hearing: Uuid) -> String {
         format!("hearing:{hearing}")

@@ -187,7 +187,9 @@ impl HearingApp {
     /// Seals what invitees' labels and addresses say of the people they name, for them.
     async fn seal_invitees(&self, hearing: Uuid, invitees: &mut [Invitee]) -> Result<(), AppError> {
         for invitee in invitees {
-            let Some(owner) = agora_vault::KeyOwner::for_reference(&invitee.reference, hearing) else { continue };
+            let owner = agora_vault::KeyOwner::for_reference(&invitee.reference, hearing)
+                .or_else(|| agora_vault::KeyOwner::for_company(&invitee.reference, hearing));
+            let Some(owner) = owner else { continue };
             let key = self.keys.key_or_create(&owner).await?;
             invitee.label = key.seal(&invitee.label)?;
             if let Some(address) = &invitee.address {

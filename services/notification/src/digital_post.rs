@@ -1,4 +1,5 @@
-//! Digital Post, the national mailbox for citizens (by CPR number): a letter is a MeMo message
+//! Digital Post, the national mailbox for citizens (by CPR number) and companies (by CVR
+//! number): a letter is a MeMo message
 //! (the Agency for Digital Government's format) posted to NgDP's REST API. The letter's
 //! `messageUUID` comes from its Message-ID, so a letter sent again after a lost outcome is the
 //! same letter; NgDP refuses the repeat as a duplicate (409), which counts as delivered.
@@ -40,8 +41,10 @@ fn default_rate() -> u32 {
 pub struct Letter {
     /// From the message's Message-ID.
     pub message_uuid: uuid::Uuid,
-    /// The CPR number.
-    pub cpr: String,
+    /// `CPR` or `CVR`.
+    pub id_type: String,
+    /// The CPR or CVR number.
+    pub id: String,
     pub subject: String,
     pub text: String,
     pub language: Language,
@@ -70,7 +73,7 @@ pub fn memo(letter: &Letter, config: &DigitalPostConfig, created: chrono::DateTi
          <memo:mandatory>false</memo:mandatory>\n\
          <memo:legalNotification>false</memo:legalNotification>\n\
          <memo:Sender><memo:senderID>{sender}</memo:senderID><memo:idType>CVR</memo:idType><memo:label>{sender_name}</memo:label></memo:Sender>\n\
-         <memo:Recipient><memo:recipientID>{cpr}</memo:recipientID><memo:idType>CPR</memo:idType></memo:Recipient>\n\
+         <memo:Recipient><memo:recipientID>{id}</memo:recipientID><memo:idType>{id_type}</memo:idType></memo:Recipient>\n\
          </memo:MessageHeader>\n\
          <memo:MessageBody>\n\
          <memo:createdDateTime>{created}</memo:createdDateTime>\n\
@@ -83,7 +86,8 @@ pub fn memo(letter: &Letter, config: &DigitalPostConfig, created: chrono::DateTi
         label = escape(&letter.subject),
         sender = escape(&config.sender_cvr),
         sender_name = escape(&config.sender_name),
-        cpr = escape(&letter.cpr),
+        id = escape(&letter.id),
+        id_type = escape(&letter.id_type),
         created = created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         language = letter.language.code(),
     )
@@ -162,7 +166,8 @@ mod tests {
         };
         let letter = Letter {
             message_uuid: uuid::Uuid::from_u128(7),
-            cpr: "0101801234".into(),
+            id_type: "CPR".into(),
+            id: "0101801234".into(),
             subject: "Høring <om> Ærøvej & co".into(),
             text: "Kære borger".into(),
             language: Language::Danish,

@@ -62,8 +62,8 @@ async fn enqueue(
     Ok(())
 }
 
-/// A hearing's invitee as a recipient: an e-mail invitee by their sealed address, a citizen by
-/// their sealed CPR number (Digital Post), a user by id. Companies (by CVR) are not written to yet.
+/// A hearing's invitee as a recipient: an e-mail invitee by their sealed address, a citizen or
+/// company by their sealed CPR or CVR number (Digital Post), a user by id.
 fn recipient(invitee: &hearing_pb::Invitee) -> Option<Recipient> {
     match invitee.kind.as_str() {
         "email" if !invitee.sealed_address.is_empty() => Some(Recipient::Invitee {
@@ -71,9 +71,10 @@ fn recipient(invitee: &hearing_pb::Invitee) -> Option<Recipient> {
             sealed_address: invitee.sealed_address.clone(),
             sealed_name: invitee.label.clone(),
         }),
-        "person" if !invitee.sealed_address.is_empty() => Some(Recipient::Citizen {
+        "person" | "company" if !invitee.sealed_address.is_empty() => Some(Recipient::DigitalPost {
             reference: invitee.reference.clone(),
-            sealed_cpr: invitee.sealed_address.clone(),
+            id_type: if invitee.kind == "person" { "CPR" } else { "CVR" }.into(),
+            sealed_id: invitee.sealed_address.clone(),
             sealed_name: invitee.label.clone(),
         }),
         "user" => invitee.reference.strip_prefix("user:").map(|id| Recipient::User { user_id: id.to_string() }),

@@ -131,7 +131,8 @@ pub struct Sender {
 /// Where a message goes.
 enum Address {
     Email(String),
-    DigitalPost(String),
+    /// CPR or CVR, and the number.
+    DigitalPost(String, String),
 }
 
 enum Outcome {
@@ -247,9 +248,9 @@ impl Sender {
             Recipient::Subscriber { sealed_address, language, .. } => {
                 self.reveal(sealed_address).await?.map(|address| (Address::Email(address.clone()), address, *language))
             }
-            Recipient::Citizen { sealed_cpr, sealed_name, .. } => {
-                match (self.reveal(sealed_cpr).await?, self.reveal(sealed_name).await?) {
-                    (Some(cpr), Some(name)) => Some((Address::DigitalPost(cpr), name, Language::Danish)),
+            Recipient::DigitalPost { id_type, sealed_id, sealed_name, .. } => {
+                match (self.reveal(sealed_id).await?, self.reveal(sealed_name).await?) {
+                    (Some(id), Some(name)) => Some((Address::DigitalPost(id_type.clone(), id), name, Language::Danish)),
                     _ => None,
                 }
             }
@@ -320,14 +321,15 @@ impl Sender {
                 };
                 self.email.send(&email).await
             }
-            Address::DigitalPost(cpr) => {
+            Address::DigitalPost(id_type, id) => {
                 let Some(digital_post) = &self.digital_post else {
                     return Outcome::Skipped("Digital Post is not configured here".into());
                 };
                 let letter = crate::digital_post::Letter {
                     // The same letter however often it is sent: NgDP drops a repeat.
                     message_uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, delivery.message_id.as_bytes()),
-                    cpr,
+                    id_type,
+                    id,
                     subject: content.subject,
                     text: content.text,
                     language,

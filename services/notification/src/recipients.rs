@@ -17,9 +17,9 @@ pub enum Recipient {
     Invitee { reference: String, sealed_address: String, sealed_name: String },
     /// A subscriber without an account: the address, sealed with the subscription's own key.
     Subscriber { subscription_id: String, sealed_address: String, language: Language },
-    /// A citizen invited by CPR number: written to in Digital Post; the number and the label
-    /// are sealed for them.
-    Citizen { reference: String, sealed_cpr: String, sealed_name: String },
+    /// A citizen (CPR) or company (CVR) invited by number: written to in Digital Post; the
+    /// number and the label are sealed for them.
+    DigitalPost { reference: String, id_type: String, sealed_id: String, sealed_name: String },
 }
 
 impl Recipient {
@@ -29,7 +29,7 @@ impl Recipient {
             Recipient::User { user_id } => format!("user:{user_id}"),
             Recipient::Invitee { reference, .. } => reference.clone(),
             Recipient::Subscriber { subscription_id, .. } => format!("subscription:{subscription_id}"),
-            Recipient::Citizen { reference, .. } => reference.clone(),
+            Recipient::DigitalPost { reference, .. } => reference.clone(),
         }
     }
 }

@@ -30,7 +30,7 @@ fn ngdp(double: &NgdpDouble) -> Ngdp {
 }
 
 #[tokio::test]
-async fn a_citizen_invited_by_cpr_number_gets_the_invitation_in_digital_post_once() {
+async fn citizens_and_companies_invited_by_number_get_the_invitation_in_digital_post_once() {
     for (store, _guard) in agora_eventstore::testing::both_backends().await {
         agora_notification::migrate(&store).await.expect("tables");
         let double = NgdpDouble::start().await;
@@ -53,21 +53,36 @@ async fn a_citizen_invited_by_cpr_number_gets_the_invitation_in_digital_post_onc
         };
         let handler = HearingEventsHandler { store: store.clone(), links: support::links() };
         let id = hearing.to_string();
-        let added = hpb::InviteeAdded { hearing: Some(state(hpb::HearingStatus::Draft)), invitee: Some(invitee) }
-            .encode_to_vec();
-        let event = agora_eventstore::testing::integration_event("hearing", "InviteeAdded", &id, &id, 1, added);
-        handle_once(&store, &handler, &event).await.expect("handled");
+        // And a company, by its CVR number, sealed with a key of its own.
+        let company = KeyOwner::for_company("company:xyz", hearing).expect("a company");
+        let firm = hpb::Invitee {
+            reference: "company:xyz".into(),
+            kind: "company".into(),
+            label: keys.seal(&company, "Byggefirmaet A/S").await.expect("sealed"),
+            sealed_address: keys.seal(&company, "12345678").await.expect("sealed"),
+        };
+        for (sequence, invitee) in [(1, invitee), (2, firm)] {
+            let added = hpb::InviteeAdded { hearing: Some(state(hpb::HearingStatus::Draft)), invitee: Some(invitee) }
+                .encode_to_vec();
+            let event =
+                agora_eventstore::testing::integration_event("hearing", "InviteeAdded", &id, &id, sequence, added);
+            handle_once(&store, &handler, &event).await.expect("handled");
+        }
         let started = hpb::HearingStarted { hearing: Some(state(hpb::HearingStatus::Active)) }.encode_to_vec();
-        let event = agora_eventstore::testing::integration_event("hearing", "HearingStarted", &id, &id, 2, started);
+        let event = agora_eventstore::testing::integration_event("hearing", "HearingStarted", &id, &id, 3, started);
         handle_once(&store, &handler, &event).await.expect("handled");
 
         let email = Arc::new(support::channel_to(1));
         let mut sender = support::sender(&store, keys.clone(), Arc::new(support::People::default()), email);
         sender.digital_post = Some(Arc::new(ngdp(&double)));
-        assert_eq!(sender.run_due().await.expect("sent"), 1);
+        assert_eq!(sender.run_due().await.expect("sent"), 2);
         let letters = double.letters.lock().expect("letters").clone();
-        assert_eq!(letters.len(), 1);
-        let ngdp_double::Taken { uuid, cpr, label, text } = &letters[0];
+        assert_eq!(letters.len(), 2);
+        let to_company = letters.iter().find(|l| l.id_type == "CVR").expect("the company's letter");
+        assert_eq!(to_company.recipient, "12345678");
+        assert!(to_company.text.contains("Kære Byggefirmaet A/S"), "{}", to_company.text);
+        let ngdp_double::Taken { uuid, recipient: cpr, label, text, .. } =
+            letters.iter().find(|l| l.id_type == "CPR").expect("the citizen's letter");
         assert_eq!(
             (cpr.as_str(), label.as_str()),
             ("0101801234", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet")
@@ -77,18 +92,22 @@ async fn a_citizen_invited_by_cpr_number_gets_the_invitation_in_digital_post_onc
         // The same letter sent again (its outcome lost) is the same letter: NgDP says 409, and that is delivered.
         let again = Letter {
             message_uuid: Uuid::parse_str(uuid).expect("uuid"),
-            cpr: cpr.clone(),
+            id_type: "CPR".into(),
+            id: cpr.clone(),
             subject: label.clone(),
             text: text.clone(),
             language: Language::Danish,
         };
         ngdp(&double).send(&again).await.expect("a repeat counts as delivered");
-        assert_eq!(double.letters.lock().expect("letters").len(), 1);
-        assert_eq!(double.posts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(double.letters.lock().expect("letters").len(), 2);
+        assert_eq!(double.posts.load(std::sync::atomic::Ordering::SeqCst), 3);
 
         let rows: Vec<(String,)> = agora_eventstore::on_backend!(store.backend(), pool => {
             sqlx::query_as("SELECT CAST(payload AS TEXT) FROM events").fetch_all(pool).await.expect("events")
         });
-        assert!(rows.iter().all(|(p,)| !p.contains("0101801234")), "no CPR number in the log");
+        assert!(
+            rows.iter().all(|(p,)| !p.contains("0101801234") && !p.contains("12345678")),
+            "no CPR or CVR number in the log"
+        );
     }
 }

@@ -73,9 +73,8 @@ pub fn parse_invitee(identifier: &str, label: &str, pseudonymizer: &dyn Pseudony
                 reference: format!("company:{}", pseudonymizer.company_reference(&digits)),
                 kind: InviteeKind::Company,
                 label: if label.is_empty() { "Virksomhed".to_string() } else { label.to_string() },
-                // Not kept: CVR numbers are never stored in clear, and the vault has keys for
-                // persons only (Digital Post to companies needs a company key first).
-                address: None,
+                // Digital Post reaches the company by its number; the app seals it.
+                address: Some(digits.clone()),
             }),
             n => Err(format!("{n} cifre er hverken et CPR-nummer (10) eller et CVR-nummer (8)")),
         };

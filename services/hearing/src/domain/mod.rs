@@ -85,8 +85,8 @@ pub struct Invitee {
     pub kind: InviteeKind,
     /// What the owner sees in the list (sealed for the invitee when it names a person).
     pub label: String,
-    /// Where invitations go: the e-mail address or the CPR number (Digital Post), sealed for the
-    /// invitee.
+    /// Where invitations go: the e-mail address, or the CPR or CVR number (Digital Post), sealed
+    /// for the invitee.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
 }

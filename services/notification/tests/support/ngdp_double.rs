@@ -5,7 +5,10 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
     pub uuid: String,
-    pub cpr: String,
+    /// `CPR` or `CVR`.
+    pub id_type: String,
+    /// The CPR or CVR number.
+    pub recipient: String,
     pub label: String,
     pub text: String,
 }
@@ -41,7 +44,8 @@ impl NgdpDouble {
                     let Ok(mut letters) = state.letters.lock() else {
                         return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
                     };
-                    if uuid.is_empty() || !body.contains("<memo:idType>CPR</memo:idType>") {
+                    let id_type = between(between(&body, "Recipient"), "idType").to_string();
+                    if uuid.is_empty() || !matches!(id_type.as_str(), "CPR" | "CVR") {
                         return axum::http::StatusCode::BAD_REQUEST;
                     }
                     if letters.iter().any(|taken| taken.uuid == uuid) {
@@ -54,7 +58,8 @@ impl NgdpDouble {
                             .unwrap_or_default();
                     letters.push(Taken {
                         uuid,
-                        cpr: between(&body, "recipientID").to_string(),
+                        id_type,
+                        recipient: between(&body, "recipientID").to_string(),
                         label: between(&body, "label").to_string(),
                         text: content,
                     });
