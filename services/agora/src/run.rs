@@ -427,6 +427,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }));
         let sender = sender.clone();
         tasks.spawn(until_stopped(sender.run(Duration::from_secs(2), shutdown_future(&stop_rx))));
+        // Digital Post reports whether its letters were delivered.
+        if let Some(digital_post) = sender.digital_post.clone() {
+            let (store, clock) = (store.clone(), settings.clock.clone());
+            tasks.spawn(until_stopped(every(Duration::from_secs(60), shutdown_future(&stop_rx), move || {
+                let (store, digital_post, now) = (store.clone(), digital_post.clone(), clock());
+                async move {
+                    if let Err(e) = agora_notification::receipts::collect(&store, digital_post.as_ref(), now).await {
+                        tracing::warn!(error = %e, "Digital Post receipts could not be collected; it tries again");
+                    }
+                }
+            })));
+        }
         // The daily digest is queued once it is 07:00 in Copenhagen (once per day, whoever ticks).
         let (store, links, clock) = (store.clone(), links.clone(), settings.clock.clone());
         tasks.spawn(until_stopped(every(Duration::from_secs(60), shutdown_future(&stop_rx), move || {

@@ -50,9 +50,22 @@ pub struct Letter {
     pub language: Language,
 }
 
+/// What NgDP reports of a letter it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// In the recipient's mailbox.
+    Delivered,
+    /// Not yet decided (the recipient's mailbox is being looked up, a retry is pending).
+    Pending,
+    /// It cannot be delivered (no mailbox, exempt from Digital Post), and why.
+    Undeliverable(String),
+}
+
 #[async_trait::async_trait]
 pub trait DigitalPostChannel: Send + Sync {
     async fn send(&self, letter: &Letter) -> Result<(), SendError>;
+    /// What became of a letter sent before.
+    async fn receipt(&self, message_uuid: uuid::Uuid) -> Result<Receipt, SendError>;
 }
 
 fn escape(value: &str) -> String {
@@ -141,13 +154,46 @@ impl DigitalPostChannel for Ngdp {
             // 409: this messageUUID was delivered before (the repeat after a lost outcome).
             return Ok(());
         }
-        let text: String = response.text().await.unwrap_or_default().chars().take(300).collect();
-        let message = format!("Digital Post: HTTP {status}: {text}");
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            Err(SendError::Transient(message))
-        } else {
-            Err(SendError::Permanent(message))
+        Err(refusal(status, response).await)
+    }
+
+    async fn receipt(&self, message_uuid: uuid::Uuid) -> Result<Receipt, SendError> {
+        #[derive(Deserialize)]
+        struct Status {
+            status: String,
+            #[serde(default)]
+            reason: String,
         }
+        let url = format!("{}/apis/v1/messages/{message_uuid}/status", self.config.base_url.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| SendError::Transient(format!("Digital Post could not be reached: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refusal(status, response).await);
+        }
+        let reported: Status = response
+            .json()
+            .await
+            .map_err(|e| SendError::Transient(format!("Digital Post's receipt is not JSON: {e}")))?;
+        Ok(match reported.status.as_str() {
+            "DELIVERED" => Receipt::Delivered,
+            "FAILED" | "UNDELIVERABLE" => Receipt::Undeliverable(reported.reason),
+            _ => Receipt::Pending,
+        })
+    }
+}
+
+async fn refusal(status: reqwest::StatusCode, response: reqwest::Response) -> SendError {
+    let text: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+    let message = format!("Digital Post: HTTP {status}: {text}");
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        SendError::Transient(message)
+    } else {
+        SendError::Permanent(message)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod message;
 pub mod outbox;
 pub mod overrides;
 pub mod plan;
+pub mod receipts;
 pub mod recipients;
 pub mod smtp;
 pub mod subscriptions;
@@ -36,5 +37,6 @@ pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_events
     store.execute_ddl(digest::SCHEMA).await?;
     store.execute_ddl(overrides::SCHEMA).await?;
     store.execute_ddl(subscriptions::SCHEMA).await?;
+    store.execute_ddl(receipts::SCHEMA).await?;
     outbox::MESSAGES.migrate(store).await
 }

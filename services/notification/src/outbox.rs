@@ -334,7 +334,14 @@ impl Sender {
                     text: content.text,
                     language,
                 };
-                digital_post.send(&letter).await
+                let sent = digital_post.send(&letter).await;
+                if sent.is_ok()
+                    && let Err(e) =
+                        crate::receipts::note_sent(&self.store, &delivery.message_id, letter.message_uuid).await
+                {
+                    tracing::warn!(message = %delivery.message_id, error = %e, "the letter's receipt will not be asked for");
+                }
+                sent
             }
         };
         match sent {

@@ -102,6 +102,27 @@ async fn citizens_and_companies_invited_by_number_get_the_invitation_in_digital_
         assert_eq!(double.letters.lock().expect("letters").len(), 2);
         assert_eq!(double.posts.load(std::sync::atomic::Ordering::SeqCst), 3);
 
+        // NgDP reports the citizen's letter delivered and the company's undeliverable.
+        double.statuses.lock().expect("statuses").insert(to_company.uuid.clone(), "UNDELIVERABLE".into());
+        assert_eq!(
+            agora_notification::receipts::collect(&store, &ngdp(&double), chrono::Utc::now()).await.expect("receipts"),
+            2
+        );
+        assert_eq!(
+            agora_notification::receipts::collect(&store, &ngdp(&double), chrono::Utc::now()).await.expect("receipts"),
+            0,
+            "final"
+        );
+        let mut reported = Vec::new();
+        for group in ["person:abc", "company:xyz"] {
+            let message: agora_notification::outbox::Message =
+                agora_notification::outbox::MESSAGES.steps(&store, group).await.expect("steps").pop().expect("message");
+            reported.push(
+                agora_notification::receipts::status(&store, &message.key).await.expect("status").expect("noted"),
+            );
+        }
+        assert_eq!(reported[0], ("delivered".to_string(), String::new()));
+        assert_eq!(reported[1], ("undeliverable".to_string(), "ingen digital postkasse".to_string()));
         let rows: Vec<(String,)> = agora_eventstore::on_backend!(store.backend(), pool => {
             sqlx::query_as("SELECT CAST(payload AS TEXT) FROM events").fetch_all(pool).await.expect("events")
         });

@@ -19,6 +19,8 @@ pub struct Taken {
 pub struct NgdpDouble {
     pub letters: std::sync::Arc<std::sync::Mutex<Vec<Taken>>>,
     pub posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What a letter's receipt says (DELIVERED when not set).
+    pub statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     pub url: String,
 }
 
@@ -34,39 +36,65 @@ impl NgdpDouble {
         let port = listener.local_addr().expect("address").port();
         let double = NgdpDouble { url: format!("http://127.0.0.1:{port}"), ..Default::default() };
         let state = double.clone();
-        let app = axum::Router::new().route(
-            "/apis/v1/messages/memo",
-            axum::routing::post(move |body: String| {
-                let state = state.clone();
-                async move {
-                    state.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let uuid = between(&body, "messageUUID").to_string();
-                    let Ok(mut letters) = state.letters.lock() else {
-                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
-                    };
-                    let id_type = between(between(&body, "Recipient"), "idType").to_string();
-                    if uuid.is_empty() || !matches!(id_type.as_str(), "CPR" | "CVR") {
-                        return axum::http::StatusCode::BAD_REQUEST;
-                    }
-                    if letters.iter().any(|taken| taken.uuid == uuid) {
-                        return axum::http::StatusCode::CONFLICT;
-                    }
-                    let content =
-                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, between(&body, "content"))
+        let receipts = double.clone();
+        let app = axum::Router::new()
+            .route(
+                "/apis/v1/messages/{uuid}/status",
+                axum::routing::get(move |axum::extract::Path(uuid): axum::extract::Path<String>| {
+                    let receipts = receipts.clone();
+                    async move {
+                        let known = receipts.letters.lock().map(|l| l.iter().any(|t| t.uuid == uuid)).unwrap_or(false);
+                        if !known {
+                            return (axum::http::StatusCode::NOT_FOUND, String::new());
+                        }
+                        let status = receipts
+                            .statuses
+                            .lock()
                             .ok()
-                            .and_then(|b| String::from_utf8(b).ok())
-                            .unwrap_or_default();
-                    letters.push(Taken {
-                        uuid,
-                        id_type,
-                        recipient: between(&body, "recipientID").to_string(),
-                        label: between(&body, "label").to_string(),
-                        text: content,
-                    });
-                    axum::http::StatusCode::ACCEPTED
-                }
-            }),
-        );
+                            .and_then(|s| s.get(&uuid).cloned())
+                            .unwrap_or_else(|| "DELIVERED".into());
+                        (
+                            axum::http::StatusCode::OK,
+                            format!("{{\"status\": \"{status}\", \"reason\": \"ingen digital postkasse\"}}"),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/apis/v1/messages/memo",
+                axum::routing::post(move |body: String| {
+                    let state = state.clone();
+                    async move {
+                        state.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let uuid = between(&body, "messageUUID").to_string();
+                        let Ok(mut letters) = state.letters.lock() else {
+                            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        };
+                        let id_type = between(between(&body, "Recipient"), "idType").to_string();
+                        if uuid.is_empty() || !matches!(id_type.as_str(), "CPR" | "CVR") {
+                            return axum::http::StatusCode::BAD_REQUEST;
+                        }
+                        if letters.iter().any(|taken| taken.uuid == uuid) {
+                            return axum::http::StatusCode::CONFLICT;
+                        }
+                        let content = base64::Engine::decode(
+                            &base64::engine::general_purpose::STANDARD,
+                            between(&body, "content"),
+                        )
+                        .ok()
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .unwrap_or_default();
+                        letters.push(Taken {
+                            uuid,
+                            id_type,
+                            recipient: between(&body, "recipientID").to_string(),
+                            label: between(&body, "label").to_string(),
+                            text: content,
+                        });
+                        axum::http::StatusCode::ACCEPTED
+                    }
+                }),
+            );
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
