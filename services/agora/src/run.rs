@@ -425,10 +425,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             store: store.clone(),
             links: links.clone(),
         }));
+        let digital_post = sender.digital_post.clone();
         let sender = sender.clone();
         tasks.spawn(until_stopped(sender.run(Duration::from_secs(2), shutdown_future(&stop_rx))));
         // Digital Post reports whether its letters were delivered.
-        if let Some(digital_post) = sender.digital_post.clone() {
+        if let Some(digital_post) = digital_post {
             let (store, clock) = (store.clone(), settings.clock.clone());
             tasks.spawn(until_stopped(every(Duration::from_secs(60), shutdown_future(&stop_rx), move || {
                 let (store, digital_post, now) = (store.clone(), digital_post.clone(), clock());
