@@ -662,10 +662,10 @@ impl agora_notification::recipients::Directory for IdentityDirectory {
     ) -> Result<Option<agora_notification::recipients::Contact>, agora_vault::VaultError> {
         let Ok(id) = uuid::Uuid::parse_str(user_id) else { return Ok(None) };
         let contact = self.0.contact(id).await.map_err(|e| agora_vault::VaultError::Store(e.to_string()))?;
-        Ok(contact.map(|(name, email)| agora_notification::recipients::Contact {
-            name,
-            email,
-            language: agora_notification::templates::Language::Danish,
+        Ok(contact.map(|c| agora_notification::recipients::Contact {
+            name: c.name,
+            email: c.email,
+            language: agora_notification::templates::Language::parse(&c.language).unwrap_or_default(),
         }))
     }
 }

@@ -131,6 +131,15 @@ pub struct UserView {
     pub must_accept_terms: bool,
 }
 
+/// How to reach a user (for the notification service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub name: String,
+    pub email: Option<String>,
+    /// `da` or `en`.
+    pub language: String,
+}
+
 /// What a login or a refresh gives.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -383,6 +392,7 @@ impl IdentityApp {
             company: claims.cvr.as_deref().map(|cvr| pseudonyms.company_reference(cvr)),
             references,
             claim_roles: claims.roles.clone(),
+            language: claims.language.clone(),
         };
         let me = Caller { user_id, administrator: false };
         let company = profile.company.clone();
@@ -541,9 +551,9 @@ impl IdentityApp {
         })
     }
 
-    /// How to reach a user now, for Agora's own services: their name and e-mail address, or
-    /// `None` when there is no such user or they were erased.
-    pub async fn contact(&self, user_id: Uuid) -> Result<Option<(String, Option<String>)>, IdentityAppError> {
+    /// How to reach a user now, for Agora's own services: their name, e-mail address and
+    /// language, or `None` when there is no such user or they were erased.
+    pub async fn contact(&self, user_id: Uuid) -> Result<Option<Contact>, IdentityAppError> {
         let user = match self.load(user_id).await {
             Ok(user) if !user.erased => user,
             Ok(_) | Err(IdentityAppError::Domain(IdentityError::NotFound)) => return Ok(None),
@@ -551,7 +561,8 @@ impl IdentityApp {
         };
         let name = self.reveal(user.profile.name.as_deref()).await?.unwrap_or_default();
         let email = self.reveal(user.profile.email.as_deref()).await?;
-        Ok(Some((name, email)))
+        let language = user.profile.language.clone().unwrap_or_else(|| "da".into());
+        Ok(Some(Contact { name, email, language }))
     }
 
     pub async fn who_am_i(&self, principal: &Principal) -> Result<UserView, IdentityAppError> {

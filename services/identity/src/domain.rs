@@ -33,6 +33,9 @@ pub struct Profile {
     /// Roles the provider's claims grant.
     #[serde(default)]
     pub claim_roles: Vec<Role>,
+    /// The language the person reads (`da`, `en`), when the provider says.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

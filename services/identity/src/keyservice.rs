@@ -232,9 +232,12 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
             Status::unavailable("the identity service cannot answer now; retry")
         })?;
         Ok(Response::new(match contact {
-            Some((name, email)) => {
-                pb::ContactReply { found: true, name, email: email.unwrap_or_default(), language: "da".into() }
-            }
+            Some(contact) => pb::ContactReply {
+                found: true,
+                name: contact.name,
+                email: contact.email.unwrap_or_default(),
+                language: contact.language,
+            },
             None => pb::ContactReply::default(),
         }))
     }

@@ -126,6 +126,8 @@ pub struct Claims {
     /// as verifying): only then may invitations to it find the person.
     pub email_verified: bool,
     pub roles: Vec<Role>,
+    /// `da` or `en`, from the standard `locale` claim when the provider gives one.
+    pub language: Option<String>,
 }
 
 fn claim_text(claims: &Value, name: &str) -> Option<String> {
@@ -195,7 +197,14 @@ pub fn map_claims(config: &ProviderConfig, claims: &Value) -> Result<Claims, Str
         email_verified: config.claims.trust_email || claims.get("email_verified") == Some(&Value::Bool(true)),
         cvr,
         roles,
+        language: language_of(claims),
     })
+}
+
+/// The person's language from the OIDC `locale` claim (`en-GB`, `da`): English or Danish.
+fn language_of(claims: &Value) -> Option<String> {
+    let locale = claim_text(claims, "locale")?.to_lowercase();
+    Some(if locale.starts_with("en") { "en" } else { "da" }.to_string())
 }
 
 /// A user of the development login.
@@ -260,6 +269,7 @@ pub fn demo_claims(user: &DemoUser) -> Claims {
         cvr: user.cvr.map(String::from),
         company_name: user.cvr.map(|_| "Demo Virksomhed ApS".to_string()),
         email_verified: true,
+        language: None,
         roles: user.principal.roles.clone(),
     }
 }
@@ -323,8 +333,11 @@ mod tests {
         let employee = map_claims(&config(Capacity::Employee, mapping.clone()), &claims).unwrap();
         assert_eq!(employee.roles, vec![Role::Administrator]);
         assert_eq!(employee.email.as_deref(), Some("k@kk.dk"));
-        let citizen = map_claims(&config(Capacity::Citizen, mapping), &claims).unwrap();
+        let citizen = map_claims(&config(Capacity::Citizen, mapping.clone()), &claims).unwrap();
         assert!(citizen.roles.is_empty());
+        assert_eq!(citizen.language, None, "no locale claim: the portal's default");
+        let english = json!({"sub": "e2", "locale": "en-GB"});
+        assert_eq!(map_claims(&config(Capacity::Citizen, mapping), &english).unwrap().language.as_deref(), Some("en"));
         let unknown = ClaimMapping { preset: "saml".into(), ..Default::default() };
         assert!(map_claims(&config(Capacity::Citizen, unknown), &claims).unwrap_err().contains("unknown claim preset"));
     }
