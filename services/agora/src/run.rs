@@ -666,6 +666,7 @@ impl agora_notification::recipients::Directory for IdentityDirectory {
             name: c.name,
             email: c.email,
             language: agora_notification::templates::Language::parse(&c.language).unwrap_or_default(),
+            digital_post: c.digital_post.as_deref().and_then(agora_notification::recipients::digital_post_address),
         }))
     }
 }

@@ -138,6 +138,9 @@ pub struct Contact {
     pub email: Option<String>,
     /// `da` or `en`.
     pub language: String,
+    /// `CPR:<number>` or `CVR:<number>`: where Digital Post reaches them, for citizens and
+    /// company users.
+    pub digital_post: Option<String>,
 }
 
 /// What a login or a refresh gives.
@@ -393,6 +396,13 @@ impl IdentityApp {
             references,
             claim_roles: claims.roles.clone(),
             language: claims.language.clone(),
+            // Citizens and companies are written to in Digital Post; staff by e-mail.
+            digital_post: seal(match (claims.capacity, &claims.cpr, &claims.cvr) {
+                (Some(Capacity::Citizen), Some(cpr), _) => Some(format!("CPR:{cpr}")),
+                (Some(Capacity::Company), _, Some(cvr)) => Some(format!("CVR:{cvr}")),
+                _ => None,
+            })
+            .await?,
         };
         let me = Caller { user_id, administrator: false };
         let company = profile.company.clone();
@@ -562,7 +572,8 @@ impl IdentityApp {
         let name = self.reveal(user.profile.name.as_deref()).await?.unwrap_or_default();
         let email = self.reveal(user.profile.email.as_deref()).await?;
         let language = user.profile.language.clone().unwrap_or_else(|| "da".into());
-        Ok(Some(Contact { name, email, language }))
+        let digital_post = self.reveal(user.profile.digital_post.as_deref()).await?;
+        Ok(Some(Contact { name, email, language, digital_post }))
     }
 
     pub async fn who_am_i(&self, principal: &Principal) -> Result<UserView, IdentityAppError> {

@@ -36,6 +36,10 @@ pub struct Profile {
     /// The language the person reads (`da`, `en`), when the provider says.
     #[serde(default)]
     pub language: Option<String>,
+    /// Sealed: where Digital Post reaches them, `CPR:<number>` for a citizen or
+    /// `CVR:<number>` for a company user's company. Erased with the person.
+    #[serde(default)]
+    pub digital_post: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

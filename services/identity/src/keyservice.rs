@@ -237,6 +237,7 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
                 name: contact.name,
                 email: contact.email.unwrap_or_default(),
                 language: contact.language,
+                digital_post: contact.digital_post.unwrap_or_default(),
             },
             None => pb::ContactReply::default(),
         }))

@@ -98,6 +98,11 @@ async fn a_citizen_logs_in_with_pkce_and_a_replayed_state_is_refused() {
     let reference = agora_vault::KeyedHash::new(support::PSEUDONYM_KEY).person_reference("0101801234");
     assert!(text.contains(&format!("person:{reference}")), "invitations by CPR can find her: {text}");
 
+    // Her CPR number is kept sealed for her, for Digital Post: the notification service asks.
+    let contact = env.app.contact(session.user.user_id).await.unwrap().expect("her contact");
+    assert_eq!(contact.digital_post.as_deref(), Some("CPR:0101801234"));
+    assert_eq!((contact.email.as_deref(), contact.language.as_str()), (Some("birgitte@example.dk"), "da"));
+
     // The same answer again (a replayed state) is refused.
     let err = env.app.complete_login(&callback["state"], &callback["code"]).await.unwrap_err();
     assert!(matches!(err, IdentityAppError::Unauthenticated(ref m) if m.contains("already used")), "{err}");

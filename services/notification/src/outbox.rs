@@ -233,11 +233,16 @@ impl Sender {
     /// Where, under what name, in what language; `None` when they are gone.
     async fn resolve(&self, recipient: &Recipient) -> Result<Option<(Address, String, Language)>, VaultError> {
         Ok(match recipient {
-            Recipient::User { user_id } => self
-                .directory
-                .contact(user_id)
-                .await?
-                .and_then(|c| c.email.map(|email| (Address::Email(email), c.name, c.language))),
+            // Citizens and company users in Digital Post where it is set up; staff (and the
+            // rest, without it) by e-mail.
+            Recipient::User { user_id } => self.directory.contact(user_id).await?.and_then(|c| {
+                let address = match (c.digital_post, &self.digital_post, c.email) {
+                    (Some((kind, number)), Some(_), _) => Address::DigitalPost(kind, number),
+                    (_, _, Some(email)) => Address::Email(email),
+                    _ => return None,
+                };
+                Some((address, c.name, c.language))
+            }),
             Recipient::Invitee { sealed_address, sealed_name, .. } => {
                 match (self.reveal(sealed_address).await?, self.reveal(sealed_name).await?) {
                     (Some(address), Some(name)) => Some((Address::Email(address), name, Language::Danish)),

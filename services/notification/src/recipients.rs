@@ -35,11 +35,21 @@ impl Recipient {
 }
 
 /// How to reach a person now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Contact {
     pub name: String,
     pub email: Option<String>,
     pub language: Language,
+    /// Citizens and company users: (`CPR` or `CVR`, the number), for Digital Post.
+    pub digital_post: Option<(String, String)>,
+}
+
+/// `CPR:<number>` or `CVR:<number>`, as the identity service says where Digital Post reaches
+/// someone.
+pub fn digital_post_address(text: &str) -> Option<(String, String)> {
+    let (kind, number) = text.split_once(':')?;
+    (matches!(kind, "CPR" | "CVR") && !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()))
+        .then(|| (kind.to_string(), number.to_string()))
 }
 
 /// The people Agora knows (the identity service).
@@ -86,6 +96,7 @@ impl Directory for RemoteDirectory {
             name: reply.name,
             email: (!reply.email.is_empty()).then_some(reply.email),
             language: if reply.language == "en" { Language::English } else { Language::Danish },
+            digital_post: digital_post_address(&reply.digital_post),
         }))
     }
 }

@@ -123,6 +123,40 @@ async fn citizens_and_companies_invited_by_number_get_the_invitation_in_digital_
         }
         assert_eq!(reported[0], ("delivered".to_string(), String::new()));
         assert_eq!(reported[1], ("undeliverable".to_string(), "ingen digital postkasse".to_string()));
+        // A citizen with an account responds: the receipt goes to their Digital Post, not e-mail.
+        let citizen = Uuid::now_v7().to_string();
+        let mut people = std::collections::HashMap::new();
+        people.insert(
+            citizen.clone(),
+            agora_notification::recipients::Contact {
+                name: "Carl Borger".into(),
+                email: Some("carl@borger.example".into()),
+                digital_post: Some(("CPR".into(), "0202802345".into())),
+                ..Default::default()
+            },
+        );
+        let mut sender =
+            support::sender(&store, keys.clone(), Arc::new(support::People(people)), Arc::new(support::channel_to(1)));
+        sender.digital_post = Some(Arc::new(ngdp(&double)));
+        let response = agora_proto::response::v1::ResponseState {
+            hearing_id: id.clone(),
+            number: 1,
+            author_id: citizen.clone(),
+            receipt_sha256: "abc".into(),
+            accepted_at: "2026-12-01T09:00:00Z".into(),
+            ..Default::default()
+        };
+        let submitted = agora_proto::response::v1::ResponseSubmitted { response: Some(response) }.encode_to_vec();
+        let event =
+            agora_eventstore::testing::integration_event("response", "ResponseSubmitted", "r1", &id, 1, submitted);
+        let responses =
+            agora_notification::events::ResponseEventsHandler { store: store.clone(), links: support::links() };
+        handle_once(&store, &responses, &event).await.expect("handled");
+        assert_eq!(sender.run_due().await.expect("sent"), 1);
+        let letters = double.letters.lock().expect("letters").clone();
+        let receipt = letters.iter().find(|l| l.recipient == "0202802345").expect("the receipt in Digital Post");
+        assert_eq!(receipt.label, "Kvittering for dit høringssvar nr. 1");
+
         let rows: Vec<(String,)> = agora_eventstore::on_backend!(store.backend(), pool => {
             sqlx::query_as("SELECT CAST(payload AS TEXT) FROM events").fetch_all(pool).await.expect("events")
         });

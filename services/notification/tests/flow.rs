@@ -96,11 +96,21 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
         let people = support::People(HashMap::from([
             (
                 karen.clone(),
-                Contact { name: "Karen".into(), email: Some("karen@kk.example".into()), language: Language::Danish },
+                Contact {
+                    name: "Karen".into(),
+                    email: Some("karen@kk.example".into()),
+                    language: Language::Danish,
+                    ..Default::default()
+                },
             ),
             (
                 erik.clone(),
-                Contact { name: "Erik".into(), email: Some("erik@borger.example".into()), language: Language::English },
+                Contact {
+                    name: "Erik".into(),
+                    email: Some("erik@borger.example".into()),
+                    language: Language::English,
+                    ..Default::default()
+                },
             ),
         ]));
         let mut feed = Feed {

@@ -43,7 +43,12 @@ async fn a_confirmed_subscriber_hears_of_matching_public_hearings_until_they_uns
         let erik = Principal::new(Uuid::now_v7(), Capacity::Citizen);
         let people = Arc::new(support::People(HashMap::from([(
             erik.user_id.to_string(),
-            Contact { name: "Erik".into(), email: Some("erik@borger.example".into()), language: Language::English },
+            Contact {
+                name: "Erik".into(),
+                email: Some("erik@borger.example".into()),
+                language: Language::English,
+                ..Default::default()
+            },
         )])));
         let keys = agora_vault::MemoryKeys::shared();
         let portal = support::portal();

@@ -46,7 +46,12 @@ async fn an_owner_words_their_hearings_receipts_checked_previewed_and_tried_on_t
         let people = Arc::new(support::People(HashMap::from([
             (
                 owner.user_id.to_string(),
-                Contact { name: "Karen".into(), email: Some("karen@kk.example".into()), language: Language::Danish },
+                Contact {
+                    name: "Karen".into(),
+                    email: Some("karen@kk.example".into()),
+                    language: Language::Danish,
+                    ..Default::default()
+                },
             ),
             (
                 citizen.clone(),
@@ -54,6 +59,7 @@ async fn an_owner_words_their_hearings_receipts_checked_previewed_and_tried_on_t
                     name: "Birgitte".into(),
                     email: Some("birgitte@borger.example".into()),
                     language: Language::Danish,
+                    ..Default::default()
                 },
             ),
         ])));
