@@ -175,7 +175,10 @@ impl Distributed {
         let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
         let (grpc, http) = (free_port(), free_port());
         let nats_url = agora_eventstore::testing::nats_url();
+        // Files (documents, attachments) go to the test's own folder, shared by its processes.
+        let data_dir = dir.path().join("data").to_str().expect("utf-8 path").to_string();
         let common = [
+            ("AGORA_DATA_DIR", data_dir.as_str()),
             ("AGORA_DATABASE_URL", url.as_str()),
             ("AGORA_NATS_URL", nats_url.as_str()),
             ("AGORA_NATS_PREFIX", bus.bus.config.subject_prefix.as_str()),
