@@ -39,7 +39,7 @@ async fn invitees_are_invited_once_each_though_the_notification_service_is_kille
                  "timeout_seconds": 2},
         "portal_name": "Bliv hørt", "portal_url": "https://blivhoert.kk.example", "message_domain": "kk.example",
         "messages_per_second": 2, "burst": 1,
-        "retries": {"first_retry_seconds": 1, "max_retry_seconds": 2, "lease_seconds": 4},
+        "retries": {"first_retry_seconds": 1, "max_retry_seconds": 2, "lease_seconds": 4, "max_attempts": 100},
     });
     std::fs::write(&config, json.to_string()).expect("config");
     let identity_url =
@@ -178,7 +178,7 @@ async fn a_hearings_whole_life_tells_invitees_respondents_and_subscribers_exactl
         "smtp": {"host": "127.0.0.1", "port": smtp.port, "security": "none", "from": "Bliv hørt <hoeringer@kk.example>",
                  "timeout_seconds": 2},
         "portal_name": "Bliv hørt", "portal_url": "https://blivhoert.kk.example", "message_domain": "kk.example",
-        "retries": {"first_retry_seconds": 1, "max_retry_seconds": 2, "lease_seconds": 4},
+        "retries": {"first_retry_seconds": 1, "max_retry_seconds": 2, "lease_seconds": 4, "max_attempts": 100},
     });
     std::fs::write(&config, json.to_string()).expect("config");
     let identity_url =
