@@ -417,14 +417,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some((sender, links)) = &notification {
         // Who is told what, from the hearing and response services' events.
-        handlers.push(Arc::new(agora_notification::events::HearingEventsHandler {
-            store: store.clone(),
-            links: links.clone(),
-        }));
-        handlers.push(Arc::new(agora_notification::events::ResponseEventsHandler {
-            store: store.clone(),
-            links: links.clone(),
-        }));
+        handlers.push(Arc::new(agora_notification::events::EventsHandler::new(store.clone(), links.clone())));
         let digital_post = sender.digital_post.clone();
         let sender = sender.clone();
         tasks.spawn(until_stopped(sender.run(Duration::from_secs(2), shutdown_future(&stop_rx))));

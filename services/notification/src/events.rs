@@ -301,3 +301,41 @@ impl IntegrationHandler for ResponseEventsHandler {
         enqueue(&self.store, tx, &trigger, &hearing, event, &self.links).await
     }
 }
+
+/// The hearing and response events in one consumer, so that they are handled in the order
+/// they happened: a response submitted before the conclusion is known when the conclusion is
+/// (with two consumers, one could run behind the other).
+pub struct EventsHandler {
+    pub hearings: HearingEventsHandler,
+    pub responses: ResponseEventsHandler,
+}
+
+impl EventsHandler {
+    pub fn new(store: Store, links: Links) -> Self {
+        Self {
+            hearings: HearingEventsHandler { store: store.clone(), links: links.clone() },
+            responses: ResponseEventsHandler { store, links },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IntegrationHandler for EventsHandler {
+    fn name(&self) -> &str {
+        "notification-events"
+    }
+
+    fn filter(&self) -> &str {
+        ">"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        if event.event_type.starts_with("dk.agora.hearing.") {
+            self.hearings.handle(tx, event).await
+        } else if event.event_type.starts_with("dk.agora.response.") {
+            self.responses.handle(tx, event).await
+        } else {
+            Ok(())
+        }
+    }
+}
