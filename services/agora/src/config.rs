@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 /// The services this binary can run.
-pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records", "notification"];
+pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records", "notification", "gateway"];
 
 pub const DEV_ISSUER: &str = "agora-dev";
 pub const AUDIENCE: &str = "agora";
@@ -136,14 +136,20 @@ pub struct RunArgs {
     /// DATA_DIR/mail without one.
     #[arg(long, env = "AGORA_NOTIFICATION_CONFIG")]
     pub notification_config: Option<PathBuf>,
-    /// The hearing service's gRPC address (http://host:port), for a records service that runs
-    /// apart from it.
+    /// The hearing service's gRPC address (http://host:port), for a records service or a
+    /// gateway that runs apart from it.
     #[arg(long, env = "AGORA_HEARING_URL")]
     pub hearing_url: Option<String>,
-    /// The response service's gRPC address (http://host:port), for a records service that runs
-    /// apart from it.
+    /// The response service's gRPC address (http://host:port), for a records service or a
+    /// gateway that runs apart from it.
     #[arg(long, env = "AGORA_RESPONSE_URL")]
     pub response_url: Option<String>,
+    /// The records service's gRPC address, for a gateway that runs apart from it.
+    #[arg(long, env = "AGORA_RECORDS_URL")]
+    pub records_url: Option<String>,
+    /// The notification service's gRPC address, for a gateway that runs apart from it.
+    #[arg(long, env = "AGORA_NOTIFICATION_URL")]
+    pub notification_url: Option<String>,
     /// Runs the hearing, response and records services' clock this many days ahead, to show
     /// or test a hearing's whole life in minutes. Never in production: deadlines and
     /// retention follow this clock.
@@ -228,6 +234,8 @@ pub struct Settings {
     pub records: Option<RecordsSettings>,
     /// Set when the notification service runs in this process.
     pub notification: Option<NotificationSettings>,
+    /// Set when the gateway runs in this process.
+    pub gateway: Option<GatewaySettings>,
     /// The clock of the hearing, response and records services.
     pub clock: agora_identity::app::Clock,
 }
@@ -249,6 +257,31 @@ pub struct RecordsSettings {
     pub hearing_url: Option<String>,
     pub response_url: Option<String>,
     pub service_secret: String,
+}
+
+/// Where the gateway reaches the services; `None` for those that run in this process.
+pub struct GatewaySettings {
+    pub hearing_url: Option<String>,
+    pub response_url: Option<String>,
+    pub identity_url: Option<String>,
+    pub records_url: Option<String>,
+    pub notification_url: Option<String>,
+}
+
+/// The gRPC address `who` reaches the `target` service at: `None` when it runs in this process.
+fn service_url(
+    who: &str,
+    targets: &[String],
+    target: &str,
+    setting: &str,
+    value: &Option<String>,
+) -> anyhow::Result<Option<String>> {
+    match value {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url.clone())),
+        Some(url) => bail!("{setting} '{url}' must be an http:// or https:// URL"),
+        None if targets.iter().any(|t| t == target) => Ok(None),
+        None => bail!("the {who} service reads the {target} service: set {setting} or run both in one process"),
+    }
 }
 
 fn address(setting: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -360,6 +393,8 @@ impl RunArgs {
         } else {
             None
         };
+        let gateway =
+            if targets.iter().any(|t| t == "gateway") { Some(self.gateway_settings(&targets)?) } else { None };
         if !(-3650..=3650).contains(&self.clock_offset_days) {
             bail!("AGORA_CLOCK_OFFSET_DAYS must be within ten years (got {})", self.clock_offset_days);
         }
@@ -371,6 +406,7 @@ impl RunArgs {
         };
         Ok(Settings {
             notification,
+            gateway,
             clock,
             records,
             embedded,
@@ -463,22 +499,25 @@ impl RunArgs {
                 "the records service reads hearings and responses with AGORA_SERVICE_SECRET: set it (the same on every service)"
             );
         };
-        let url = |target: &str, setting: &str, value: &Option<String>| -> anyhow::Result<Option<String>> {
-            match value {
-                Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url.clone())),
-                Some(url) => bail!("{setting} '{url}' must be an http:// or https:// URL"),
-                None if targets.iter().any(|t| t == target) => Ok(None),
-                None => {
-                    bail!("the records service reads the {target} service: set {setting} or run both in one process")
-                }
-            }
-        };
+        let url = |target, setting, value| service_url("records", targets, target, setting, value);
         Ok(RecordsSettings {
             default_archive: self.connect.data_dir.join("records"),
             hearing_url: url("hearing", "AGORA_HEARING_URL", &self.hearing_url)?,
             response_url: url("response", "AGORA_RESPONSE_URL", &self.response_url)?,
             service_secret: secret.to_string(),
             config,
+        })
+    }
+
+    /// Where the gateway finds each service: `None` for one that runs in this process.
+    fn gateway_settings(&self, targets: &[String]) -> anyhow::Result<GatewaySettings> {
+        let url = |target, setting, value| service_url("gateway", targets, target, setting, value);
+        Ok(GatewaySettings {
+            hearing_url: url("hearing", "AGORA_HEARING_URL", &self.hearing_url)?,
+            response_url: url("response", "AGORA_RESPONSE_URL", &self.response_url)?,
+            identity_url: url("identity", "AGORA_IDENTITY_URL", &self.identity_url)?,
+            records_url: url("records", "AGORA_RECORDS_URL", &self.records_url)?,
+            notification_url: url("notification", "AGORA_NOTIFICATION_URL", &self.notification_url)?,
         })
     }
 

@@ -17,6 +17,20 @@ pub fn find_user(handle: &str) -> Option<agora_identity::providers::DemoUser> {
     agora_identity::providers::demo_user(handle)
 }
 
+/// The demo's terms for responses, so the respond form has terms to accept.
+pub const DEMO_TERMS_VERSION: &str = "2026-01";
+
+/// Publishes the demo terms unless some are in force already.
+pub async fn seed_terms(app: &agora_identity::app::IdentityApp) -> Result<(), agora_identity::app::IdentityAppError> {
+    if app.current_terms().await?.is_some() {
+        return Ok(());
+    }
+    let Some(admin) = find_user("admin").map(|u| u.principal) else { return Ok(()) };
+    let text = "Dit høringssvar bruges i kommunens behandling af sagen og journaliseres. Godkendte svar \
+                offentliggøres på portalen uden dit navn. Skriv ikke personnumre eller andres personlige oplysninger.";
+    app.publish_terms(&admin, DEMO_TERMS_VERSION, text).await.map(|_| ())
+}
+
 /// Seeds reference data and demo hearings unless already there.
 pub async fn seed(app: &HearingApp, runner: &ProjectionRunner) -> Result<bool, AppError> {
     let admin = find_user("admin").map(|u| u.principal).ok_or_else(|| AppError::Internal("no demo admin".into()))?;

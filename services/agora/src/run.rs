@@ -196,7 +196,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
 
-    // HTTP: health, readiness, metrics.
+    // gRPC with the standard health service and server reflection.
+    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("AGORA_GRPC_ADDR: cannot listen on {}", settings.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    // A service in this process is reached where it listens (loopback when on every address).
+    let here = {
+        let host = match grpc_addr.ip() {
+            ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+            ip => ip,
+        };
+        format!("http://{}", std::net::SocketAddr::new(host, grpc_addr.port()))
+    };
+
+    // HTTP: health, readiness, metrics; the portal and the API where the gateway runs.
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
@@ -209,14 +223,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         routes =
             routes.merge(agora_notification::unsubscribe::routes(store.clone(), sender.portal.unsubscribe.clone()));
     }
+    if let Some(gateway_settings) = &settings.gateway {
+        let at = |url: &Option<String>| url.clone().unwrap_or_else(|| here.clone());
+        let endpoints = agora_gateway::Endpoints {
+            hearing: at(&gateway_settings.hearing_url),
+            response: at(&gateway_settings.response_url),
+            identity: at(&gateway_settings.identity_url),
+            records: at(&gateway_settings.records_url),
+            notification: at(&gateway_settings.notification_url),
+        };
+        let services = agora_gateway::Services::connect_lazy(&endpoints)?;
+        let gateway = agora_gateway::Gateway::new(
+            services,
+            agora_gateway::SessionKey::derived(&settings.pseudonym_key),
+            agora_gateway::Settings::default(),
+        );
+        routes = routes.merge(gateway.router());
+    }
     let metrics = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));
     tasks.spawn(async move { metrics.await.map_err(anyhow::Error::from) });
 
-    // gRPC with the standard health service and server reflection.
-    let grpc_listener = tokio::net::TcpListener::bind(settings.grpc_addr)
-        .await
-        .with_context(|| format!("AGORA_GRPC_ADDR: cannot listen on {}", settings.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
     let records = match &settings.records {
         Some(records_settings) => {
             agora_records::store::migrate(&store).await.context("cannot create the records tables")?;
@@ -224,12 +250,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let system = config
                 .system(records_settings.default_archive.clone())
                 .map_err(|e| anyhow::anyhow!("AGORA_RECORDS_CONFIG: {e}"))?;
-            // A service in this process is reached where it listens (loopback when on every address).
-            let host = match grpc_addr.ip() {
-                ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
-                ip => ip,
-            };
-            let here = format!("http://{}", std::net::SocketAddr::new(host, grpc_addr.port()));
             let sources = agora_records::sources::GrpcSources::new(
                 records_settings.hearing_url.as_deref().unwrap_or(&here),
                 records_settings.response_url.as_deref().unwrap_or(&here),
@@ -332,6 +352,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         {
             runner.catch_up().await.context("cannot bring the read models up to date")?;
             tracing::info!("seeded demo reference data and hearings");
+        }
+        if let (Some(identity), true) = (&identity, settings.embedded && !args.no_demo) {
+            crate::demo::seed_terms(identity).await.context("cannot seed the demo terms")?;
         }
         tasks.spawn(until_stopped(agora_hearing::scheduler::run(
             app.clone(),
@@ -505,7 +528,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tracing::info!(grpc = %grpc_addr, http = %settings.http_addr, ready_ms = started.elapsed().as_millis() as u64, "agora is ready: {mode}");
     println!("agora is ready ({mode}) in {} ms", started.elapsed().as_millis());
-    println!("  gRPC:    http://{grpc_addr}  ({} services, health, reflection)", settings.targets.join(", "));
+    let grpc_services: Vec<&str> = settings.targets.iter().map(String::as_str).filter(|t| *t != "gateway").collect();
+    println!("  gRPC:    http://{grpc_addr}  ({} services, health, reflection)", grpc_services.join(", "));
+    if settings.gateway.is_some() {
+        println!(
+            "  portal:  http://{}/   API: http://{}/api/v1 (reference at /api)",
+            settings.http_addr, settings.http_addr
+        );
+    }
     println!("  health:  http://{}/healthz   metrics: http://{}/metrics", settings.http_addr, settings.http_addr);
     if let (Some(notification_settings), true) = (&settings.notification, settings.embedded)
         && notification_settings.config.smtp.is_none()

@@ -1,0 +1,433 @@
+//! The gateway on the embedded default, as a browser and an API client meet it: the public
+//! pages, logging in, responding with an attachment, the JSON API with its problems and its
+//! OpenAPI document, and the protections (CSRF, escaping, security headers).
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::*;
+
+const ACTIVE: &str = "00000000-0000-7000-9000-000000000001";
+/// The smallest file whose content says it is a PDF.
+const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
+
+/// A browser without JavaScript: keeps cookies, follows redirects by hand, reads forms.
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Browser {
+    fn new(port: u16) -> Self {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        Self { base: format!("http://127.0.0.1:{port}"), http, cookies: BTreeMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let response = request.header("cookie", self.cookie_header()).send().await.expect("the portal answers");
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().expect("text");
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').expect("name=value");
+            assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Lax"), "{text}");
+            if value.is_empty() || attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("body");
+        Page { status, headers, body }
+    }
+
+    /// GET, following redirects (with the cookies they set) to the page at the end.
+    async fn get(&mut self, path: &str) -> Page {
+        let mut url = format!("{}{path}", self.base);
+        for _ in 0..5 {
+            let page = self.send(self.http.get(&url)).await;
+            match page.headers.get("location") {
+                Some(location) if (300..400).contains(&page.status) => {
+                    url = format!("{}{}", self.base, location.to_str().expect("location"));
+                }
+                _ => return page,
+            }
+        }
+        panic!("too many redirects from {path}");
+    }
+
+    async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let request = self.http.post(format!("{}{path}", self.base)).form(fields);
+        self.send(request).await
+    }
+
+    async fn post_multipart(&mut self, path: &str, fields: &[(&str, &str)], files: &[(&str, &[u8])]) -> Page {
+        let boundary = "agora-test-boundary-7d3f";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        for (file_name, content) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"{file_name}\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(content);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.send(request).await
+    }
+}
+
+/// The value of a form input on a page.
+fn input(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no input {name} on the page")) + marker.len();
+    page[start..].split('"').next().unwrap_or_default().to_string()
+}
+
+async fn embedded() -> (tempfile::TempDir, Running, u16) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (grpc, http) = (free_port(), free_port());
+    let (grpc_addr, http_addr) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{http}"));
+    let data_dir = dir.path().to_str().expect("utf-8").to_string();
+    let running = start(&["--data-dir", &data_dir, "--grpc-addr", &grpc_addr, "--http-addr", &http_addr], &[]).await;
+    (dir, running, http)
+}
+
+async fn token(dir: &tempfile::TempDir, user: &str) -> String {
+    let (code, token, err) =
+        output(&["token", "issue", user, "--data-dir", dir.path().to_str().expect("utf-8")], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    token.trim().to_string()
+}
+
+#[tokio::test]
+async fn a_citizen_finds_a_hearing_logs_in_and_responds_with_an_attachment_in_the_portal() {
+    let (dir, running, port) = embedded().await;
+    let mut browser = Browser::new(port);
+
+    // The front page lists the open hearings, in Danish, with the security headers.
+    let front = browser.get("/").await;
+    assert_eq!(front.status, 200);
+    assert!(
+        front.body.contains("<html lang=\"da\">") && front.body.contains("Lokalplan for Bytorvet"),
+        "{}",
+        front.body
+    );
+    assert!(!front.body.contains("Klimaplan 2030"), "the front page opens on the hearings open for responses");
+    let csp = front.headers.get("content-security-policy").expect("a CSP").to_str().expect("text");
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "no script allowed: {csp}");
+    assert_eq!(front.headers.get("x-frame-options").map(|v| v.to_str().ok()), Some(Some("DENY")));
+    assert!(browser.cookies.contains_key("agora_csrf"), "every browser gets its CSRF cookie");
+
+    // Every status: the published hearings the public may see; a search narrows it.
+    let all = browser.get("/?status=&sort=title").await;
+    assert!(all.body.contains("Klimaplan 2030") && all.body.contains("Skolestruktur i Vest"), "{}", all.body);
+    let searched = browser.get("/?status=&q=Bytorvet").await;
+    assert!(searched.body.contains("Lokalplan for Bytorvet") && !searched.body.contains("Klimaplan 2030"));
+
+    // English by choice, remembered.
+    let english = browser.get("/sprog/en?tilbage=/").await;
+    assert!(english.body.contains("<html lang=\"en\">") && english.body.contains("Hearings"));
+    browser.get("/sprog/da?tilbage=/").await;
+
+    // The hearing page; responding needs a login, which comes back to the form.
+    let hearing = browser.get(&format!("/hoeringer/{ACTIVE}")).await;
+    assert!(hearing.body.contains("Log ind for at afgive høringssvar"), "{}", hearing.body);
+    let login = browser.get(&format!("/hoeringer/{ACTIVE}/svar")).await;
+    assert!(login.body.contains("Udviklerlogin"), "an anonymous visitor is sent to the login page");
+    let csrf = input(&login.body, "csrf");
+    let back = input(&login.body, "tilbage");
+    assert_eq!(back, format!("/hoeringer/{ACTIVE}/svar"));
+
+    // A login form without its CSRF token is refused, and logs no one in.
+    let forged = browser.post_form("/log-ind/udvikler", &[("handle", "birgitte"), ("tilbage", "/")]).await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(!browser.cookies.contains_key("agora_session"));
+
+    let logged_in =
+        browser.post_form("/log-ind/udvikler", &[("csrf", &csrf), ("handle", "birgitte"), ("tilbage", &back)]).await;
+    assert_eq!(logged_in.status, 303);
+    assert!(browser.cookies.contains_key("agora_session") && browser.cookies.contains_key("agora_refresh"));
+    let form = browser.get(&back).await;
+    assert!(form.body.contains("Logget ind som <strong>Birgitte Borger</strong>"), "{}", form.body);
+
+    // Without accepting the terms: the form comes back with the text kept and the reason.
+    let fields = |accept: bool, text: &str| {
+        let mut fields = vec![
+            ("csrf".to_string(), input(&form.body, "csrf")),
+            ("idempotency_key".to_string(), input(&form.body, "idempotency_key")),
+            ("terms_version".to_string(), input(&form.body, "terms_version")),
+            ("text".to_string(), text.to_string()),
+        ];
+        if accept {
+            fields.push(("accept_terms".into(), "yes".into()));
+        }
+        fields
+    };
+    let text = "Torvet skal have <script>alert('x')</script> flere træer & bænke.";
+    let declined = fields(false, text);
+    let declined: Vec<(&str, &str)> = declined.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refused = browser.post_multipart(&back, &declined, &[]).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("acceptere vilkårene"), "{}", refused.body);
+    assert!(refused.body.contains("&lt;script&gt;alert('x')&lt;/script&gt;"), "the text is kept, escaped");
+    assert!(!refused.body.contains("<script>"), "no script from the respondent reaches the page");
+
+    // Accepted with a PDF: the receipt on screen.
+    let accepted = fields(true, text);
+    let accepted: Vec<(&str, &str)> = accepted.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let receipt = browser.post_multipart(&back, &accepted, &[("bilag.pdf", PDF)]).await;
+    assert_eq!(receipt.status, 200, "{}", receipt.body);
+    assert!(receipt.body.contains("Tak for dit høringssvar"), "{}", receipt.body);
+    let number = receipt.body.split("id=\"receipt-number\">").nth(1).and_then(|s| s.split('<').next()).expect("number");
+    let hash = receipt.body.split("id=\"receipt-hash\">").nth(1).and_then(|s| s.split('<').next()).expect("hash");
+    assert_eq!(hash.len(), 64, "the content hash is shown: {hash}");
+
+    // The same form sent twice (a double click, a reload) gets the first receipt.
+    let again = browser.post_multipart(&back, &accepted, &[("bilag.pdf", PDF)]).await;
+    assert!(again.body.contains(&format!("id=\"receipt-number\">{number}<")), "{}", again.body);
+
+    // My responses show it, escaped, with a way to withdraw it.
+    let mine = browser.get("/mine-svar").await;
+    assert!(mine.body.contains("&lt;script&gt;") && !mine.body.contains("<script>"), "{}", mine.body);
+    assert!(mine.body.contains("Træk tilbage"));
+
+    // Logging out ends the session here and at the identity service.
+    let refresh = browser.cookies.get("agora_refresh").cloned().expect("refresh cookie");
+    let csrf = input(&mine.body, "csrf");
+    let out = browser.post_form("/log-ud", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert!(!browser.cookies.contains_key("agora_session") && !browser.cookies.contains_key("agora_refresh"));
+    browser.cookies.insert("agora_refresh".into(), refresh);
+    let after = browser.get("/mine-svar").await;
+    assert!(after.body.contains("Udviklerlogin"), "a revoked refresh token does not bring the session back");
+    drop(dir);
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn the_json_api_answers_with_problems_an_openapi_document_and_exactly_once_receipts() {
+    let (dir, running, port) = embedded().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // The OpenAPI 3.1 document and the reference page made from it.
+    let openapi: serde_json::Value =
+        http.get(format!("{base}/api/v1/openapi.json")).send().await.expect("doc").json().await.expect("json");
+    assert!(openapi["openapi"].as_str().expect("version").starts_with("3.1"));
+    assert!(openapi["paths"]["/api/v1/hearings/{hearing_id}/responses"]["post"].is_object());
+    let reference = http.get(format!("{base}/api")).send().await.expect("page").text().await.expect("text");
+    assert!(reference.contains("POST /api/v1/hearings/{hearing_id}/responses"), "{reference}");
+
+    // Public reading, and problems that name what is wrong.
+    let list: serde_json::Value = http
+        .get(format!("{base}/api/v1/hearings?status=Active,Concluded&sort=title"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let titles: Vec<&str> =
+        list["hearings"].as_array().expect("list").iter().filter_map(|h| h["title"].as_str()).collect();
+    assert!(titles.contains(&"Lokalplan for Bytorvet"), "{titles:?}");
+    let problem = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert_eq!(content_type, "application/problem+json");
+        let body: serde_json::Value = response.json().await.expect("problem json");
+        (
+            status,
+            body["type"].as_str().unwrap_or_default().to_string(),
+            body["detail"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (status, kind, detail) =
+        problem(http.get(format!("{base}/api/v1/hearings?status=Open")).send().await.expect("answer")).await;
+    assert_eq!((status, kind.as_str()), (400, "/api/v1/problems/invalid-input"));
+    assert!(detail.contains("'Open'"), "{detail}");
+    let (status, kind, _) =
+        problem(http.get(format!("{base}/api/v1/no-such-thing")).send().await.expect("answer")).await;
+    assert_eq!((status, kind.as_str()), (404, "/api/v1/problems/not-found"));
+    let (status, kind, _) = problem(
+        http.get(format!("{base}/api/v1/hearings/00000000-0000-7000-9000-00000000ffff")).send().await.expect("answer"),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (404, "/api/v1/problems/not-found"));
+
+    // Responding needs a token, an idempotency key and valid JSON.
+    let submit = format!("{base}/api/v1/hearings/{ACTIVE}/responses");
+    let body = serde_json::json!({
+        "text": "Flere cykelstativer ved torvet.",
+        "terms_version": "2026-01",
+        "attachments": [{"name": "skitse.pdf", "content_base64": base64_encode(PDF)}]
+    });
+    let (status, kind, _) = problem(http.post(&submit).json(&body).send().await.expect("answer")).await;
+    assert_eq!((status, kind.as_str()), (401, "/api/v1/problems/unauthenticated"));
+    let citizen = token(&dir, "birgitte").await;
+    let (status, _, detail) =
+        problem(http.post(&submit).bearer_auth(&citizen).json(&body).send().await.expect("answer")).await;
+    assert_eq!(status, 400);
+    assert!(detail.contains("Idempotency-Key"), "{detail}");
+    let (status, _, detail) = problem(
+        http.post(&submit)
+            .bearer_auth(&citizen)
+            .header("idempotency-key", "api-1")
+            .header("content-type", "application/json")
+            .body("{\"text\": ")
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(status, 400, "{detail}");
+    let (status, kind, _) = problem(
+        http.post(format!("{base}/api/v1/hearings"))
+            .bearer_auth(&citizen)
+            .header("content-type", "text/plain")
+            .body("x")
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (415, "/api/v1/problems/unsupported-media-type"));
+
+    let first = http
+        .post(&submit)
+        .bearer_auth(&citizen)
+        .header("idempotency-key", "api-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: serde_json::Value = first.json().await.expect("receipt");
+    let retry = http
+        .post(&submit)
+        .bearer_auth(&citizen)
+        .header("idempotency-key", "api-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    let retry: serde_json::Value = retry.json().await.expect("receipt");
+    assert_eq!(retry, first, "a retry with the same key gets the first receipt");
+
+    // A citizen may not moderate; the owner approves, and the public sees it without the author.
+    let response_id = first["response_id"].as_str().expect("id").to_string();
+    let approve = format!("{base}/api/v1/responses/{response_id}/approve");
+    let (status, kind, _) = problem(http.post(&approve).bearer_auth(&citizen).send().await.expect("answer")).await;
+    assert_eq!((status, kind.as_str()), (403, "/api/v1/problems/forbidden"));
+    let owner = token(&dir, "karen").await;
+    let approved = http.post(&approve).bearer_auth(&owner).send().await.expect("answer");
+    assert_eq!(approved.status().as_u16(), 200);
+    let public = agora_eventstore::testing::eventually(20, "the approved response in the public list", || {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/hearings/{ACTIVE}/responses");
+        async move {
+            let page: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            (page["total"] == 1).then_some(page)
+        }
+    })
+    .await;
+    assert_eq!(public["responses"][0]["author_id"], "", "the public does not see who wrote it");
+    assert_eq!(public["responses"][0]["text"], "Flere cykelstativer ved torvet.");
+    let page = http.get(format!("{base}/hoeringer/{ACTIVE}")).send().await.expect("page").text().await.expect("text");
+    assert!(page.contains("Flere cykelstativer ved torvet."), "the hearing page shows the published response");
+
+    // The owner exports: a workbook that opens as a zip (xlsx), named for the download.
+    let export = http
+        .get(format!("{base}/api/v1/hearings/{ACTIVE}/exports/responses.xlsx"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(export.status().as_u16(), 200);
+    assert!(
+        export
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .contains("attachment")
+    );
+    assert!(export.bytes().await.expect("bytes").starts_with(b"PK"), "an xlsx is a zip");
+    let (status, _, detail) = problem(
+        http.get(format!("{base}/api/v1/hearings/{ACTIVE}/exports/everything.doc"))
+            .bearer_auth(&owner)
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(detail.contains("everything.doc"), "{detail}");
+
+    // A browser's cookie alone never writes through the API: the CSRF header is needed.
+    let (status, kind, _) = problem(
+        http.post(&approve)
+            .header("cookie", format!("agora_session={owner}; agora_csrf=abc"))
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!((status, kind.as_str()), (403, "/api/v1/problems/csrf"));
+
+    // The caller's own account and data.
+    let me: serde_json::Value = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["name"], "Birgitte Borger");
+    let mine: serde_json::Value = http
+        .get(format!("{base}/api/v1/me/responses"))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .expect("mine")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["total"], 1);
+    stop(running).await;
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

@@ -1,0 +1,125 @@
+//! Errors as RFC 9457 problem details. Each kind has a stable `type` (a path under
+//! `/api/v1/problems/`, which explains it) so clients can branch on it; the `detail` is the
+//! service's own message, which names what is wrong.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The kinds of problem the API reports, with their status and a sentence on each.
+pub const KINDS: &[(&str, u16, &str)] = &[
+    ("invalid-input", 400, "The request names something wrong: a field, a value or a file. The detail says which."),
+    ("unauthenticated", 401, "No valid token or session: log in, or refresh the access token."),
+    ("forbidden", 403, "The caller is known but may not do this."),
+    ("csrf", 403, "A form or a cookie-authenticated request came without a valid CSRF token."),
+    ("not-found", 404, "No such hearing, response, file or route, or none the caller may see."),
+    ("wrong-state", 409, "The thing is not in a state that allows this (a hearing not open for responses, say)."),
+    ("conflict", 409, "Someone else changed it at the same time, or it exists already; read again and retry."),
+    ("too-large", 413, "The body or a file is larger than allowed."),
+    ("unsupported-media-type", 415, "The body is not of a content type this endpoint reads."),
+    ("rate-limited", 429, "Too many requests; wait and retry."),
+    ("unavailable", 503, "A service is not reachable right now; the request may be retried."),
+    ("timeout", 504, "A service did not answer in time; the request may be retried."),
+    ("internal", 500, "Something failed on our side; it is logged."),
+];
+
+/// An RFC 9457 problem.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable URI reference naming the kind, e.g. `/api/v1/problems/not-found`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(kind: &str, detail: impl Into<String>) -> Self {
+        let (name, status, title) = KINDS.iter().find(|(name, ..)| *name == kind).copied().unwrap_or((
+            "internal",
+            500,
+            "Something failed on our side; it is logged.",
+        ));
+        Self { kind: format!("/api/v1/problems/{name}"), title: title.to_string(), status, detail: detail.into() }
+    }
+
+    /// The short name of the kind (`not-found`).
+    pub fn name(&self) -> &str {
+        self.kind.rsplit('/').next().unwrap_or_default()
+    }
+
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new("invalid-input", detail)
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl From<tonic::Status> for Problem {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        let kind = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => "invalid-input",
+            Code::Unauthenticated => "unauthenticated",
+            Code::PermissionDenied => "forbidden",
+            Code::NotFound => "not-found",
+            Code::FailedPrecondition => "wrong-state",
+            Code::AlreadyExists | Code::Aborted => "conflict",
+            Code::ResourceExhausted => "rate-limited",
+            Code::Unavailable => "unavailable",
+            Code::DeadlineExceeded | Code::Cancelled => "timeout",
+            _ => "internal",
+        };
+        if kind == "internal" {
+            // The service's message may say more than a stranger should read.
+            tracing::error!(code = ?status.code(), message = status.message(), "a service failed");
+            return Problem::new(kind, "the request could not be completed");
+        }
+        if kind == "unavailable" || kind == "timeout" {
+            tracing::warn!(code = ?status.code(), message = status.message(), "a service is not reachable");
+        }
+        Problem::new(kind, status.message())
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let mut response = (status, axum::Json(self)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_refusal_keeps_its_message_and_gets_a_stable_type() {
+        let problem = Problem::from(tonic::Status::failed_precondition("the hearing is not open for responses"));
+        assert_eq!(problem.kind, "/api/v1/problems/wrong-state");
+        assert_eq!(problem.status, 409);
+        assert_eq!(problem.detail, "the hearing is not open for responses");
+        assert_eq!(problem.name(), "wrong-state");
+    }
+
+    #[test]
+    fn an_internal_failure_does_not_leak_the_services_message() {
+        let problem = Problem::from(tonic::Status::internal("relation \"events\" does not exist"));
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("relation"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_name() {
+        let mut names: Vec<_> = KINDS.iter().map(|(n, ..)| *n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+    }
+}

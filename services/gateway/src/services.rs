@@ -1,0 +1,77 @@
+//! The services the gateway asks, each at its own gRPC address (the same one when they run in
+//! one process). Channels connect lazily, so the gateway starts before the services do and
+//! reconnects when one is restarted.
+
+use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
+use agora_proto::hearing::v1::reference_data_service_client::ReferenceDataServiceClient;
+use agora_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use agora_proto::records::v1::records_service_client::RecordsServiceClient;
+use agora_proto::response::v1::response_service_client::ResponseServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where each service listens (`http://host:port`).
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    pub hearing: String,
+    pub response: String,
+    pub identity: String,
+    pub records: String,
+    pub notification: String,
+}
+
+impl Endpoints {
+    /// Every service at one address: the embedded mode, or a process that runs them all.
+    pub fn all_at(url: &str) -> Self {
+        Self {
+            hearing: url.into(),
+            response: url.into(),
+            identity: url.into(),
+            records: url.into(),
+            notification: url.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: '{url}' is not a gRPC address: {reason}")]
+pub struct BadEndpoint {
+    setting: &'static str,
+    url: String,
+    reason: String,
+}
+
+#[derive(Clone)]
+pub struct Services {
+    pub hearing: HearingServiceClient<Channel>,
+    pub reference: ReferenceDataServiceClient<Channel>,
+    pub response: ResponseServiceClient<Channel>,
+    pub identity: IdentityServiceClient<Channel>,
+    pub records: RecordsServiceClient<Channel>,
+    pub notification: NotificationServiceClient<Channel>,
+}
+
+impl Services {
+    pub fn connect_lazy(endpoints: &Endpoints) -> Result<Self, BadEndpoint> {
+        let channel = |setting: &'static str, url: &str| -> Result<Channel, BadEndpoint> {
+            Endpoint::from_shared(url.to_string())
+                .map(|e| {
+                    e.connect_timeout(std::time::Duration::from_secs(5))
+                        .timeout(std::time::Duration::from_secs(60))
+                        .connect_lazy()
+                })
+                .map_err(|e| BadEndpoint { setting, url: url.into(), reason: e.to_string() })
+        };
+        let hearing = channel("AGORA_HEARING_URL", &endpoints.hearing)?;
+        Ok(Self {
+            reference: ReferenceDataServiceClient::new(hearing.clone()),
+            hearing: HearingServiceClient::new(hearing),
+            response: ResponseServiceClient::new(channel("AGORA_RESPONSE_URL", &endpoints.response)?)
+                .max_decoding_message_size(128 * 1024 * 1024)
+                .max_encoding_message_size(128 * 1024 * 1024),
+            identity: IdentityServiceClient::new(channel("AGORA_IDENTITY_URL", &endpoints.identity)?),
+            records: RecordsServiceClient::new(channel("AGORA_RECORDS_URL", &endpoints.records)?),
+            notification: NotificationServiceClient::new(channel("AGORA_NOTIFICATION_URL", &endpoints.notification)?),
+        })
+    }
+}
