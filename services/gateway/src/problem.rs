@@ -33,7 +33,20 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// For invalid input: what is wrong with each field, so a form can show it beside the field.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub violations: Vec<Violation>,
 }
+
+/// What is wrong with one field.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub message: String,
+}
+
+/// The metadata in which the hearing service lists the violations of a refused command.
+const VIOLATIONS_METADATA: &str = "agora-violations";
 
 impl Problem {
     pub fn new(kind: &str, detail: impl Into<String>) -> Self {
@@ -42,7 +55,13 @@ impl Problem {
             500,
             "Something failed on our side; it is logged.",
         ));
-        Self { kind: format!("/api/v1/problems/{name}"), title: title.to_string(), status, detail: detail.into() }
+        Self {
+            kind: format!("/api/v1/problems/{name}"),
+            title: title.to_string(),
+            status,
+            detail: detail.into(),
+            violations: Vec::new(),
+        }
     }
 
     /// The short name of the kind (`not-found`).
@@ -82,7 +101,11 @@ impl From<tonic::Status> for Problem {
         if kind == "unavailable" || kind == "timeout" {
             tracing::warn!(code = ?status.code(), message = status.message(), "a service is not reachable");
         }
-        Problem::new(kind, status.message())
+        let mut problem = Problem::new(kind, status.message());
+        if let Some(json) = status.metadata().get(VIOLATIONS_METADATA).and_then(|v| v.to_str().ok()) {
+            problem.violations = serde_json::from_str(json).unwrap_or_default();
+        }
+        problem
     }
 }
 
@@ -106,6 +129,18 @@ mod tests {
         assert_eq!(problem.status, 409);
         assert_eq!(problem.detail, "the hearing is not open for responses");
         assert_eq!(problem.name(), "wrong-state");
+    }
+
+    #[test]
+    fn the_violations_a_service_names_come_along_for_the_form() {
+        let mut status = tonic::Status::invalid_argument("invalid hearing");
+        let json = r#"[{"field":"title","message":"titel skal udfyldes"}]"#;
+        status.metadata_mut().insert(VIOLATIONS_METADATA, json.parse().expect("ascii"));
+        let problem = Problem::from(status);
+        assert_eq!(
+            problem.violations,
+            vec![Violation { field: "title".into(), message: "titel skal udfyldes".into() }]
+        );
     }
 
     #[test]

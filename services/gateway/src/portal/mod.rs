@@ -3,6 +3,7 @@
 //! never told). Forms carry a CSRF token; the respond form also carries an idempotency key made
 //! when the form is shown, so a double click or a resubmitted form gets the first receipt.
 
+mod caseworker;
 mod pages;
 
 use axum::Router;
@@ -25,6 +26,16 @@ pub fn router() -> Router<Gateway> {
         .route("/hoeringer/{hearing_id}/svar", get(pages::respond_form).post(pages::respond))
         .route("/mine-svar", get(pages::my_responses))
         .route("/mine-svar/{response_id}/traek-tilbage", post(pages::withdraw))
+        .route("/sagsbehandler", get(caseworker::dashboard))
+        .route("/sagsbehandler/hoeringer", post(caseworker::create))
+        .route("/sagsbehandler/hoeringer/{hearing_id}", get(caseworker::workspace).post(caseworker::update))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/filer", post(caseworker::add_file))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/inviter", post(caseworker::invite))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/inviter-csv", post(caseworker::import_invitees))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/offentliggoer", post(caseworker::publish))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/konkluder", post(caseworker::conclude))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/historik", get(caseworker::audit_trail))
+        .route("/sagsbehandler/svar/{response_id}/{action}", post(caseworker::moderate))
         .route("/log-ind", get(pages::login))
         .route("/log-ind/udvikler", post(pages::dev_login))
         .route("/log-ind/callback", get(pages::login_callback))
@@ -50,7 +61,8 @@ pub struct Page<'a> {
     pub caller: &'a Caller,
     /// The path of this page, for the language switch to come back to.
     pub here: String,
-    pub user_name: Option<String>,
+    /// The logged-in user as the identity service knows them.
+    pub user: Option<agora_proto::identity::v1::User>,
 }
 
 impl Page<'_> {
@@ -78,6 +90,9 @@ impl Page<'_> {
                                     @if self.caller.is_logged_in() {
                                         li { a href="/mine-svar" { (t.my_responses) } }
                                     }
+                                    @if self.user.as_ref().is_some_and(|u| u.capacity == "employee") {
+                                        li { a href="/sagsbehandler" { (if lang == Lang::Da { "Sagsbehandling" } else { "Casework" }) } }
+                                    }
                                     li {
                                         a href={ "/sprog/" (other.code()) "?tilbage=" (encode(&self.here)) }
                                             lang=(other.code()) hreflang=(other.code()) { (other.t().language_name) }
@@ -95,8 +110,8 @@ impl Page<'_> {
                                 }
                             }
                         }
-                        @if let Some(name) = &self.user_name {
-                            p.who { (t.logged_in_as) " " strong { (name) } }
+                        @if let Some(user) = &self.user {
+                            p.who { (t.logged_in_as) " " strong { (user.name) } }
                         }
                     }
                     main #indhold tabindex="-1" { (body) }

@@ -17,8 +17,8 @@ use crate::problem::Problem;
 use crate::session::{self, Caller};
 use crate::time;
 
-async fn page<'a>(gw: &'a Gateway, caller: &'a Caller, uri: &Uri) -> Page<'a> {
-    let user_name = match caller.is_logged_in() {
+pub(super) async fn page<'a>(gw: &'a Gateway, caller: &'a Caller, uri: &Uri) -> Page<'a> {
+    let user = match caller.is_logged_in() {
         true => gw
             .services
             .identity
@@ -26,11 +26,11 @@ async fn page<'a>(gw: &'a Gateway, caller: &'a Caller, uri: &Uri) -> Page<'a> {
             .who_am_i(caller.grpc(identity::WhoAmIRequest {}))
             .await
             .ok()
-            .map(|u| u.into_inner().name),
+            .map(|u| u.into_inner()),
         false => None,
     };
     let here = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    Page { gw, caller, here, user_name }
+    Page { gw, caller, here, user }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ fn with_page(here: &str, number: u32) -> String {
 }
 
 /// Text with blank lines between paragraphs, as paragraphs.
-fn paragraphs(text: &str) -> Markup {
+pub(super) fn paragraphs(text: &str) -> Markup {
     html! {
         @for paragraph in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
             p {
@@ -506,7 +506,7 @@ pub async fn my_responses(State(gw): State<Gateway>, caller: Caller, OriginalUri
 #[derive(Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 pub async fn withdraw(
