@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "agora/records/v1/events.proto",
         "agora/records/v1/records.proto",
         "agora/notification/v1/notification.proto",
+        "agora/feed/v1/feed.proto",
     ];
     let descriptors = protox::compile(files, [&root])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

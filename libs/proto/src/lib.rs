@@ -30,6 +30,12 @@ pub mod identity {
     }
 }
 
+pub mod feed {
+    pub mod v1 {
+        tonic::include_proto!("agora.feed.v1");
+    }
+}
+
 /// The hearing's state every hearing integration event carries as its field 1: any of them
 /// decodes as a message that has nothing else. `event_type` names the event in an error.
 pub fn hearing_state(event_type: &str, data: &[u8]) -> Result<hearing::v1::HearingState, String> {

@@ -5,6 +5,7 @@
 mod bench;
 mod config;
 mod demo;
+mod feed;
 mod run;
 mod tools;
 

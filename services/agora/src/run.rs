@@ -232,7 +232,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             records: at(&gateway_settings.records_url),
             notification: at(&gateway_settings.notification_url),
         };
-        let services = agora_gateway::Services::connect_lazy(&endpoints)?;
+        let mut services = agora_gateway::Services::connect_lazy(&endpoints)?;
+        if let Some(secret) = &settings.service_secret {
+            // The feed comes from the hearing service's store (the response service's too when
+            // they share one, as in the embedded mode).
+            services = services.with_feed(&endpoints.hearing, secret)?;
+        }
         let gateway = agora_gateway::Gateway::new(
             services,
             agora_gateway::SessionKey::derived(&settings.pseudonym_key),
@@ -321,6 +326,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Some(app), Some(secret)) => Some(agora_identity::keyservice::contacts(app.clone(), secret)),
         _ => None,
     };
+    // The integration events of this store, for the gateway's HTTP feed.
+    let feed_service = match (&settings.service_secret, with_hearing || with_response) {
+        (Some(secret), true) => Some(crate::feed::service(store.clone(), integration_mappers(&store), secret)),
+        _ => None,
+    };
     let router = tonic::transport::Server::builder()
         .trace_fn(agora_telemetry::grpc::server_span)
         .layer(agora_telemetry::grpc::GrpcMetricsLayer)
@@ -335,7 +345,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .add_optional_service(response_records_source)
         .add_optional_service(records_service)
         .add_optional_service(contact_service)
-        .add_optional_service(notification_service);
+        .add_optional_service(notification_service)
+        .add_optional_service(feed_service);
     let incoming = agora_telemetry::grpc::incoming(grpc_listener);
     let grpc_shutdown = shutdown_future(&stop_rx);
     tasks.spawn(async move {

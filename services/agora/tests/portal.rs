@@ -431,3 +431,86 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[tokio::test]
+async fn other_systems_follow_the_hearing_events_over_http_from_a_cursor() {
+    let (dir, running, port) = embedded().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let page = |token: Option<String>, query: String| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/events?{query}");
+        async move {
+            let mut request = http.get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let page: serde_json::Value = request.send().await.expect("feed").json().await.expect("json");
+            page
+        }
+    };
+    let types = |page: &serde_json::Value| -> Vec<String> {
+        page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+
+    // An administrator sees every integration event; the public only those of published,
+    // external, open hearings (never a draft's or an internal hearing's).
+    let admin = token(&dir, "admin").await;
+    let everything = page(Some(admin.clone()), "limit=1000".into()).await;
+    let public = page(None, "limit=1000".into()).await;
+    assert!(types(&everything).iter().any(|t| t.ends_with("HearingCreated")), "{:?}", types(&everything));
+    assert!(!types(&public).is_empty() && types(&public).len() < types(&everything).len());
+    let draft_subjects: Vec<&serde_json::Value> = everything["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "dk.agora.hearing.v1.HearingCreated")
+        .map(|e| &e["subject"])
+        .collect();
+    for event in public["events"].as_array().expect("events") {
+        assert_ne!(event["type"], "dk.agora.hearing.v1.HearingCreated", "a created hearing is not public yet");
+        assert!(event["data_base64"].as_str().is_some_and(|d| !d.is_empty()) && event["specversion"] == "1.0");
+    }
+    assert!(!draft_subjects.is_empty());
+
+    // Resuming from a cursor gives only what came after it; a bad cursor is named.
+    let cursor = everything["cursor"].as_str().expect("cursor").to_string();
+    let caught_up = page(Some(admin.clone()), format!("after={cursor}")).await;
+    assert_eq!(caught_up["events"].as_array().map(Vec::len), Some(0));
+    assert_eq!(caught_up["cursor"], cursor.as_str());
+    let bad = page(None, "after=yesterday".into()).await;
+    assert!(bad["detail"].as_str().unwrap_or_default().contains("'yesterday'"), "{bad}");
+
+    // The stream from that cursor (as a reconnecting EventSource sends it) delivers the next
+    // public event as it happens: the owner changes an open hearing's summary.
+    let mut stream =
+        http.get(format!("{base}/api/v1/events/stream")).header("last-event-id", &cursor).send().await.expect("stream");
+    assert_eq!(stream.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("text/event-stream"));
+    let owner = token(&dir, "karen").await;
+    let changed = http
+        .patch(format!("{base}/api/v1/hearings/{ACTIVE}"))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "fields": { "summary": "Nyt resumé af lokalplanen for Bytorvet." } }))
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(changed.status().as_u16(), 200);
+    let mut received = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Keep-alive comments may come first; an event is a block with an id.
+    while !received.split("\n\n").any(|block| block.contains("id: ") && received.contains(&format!("{block}\n\n"))) {
+        let chunk =
+            tokio::time::timeout_at(deadline, stream.chunk()).await.expect("an event within 30 s").expect("stream");
+        received.push_str(&String::from_utf8_lossy(&chunk.expect("open")));
+    }
+    let id = received.lines().find_map(|l| l.strip_prefix("id: ")).expect("an id line").to_string();
+    assert_ne!(id, cursor, "{received}");
+    assert!(received.contains("event: dk.agora.hearing.v1.HearingUpdated"), "{received}");
+    assert!(received.contains(ACTIVE));
+    stop(running).await;
+}

@@ -43,7 +43,8 @@ type ApiResult<T> = Result<T, Problem>;
         (name = "hearings", description = "Hearings: the public's view and the caseworker's commands"),
         (name = "responses", description = "Responses: submitting, moderating, exporting"),
         (name = "me", description = "The caller's own account, responses, subscriptions and data"),
-        (name = "reference", description = "Reference data: hearing types, subject and city areas")
+        (name = "reference", description = "Reference data: hearing types, subject and city areas"),
+        (name = "events", description = "The integration events for systems that do not speak NATS: pages or Server-Sent Events")
     )
 )]
 struct ApiDoc;
@@ -84,6 +85,8 @@ pub fn router() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(hearing_types))
         .routes(routes!(subject_areas))
         .routes(routes!(city_areas))
+        .routes(routes!(crate::feed::events))
+        .routes(routes!(crate::feed::stream))
         .split_for_parts();
     // A path added by hand is in the document too, so it is not a route of the API only.
     openapi.paths.paths.retain(|path, _| path.starts_with("/api/v1/"));

@@ -4,6 +4,7 @@
 //! over gRPC (`services`), and renders what they answer, their refusals included (`problem`).
 
 pub mod api;
+pub mod feed;
 pub mod i18n;
 pub mod portal;
 pub mod problem;

@@ -2,6 +2,7 @@
 //! one process). Channels connect lazily, so the gateway starts before the services do and
 //! reconnects when one is restarted.
 
+use agora_proto::feed::v1::event_feed_client::EventFeedClient;
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
 use agora_proto::hearing::v1::reference_data_service_client::ReferenceDataServiceClient;
 use agora_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -43,6 +44,8 @@ pub struct BadEndpoint {
 
 #[derive(Clone)]
 pub struct Services {
+    /// The integration events, read with the service secret; `None` without one.
+    pub feed: Option<(EventFeedClient<Channel>, agora_auth::grpc::ServiceCredential)>,
     pub hearing: HearingServiceClient<Channel>,
     pub reference: ReferenceDataServiceClient<Channel>,
     pub response: ResponseServiceClient<Channel>,
@@ -52,20 +55,25 @@ pub struct Services {
 }
 
 impl Services {
+    /// Reads the event feed at `url` with the deployment's service secret.
+    pub fn with_feed(mut self, url: &str, secret: &str) -> Result<Self, BadEndpoint> {
+        let credential = agora_auth::grpc::ServiceCredential::new(secret).map_err(|reason| BadEndpoint {
+            setting: "AGORA_SERVICE_SECRET",
+            url: url.into(),
+            reason,
+        })?;
+        self.feed = Some((EventFeedClient::new(channel("AGORA_HEARING_URL", url)?), credential));
+        Ok(self)
+    }
+
     pub fn connect_lazy(endpoints: &Endpoints) -> Result<Self, BadEndpoint> {
-        let channel = |setting: &'static str, url: &str| -> Result<Channel, BadEndpoint> {
-            Endpoint::from_shared(url.to_string())
-                .map(|e| {
-                    e.connect_timeout(std::time::Duration::from_secs(5))
-                        .timeout(std::time::Duration::from_secs(60))
-                        .connect_lazy()
-                })
-                .map_err(|e| BadEndpoint { setting, url: url.into(), reason: e.to_string() })
-        };
         let hearing = channel("AGORA_HEARING_URL", &endpoints.hearing)?;
         Ok(Self {
+            feed: None,
             reference: ReferenceDataServiceClient::new(hearing.clone()),
-            hearing: HearingServiceClient::new(hearing),
+            hearing: HearingServiceClient::new(hearing)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
             response: ResponseServiceClient::new(channel("AGORA_RESPONSE_URL", &endpoints.response)?)
                 .max_decoding_message_size(128 * 1024 * 1024)
                 .max_encoding_message_size(128 * 1024 * 1024),
@@ -74,4 +82,15 @@ impl Services {
             notification: NotificationServiceClient::new(channel("AGORA_NOTIFICATION_URL", &endpoints.notification)?),
         })
     }
+}
+
+fn channel(setting: &'static str, url: &str) -> Result<Channel, BadEndpoint> {
+    Endpoint::from_shared(url.to_string())
+        .map(|e| {
+            e.connect_timeout(std::time::Duration::from_secs(5))
+                // Long enough for a feed read that waits for news.
+                .timeout(std::time::Duration::from_secs(60))
+                .connect_lazy()
+        })
+        .map_err(|e| BadEndpoint { setting, url: url.into(), reason: e.to_string() })
 }

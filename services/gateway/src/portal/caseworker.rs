@@ -355,6 +355,15 @@ async fn render_workspace(page: &Page<'_>, hearing_id: &str, outcome: Outcome) -
     (status_code, page.render(&title, body)).into_response()
 }
 
+/// After a command: back to the workspace (post, redirect, get), or the workspace again with
+/// the service's refusal.
+async fn back_to_workspace<T>(page: &Page<'_>, hearing_id: &str, result: Result<T, tonic::Status>) -> Response {
+    match result {
+        Ok(_) => see_other(&workspace_path(hearing_id), Vec::new()),
+        Err(status) => render_workspace(page, hearing_id, Outcome { problem: Some(status.into()), report: None }).await,
+    }
+}
+
 fn journal_status(lang: Lang, status: i32) -> &'static str {
     match records::JournalizationStatus::try_from(status) {
         Ok(records::JournalizationStatus::InProgress) => tr(lang, "I gang", "In progress"),
@@ -443,12 +452,7 @@ pub async fn update(
         closed: Some(value("closed") == "yes"),
         notify_participants: value("notify_participants") == "yes",
     };
-    match gw.services.hearing.clone().update_hearing(caller.grpc(request)).await {
-        Ok(_) => see_other(&workspace_path(&hearing_id), Vec::new()),
-        Err(status) => {
-            render_workspace(&page, &hearing_id, Outcome { problem: Some(status.into()), report: None }).await
-        }
-    }
+    back_to_workspace(&page, &hearing_id, gw.services.hearing.clone().update_hearing(caller.grpc(request)).await).await
 }
 
 pub async fn add_file(
@@ -476,12 +480,7 @@ pub async fn add_file(
         file_name: file.name,
         content: file.content,
     };
-    match gw.services.hearing.clone().attach_file(caller.grpc(request)).await {
-        Ok(_) => see_other(&workspace_path(&hearing_id), Vec::new()),
-        Err(status) => {
-            render_workspace(&page, &hearing_id, Outcome { problem: Some(status.into()), report: None }).await
-        }
-    }
+    back_to_workspace(&page, &hearing_id, gw.services.hearing.clone().attach_file(caller.grpc(request)).await).await
 }
 
 #[derive(Deserialize)]
@@ -511,12 +510,8 @@ pub async fn invite(
         .map(|l| hearing::Participant { identifier: l.to_string(), label: String::new() })
         .collect();
     let request = hearing::InviteRequest { hearing_id: hearing_id.clone(), participants };
-    match gw.services.hearing.clone().invite_participants(caller.grpc(request)).await {
-        Ok(_) => see_other(&workspace_path(&hearing_id), Vec::new()),
-        Err(status) => {
-            render_workspace(&page, &hearing_id, Outcome { problem: Some(status.into()), report: None }).await
-        }
-    }
+    back_to_workspace(&page, &hearing_id, gw.services.hearing.clone().invite_participants(caller.grpc(request)).await)
+        .await
 }
 
 pub async fn import_invitees(
@@ -568,12 +563,7 @@ pub async fn publish(
         return error_page(&page, &problem);
     }
     let request = hearing::HearingRef { hearing_id: hearing_id.clone() };
-    match gw.services.hearing.clone().publish_hearing(caller.grpc(request)).await {
-        Ok(_) => see_other(&workspace_path(&hearing_id), Vec::new()),
-        Err(status) => {
-            render_workspace(&page, &hearing_id, Outcome { problem: Some(status.into()), report: None }).await
-        }
-    }
+    back_to_workspace(&page, &hearing_id, gw.services.hearing.clone().publish_hearing(caller.grpc(request)).await).await
 }
 
 #[derive(Deserialize)]
@@ -599,12 +589,8 @@ pub async fn conclude(
         hearing_id: hearing_id.clone(),
         conclusion: Some(form.conclusion.replace("\r\n", "\n")),
     };
-    match gw.services.hearing.clone().conclude_hearing(caller.grpc(request)).await {
-        Ok(_) => see_other(&workspace_path(&hearing_id), Vec::new()),
-        Err(status) => {
-            render_workspace(&page, &hearing_id, Outcome { problem: Some(status.into()), report: None }).await
-        }
-    }
+    back_to_workspace(&page, &hearing_id, gw.services.hearing.clone().conclude_hearing(caller.grpc(request)).await)
+        .await
 }
 
 #[derive(Deserialize)]
