@@ -217,7 +217,10 @@ async fn serve_metrics(
         .route("/readyz", get(readyz))
         .with_state(ready)
         .merge(routes);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    // With the peer address, for the gateway's rate limit per client.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn readyz(State(ready): State<Arc<AtomicBool>>) -> impl IntoResponse {

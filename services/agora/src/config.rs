@@ -144,6 +144,16 @@ pub struct RunArgs {
     /// gateway that runs apart from it.
     #[arg(long, env = "AGORA_RESPONSE_URL")]
     pub response_url: Option<String>,
+    /// The gateway's limit on requests per second from one client address (a burst of four
+    /// seconds' worth on top); 0 turns it off.
+    #[arg(long, env = "AGORA_RATE_LIMIT_PER_CLIENT", default_value_t = 50.0)]
+    pub rate_limit_per_client: f64,
+    /// The gateway's limit on requests per second from one logged-in user; 0 turns it off.
+    #[arg(long, env = "AGORA_RATE_LIMIT_PER_USER", default_value_t = 20.0)]
+    pub rate_limit_per_user: f64,
+    /// Take the client's address from X-Forwarded-For (only behind a proxy that sets it).
+    #[arg(long, env = "AGORA_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
     /// The records service's gRPC address, for a gateway that runs apart from it.
     #[arg(long, env = "AGORA_RECORDS_URL")]
     pub records_url: Option<String>,

@@ -224,6 +224,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             routes.merge(agora_notification::unsubscribe::routes(store.clone(), sender.portal.unsubscribe.clone()));
     }
     if let Some(gateway_settings) = &settings.gateway {
+        anyhow::ensure!(
+            args.rate_limit_per_client >= 0.0 && args.rate_limit_per_user >= 0.0,
+            "AGORA_RATE_LIMIT_PER_CLIENT and AGORA_RATE_LIMIT_PER_USER must be 0 (off) or more requests per second"
+        );
         let at = |url: &Option<String>| url.clone().unwrap_or_else(|| here.clone());
         let endpoints = agora_gateway::Endpoints {
             hearing: at(&gateway_settings.hearing_url),
@@ -242,7 +246,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             services,
             agora_gateway::SessionKey::derived(&settings.pseudonym_key),
             agora_gateway::Settings::default(),
-        );
+        )
+        .with_limits(agora_gateway::limits::Limits {
+            per_client: agora_gateway::limits::Rate::per_second(args.rate_limit_per_client)
+                .map(agora_gateway::limits::Limiter::new),
+            per_user: agora_gateway::limits::Rate::per_second(args.rate_limit_per_user)
+                .map(agora_gateway::limits::Limiter::new),
+            trust_forwarded_for: args.trust_forwarded_for,
+        });
         routes = routes.merge(gateway.router());
     }
     let metrics = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));

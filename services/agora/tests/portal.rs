@@ -112,11 +112,15 @@ fn input(page: &str, name: &str) -> String {
 }
 
 async fn embedded() -> (tempfile::TempDir, Running, u16) {
+    embedded_with(&[]).await
+}
+
+async fn embedded_with(envs: &[(&str, &str)]) -> (tempfile::TempDir, Running, u16) {
     let dir = tempfile::tempdir().expect("tmp");
     let (grpc, http) = (free_port(), free_port());
     let (grpc_addr, http_addr) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{http}"));
     let data_dir = dir.path().to_str().expect("utf-8").to_string();
-    let running = start(&["--data-dir", &data_dir, "--grpc-addr", &grpc_addr, "--http-addr", &http_addr], &[]).await;
+    let running = start(&["--data-dir", &data_dir, "--grpc-addr", &grpc_addr, "--http-addr", &http_addr], envs).await;
     (dir, running, http)
 }
 
@@ -512,5 +516,33 @@ async fn other_systems_follow_the_hearing_events_over_http_from_a_cursor() {
     assert_ne!(id, cursor, "{received}");
     assert!(received.contains("event: dk.agora.hearing.v1.HearingUpdated"), "{received}");
     assert!(received.contains(ACTIVE));
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn a_client_that_floods_the_gateway_is_told_to_wait_and_others_are_not() {
+    let (_dir, running, port) = embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "1")]).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/hearings");
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    // A burst of four seconds' worth is allowed; ten requests in a row go over it.
+    for _ in 0..10 {
+        let response = http.get(&url).send().await.expect("answer");
+        statuses.push(response.status().as_u16());
+        if response.status().as_u16() == 429 {
+            refused = Some(response);
+        }
+    }
+    assert_eq!(&statuses[..4], &[200, 200, 200, 200], "{statuses:?}");
+    let refused = refused.expect("a refusal");
+    let retry_after: u64 =
+        refused.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).expect("Retry-After");
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+    let problem: serde_json::Value = refused.json().await.expect("problem");
+    assert_eq!(problem["type"], "/api/v1/problems/rate-limited");
+    // Health checks are not the gateway's and are never limited.
+    let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.expect("health");
+    assert_eq!(health.status().as_u16(), 200);
     stop(running).await;
 }

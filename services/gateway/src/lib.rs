@@ -6,6 +6,7 @@
 pub mod api;
 pub mod feed;
 pub mod i18n;
+pub mod limits;
 pub mod portal;
 pub mod problem;
 pub mod security;
@@ -24,6 +25,7 @@ pub struct Gateway {
     pub services: Services,
     pub sessions: Arc<SessionKey>,
     pub settings: Arc<Settings>,
+    pub limits: Arc<limits::Limits>,
 }
 
 /// How this gateway presents itself.
@@ -46,7 +48,12 @@ impl Default for Settings {
 
 impl Gateway {
     pub fn new(services: Services, sessions: SessionKey, settings: Settings) -> Self {
-        Self { services, sessions: Arc::new(sessions), settings: Arc::new(settings) }
+        Self { services, sessions: Arc::new(sessions), settings: Arc::new(settings), limits: Default::default() }
+    }
+
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// The portal and the API, with the session handling and security headers around them.
@@ -65,6 +72,7 @@ impl Gateway {
             )
             .layer(axum::extract::DefaultBodyLimit::max(self.settings.max_body_bytes))
             .layer(axum::middleware::from_fn_with_state(self.clone(), session::refresh_and_protect))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), limits::enforce))
             .layer(axum::middleware::from_fn(security::headers))
             .with_state(self)
     }
