@@ -3,8 +3,10 @@
 //! (`step`, pure), kept in a table of the service's own that is also its work queue (`table`).
 //! The records and notification services build on it.
 
+pub mod runner;
 pub mod step;
 pub mod table;
 
+pub use runner::{Outcome, Perform, Runner};
 pub use step::{RetryPolicy, RetrySettings, Step, StepEvent, StepRefused, StepState};
 pub use table::{StepTable, new_event};

@@ -464,6 +464,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Who is told what, from the hearing and response services' events.
         handlers.push(Arc::new(agora_notification::events::EventsHandler::new(store.clone(), links.clone())));
         let digital_post = sender.digital_post.clone();
+        // Webhooks: the deliveries get the messages' retry policy.
+        let webhooks =
+            agora_notification::webhooks::WebhookSender::new(store.clone(), sender.retry, sender.clock.clone())
+                .map_err(|e| anyhow::anyhow!(e))?;
+        tasks.spawn(until_stopped(webhooks.run(Duration::from_secs(2), shutdown_future(&stop_rx))));
         let sender = sender.clone();
         tasks.spawn(until_stopped(sender.run(Duration::from_secs(2), shutdown_future(&stop_rx))));
         // Digital Post reports whether its letters were delivered.

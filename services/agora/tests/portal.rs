@@ -238,7 +238,9 @@ async fn a_citizen_finds_a_hearing_logs_in_and_responds_with_an_attachment_in_th
 
 #[tokio::test]
 async fn the_json_api_answers_with_problems_an_openapi_document_and_exactly_once_receipts() {
-    let (dir, running, port) = embedded().await;
+    // The test polls faster than a person would: no rate limits here.
+    let (dir, running, port) =
+        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
@@ -544,5 +546,127 @@ async fn a_client_that_floods_the_gateway_is_told_to_wait_and_others_are_not() {
     // Health checks are not the gateway's and are never limited.
     let health = http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.expect("health");
     assert_eq!(health.status().as_u16(), 200);
+    stop(running).await;
+}
+
+/// What a webhook receiver was sent: each request's signature header and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A receiving system: answers the first delivery of each event with 500, a repeat with 204.
+async fn webhook_receiver() -> (u16, Received) {
+    let received: Received = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let log = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let log = log.clone();
+            async move {
+                let signature =
+                    headers.get("x-agora-signature").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let mut log = log.lock().expect("log");
+                log.push((signature, body));
+                if log.len() == 1 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, received)
+}
+
+#[tokio::test]
+async fn an_administrator_registers_a_webhook_and_it_receives_signed_events_retried_until_taken() {
+    // The test polls the delivery log faster than a person would: no rate limits here.
+    let (dir, running, port) =
+        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let (receiver, received) = webhook_receiver().await;
+    let admin = token(&dir, "admin").await;
+    let owner = token(&dir, "karen").await;
+    let secret = "the-receivers-shared-secret";
+    let registration = serde_json::json!({
+        "event_type": "dk.agora.hearing.",
+        "url": format!("http://127.0.0.1:{receiver}/hook"),
+        "secret": secret,
+    });
+
+    // Only administrators register, and a bad registration is named.
+    let refused = http
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&owner)
+        .json(&registration)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status().as_u16(), 403);
+    let bad = serde_json::json!({ "event_type": "dk.agora.hearing.", "url": "ftp://esdh.example/", "secret": secret });
+    let refused =
+        http.post(format!("{base}/api/v1/webhooks")).bearer_auth(&admin).json(&bad).send().await.expect("answer");
+    assert_eq!(refused.status().as_u16(), 400);
+    let problem: serde_json::Value = refused.json().await.expect("problem");
+    assert!(problem["detail"].as_str().unwrap_or_default().starts_with("url"), "{problem}");
+
+    let made = http
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&admin)
+        .json(&registration)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(made.status().as_u16(), 201);
+    let webhook: serde_json::Value = made.json().await.expect("webhook");
+    let webhook_id = webhook["id"].as_str().expect("id").to_string();
+
+    // A hearing event after the registration is delivered; the first attempt fails (500) and
+    // the retry is taken. Both carry the same body and a valid signature.
+    let changed = http
+        .patch(format!("{base}/api/v1/hearings/{ACTIVE}"))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "fields": { "summary": "Et nyt resumé, som webhooken skal fortælle om." } }))
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(changed.status().as_u16(), 200);
+    let deliveries_url = format!("{base}/api/v1/webhooks/{webhook_id}/deliveries");
+    let log = agora_eventstore::testing::eventually(30, "the delivery taken on its second attempt", || {
+        let (http, url, admin) = (http.clone(), deliveries_url.clone(), admin.clone());
+        async move {
+            let log: serde_json::Value = http.get(url).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
+            let updated =
+                log.as_array()?.iter().find(|d| d["event_type"] == "dk.agora.hearing.v1.HearingUpdated")?.clone();
+            (updated["state"] == "done").then_some(updated)
+        }
+    })
+    .await;
+    assert_eq!(log["event_type"], "dk.agora.hearing.v1.HearingUpdated");
+    assert_eq!(log["attempts"], 2, "{log}");
+    assert_eq!(log["result"], "HTTP 204");
+    let requests: Vec<(String, String)> =
+        received.lock().expect("log").iter().filter(|(_, body)| body.contains("HearingUpdated")).cloned().collect();
+    assert_eq!(requests.len(), 2, "one failed attempt and the one taken");
+    assert_eq!(requests[0].1, requests[1].1, "a retry sends the same body");
+    for (signature, body) in &requests {
+        let timestamp: i64 = signature
+            .strip_prefix("t=")
+            .and_then(|s| s.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .expect("a timestamp");
+        assert_eq!(signature, &agora_notification::webhooks::signature(secret, timestamp, body));
+    }
+    let event: serde_json::Value = serde_json::from_str(&requests[0].1).expect("CloudEvents JSON");
+    assert_eq!(event["type"], "dk.agora.hearing.v1.HearingUpdated");
+    assert_eq!(event["subject"], ACTIVE);
+
+    // Removed, it is told nothing more.
+    let removed =
+        http.delete(format!("{base}/api/v1/webhooks/{webhook_id}")).bearer_auth(&admin).send().await.expect("answer");
+    let removed: serde_json::Value = removed.json().await.expect("webhook");
+    assert_eq!(removed["status"], "removed");
     stop(running).await;
 }

@@ -44,7 +44,7 @@ type ApiResult<T> = Result<T, Problem>;
         (name = "responses", description = "Responses: submitting, moderating, exporting"),
         (name = "me", description = "The caller's own account, responses, subscriptions and data"),
         (name = "reference", description = "Reference data: hearing types, subject and city areas"),
-        (name = "events", description = "The integration events for systems that do not speak NATS: pages or Server-Sent Events")
+        (name = "events", description = "The integration events for systems that do not speak NATS: pages, Server-Sent Events, and webhooks")
     )
 )]
 struct ApiDoc;
@@ -87,6 +87,9 @@ pub fn router() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(city_areas))
         .routes(routes!(crate::feed::events))
         .routes(routes!(crate::feed::stream))
+        .routes(routes!(crate::feed::list_webhooks, crate::feed::register_webhook))
+        .routes(routes!(crate::feed::remove_webhook))
+        .routes(routes!(crate::feed::webhook_deliveries))
         .split_for_parts();
     // A path added by hand is in the document too, so it is not a route of the API only.
     openapi.paths.paths.retain(|path, _| path.starts_with("/api/v1/"));

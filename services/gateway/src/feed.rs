@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use agora_proto::feed::v1 as feed;
 use agora_proto::identity::v1 as identity;
+use agora_proto::notification::v1 as notification;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::Gateway;
-use crate::api::ApiQuery;
+use crate::api::{ApiJson, ApiQuery};
 use crate::problem::Problem;
 use crate::session::Caller;
 
@@ -182,4 +184,122 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks (administrators)
+
+#[derive(Serialize, ToSchema)]
+pub struct Webhook {
+    pub id: String,
+    pub event_type: String,
+    pub url: String,
+    /// active or removed
+    pub status: String,
+    pub created_at: String,
+}
+
+impl From<notification::Webhook> for Webhook {
+    fn from(w: notification::Webhook) -> Self {
+        Self { id: w.webhook_id, event_type: w.event_type, url: w.url, status: w.status, created_at: w.created_at }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterWebhook {
+    /// An event type (dk.agora.hearing.v1.HearingPublished), a prefix ending in a dot
+    /// (dk.agora.hearing.), or * for every event.
+    pub event_type: String,
+    /// https (http only to the gateway's own machine).
+    pub url: String,
+    /// At least 16 characters. Each delivery carries `X-Agora-Signature: t=<unix seconds>,v1=<hex
+    /// HMAC-SHA256 of "<t>.<body>" under this secret>`.
+    pub secret: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookDelivery {
+    pub event_id: String,
+    pub event_type: String,
+    /// pending, running, done, retrying, parked
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: String,
+    pub next_attempt_at: String,
+    pub result: String,
+}
+
+fn signed_in(caller: &Caller) -> Result<(), Problem> {
+    if caller.is_logged_in() {
+        Ok(())
+    } else {
+        Err(Problem::new("unauthenticated", "log in first: webhooks are for administrators"))
+    }
+}
+
+/// The registered webhooks.
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "events", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Webhook>), (status = 403, body = Problem)))]
+pub async fn list_webhooks(State(gw): State<Gateway>, caller: Caller) -> Result<Json<Vec<Webhook>>, Problem> {
+    signed_in(&caller)?;
+    let list =
+        gw.services.notification.clone().list_webhooks(caller.grpc(notification::ListWebhooksRequest {})).await?;
+    Ok(Json(list.into_inner().webhooks.into_iter().map(Into::into).collect()))
+}
+
+/// Registers a webhook for an event type: every such integration event is POSTed to the URL as
+/// CloudEvents JSON, signed, retried with backoff.
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "events", request_body = RegisterWebhook, security(("bearer" = [])),
+    responses((status = 201, body = Webhook), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn register_webhook(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RegisterWebhook>,
+) -> Result<(StatusCode, Json<Webhook>), Problem> {
+    signed_in(&caller)?;
+    let request =
+        notification::RegisterWebhookRequest { event_type: body.event_type, url: body.url, secret: body.secret };
+    let made = gw.services.notification.clone().register_webhook(caller.grpc(request)).await?;
+    Ok((StatusCode::CREATED, Json(made.into_inner().into())))
+}
+
+/// Stops a webhook (deliveries already queued still go).
+#[utoipa::path(delete, path = "/api/v1/webhooks/{webhook_id}", tag = "events", params(("webhook_id" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Webhook), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn remove_webhook(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path(webhook_id): Path<String>,
+) -> Result<Json<Webhook>, Problem> {
+    signed_in(&caller)?;
+    let removed =
+        gw.services.notification.clone().remove_webhook(caller.grpc(notification::WebhookRef { webhook_id })).await?;
+    Ok(Json(removed.into_inner().into()))
+}
+
+/// A webhook's delivery log.
+#[utoipa::path(get, path = "/api/v1/webhooks/{webhook_id}/deliveries", tag = "events", params(("webhook_id" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Vec<WebhookDelivery>), (status = 403, body = Problem)))]
+pub async fn webhook_deliveries(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path(webhook_id): Path<String>,
+) -> Result<Json<Vec<WebhookDelivery>>, Problem> {
+    signed_in(&caller)?;
+    let request = caller.grpc(notification::WebhookRef { webhook_id });
+    let log = gw.services.notification.clone().list_webhook_deliveries(request).await?.into_inner();
+    Ok(Json(
+        log.deliveries
+            .into_iter()
+            .map(|d| WebhookDelivery {
+                event_id: d.event_id,
+                event_type: d.event_type,
+                state: d.state,
+                attempts: d.attempts,
+                last_error: d.last_error,
+                next_attempt_at: d.next_attempt_at,
+                result: d.result,
+            })
+            .collect(),
+    ))
 }

@@ -304,7 +304,8 @@ impl IntegrationHandler for ResponseEventsHandler {
 
 /// The hearing and response events in one consumer, so that they are handled in the order
 /// they happened: a response submitted before the conclusion is known when the conclusion is
-/// (with two consumers, one could run behind the other).
+/// (with two consumers, one could run behind the other). Every event also goes to the
+/// webhooks that want it.
 pub struct EventsHandler {
     pub hearings: HearingEventsHandler,
     pub responses: ResponseEventsHandler,
@@ -330,6 +331,7 @@ impl IntegrationHandler for EventsHandler {
     }
 
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        crate::webhooks::enqueue_in(&self.hearings.store, tx, event).await.map_err(failed)?;
         if event.event_type.starts_with("dk.agora.hearing.") {
             self.hearings.handle(tx, event).await
         } else if event.event_type.starts_with("dk.agora.response.") {

@@ -252,4 +252,75 @@ impl NotificationService for NotificationGrpc {
             .map_err(subscribe_status)?;
         Ok(Response::new(subscription_to_pb(ended)))
     }
+
+    async fn register_webhook(&self, request: Request<pb::RegisterWebhookRequest>) -> Reply<pb::Webhook> {
+        let principal = administrator(&self.verifier, &request)?;
+        let r = request.get_ref();
+        let actor = format!("user:{}", principal.user_id);
+        let made = crate::webhooks::register(&self.store, &r.event_type, &r.url, &r.secret, &actor, chrono::Utc::now())
+            .await
+            .map_err(webhook_status)?;
+        Ok(Response::new(webhook_to_pb(made)))
+    }
+
+    async fn list_webhooks(&self, request: Request<pb::ListWebhooksRequest>) -> Reply<pb::WebhookList> {
+        administrator(&self.verifier, &request)?;
+        let webhooks = crate::webhooks::list(&self.store).await.map_err(storage)?;
+        Ok(Response::new(pb::WebhookList { webhooks: webhooks.into_iter().map(webhook_to_pb).collect() }))
+    }
+
+    async fn remove_webhook(&self, request: Request<pb::WebhookRef>) -> Reply<pb::Webhook> {
+        let principal = administrator(&self.verifier, &request)?;
+        let actor = format!("user:{}", principal.user_id);
+        let removed = crate::webhooks::remove(&self.store, &request.get_ref().webhook_id, &actor)
+            .await
+            .map_err(webhook_status)?;
+        Ok(Response::new(webhook_to_pb(removed)))
+    }
+
+    async fn list_webhook_deliveries(&self, request: Request<pb::WebhookRef>) -> Reply<pb::WebhookDeliveryList> {
+        administrator(&self.verifier, &request)?;
+        let steps = crate::webhooks::deliveries(&self.store, &request.get_ref().webhook_id).await.map_err(storage)?;
+        let deliveries = steps
+            .into_iter()
+            .map(|step| pb::WebhookDelivery {
+                event_id: step.action.event_id,
+                event_type: step.action.event_type,
+                state: step.state.as_str().to_string(),
+                attempts: step.attempts as i32,
+                last_error: step.last_error.unwrap_or_default(),
+                next_attempt_at: step.due_at.map(|at| at.to_rfc3339()).unwrap_or_default(),
+                result: step.reference.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::WebhookDeliveryList { deliveries }))
+    }
+}
+
+fn administrator<T>(verifier: &TokenVerifier, request: &Request<T>) -> Result<Principal, Status> {
+    let principal = agora_auth::grpc::require_principal(verifier, request.metadata())?;
+    if principal.is_administrator() {
+        Ok(principal)
+    } else {
+        Err(Status::permission_denied("only administrators manage webhooks"))
+    }
+}
+
+fn webhook_status(error: crate::webhooks::WebhookError) -> Status {
+    use crate::webhooks::WebhookError as E;
+    match error {
+        E::Invalid(message) => Status::invalid_argument(message),
+        E::NotFound(_) => Status::not_found(error.to_string()),
+        E::Store(e) => storage(e),
+    }
+}
+
+fn webhook_to_pb(w: crate::webhooks::Webhook) -> pb::Webhook {
+    pb::Webhook {
+        webhook_id: w.webhook_id,
+        event_type: w.event_type,
+        url: w.url,
+        status: w.status,
+        created_at: w.created_at,
+    }
 }

@@ -29,6 +29,7 @@ pub mod smtp;
 pub mod subscriptions;
 pub mod templates;
 pub mod unsubscribe;
+pub mod webhooks;
 
 /// The notification service's tables.
 pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_eventstore::StoreError> {
@@ -38,5 +39,7 @@ pub async fn migrate(store: &agora_eventstore::Store) -> Result<(), agora_events
     store.execute_ddl(overrides::SCHEMA).await?;
     store.execute_ddl(subscriptions::SCHEMA).await?;
     store.execute_ddl(receipts::SCHEMA).await?;
+    store.execute_ddl(webhooks::SCHEMA).await?;
+    webhooks::DELIVERIES.migrate(store).await?;
     outbox::MESSAGES.migrate(store).await
 }

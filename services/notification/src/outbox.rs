@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_eventstore::{DbTx, Store, StoreError};
-use agora_jobs::{RetryPolicy, Step, StepEvent, StepTable};
+use agora_jobs::{RetryPolicy, Step, StepTable};
 use agora_vault::{PersonKeys, Revealed, VaultError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -142,84 +142,27 @@ enum Outcome {
 }
 
 impl Sender {
-    fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+    /// The queue's runner around this sender.
+    fn runner(&self) -> agora_jobs::Runner<&Self> {
+        agora_jobs::Runner {
+            table: MESSAGES,
+            store: self.store.clone(),
+            retry: self.retry,
+            clock: self.clock.clone(),
+            actor: ACTOR,
+            performer: self,
+        }
     }
 
     /// Sends what is due until `shutdown`: at once when something was appended, else when the
     /// next retry is due or at the latest every `poll`.
     pub async fn run(self, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let appended = self.store.appended().notified();
-            if let Err(e) = self.run_due().await {
-                tracing::error!(error = %e, "the notification sender failed; it tries again");
-            }
-            let mut wait = poll;
-            if let Ok(Some(next)) = MESSAGES.next_due(&self.store).await {
-                let until = (next - self.now()).to_std().unwrap_or(Duration::ZERO);
-                wait = wait.min(until.max(Duration::from_millis(50)));
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = appended => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        self.runner().run::<Delivery>(poll, shutdown).await
     }
 
     /// Sends every message due now; returns how many this sender handled.
     pub async fn run_due(&self) -> Result<usize, StoreError> {
-        let mut handled = 0;
-        loop {
-            let due: Vec<Message> = MESSAGES.due_where(&self.store, self.now(), 64, "1 = 1", &[]).await?;
-            let mut progressed = false;
-            for message in due {
-                if self.send_one(message).await? {
-                    handled += 1;
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                return Ok(handled);
-            }
-        }
-    }
-
-    async fn send_one(&self, message: Message) -> Result<bool, StoreError> {
-        let Ok(started) = message.start(self.now(), &self.retry) else { return Ok(false) };
-        let StepEvent::StepStarted { attempt, .. } = started else { return Ok(false) };
-        let mut tx = self.store.begin().await?;
-        let running = match MESSAGES.transition_in(&self.store, &mut tx, &message, started, ACTOR).await {
-            Ok(running) => running,
-            Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
-                let _ = tx.rollback().await;
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        };
-        tx.commit().await.map_err(StoreError::from)?;
-        let outcome = self.deliver(&running.action).await;
-        let event = match outcome {
-            Outcome::Sent => running.succeed(attempt, running.action.message_id.clone()),
-            Outcome::Skipped(reason) => running.skip(attempt, reason),
-            Outcome::Failed(error) => {
-                tracing::warn!(message = %running.key, attempt, error = %error, "sending failed");
-                let permanent = matches!(error, SendError::Permanent(_));
-                running.fail(attempt, error.to_string(), permanent, self.now(), &self.retry)
-            }
-        };
-        // A refusal means the lease ran out and another sender took the message over.
-        let Ok(event) = event else { return Ok(true) };
-        let mut tx = self.store.begin().await?;
-        match MESSAGES.transition_in(&self.store, &mut tx, &running, event, ACTOR).await {
-            Ok(_) => tx.commit().await.map_err(StoreError::from)?,
-            Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
-                let _ = tx.rollback().await;
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(true)
+        self.runner().run_due::<Delivery>("1 = 1", &[]).await
     }
 
     /// Who, in what language, at what address, under what name; `None` when they are gone.
@@ -352,6 +295,20 @@ impl Sender {
         match sent {
             Ok(()) => Outcome::Sent,
             Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl agora_jobs::Perform<Delivery> for &Sender {
+    async fn perform(&self, message: &Message) -> agora_jobs::Outcome {
+        match self.deliver(&message.action).await {
+            Outcome::Sent => agora_jobs::Outcome::Done(message.action.message_id.clone()),
+            Outcome::Skipped(reason) => agora_jobs::Outcome::Skipped(reason),
+            Outcome::Failed(error) => agora_jobs::Outcome::Failed {
+                permanent: matches!(error, SendError::Permanent(_)),
+                error: error.to_string(),
+            },
         }
     }
 }
