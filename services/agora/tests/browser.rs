@@ -200,6 +200,15 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
     tour.photograph("kvittering").await;
     tour.visit("/mine-svar").await;
     tour.check("my responses").await;
+    let edit =
+        tour.source().await.split("href=\"/mine-svar/").nth(1).and_then(|s| s.split('"').next()).map(str::to_string);
+    let edit = format!("/mine-svar/{}", edit.expect("a link to change the response"));
+    for (name, path) in
+        [("change a response", edit.as_str()), ("subscriptions", "/mine-abonnementer"), ("erasure", "/slet-mig")]
+    {
+        tour.visit(path).await;
+        tour.check(name).await;
+    }
     tour.log_out().await;
 
     // Another citizen responds with an attachment.

@@ -223,6 +223,45 @@ async fn a_citizen_finds_a_hearing_logs_in_and_responds_with_an_attachment_in_th
     assert!(mine.body.contains("&lt;script&gt;") && !mine.body.contains("<script>"), "{}", mine.body);
     assert!(mine.body.contains("Træk tilbage"));
 
+    // She follows the hearing from its page, finds it among her subscriptions, and stops it.
+    let hearing = browser.get(&format!("/hoeringer/{ACTIVE}")).await;
+    let back = format!("/hoeringer/{ACTIVE}");
+    let csrf = input(&hearing.body, "csrf");
+    let followed = browser
+        .post_form(
+            "/mine-abonnementer",
+            &[("csrf", &csrf), ("topic", "hearing"), ("value", ACTIVE), ("tilbage", &back)],
+        )
+        .await;
+    assert_eq!(followed.status, 303, "{}", followed.body);
+    let subscriptions = browser.get("/mine-abonnementer").await;
+    assert!(subscriptions.body.contains(ACTIVE), "{}", subscriptions.body);
+    let stop_path = subscriptions
+        .body
+        .split("action=\"/mine-abonnementer/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(|s| format!("/mine-abonnementer/{s}"))
+        .expect("a stop form");
+    assert_eq!(browser.post_form(&stop_path, &[("csrf", &csrf)]).await.status, 303);
+    assert!(!browser.get("/mine-abonnementer").await.body.contains(ACTIVE), "stopped");
+
+    // She changes her response while the hearing is open.
+    let edit_path = mine
+        .body
+        .split("href=\"/mine-svar/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(|s| format!("/mine-svar/{s}"))
+        .expect("a link to change the response");
+    let edit_form = browser.get(&edit_path).await;
+    assert!(edit_form.body.contains("&lt;script&gt;"), "the form holds her text, escaped");
+    let edited =
+        browser.post_form(&edit_path, &[("csrf", &csrf), ("text", "Ændret: flere træer og bænke på torvet.")]).await;
+    assert_eq!(edited.status, 303, "{}", edited.body);
+    let mine = browser.get("/mine-svar").await;
+    assert!(mine.body.contains("Ændret: flere træer"), "{}", mine.body);
+
     // Logging out ends the session here and at the identity service.
     let refresh = browser.cookies.get("agora_refresh").cloned().expect("refresh cookie");
     let csrf = input(&mine.body, "csrf");
@@ -409,6 +448,100 @@ async fn the_json_api_answers_with_problems_an_openapi_document_and_exactly_once
     .await;
     assert_eq!((status, kind.as_str()), (403, "/api/v1/problems/csrf"));
 
+    // The owner replies in public and redacts what is published, with a reason.
+    let replied = http
+        .post(format!("{base}/api/v1/responses/{response_id}/reply"))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "text": "Tak, vi ser på cykelstativerne." }))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(replied.status().as_u16(), 200);
+    let redacted = http
+        .post(format!("{base}/api/v1/responses/{response_id}/redact"))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "redacted_text": "Flere [...] ved torvet.", "reason": "Et navn" }))
+        .send()
+        .await
+        .expect("redact");
+    assert_eq!(redacted.status().as_u16(), 200);
+    let public = agora_eventstore::testing::eventually(20, "the reply and the redaction in public", || {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/hearings/{ACTIVE}/responses");
+        async move {
+            let page: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            let first = page["responses"].get(0)?.clone();
+            (first["text"] == "Flere [...] ved torvet." && first["reply"] == "Tak, vi ser på cykelstativerne.")
+                .then_some(first)
+        }
+    })
+    .await;
+    assert_eq!(public["author_id"], "");
+
+    // Administration: only an administrator lists users, defines reference data and reads who
+    // saw a respondent's data; the terms in force are public.
+    let admin = token(&dir, "admin").await;
+    let users = http.get(format!("{base}/api/v1/users")).bearer_auth(&citizen).send().await.expect("users");
+    assert_eq!(users.status().as_u16(), 403);
+    let users: serde_json::Value = http
+        .get(format!("{base}/api/v1/users"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("users")
+        .json()
+        .await
+        .expect("json");
+    assert!(users.as_array().is_some_and(|u| u.iter().any(|u| u["name"] == "Birgitte Borger")), "{users}");
+    let area = serde_json::json!({ "name": "Havneområdet" });
+    let refused = http
+        .put(format!("{base}/api/v1/reference/city-areas/havn"))
+        .bearer_auth(&owner)
+        .json(&area)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status().as_u16(), 403);
+    let defined = http
+        .put(format!("{base}/api/v1/reference/city-areas/havn"))
+        .bearer_auth(&admin)
+        .json(&area)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(defined.status().as_u16(), 204);
+    agora_eventstore::testing::eventually(20, "the new city area in the list", || {
+        let (http, url) = (http.clone(), format!("{base}/api/v1/reference/city-areas"));
+        async move {
+            let areas: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            areas.as_array()?.iter().any(|a| a["id"] == "havn" && a["name"] == "Havneområdet").then_some(())
+        }
+    })
+    .await;
+    let terms: serde_json::Value =
+        http.get(format!("{base}/api/v1/terms")).send().await.expect("terms").json().await.expect("json");
+    assert_eq!(terms["version"], "2026-01");
+    let me: serde_json::Value = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    let citizen_id = me["user_id"].as_str().expect("id").to_string();
+    let seen: serde_json::Value = http
+        .get(format!("{base}/api/v1/users/{citizen_id}/data-access"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("log")
+        .json()
+        .await
+        .expect("json");
+    assert!(seen.as_array().is_some_and(|log| !log.is_empty()), "the owner's export is in the read-access log: {seen}");
+
     // The caller's own account and data.
     let me: serde_json::Value = http
         .get(format!("{base}/api/v1/me"))
@@ -430,6 +563,28 @@ async fn the_json_api_answers_with_problems_an_openapi_document_and_exactly_once
         .await
         .expect("json");
     assert_eq!(mine["total"], 1);
+
+    // She asks for erasure: done at once, and her name is gone.
+    let erased = http
+        .post(format!("{base}/api/v1/me/erasure"))
+        .bearer_auth(&citizen)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("erasure");
+    assert_eq!(erased.status().as_u16(), 200);
+    let erased: serde_json::Value = erased.json().await.expect("json");
+    assert!(erased["erased_at"].as_str().is_some_and(|at| !at.is_empty()));
+    let me: serde_json::Value = http
+        .get(format!("{base}/api/v1/me"))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["name"], "", "{me}");
     stop(running).await;
 }
 

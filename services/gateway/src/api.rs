@@ -25,7 +25,7 @@ use crate::Gateway;
 use crate::problem::Problem;
 use crate::session::Caller;
 
-type ApiResult<T> = Result<T, Problem>;
+pub type ApiResult<T> = Result<T, Problem>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -73,7 +73,24 @@ pub fn router() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(journalization))
         .routes(routes!(list_responses, submit_response))
         .routes(routes!(export))
-        .routes(routes!(hearing_file))
+        .routes(routes!(hearing_file, crate::admin_api::remove_file))
+        .routes(routes!(crate::admin_api::attach_file))
+        .routes(routes!(crate::admin_api::import_invitees))
+        .routes(routes!(crate::admin_api::review_comments, crate::admin_api::add_review_comment))
+        .routes(routes!(crate::admin_api::retry_journalization))
+        .routes(routes!(crate::admin_api::reply))
+        .routes(routes!(crate::admin_api::redact))
+        .routes(routes!(crate::admin_api::current_terms, crate::admin_api::publish_terms))
+        .routes(routes!(crate::admin_api::accept_terms))
+        .routes(routes!(crate::admin_api::end_subscription))
+        .routes(routes!(crate::admin_api::erase_me))
+        .routes(routes!(crate::admin_api::define_subject_area))
+        .routes(routes!(crate::admin_api::define_city_area))
+        .routes(routes!(crate::admin_api::define_hearing_type))
+        .routes(routes!(crate::admin_api::load_kle))
+        .routes(routes!(crate::admin_api::users))
+        .routes(routes!(crate::admin_api::assign_role, crate::admin_api::revoke_role))
+        .routes(routes!(crate::admin_api::data_access))
         .routes(routes!(edit_response))
         .routes(routes!(approve_response))
         .routes(routes!(decline_response))
@@ -154,7 +171,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
     }
 }
 
-fn required(caller: &Caller) -> ApiResult<()> {
+pub fn required(caller: &Caller) -> ApiResult<()> {
     if caller.is_logged_in() {
         Ok(())
     } else {
@@ -676,13 +693,17 @@ async fn journalization(
     required(&caller)?;
     let request = records::JournalizationRequest { hearing_id };
     let j = gw.services.records.clone().get_journalization(caller.grpc(request)).await?.into_inner();
+    Ok(Json(journalization_json(j)))
+}
+
+pub fn journalization_json(j: records::Journalization) -> Journalization {
     let status = match records::JournalizationStatus::try_from(j.status) {
         Ok(records::JournalizationStatus::InProgress) => "in_progress",
         Ok(records::JournalizationStatus::Journalized) => "journalized",
         Ok(records::JournalizationStatus::Failed) => "failed",
         _ => "not_journalized",
     };
-    Ok(Json(Journalization {
+    Journalization {
         hearing_id: j.hearing_id,
         status: status.into(),
         case_number: j.case_number,
@@ -702,7 +723,7 @@ async fn journalization(
                 skipped_because: s.skipped_because,
             })
             .collect(),
-    }))
+    }
 }
 
 fn step_state(state: i32) -> &'static str {

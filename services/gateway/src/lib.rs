@@ -3,6 +3,7 @@
 //! gateway holds no business rules: it finds out who is calling (`session`), asks the services
 //! over gRPC (`services`), and renders what they answer, their refusals included (`problem`).
 
+pub mod admin_api;
 pub mod api;
 pub mod feed;
 pub mod i18n;

@@ -81,6 +81,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The same browser without its session (after logging out or erasure, for the page that says so).
+    pub fn anonymous(&self) -> Caller {
+        Caller { token: None, by_cookie: false, lang: self.lang, csrf_cookie: self.csrf_cookie.clone() }
+    }
+
     pub fn is_logged_in(&self) -> bool {
         self.token.is_some()
     }

@@ -5,6 +5,7 @@
 
 mod caseworker;
 mod pages;
+mod respondent;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -26,6 +27,10 @@ pub fn router() -> Router<Gateway> {
         .route("/hoeringer/{hearing_id}/svar", get(pages::respond_form).post(pages::respond))
         .route("/mine-svar", get(pages::my_responses))
         .route("/mine-svar/{response_id}/traek-tilbage", post(pages::withdraw))
+        .route("/mine-svar/{response_id}/ret", get(respondent::edit_form).post(respondent::edit))
+        .route("/mine-abonnementer", get(respondent::subscriptions).post(respondent::subscribe))
+        .route("/mine-abonnementer/{subscription_id}/stop", post(respondent::end_subscription))
+        .route("/slet-mig", get(respondent::erasure_form).post(respondent::erase))
         .route("/sagsbehandler", get(caseworker::dashboard))
         .route("/sagsbehandler/hoeringer", post(caseworker::create))
         .route("/sagsbehandler/hoeringer/{hearing_id}", get(caseworker::workspace).post(caseworker::update))

@@ -227,6 +227,15 @@ pub async fn hearing(
                     }
                 }
             }
+            @if caller.is_logged_in() {
+                form.follow method="post" action="/mine-abonnementer" {
+                    input type="hidden" name="csrf" value=(caller.csrf_token(&gw));
+                    input type="hidden" name="topic" value="hearing";
+                    input type="hidden" name="value" value=(h.hearing_id);
+                    input type="hidden" name="tilbage" value={ "/hoeringer/" (h.hearing_id) };
+                    button.secondary type="submit" { (if lang == Lang::Da { "Følg høringen" } else { "Follow this hearing" }) }
+                }
+            }
             section.text { (paragraphs(&field("body"))) }
             @if !h.files.is_empty() {
                 section {
@@ -376,6 +385,12 @@ async fn render_form(page: &Page<'_>, hearing_id: &str, draft: &Draft, error: Op
                 p.hint #organisation-hint { (t.organisation_hint) }
                 input #organisation type="text" name="on_behalf_of_organisation" value=(draft.organisation) aria-describedby="organisation-hint";
             }
+            @if page.user.as_ref().is_some_and(|u| u.capacity == "company") {
+                div.field.wide.check {
+                    input #on_behalf_of_company type="checkbox" name="on_behalf_of_company" value="true";
+                    label for="on_behalf_of_company" { (if caller.lang == Lang::Da { "Jeg svarer på vegne af min virksomhed" } else { "I respond on behalf of my company" }) }
+                }
+            }
             @if !terms.text.is_empty() {
                 details.terms { summary { (terms.version) } (paragraphs(&terms.text)) }
             }
@@ -441,7 +456,7 @@ pub async fn respond(
         draft.idempotency_key.clone(),
         draft.text.clone(),
         terms_version,
-        false,
+        form.text("on_behalf_of_company") == "true",
         draft.organisation.clone(),
         false,
         form.files,
@@ -490,13 +505,28 @@ pub async fn my_responses(State(gw): State<Gateway>, caller: Caller, OriginalUri
                         p.meta { (r.status) " · " (time::instant(caller.lang, &r.accepted_at)) }
                         (paragraphs(&r.text))
                         @if r.status == "Pending" || r.status == "Approved" {
-                            form method="post" action={ "/mine-svar/" (r.response_id) "/traek-tilbage" } {
-                                input type="hidden" name="csrf" value=(caller.csrf_token(&gw));
-                                button.secondary type="submit" { (t.withdraw) }
+                            div.actions {
+                                a href={ "/mine-svar/" (r.response_id) "/ret" } { (if caller.lang == Lang::Da { "Ret svaret" } else { "Change it" }) }
+                                form method="post" action={ "/mine-svar/" (r.response_id) "/traek-tilbage" } {
+                                    input type="hidden" name="csrf" value=(caller.csrf_token(&gw));
+                                    button.secondary type="submit" { (t.withdraw) }
+                                }
                             }
                         }
                     }
                 }
+            }
+        }
+    };
+    let da = caller.lang == Lang::Da;
+    let body = html! {
+        (body)
+        section {
+            h2 { (if da { "Mine data" } else { "My data" }) }
+            ul.files {
+                li { a href="/mine-abonnementer" { (if da { "Mine abonnementer" } else { "My subscriptions" }) } }
+                li { a href="/api/v1/me/data" { (if da { "Hent en kopi af mine data (JSON)" } else { "Download a copy of my data (JSON)" }) } }
+                li { a href="/slet-mig" { (if da { "Slet mine data" } else { "Erase my data" }) } }
             }
         }
     };
