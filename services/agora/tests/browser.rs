@@ -229,6 +229,10 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
     assert!(!moderated.contains("/godkend"), "nothing left to moderate:\n{moderated}");
     tour.check("moderation").await;
     tour.photograph("moderation").await;
+    tour.chrome.click("details summary").await;
+    tour.chrome.type_into("#reply-1", "Tak for forslaget, vi ser på det.").await;
+    tour.chrome.click_to_load("form[action$='/svar'] button").await;
+    assert!(tour.source().await.contains("Tak for forslaget, vi ser på det."), "the reply is shown");
 
     // The deadline passes (the services' clock a month on), and the caseworker concludes.
     stop(running).await;
@@ -252,6 +256,31 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
     assert_eq!(export.status().as_u16(), 200);
     assert!(export.bytes().await.expect("bytes").starts_with(b"%PDF"), "a PDF of the responses");
 
+    // The administrator's page: reference data, roles, terms, templates, the read-access log.
+    tour.log_out().await;
+    tour.log_in("admin", "/administration").await;
+    tour.check("administration").await;
+    tour.photograph("administration").await;
+    tour.chrome.type_into("#subject-id", "havn").await;
+    tour.chrome.type_into("#subject-name", "Havn og kyst").await;
+    tour.chrome.click_to_load("form[action='/administration/emner'] button").await;
+    tour.until("/administration", "Havn og kyst").await;
+    tour.chrome.click_to_load("form[action='/administration/skabeloner'] button").await;
+    let saved = tour.source().await;
+    assert!(saved.contains("id=\"skabeloner\""), "the template is saved and shown again:\n{saved}");
+    let users = tour.source().await;
+    let access = users
+        .split("<tr>")
+        .find(|row| row.contains("Birgitte Borger"))
+        .and_then(|row| row.split("href=\"/administration?bruger=").nth(1))
+        .and_then(|rest| rest.split('#').next())
+        .expect("a read-access link in Birgitte's row")
+        .to_string();
+    tour.visit(&format!("/administration?bruger={access}")).await;
+    let log = tour.source().await;
+    assert!(log.contains("<caption>"), "her read-access log, with the owner's views of her response:\n{log}");
+    tour.check("read-access log").await;
+
     // The public sees the conclusion and the approved response, not the declined one.
     tour.chrome.delete_cookies().await;
     tour.visit(&format!("/hoeringer/{hearing_id}")).await;
@@ -261,6 +290,7 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
         "{public}"
     );
     assert!(!public.contains("Se min skitse"), "the declined response is not published");
+    assert!(public.contains("Tak for forslaget, vi ser på det."), "the owner's reply is public");
     tour.check("concluded hearing").await;
     tour.photograph("hoering-afsluttet").await;
 

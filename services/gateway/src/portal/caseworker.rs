@@ -296,6 +296,34 @@ async fn render_workspace(page: &Page<'_>, hearing_id: &str, outcome: Outcome) -
                     h3 { (lang.t().response_number) " " (r.number) " · " span.status { (r.status) } }
                     @if !r.on_behalf_of.is_empty() { p.meta { (lang.t().on_behalf_of) " " (r.on_behalf_of) } }
                     (paragraphs(&r.text))
+                    @if !r.reply.is_empty() { div.reply { h4 { (lang.t().reply) } (paragraphs(&r.reply)) } }
+                    @if r.status == "Approved" {
+                        details {
+                            summary { (tr(lang, "Svar offentligt eller rediger", "Reply in public or redact")) " " (r.number) }
+                            form method="post" action={ "/sagsbehandler/svar/" (r.response_id) "/svar" } {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="hearing_id" value=(hearing_id);
+                                div.field.wide {
+                                    label for={ "reply-" (r.number) } { (lang.t().reply) }
+                                    textarea id={ "reply-" (r.number) } name="text" rows="3" required { (r.reply) }
+                                }
+                                button type="submit" { (tr(lang, "Gem svaret", "Save the reply")) }
+                            }
+                            form method="post" action={ "/sagsbehandler/svar/" (r.response_id) "/rediger" } {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="hearing_id" value=(hearing_id);
+                                div.field.wide {
+                                    label for={ "redacted-" (r.number) } { (tr(lang, "Offentliggjort tekst", "Published text")) }
+                                    textarea id={ "redacted-" (r.number) } name="redacted_text" rows="4" required { (r.text) }
+                                }
+                                div.field {
+                                    label for={ "redact-reason-" (r.number) } { (tr(lang, "Begrundelse", "Reason")) }
+                                    input type="text" id={ "redact-reason-" (r.number) } name="reason" required;
+                                }
+                                button.secondary type="submit" { (tr(lang, "Rediger", "Redact")) }
+                            }
+                        }
+                    }
                     @if r.status == "Pending" {
                         div.actions {
                             form method="post" action={ "/sagsbehandler/svar/" (r.response_id) "/godkend" } {
@@ -348,6 +376,12 @@ async fn render_workspace(page: &Page<'_>, hearing_id: &str, outcome: Outcome) -
                 h2 { (tr(lang, "Journalisering", "Journalization")) }
                 p #journalization { (journal_status(lang, j.status)) @if j.steps_left > 0 { " · " (j.steps_left) " " (tr(lang, "trin tilbage", "steps left")) } }
                 @if !j.errors.is_empty() { ul.error { @for e in &j.errors { li { (e) } } } }
+                @if j.status == records::JournalizationStatus::Failed as i32 {
+                    form method="post" action={ (here) "/journaliser-igen" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { (tr(lang, "Prøv de parkerede trin igen", "Retry the parked steps")) }
+                    }
+                }
             }
         }
     };
@@ -601,9 +635,14 @@ pub struct ModerationForm {
     hearing_id: String,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    redacted_text: String,
 }
 
-/// Approves (`godkend`) or declines (`afvis`) a response, then back to the hearing.
+/// Approves (`godkend`), declines (`afvis`), replies to (`svar`) or redacts (`rediger`) a
+/// response, then back to the hearing.
 pub async fn moderate(
     State(gw): State<Gateway>,
     caller: Caller,
@@ -622,6 +661,17 @@ pub async fn moderate(
             .decline_response(caller.grpc(response::DeclineResponseRequest { response_id, reason: form.reason }))
             .await
             .map(|_| ()),
+        "svar" => responses
+            .reply_to_response(
+                caller.grpc(response::ReplyRequest { response_id, text: form.text.replace("\r\n", "\n") }),
+            )
+            .await
+            .map(|_| ()),
+        "rediger" => {
+            let redacted_text = form.redacted_text.replace("\r\n", "\n");
+            let request = response::RedactResponseRequest { response_id, redacted_text, reason: form.reason };
+            responses.redact_response(caller.grpc(request)).await.map(|_| ())
+        }
         other => return error_page(&page, &Problem::new("not-found", format!("no moderation action '{other}'"))),
     };
     match done {
@@ -672,4 +722,19 @@ pub async fn audit_trail(
         }
     };
     page.render(title, body).into_response()
+}
+
+pub async fn retry_journalization(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Path(hearing_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let page = page(&gw, &caller, &uri).await;
+    if let Err(problem) = caller.check_csrf(&gw, &form.csrf) {
+        return error_page(&page, &problem);
+    }
+    let request = caller.grpc(records::JournalizationRequest { hearing_id: hearing_id.clone() });
+    back_to_workspace(&page, &hearing_id, gw.services.records.clone().retry_parked_steps(request).await).await
 }

@@ -3,6 +3,7 @@
 //! never told). Forms carry a CSRF token; the respond form also carries an idempotency key made
 //! when the form is shown, so a double click or a resubmitted form gets the first receipt.
 
+mod admin;
 mod caseworker;
 mod pages;
 mod respondent;
@@ -40,7 +41,16 @@ pub fn router() -> Router<Gateway> {
         .route("/sagsbehandler/hoeringer/{hearing_id}/offentliggoer", post(caseworker::publish))
         .route("/sagsbehandler/hoeringer/{hearing_id}/konkluder", post(caseworker::conclude))
         .route("/sagsbehandler/hoeringer/{hearing_id}/historik", get(caseworker::audit_trail))
+        .route("/sagsbehandler/hoeringer/{hearing_id}/journaliser-igen", post(caseworker::retry_journalization))
         .route("/sagsbehandler/svar/{response_id}/{action}", post(caseworker::moderate))
+        .route("/administration", get(admin::overview))
+        .route("/administration/emner", post(admin::subject_area))
+        .route("/administration/omraader", post(admin::city_area))
+        .route("/administration/hoeringstyper", post(admin::hearing_type))
+        .route("/administration/kle", post(admin::kle))
+        .route("/administration/roller", post(admin::role))
+        .route("/administration/vilkaar", post(admin::terms))
+        .route("/administration/skabeloner", post(admin::template))
         .route("/log-ind", get(pages::login))
         .route("/log-ind/udvikler", post(pages::dev_login))
         .route("/log-ind/callback", get(pages::login_callback))
@@ -97,6 +107,9 @@ impl Page<'_> {
                                     }
                                     @if self.user.as_ref().is_some_and(|u| u.capacity == "employee") {
                                         li { a href="/sagsbehandler" { (if lang == Lang::Da { "Sagsbehandling" } else { "Casework" }) } }
+                                    }
+                                    @if self.user.as_ref().is_some_and(|u| u.roles.iter().any(|r| r == "administrator")) {
+                                        li { a href="/administration" { "Administration" } }
                                     }
                                     li {
                                         a href={ "/sprog/" (other.code()) "?tilbage=" (encode(&self.here)) }
@@ -169,7 +182,9 @@ pub fn error_page(page: &Page<'_>, problem: &Problem) -> Response {
 }
 
 pub fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Response {
-    let mut response = Redirect::to(location).into_response();
+    // Never a panic on a location that cannot be a header (a crafted `tilbage`): the front page.
+    let location = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/"));
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
     for cookie in cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -187,6 +202,13 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
         assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn a_location_that_cannot_be_a_header_goes_to_the_front_page() {
+        let response = see_other("/ok\r\nSet-Cookie: x=1", Vec::new());
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()), Some("/"));
     }
 
     #[test]
