@@ -825,3 +825,133 @@ async fn an_administrator_registers_a_webhook_and_it_receives_signed_events_retr
     assert_eq!(removed["status"], "removed");
     stop(running).await;
 }
+
+#[tokio::test]
+async fn the_owner_words_her_hearings_messages_and_the_administrator_shapes_hearing_types() {
+    let (dir, running, port) =
+        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let owner = token(&dir, "karen").await;
+    let admin = token(&dir, "admin").await;
+    let citizen = token(&dir, "birgitte").await;
+    let receipt = format!("{base}/api/v1/hearings/{ACTIVE}/templates/response_receipt/da");
+
+    // The owner words the receipt for her hearing; an unknown placeholder is named and refused.
+    let bad = serde_json::json!({ "subject": "Kvittering {{nope}}", "text": "Tak.", "html": "<p>Tak.</p>" });
+    let refused = http.put(&receipt).bearer_auth(&owner).json(&bad).send().await.expect("answer");
+    assert_eq!(refused.status().as_u16(), 400);
+    let problem: serde_json::Value = refused.json().await.expect("problem");
+    assert!(problem["detail"].as_str().unwrap_or_default().contains("nope"), "{problem}");
+    let good = serde_json::json!({
+        "subject": "Tak for dit svar nr. {{response_number}}",
+        "text": "Vi har modtaget dit svar {{received_at}}.",
+        "html": "<p>Vi har modtaget dit svar {{received_at}}.</p>",
+    });
+    let refused = http.put(&receipt).bearer_auth(&citizen).json(&good).send().await.expect("answer");
+    assert_eq!(refused.status().as_u16(), 403, "only the owner words her hearing's messages");
+    let saved = http.put(&receipt).bearer_auth(&owner).json(&good).send().await.expect("answer");
+    assert_eq!(saved.status().as_u16(), 200);
+    let saved: serde_json::Value = saved.json().await.expect("template");
+    assert_eq!(saved["source"], "hearing");
+    let preview: serde_json::Value = http
+        .post(format!("{receipt}/preview"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("preview")
+        .json()
+        .await
+        .expect("json");
+    assert!(preview["subject"].as_str().unwrap_or_default().starts_with("Tak for dit svar nr. "), "{preview}");
+    assert!(!preview["subject"].as_str().unwrap_or_default().contains("{{"), "filled with sample values");
+    let test: serde_json::Value = http
+        .post(format!("{receipt}/test"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("test")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(test["to"], "karen@demo.agora.invalid", "{test}");
+    let reset: serde_json::Value =
+        http.delete(&receipt).bearer_auth(&owner).send().await.expect("reset").json().await.expect("json");
+    assert_ne!(reset["source"], "hearing");
+
+    // A colleague joins the hearing as reviewer, and leaves it.
+    let users: serde_json::Value = http
+        .get(format!("{base}/api/v1/users"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("users")
+        .json()
+        .await
+        .expect("json");
+    let admin_id = users
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["name"] == "Anne Administrator")
+        .and_then(|u| u["user_id"].as_str())
+        .expect("the administrator")
+        .to_string();
+    let admin_id = admin_id.as_str();
+    let reviewer = format!("{base}/api/v1/hearings/{ACTIVE}/reviewers/{admin_id}");
+    let added: serde_json::Value =
+        http.put(&reviewer).bearer_auth(&owner).send().await.expect("add").json().await.expect("json");
+    assert!(added["reviewer_ids"].as_array().is_some_and(|r| r.iter().any(|id| id == admin_id)), "{added}");
+    let removed: serde_json::Value =
+        http.delete(&reviewer).bearer_auth(&owner).send().await.expect("remove").json().await.expect("json");
+    assert!(removed["reviewer_ids"].as_array().is_some_and(|r| !r.iter().any(|id| id == admin_id)), "{removed}");
+
+    // The administrator defines a hearing type with fields of its own and rules for responses;
+    // a hearing made from it has those fields.
+    let kind = serde_json::json!({
+        "name": "Borgerbudget",
+        "fields": [
+            { "key": "title", "label": "Titel", "kind": "text", "min_length": 3, "max_length": 120 },
+            { "key": "summary", "label": "Kort fortalt", "kind": "text", "min_length": 10, "max_length": 500 },
+            { "key": "body", "label": "Forslaget", "kind": "text", "min_length": 10, "max_length": 20000 },
+            { "key": "esdh_title", "label": "ESDH-titel", "kind": "text", "min_length": 3, "max_length": 200 },
+            { "key": "budget", "label": "Beløb", "kind": "text", "may_be_empty": true, "max_length": 40 }
+        ],
+        "response_rules": { "max_text_chars": 2000, "max_files": 0, "max_file_bytes": 0 }
+    });
+    let refused = http
+        .put(format!("{base}/api/v1/reference/hearing-types/budget"))
+        .bearer_auth(&owner)
+        .json(&kind)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status().as_u16(), 403);
+    let defined = http
+        .put(format!("{base}/api/v1/reference/hearing-types/budget"))
+        .bearer_auth(&admin)
+        .json(&kind)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(defined.status().as_u16(), 204, "{}", defined.text().await.unwrap_or_default());
+    let created = agora_eventstore::testing::eventually(20, "a hearing of the new type", || {
+        let (http, url, owner) = (http.clone(), format!("{base}/api/v1/hearings"), owner.clone());
+        async move {
+            let answer = http
+                .post(url)
+                .bearer_auth(owner)
+                .json(&serde_json::json!({ "hearing_type_id": "budget" }))
+                .send()
+                .await
+                .ok()?;
+            let hearing: serde_json::Value = answer.json().await.ok()?;
+            hearing["id"].is_string().then_some(hearing)
+        }
+    })
+    .await;
+    let labels: Vec<&str> =
+        created["field_rules"].as_array().expect("rules").iter().filter_map(|r| r["label"].as_str()).collect();
+    assert!(labels.contains(&"Beløb") && labels.contains(&"Kort fortalt"), "{labels:?}");
+    stop(running).await;
+}

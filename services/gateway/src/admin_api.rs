@@ -354,9 +354,45 @@ pub struct HearingTypeInput {
     pub template: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub retired: bool,
+    /// The fields of its hearings; left out, the standard fields (title, summary, body,
+    /// esdh_title, conclusion, images, documents).
+    #[serde(default)]
+    pub fields: Vec<FieldRuleInput>,
+    /// What a response must be; left out, the defaults.
+    pub response_rules: Option<ResponseRulesInput>,
 }
 
-/// Defines or changes a hearing type with the standard fields (administrators).
+#[derive(Deserialize, ToSchema)]
+pub struct FieldRuleInput {
+    pub key: String,
+    pub label: String,
+    /// text, images or documents
+    pub kind: String,
+    #[serde(default)]
+    pub may_be_empty: bool,
+    pub min_length: Option<u32>,
+    pub max_length: Option<u32>,
+    pub max_file_size: Option<u64>,
+    pub max_file_count: Option<u32>,
+    #[serde(default)]
+    pub allowed_types: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResponseRulesInput {
+    /// A response may be attachments only.
+    #[serde(default)]
+    pub text_optional: bool,
+    pub max_text_chars: u32,
+    /// 0: no attachments.
+    pub max_files: u32,
+    pub max_file_bytes: u64,
+    /// MIME types, checked against each file's content.
+    #[serde(default)]
+    pub allowed_types: Vec<String>,
+}
+
+/// Defines or changes a hearing type: its fields and its rules for responses (administrators).
 #[utoipa::path(put, path = "/api/v1/reference/hearing-types/{id}", tag = "reference", request_body = HearingTypeInput,
     params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem)))]
@@ -373,7 +409,28 @@ pub async fn define_hearing_type(
         internal: body.internal,
         template: body.template.into_iter().collect(),
         retired: body.retired,
-        ..Default::default()
+        fields: body
+            .fields
+            .into_iter()
+            .map(|f| hearing::FieldRule {
+                key: f.key,
+                label: f.label,
+                kind: f.kind,
+                may_be_empty: f.may_be_empty,
+                min_length: f.min_length,
+                max_length: f.max_length,
+                max_file_size: f.max_file_size,
+                max_file_count: f.max_file_count,
+                allowed_types: f.allowed_types,
+            })
+            .collect(),
+        response_rules: body.response_rules.map(|r| hearing::ResponseRules {
+            text_optional: r.text_optional,
+            max_text_chars: r.max_text_chars,
+            max_files: r.max_files,
+            max_file_bytes: r.max_file_bytes,
+            allowed_types: r.allowed_types,
+        }),
     };
     gw.services.reference.clone().define_hearing_type(caller.grpc(kind)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -468,4 +525,228 @@ pub async fn data_access(
             .map(|e| DataAccess { viewer_id: e.viewer_id, hearing_id: e.hearing_id, purpose: e.purpose, at: e.at })
             .collect(),
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notification templates: the municipality's (administrators) and a hearing's own (its owner)
+
+#[derive(Serialize, ToSchema)]
+pub struct Template {
+    pub kind: String,
+    pub language: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Where this wording comes from: hearing, municipality or default.
+    pub source: String,
+    /// The placeholders the template may use, as `{{name}}`.
+    pub placeholders: Vec<String>,
+}
+
+impl From<notification::Template> for Template {
+    fn from(t: notification::Template) -> Self {
+        let reference = t.r#ref.unwrap_or_default();
+        Self {
+            kind: reference.kind,
+            language: reference.language,
+            subject: t.subject,
+            text: t.text,
+            html: t.html,
+            source: t.source,
+            placeholders: t.placeholders,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct TemplateInput {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplatePreview {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestMessage {
+    /// Where the test went: the caller's own address.
+    pub to: String,
+    pub message_id: String,
+}
+
+fn template_ref(hearing_id: String, kind: String, language: String) -> notification::TemplateRef {
+    notification::TemplateRef { hearing_id, kind, language }
+}
+
+/// The wording of a kind of message for a hearing (its own, or what it falls back to).
+#[utoipa::path(get, path = "/api/v1/hearings/{hearing_id}/templates/{kind}/{language}", tag = "hearings",
+    params(("hearing_id" = String, Path), ("kind" = String, Path), ("language" = String, Path, description = "da or en")),
+    security(("bearer" = [])), responses((status = 200, body = Template), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn hearing_template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, kind, language)): Path<(String, String, String)>,
+) -> ApiResult<Json<Template>> {
+    required(&caller)?;
+    let request = caller.grpc(template_ref(hearing_id, kind, language));
+    Ok(Json(gw.services.notification.clone().get_template(request).await?.into_inner().into()))
+}
+
+/// The owner words a kind of message for this hearing; unknown placeholders are refused.
+#[utoipa::path(put, path = "/api/v1/hearings/{hearing_id}/templates/{kind}/{language}", tag = "hearings",
+    params(("hearing_id" = String, Path), ("kind" = String, Path), ("language" = String, Path)), request_body = TemplateInput,
+    security(("bearer" = [])), responses((status = 200, body = Template), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn set_hearing_template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, kind, language)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<TemplateInput>,
+) -> ApiResult<Json<Template>> {
+    required(&caller)?;
+    let request = notification::SetTemplateRequest {
+        r#ref: Some(template_ref(hearing_id, kind, language)),
+        subject: body.subject,
+        text: body.text,
+        html: body.html,
+    };
+    Ok(Json(gw.services.notification.clone().set_template(caller.grpc(request)).await?.into_inner().into()))
+}
+
+/// Back to the municipality's wording for this hearing.
+#[utoipa::path(delete, path = "/api/v1/hearings/{hearing_id}/templates/{kind}/{language}", tag = "hearings",
+    params(("hearing_id" = String, Path), ("kind" = String, Path), ("language" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Template), (status = 403, body = Problem)))]
+pub async fn reset_hearing_template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, kind, language)): Path<(String, String, String)>,
+) -> ApiResult<Json<Template>> {
+    required(&caller)?;
+    let request = caller.grpc(template_ref(hearing_id, kind, language));
+    Ok(Json(gw.services.notification.clone().reset_template(request).await?.into_inner().into()))
+}
+
+/// The message as it would be sent, filled with sample values.
+#[utoipa::path(post, path = "/api/v1/hearings/{hearing_id}/templates/{kind}/{language}/preview", tag = "hearings",
+    params(("hearing_id" = String, Path), ("kind" = String, Path), ("language" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = TemplatePreview), (status = 403, body = Problem)))]
+pub async fn preview_hearing_template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, kind, language)): Path<(String, String, String)>,
+) -> ApiResult<Json<TemplatePreview>> {
+    required(&caller)?;
+    let request = caller.grpc(template_ref(hearing_id, kind, language));
+    let p = gw.services.notification.clone().preview_template(request).await?.into_inner();
+    Ok(Json(TemplatePreview { subject: p.subject, text: p.text, html: p.html }))
+}
+
+/// Sends the message to the caller as a test.
+#[utoipa::path(post, path = "/api/v1/hearings/{hearing_id}/templates/{kind}/{language}/test", tag = "hearings",
+    params(("hearing_id" = String, Path), ("kind" = String, Path), ("language" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = TestMessage), (status = 403, body = Problem)))]
+pub async fn test_hearing_template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, kind, language)): Path<(String, String, String)>,
+) -> ApiResult<Json<TestMessage>> {
+    required(&caller)?;
+    let request = caller.grpc(template_ref(hearing_id, kind, language));
+    let sent = gw.services.notification.clone().send_test_message(request).await?.into_inner();
+    Ok(Json(TestMessage { to: sent.to, message_id: sent.message_id }))
+}
+
+/// The municipality's wording of a kind of message (administrators change it).
+#[utoipa::path(get, path = "/api/v1/templates/{kind}/{language}", tag = "reference",
+    params(("kind" = String, Path), ("language" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = Template), (status = 400, body = Problem)))]
+pub async fn template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((kind, language)): Path<(String, String)>,
+) -> ApiResult<Json<Template>> {
+    hearing_template(State(gw), caller, Path((String::new(), kind, language))).await
+}
+
+/// Administrators word a kind of message for the whole municipality.
+#[utoipa::path(put, path = "/api/v1/templates/{kind}/{language}", tag = "reference",
+    params(("kind" = String, Path), ("language" = String, Path)), request_body = TemplateInput,
+    security(("bearer" = [])), responses((status = 200, body = Template), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn set_template(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((kind, language)): Path<(String, String)>,
+    body: ApiJson<TemplateInput>,
+) -> ApiResult<Json<Template>> {
+    set_hearing_template(State(gw), caller, Path((String::new(), kind, language)), body).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hearing's team
+
+/// Adds a colleague as reviewer of a hearing (the owner).
+#[utoipa::path(put, path = "/api/v1/hearings/{hearing_id}/reviewers/{user_id}", tag = "hearings",
+    params(("hearing_id" = String, Path), ("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Hearing), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn add_reviewer(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, user_id)): Path<(String, String)>,
+) -> ApiResult<Json<Hearing>> {
+    required(&caller)?;
+    let request = caller.grpc(hearing::ReviewerRequest { hearing_id, user_id });
+    Ok(Json(gw.services.hearing.clone().add_reviewer(request).await?.into_inner().into()))
+}
+
+/// Removes a reviewer (the owner).
+#[utoipa::path(delete, path = "/api/v1/hearings/{hearing_id}/reviewers/{user_id}", tag = "hearings",
+    params(("hearing_id" = String, Path), ("user_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Hearing), (status = 403, body = Problem)))]
+pub async fn remove_reviewer(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, user_id)): Path<(String, String)>,
+) -> ApiResult<Json<Hearing>> {
+    required(&caller)?;
+    let request = caller.grpc(hearing::ReviewerRequest { hearing_id, user_id });
+    Ok(Json(gw.services.hearing.clone().remove_reviewer(request).await?.into_inner().into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewOwner {
+    pub owner_id: String,
+}
+
+/// Hands a hearing to another caseworker (the owner or an administrator).
+#[utoipa::path(put, path = "/api/v1/hearings/{hearing_id}/owner", tag = "hearings", request_body = NewOwner,
+    params(("hearing_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Hearing), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub async fn reassign_owner(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path(hearing_id): Path<String>,
+    ApiJson(body): ApiJson<NewOwner>,
+) -> ApiResult<Json<Hearing>> {
+    required(&caller)?;
+    let request = caller.grpc(hearing::ReassignOwnerRequest { hearing_id, owner_id: body.owner_id });
+    Ok(Json(gw.services.hearing.clone().reassign_owner(request).await?.into_inner().into()))
+}
+
+/// Removes an invitee (the owner).
+#[utoipa::path(delete, path = "/api/v1/hearings/{hearing_id}/invitees/{reference}", tag = "hearings",
+    params(("hearing_id" = String, Path), ("reference" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Hearing), (status = 403, body = Problem)))]
+pub async fn remove_invitee(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path((hearing_id, reference)): Path<(String, String)>,
+) -> ApiResult<Json<Hearing>> {
+    required(&caller)?;
+    let request = caller.grpc(hearing::RemoveInviteeRequest { hearing_id, reference });
+    Ok(Json(gw.services.hearing.clone().remove_invitee(request).await?.into_inner().into()))
 }

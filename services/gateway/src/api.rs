@@ -91,6 +91,17 @@ pub fn router() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::admin_api::users))
         .routes(routes!(crate::admin_api::assign_role, crate::admin_api::revoke_role))
         .routes(routes!(crate::admin_api::data_access))
+        .routes(routes!(
+            crate::admin_api::hearing_template,
+            crate::admin_api::set_hearing_template,
+            crate::admin_api::reset_hearing_template
+        ))
+        .routes(routes!(crate::admin_api::preview_hearing_template))
+        .routes(routes!(crate::admin_api::test_hearing_template))
+        .routes(routes!(crate::admin_api::template, crate::admin_api::set_template))
+        .routes(routes!(crate::admin_api::add_reviewer, crate::admin_api::remove_reviewer))
+        .routes(routes!(crate::admin_api::reassign_owner))
+        .routes(routes!(crate::admin_api::remove_invitee))
         .routes(routes!(edit_response))
         .routes(routes!(approve_response))
         .routes(routes!(decline_response))
