@@ -229,6 +229,12 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
     assert!(!moderated.contains("/godkend"), "nothing left to moderate:\n{moderated}");
     tour.check("moderation").await;
     tour.photograph("moderation").await;
+    // The hearing's own wording of its messages, previewed.
+    tour.visit(&format!("{workspace_path}/beskeder")).await;
+    tour.check("the hearing's messages").await;
+    tour.chrome.click_to_load("button[value=preview]").await;
+    assert!(tour.source().await.contains("id=\"preview\""), "the preview is shown");
+    tour.visit(&workspace_path).await;
     tour.chrome.click("details summary").await;
     tour.chrome.type_into("#reply-1", "Tak for forslaget, vi ser på det.").await;
     tour.chrome.click_to_load("form[action$='/svar'] button").await;
@@ -268,6 +274,14 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
     tour.chrome.click_to_load("form[action='/administration/skabeloner'] button").await;
     let saved = tour.source().await;
     assert!(saved.contains("id=\"skabeloner\""), "the template is saved and shown again:\n{saved}");
+    // A hearing type's fields: a label changed, kept on the type.
+    tour.visit("/administration/hoeringstyper/lokalplan").await;
+    tour.check("hearing type").await;
+    tour.chrome.run("document.querySelector('input[name=field_1_label]').value = '';", json!([])).await;
+    tour.chrome.type_into("input[name=field_1_label]", "Kort resumé").await;
+    tour.chrome.click_to_load("form[action='/administration/hoeringstyper/lokalplan'] button[type=submit]").await;
+    tour.until("/administration/hoeringstyper/lokalplan", "value=\"Kort resumé\"").await;
+    tour.visit("/administration").await;
     let users = tour.source().await;
     let access = users
         .split("<tr>")

@@ -113,7 +113,7 @@ pub async fn overview(
         (named(tr(lang, "Områder", "City areas"), "/administration/omraader", &cities, "city"))
         section.card {
             h2 { (tr(lang, "Høringstyper", "Hearing types")) }
-            ul { @for t in &types { li { (t.name) " (" code { (t.id) } ")" @if t.internal { " — " (lang.t().internal) } } } }
+            ul { @for t in &types { li { a href={ "/administration/hoeringstyper/" (t.id) } { (t.name) } " (" code { (t.id) } ")" @if t.internal { " — " (lang.t().internal) } } } }
             form method="post" action="/administration/hoeringstyper" {
                 input type="hidden" name="csrf" value=(csrf);
                 div.field { label for="type-id" { "Id" } input #type-id type="text" name="id" required; }
@@ -423,6 +423,155 @@ pub async fn template(
     };
     match gw.services.notification.clone().set_template(caller.grpc(request)).await {
         Ok(_) => see_other(&back, Vec::new()),
+        Err(status) => error_page(&page, &status.into()),
+    }
+}
+
+async fn find_type(gw: &Gateway, caller: &Caller, id: &str) -> Result<hearing::HearingType, crate::problem::Problem> {
+    let all = caller.grpc(hearing::ListReferenceRequest { include_retired: true });
+    let types = gw.services.reference.clone().list_hearing_types(all).await?.into_inner().hearing_types;
+    types
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| crate::problem::Problem::new("not-found", format!("no hearing type '{id}'")))
+}
+
+/// A hearing type's fields and rules for responses, to change.
+pub async fn hearing_type_page(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let page = page(&gw, &caller, &uri).await;
+    if !caller.is_logged_in() {
+        return Redirect::to("/log-ind?tilbage=/administration").into_response();
+    }
+    let kind = match find_type(&gw, &caller, &id).await {
+        Ok(kind) => kind,
+        Err(problem) => return error_page(&page, &problem),
+    };
+    let lang = caller.lang;
+    let rules = kind.response_rules.clone().unwrap_or_default();
+    let number = |value: Option<u32>| value.map(|v| v.to_string()).unwrap_or_default();
+    let body = html! {
+        p { a href="/administration" { "← Administration" } }
+        h1 { (kind.name) }
+        form method="post" action={ "/administration/hoeringstyper/" (kind.id) } {
+            input type="hidden" name="csrf" value=(caller.csrf_token(&gw));
+            div.field { label for="name" { (tr(lang, "Navn", "Name")) } input #name type="text" name="name" value=(kind.name) required; }
+            div.check { input #internal type="checkbox" name="internal" value="yes" checked[kind.internal]; label for="internal" { (lang.t().internal) } }
+            table.list {
+                caption { (tr(lang, "Felterne i høringer af denne type", "The fields of hearings of this type")) }
+                thead { tr {
+                    th scope="col" { (tr(lang, "Nøgle", "Key")) } th scope="col" { (tr(lang, "Betegnelse", "Label")) }
+                    th scope="col" { (tr(lang, "Slags", "Kind")) } th scope="col" { (tr(lang, "Må være tomt", "May be empty")) }
+                    th scope="col" { (tr(lang, "Mindst", "At least")) } th scope="col" { (tr(lang, "Højst", "At most")) }
+                } }
+                tbody {
+                    @for (i, f) in kind.fields.iter().enumerate() {
+                        tr {
+                            td { code { (f.key) } input type="hidden" name={ "field_" (i) "_key" } value=(f.key); }
+                            td { input type="text" name={ "field_" (i) "_label" } value=(f.label) aria-label={ (tr(lang, "Betegnelse for", "Label of")) " " (f.key) }; }
+                            td { (f.kind) }
+                            td { input type="checkbox" name={ "field_" (i) "_may_be_empty" } value="yes" checked[f.may_be_empty] aria-label={ (tr(lang, "Må være tomt:", "May be empty:")) " " (f.key) }; }
+                            td { @if f.kind == "text" { input type="number" min="0" name={ "field_" (i) "_min" } value=(number(f.min_length)) aria-label={ (tr(lang, "Mindste længde af", "Least length of")) " " (f.key) }; } }
+                            td { @if f.kind == "text" { input type="number" min="1" name={ "field_" (i) "_max" } value=(number(f.max_length)) aria-label={ (tr(lang, "Største længde af", "Greatest length of")) " " (f.key) }; } }
+                        }
+                    }
+                    tr {
+                        td { input type="text" name="new_key" aria-label=(tr(lang, "Nøgle for et nyt tekstfelt", "Key of a new text field")); }
+                        td { input type="text" name="new_label" aria-label=(tr(lang, "Betegnelse for et nyt tekstfelt", "Label of a new text field")); }
+                        td { "text" }
+                        td {} td {} td {}
+                    }
+                }
+            }
+            fieldset {
+                legend { (tr(lang, "Regler for høringssvar", "Rules for responses")) }
+                div.field { label for="max_text_chars" { (tr(lang, "Højst tegn", "At most characters")) } input #max_text_chars type="number" min="1" name="max_text_chars" value=(rules.max_text_chars); }
+                div.field { label for="max_files" { (tr(lang, "Højst bilag", "At most attachments")) } input #max_files type="number" min="0" name="max_files" value=(rules.max_files); }
+                div.field { label for="max_file_bytes" { (tr(lang, "Højst bytes pr. bilag", "At most bytes per attachment")) } input #max_file_bytes type="number" min="0" name="max_file_bytes" value=(rules.max_file_bytes); }
+                div.check { input #text_optional type="checkbox" name="text_optional" value="yes" checked[rules.text_optional]; label for="text_optional" { (tr(lang, "Et svar må være bilag alene", "A response may be attachments only")) } }
+            }
+            div.field.actions { button type="submit" { (tr(lang, "Gem høringstypen", "Save the hearing type")) } }
+        }
+    };
+    page.render(&kind.name, body).into_response()
+}
+
+pub async fn save_hearing_type(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<std::collections::BTreeMap<String, String>>,
+) -> Response {
+    let page = page(&gw, &caller, &uri).await;
+    let value = |key: &str| form.get(key).map(|v| v.trim().to_string()).unwrap_or_default();
+    if let Err(problem) = caller.check_csrf(&gw, &value("csrf")) {
+        return error_page(&page, &problem);
+    }
+    let mut kind = match find_type(&gw, &caller, &id).await {
+        Ok(kind) => kind,
+        Err(problem) => return error_page(&page, &problem),
+    };
+    let number = |key: &str| -> Result<Option<u64>, crate::problem::Problem> {
+        match value(key) {
+            v if v.is_empty() => Ok(None),
+            v => v
+                .parse()
+                .map(Some)
+                .map_err(|_| crate::problem::Problem::invalid(format!("{key}: '{v}' is not a number"))),
+        }
+    };
+    let mut fields = Vec::new();
+    for (i, mut field) in kind.fields.clone().into_iter().enumerate() {
+        if value(&format!("field_{i}_key")) != field.key {
+            continue;
+        }
+        field.label = value(&format!("field_{i}_label"));
+        field.may_be_empty = value(&format!("field_{i}_may_be_empty")) == "yes";
+        if field.kind == "text" {
+            match (number(&format!("field_{i}_min")), number(&format!("field_{i}_max"))) {
+                (Ok(min), Ok(max)) => {
+                    field.min_length = min.map(|v| v.min(u64::from(u32::MAX)) as u32);
+                    field.max_length = max.map(|v| v.min(u64::from(u32::MAX)) as u32);
+                }
+                (Err(problem), _) | (_, Err(problem)) => return error_page(&page, &problem),
+            }
+        }
+        fields.push(field);
+    }
+    if !value("new_key").is_empty() {
+        fields.push(hearing::FieldRule {
+            key: value("new_key"),
+            label: value("new_label"),
+            kind: "text".into(),
+            may_be_empty: true,
+            max_length: Some(10_000),
+            ..Default::default()
+        });
+    }
+    let mut rules = kind.response_rules.clone().unwrap_or_default();
+    for (key, target) in [("max_text_chars", 0usize), ("max_files", 1), ("max_file_bytes", 2)] {
+        match number(key) {
+            Ok(Some(n)) => match target {
+                0 => rules.max_text_chars = n.min(u64::from(u32::MAX)) as u32,
+                1 => rules.max_files = n.min(u64::from(u32::MAX)) as u32,
+                _ => rules.max_file_bytes = n,
+            },
+            Ok(None) => {}
+            Err(problem) => return error_page(&page, &problem),
+        }
+    }
+    rules.text_optional = value("text_optional") == "yes";
+    kind.name = value("name");
+    kind.internal = value("internal") == "yes";
+    kind.fields = fields;
+    kind.response_rules = Some(rules);
+    match gw.services.reference.clone().define_hearing_type(caller.grpc(kind)).await {
+        Ok(_) => see_other(&format!("/administration/hoeringstyper/{}", super::encode(&id)), Vec::new()),
         Err(status) => error_page(&page, &status.into()),
     }
 }

@@ -5,6 +5,7 @@
 //! the workspace with the refusal shown when the service says no.
 
 use agora_proto::hearing::v1 as hearing;
+use agora_proto::notification::v1 as notification;
 use agora_proto::records::v1 as records;
 use agora_proto::response::v1 as response;
 use axum::extract::{Form, Multipart, OriginalUri, Path, State};
@@ -181,6 +182,7 @@ async fn render_workspace(page: &Page<'_>, hearing_id: &str, outcome: Outcome) -
             @if !h.case_number.is_empty() { " · " (lang.t().case_number) " " (h.case_number) }
             " · " a href={ "/hoeringer/" (hearing_id) } { (tr(lang, "Se den offentlige side", "See the public page")) }
             " · " a href={ (here) "/historik" } { (tr(lang, "Historik", "Audit trail")) }
+            " · " a href={ (here) "/beskeder" } { (tr(lang, "Beskeder", "Messages")) }
         }
         @if let Some(problem) = &outcome.problem {
             div.error #fejl role="alert" tabindex="-1" {
@@ -737,4 +739,163 @@ pub async fn retry_journalization(
     }
     let request = caller.grpc(records::JournalizationRequest { hearing_id: hearing_id.clone() });
     back_to_workspace(&page, &hearing_id, gw.services.records.clone().retry_parked_steps(request).await).await
+}
+
+/// The kinds of message a hearing's owner words for it.
+const HEARING_MESSAGES: &[&str] = &[
+    "invited_to_hearing",
+    "added_as_reviewer",
+    "response_receipt",
+    "response_declined",
+    "hearing_changed",
+    "conclusion_published",
+];
+
+#[derive(Deserialize, Default)]
+pub struct MessageQuery {
+    kind: Option<String>,
+    sprog: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct MessageForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    language: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    html: String,
+    /// save, reset, preview or test
+    #[serde(default)]
+    action: String,
+}
+
+pub async fn messages(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Path(hearing_id): Path<String>,
+    query: Result<axum::extract::Query<MessageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let page = page(&gw, &caller, &uri).await;
+    if !caller.is_logged_in() {
+        return Redirect::to(&format!("/log-ind?tilbage={}", super::encode(&page.here))).into_response();
+    }
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let kind =
+        query.kind.filter(|k| HEARING_MESSAGES.contains(&k.as_str())).unwrap_or_else(|| "response_receipt".into());
+    let language = if query.sprog.as_deref() == Some("en") { "en" } else { "da" };
+    render_messages(&page, &hearing_id, &kind, language, None).await
+}
+
+async fn render_messages(
+    page: &Page<'_>,
+    hearing_id: &str,
+    kind: &str,
+    language: &str,
+    outcome: Option<Markup>,
+) -> Response {
+    let (gw, caller) = (page.gw, page.caller);
+    let lang = caller.lang;
+    let reference =
+        notification::TemplateRef { hearing_id: hearing_id.into(), kind: kind.into(), language: language.into() };
+    let template = match gw.services.notification.clone().get_template(caller.grpc(reference)).await {
+        Ok(t) => t.into_inner(),
+        Err(status) => return error_page(page, &status.into()),
+    };
+    let csrf = caller.csrf_token(gw);
+    let here = format!("{}/beskeder", workspace_path(hearing_id));
+    let title = tr(lang, "Høringens beskeder", "The hearing's messages");
+    let body = html! {
+        p { a href=(workspace_path(hearing_id)) { "← " (tr(lang, "Tilbage til høringen", "Back to the hearing")) } }
+        h1 { (title) }
+        @if let Some(outcome) = outcome { (outcome) }
+        form method="get" action=(here) {
+            div.field {
+                label for="kind" { (tr(lang, "Besked", "Message")) }
+                select #kind name="kind" { @for k in HEARING_MESSAGES { option value=(k) selected[*k == kind] { (k) } } }
+            }
+            div.field {
+                label for="sprog" { (tr(lang, "Sprog", "Language")) }
+                select #sprog name="sprog" { option value="da" selected[language == "da"] { "Dansk" } option value="en" selected[language == "en"] { "English" } }
+            }
+            div.field.actions { button.secondary type="submit" { (tr(lang, "Vis", "Show")) } }
+        }
+        p.meta { (tr(lang, "Kilde", "Source")) ": " (template.source) " · " (tr(lang, "Pladsholdere", "Placeholders")) ": "
+            @for p in &template.placeholders { code { "{{" (p) "}}" } " " } }
+        form method="post" action=(here) {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="kind" value=(kind);
+            input type="hidden" name="language" value=(language);
+            div.field.wide { label for="subject" { (tr(lang, "Emne", "Subject")) } input #subject type="text" name="subject" value=(template.subject); }
+            div.field.wide { label for="text" { (tr(lang, "Tekst", "Text")) } textarea #text name="text" rows="8" { (template.text) } }
+            div.field.wide { label for="html" { "HTML" } textarea #html name="html" rows="8" { (template.html) } }
+            div.actions {
+                button type="submit" name="action" value="save" { (tr(lang, "Gem", "Save")) }
+                button.secondary type="submit" name="action" value="preview" { (tr(lang, "Forhåndsvis", "Preview")) }
+                button.secondary type="submit" name="action" value="test" { (tr(lang, "Send en prøve til mig", "Send me a test")) }
+                button.secondary type="submit" name="action" value="reset" { (tr(lang, "Brug kommunens tekst", "Use the municipality's wording")) }
+            }
+        }
+    };
+    page.render(title, body).into_response()
+}
+
+pub async fn save_message(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Path(hearing_id): Path<String>,
+    Form(form): Form<MessageForm>,
+) -> Response {
+    let page = page(&gw, &caller, &uri).await;
+    if let Err(problem) = caller.check_csrf(&gw, &form.csrf) {
+        return error_page(&page, &problem);
+    }
+    let lang = caller.lang;
+    let reference = notification::TemplateRef {
+        hearing_id: hearing_id.clone(),
+        kind: form.kind.clone(),
+        language: form.language.clone(),
+    };
+    let mut service = gw.services.notification.clone();
+    let outcome = match form.action.as_str() {
+        "preview" => service.preview_template(caller.grpc(reference)).await.map(|p| {
+            let p = p.into_inner();
+            html! { section.notice #preview role="status" { h2 { (p.subject) } pre { (p.text) } } }
+        }),
+        "test" => service.send_test_message(caller.grpc(reference)).await.map(|sent| {
+            html! { p.notice role="status" { (tr(lang, "Prøven er sendt til", "The test went to")) " " (sent.into_inner().to) } }
+        }),
+        "reset" => service
+            .reset_template(caller.grpc(reference))
+            .await
+            .map(|_| html! { p.notice role="status" { (tr(lang, "Kommunens tekst bruges igen.", "The municipality's wording is used again.")) } }),
+        _ => {
+            let request = notification::SetTemplateRequest {
+                r#ref: Some(reference),
+                subject: form.subject,
+                text: form.text.replace("\r\n", "\n"),
+                html: form.html.replace("\r\n", "\n"),
+            };
+            service
+                .set_template(caller.grpc(request))
+                .await
+                .map(|_| html! { p.notice role="status" { (tr(lang, "Gemt.", "Saved.")) } })
+        }
+    };
+    let outcome = match outcome {
+        Ok(markup) => markup,
+        Err(status) => {
+            let problem: Problem = status.into();
+            html! { div.error #fejl role="alert" { p { (problem.detail) } } }
+        }
+    };
+    render_messages(&page, &hearing_id, &form.kind, &form.language, Some(outcome)).await
 }

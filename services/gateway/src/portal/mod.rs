@@ -42,11 +42,16 @@ pub fn router() -> Router<Gateway> {
         .route("/sagsbehandler/hoeringer/{hearing_id}/konkluder", post(caseworker::conclude))
         .route("/sagsbehandler/hoeringer/{hearing_id}/historik", get(caseworker::audit_trail))
         .route("/sagsbehandler/hoeringer/{hearing_id}/journaliser-igen", post(caseworker::retry_journalization))
+        .route(
+            "/sagsbehandler/hoeringer/{hearing_id}/beskeder",
+            get(caseworker::messages).post(caseworker::save_message),
+        )
         .route("/sagsbehandler/svar/{response_id}/{action}", post(caseworker::moderate))
         .route("/administration", get(admin::overview))
         .route("/administration/emner", post(admin::subject_area))
         .route("/administration/omraader", post(admin::city_area))
         .route("/administration/hoeringstyper", post(admin::hearing_type))
+        .route("/administration/hoeringstyper/{id}", get(admin::hearing_type_page).post(admin::save_hearing_type))
         .route("/administration/kle", post(admin::kle))
         .route("/administration/roller", post(admin::role))
         .route("/administration/vilkaar", post(admin::terms))
