@@ -955,3 +955,70 @@ async fn the_owner_words_her_hearings_messages_and_the_administrator_shapes_hear
     assert!(labels.contains(&"Beløb") && labels.contains(&"Kort fortalt"), "{labels:?}");
     stop(running).await;
 }
+
+#[tokio::test]
+async fn a_citizen_logs_in_through_a_real_openid_connect_provider_and_lands_in_the_portal() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../identity/tests/support/oidc_provider.py");
+    let what = "the OpenID Connect provider (PyPI package oidc-provider-mock; scripts/test installs it)";
+    let Some((_provider, issuer)) = agora_eventstore::testing::python_helper(script, &[], what).await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (grpc, http_port) = (free_port(), free_port());
+    let providers = dir.path().join("providers.json");
+    let config = serde_json::json!([{
+        "id": "mitid", "display_name": "MitID", "capacity": "citizen",
+        "issuer": issuer, "client_id": "agora", "client_secret": "s3cret",
+        "redirect_uri": format!("http://127.0.0.1:{http_port}/log-ind/callback"),
+        "scopes": ["profile", "email"], "claims": { "preset": "nemlogin", "email": "email" }
+    }]);
+    std::fs::write(&providers, config.to_string()).expect("providers");
+    let data_dir = dir.path().join("data");
+    let args = [
+        "--data-dir",
+        data_dir.to_str().expect("utf-8"),
+        "--grpc-addr",
+        &format!("127.0.0.1:{grpc}"),
+        "--http-addr",
+        &format!("127.0.0.1:{http_port}"),
+    ];
+    let running = start(&args, &[("AGORA_LOGIN_PROVIDERS", providers.to_str().expect("utf-8"))]).await;
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let person = serde_json::json!({
+        "https://data.gov.dk/model/core/eid/fullName": "Mette Mitid",
+        "https://data.gov.dk/model/core/eid/cprNumber": "020290-4321",
+        "email": "mette@example.dk",
+    });
+    let registered = plain.put(format!("{issuer}/users/mette")).json(&person).send().await.expect("provider");
+    assert_eq!(registered.status().as_u16(), 204);
+
+    // The login page offers the provider; following it leads to the provider's authorization.
+    let mut browser = Browser::new(http_port);
+    let login = browser.get("/log-ind?tilbage=/mine-svar").await;
+    assert!(login.body.contains("href=\"/log-ind/med/mitid?tilbage=/mine-svar\""), "{}", login.body);
+    let begun = browser.send(browser.http.get(format!("{}/log-ind/med/mitid?tilbage=/mine-svar", browser.base))).await;
+    let authorization =
+        begun.headers.get("location").and_then(|l| l.to_str().ok()).expect("to the provider").to_string();
+    assert!(
+        authorization.starts_with(&issuer) && authorization.contains("code_challenge_method=S256"),
+        "{authorization}"
+    );
+
+    // At the provider she is picked; it sends her back to the portal's callback, which logs her in.
+    let answer = plain.post(&authorization).form(&[("sub", "mette")]).send().await.expect("provider");
+    let callback =
+        answer.headers().get("location").and_then(|l| l.to_str().ok()).expect("back to the portal").to_string();
+    let path = callback.strip_prefix(&browser.base).expect("the portal's callback").to_string();
+    assert!(path.starts_with("/log-ind/callback?"), "{path}");
+    let landed = browser.get(&path).await;
+    assert!(landed.body.contains("Logget ind som <strong>Mette Mitid</strong>"), "{}", landed.body);
+    assert!(landed.body.contains("<h1>Mine høringssvar</h1>"), "back where she set out for: {}", landed.body);
+    assert!(browser.cookies.contains_key("agora_session"));
+
+    // The same answer from the provider again (a replayed callback) does not log anyone in.
+    let mut stranger = Browser::new(http_port);
+    let replayed = stranger.get(&path).await;
+    assert!(!stranger.cookies.contains_key("agora_session"));
+    assert_eq!(replayed.status, 403, "{}", replayed.body);
+    assert!(replayed.body.contains("the login did not succeed"), "{}", replayed.body);
+    drop(dir);
+    stop(running).await;
+}

@@ -4,7 +4,7 @@ use agora_proto::hearing::v1 as hearing;
 use agora_proto::identity::v1 as identity;
 use agora_proto::response::v1 as response;
 use axum::extract::{Form, Multipart, OriginalUri, Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -577,7 +577,7 @@ pub async fn login(
         @if !methods.methods.is_empty() {
             ul.logins {
                 @for m in &methods.methods {
-                    li { a.button href={ "/log-ind/med/" (m.provider) } { (t.login_with) " " (m.display_name) } }
+                    li { a.button href={ "/log-ind/med/" (m.provider) "?tilbage=" (encode(&back)) } { (t.login_with) " " (m.display_name) } }
                 }
             }
         }
@@ -632,14 +632,29 @@ pub async fn dev_login(
     }
 }
 
+/// The cookie that keeps where to come back to across the provider's pages.
+const BACK_COOKIE: &str = "agora_tilbage";
+
+/// A path that can stand in a cookie as it is; anything else comes back to the front page.
+fn cookie_safe_path(path: &str) -> String {
+    let path = local_path(Some(path));
+    if path.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c)) { path } else { "/".into() }
+}
+
 pub async fn begin_login(
     State(gw): State<Gateway>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
     Path(provider): Path<String>,
+    Query(back): Query<Back>,
 ) -> Response {
     match gw.services.identity.clone().begin_login(identity::BeginLoginRequest { provider }).await {
-        Ok(begun) => Redirect::to(&begun.into_inner().authorization_url).into_response(),
+        Ok(begun) => {
+            let back = cookie_safe_path(back.tilbage.as_deref().unwrap_or("/"));
+            let mut response = Redirect::to(&begun.into_inner().authorization_url).into_response();
+            response.headers_mut().append(header::SET_COOKIE, session::set_cookie(&gw, BACK_COOKIE, &back, 600));
+            response
+        }
         Err(status) => error_page(&page(&gw, &caller, &uri).await, &status.into()),
     }
 }
@@ -657,12 +672,22 @@ pub async fn login_callback(
     State(gw): State<Gateway>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
+    headers: axum::http::HeaderMap,
     Query(callback): Query<Callback>,
 ) -> Response {
     let request = identity::CompleteLoginRequest { state: callback.state, code: callback.code };
     match gw.services.identity.clone().complete_login(request).await {
-        Ok(session) => see_other("/", session::session_cookies(&gw, &session.into_inner())),
-        Err(status) => error_page(&page(&gw, &caller, &uri).await, &status.into()),
+        Ok(session) => {
+            let back = cookie_safe_path(session::cookie(&headers, BACK_COOKIE).unwrap_or("/"));
+            let mut cookies = session::session_cookies(&gw, &session.into_inner());
+            cookies.push(session::set_cookie(&gw, BACK_COOKIE, "", 0));
+            see_other(&back, cookies)
+        }
+        Err(status) => {
+            // Not the usual way to the login page: coming back here after it would fail again.
+            let problem = Problem::new("forbidden", format!("the login did not succeed: {}", status.message()));
+            error_page(&page(&gw, &caller, &uri).await, &problem)
+        }
     }
 }
 
