@@ -156,6 +156,33 @@ async fn a_citizen_finds_a_hearing_logs_in_and_responds_with_an_attachment_in_th
     let searched = browser.get("/?status=&q=Bytorvet").await;
     assert!(searched.body.contains("Lokalplan for Bytorvet") && !searched.body.contains("Klimaplan 2030"));
 
+    // Anyone follows a hearing by e-mail; the subscription holds once the link sent there is
+    // followed (double opt-in).
+    let hearing = browser.get(&format!("/hoeringer/{ACTIVE}")).await;
+    let csrf = input(&hearing.body, "csrf");
+    let asked =
+        browser.post_form("/abonner", &[("csrf", &csrf), ("hearing_id", ACTIVE), ("email", "nabo@example.dk")]).await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert!(asked.body.contains("nabo@example.dk"), "{}", asked.body);
+    let mail = dir.path().join("mail");
+    let confirm = agora_eventstore::testing::eventually(20, "the confirmation mail", || async {
+        std::fs::read_dir(&mail).ok()?.filter_map(Result::ok).find_map(|entry| {
+            let raw = std::fs::read_to_string(entry.path()).ok()?;
+            if !raw.contains("To: nabo@example.dk") {
+                return None;
+            }
+            // Quoted-printable may break a long line; the link is ASCII otherwise.
+            let text = raw.replace("=\r\n", "").replace("=\n", "");
+            let start = text.find("/abonnement/bekraeft/")?;
+            Some(text[start..].split(|c: char| c.is_whitespace() || c == '"' || c == '<').next()?.to_string())
+        })
+    })
+    .await;
+    let asked = browser.get(&confirm).await;
+    assert!(asked.body.contains("Bekræft abonnement"), "a link scanner's GET confirms nothing: {}", asked.body);
+    let confirmed = browser.post_form(&confirm, &[]).await;
+    assert!(confirmed.body.contains("Abonnementet er bekræftet"), "{confirm}: {}", confirmed.body);
+
     // English by choice, remembered.
     let english = browser.get("/sprog/en?tilbage=/").await;
     assert!(english.body.contains("<html lang=\"en\">") && english.body.contains("Hearings"));

@@ -30,6 +30,7 @@ pub fn router() -> Router<Gateway> {
         .route("/mine-svar/{response_id}/traek-tilbage", post(pages::withdraw))
         .route("/mine-svar/{response_id}/ret", get(respondent::edit_form).post(respondent::edit))
         .route("/mine-abonnementer", get(respondent::subscriptions).post(respondent::subscribe))
+        .route("/abonner", post(pages::subscribe_by_email))
         .route("/mine-abonnementer/{subscription_id}/stop", post(respondent::end_subscription))
         .route("/slet-mig", get(respondent::erasure_form).post(respondent::erase))
         .route("/sagsbehandler", get(caseworker::dashboard))

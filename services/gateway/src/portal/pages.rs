@@ -236,6 +236,17 @@ pub async fn hearing(
                     button.secondary type="submit" { (if lang == Lang::Da { "Følg høringen" } else { "Follow this hearing" }) }
                 }
             }
+            @if !caller.is_logged_in() && matches!(status, "AwaitingStartDate" | "Active" | "AwaitingConclusion") {
+                form.follow method="post" action="/abonner" {
+                    input type="hidden" name="csrf" value=(caller.csrf_token(&gw));
+                    input type="hidden" name="hearing_id" value=(h.hearing_id);
+                    div.field {
+                        label for="follow-email" { (if lang == Lang::Da { "Følg høringen på e-mail" } else { "Follow this hearing by e-mail" }) }
+                        input #follow-email type="email" name="email" autocomplete="email" required;
+                    }
+                    button.secondary type="submit" { (if lang == Lang::Da { "Følg" } else { "Follow" }) }
+                }
+            }
             section.text { (paragraphs(&field("body"))) }
             @if !h.files.is_empty() {
                 section {
@@ -746,4 +757,49 @@ pub async fn api_reference(State(gw): State<Gateway>, caller: Caller, OriginalUr
         }
     };
     page.render("API", body).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct EmailSubscription {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    hearing_id: String,
+    #[serde(default)]
+    email: String,
+}
+
+/// Anyone follows a hearing by e-mail: the address is written to first, and the subscription
+/// holds once the link in that message is followed (double opt-in).
+pub async fn subscribe_by_email(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Form(form): Form<EmailSubscription>,
+) -> Response {
+    let page = page(&gw, &caller, &uri).await;
+    if let Err(problem) = caller.check_csrf(&gw, &form.csrf) {
+        return error_page(&page, &problem);
+    }
+    let request = agora_proto::notification::v1::SubscribeRequest {
+        topic: "hearing".into(),
+        value: form.hearing_id.clone(),
+        email: form.email.trim().to_string(),
+        language: caller.lang.code().into(),
+    };
+    // Anonymous on purpose: the address is the subscriber, not an account.
+    if let Err(status) = gw.services.notification.clone().subscribe(tonic::Request::new(request)).await {
+        return error_page(&page, &status.into());
+    }
+    let da = caller.lang == Lang::Da;
+    let title = if da { "Tjek din e-mail" } else { "Check your e-mail" };
+    let body = html! {
+        h1 { (title) }
+        p role="status" {
+            (if da { "Vi har sendt et link til " } else { "We have sent a link to " }) strong { (form.email.trim()) }
+            (if da { ". Følg det for at bekræfte, at du vil følge høringen." } else { ". Follow it to confirm that you want to follow the hearing." })
+        }
+        p { a href={ "/hoeringer/" (form.hearing_id) } { (caller.lang.t().back_to_hearing) } }
+    };
+    page.render(title, body).into_response()
 }
