@@ -221,6 +221,15 @@ pub enum TokenKeys {
     Fixed(TokenVerifier),
     /// The identity service's JWKS endpoint, read again periodically.
     Url(String),
+    /// A process that checks no tokens itself (the gateway alone).
+    Unused,
+}
+
+impl Settings {
+    /// Whether this process is the gateway and nothing else.
+    pub fn gateway_only(&self) -> bool {
+        !self.embedded && self.targets.iter().all(|t| t == "gateway")
+    }
 }
 
 /// Resolved settings.
@@ -318,9 +327,11 @@ impl RunArgs {
                  and JetStream, or unset it for the embedded mode (SQLite, demo data, development login)"
             );
         }
+        // The gateway alone keeps no data: it needs the services' addresses, not a database.
+        let gateway_only = !embedded && targets.iter().all(|t| t == "gateway");
         if embedded {
             targets = TARGETS.iter().map(|t| t.to_string()).collect();
-        } else if self.connect.database_url.is_none() {
+        } else if self.connect.database_url.is_none() && !gateway_only {
             bail!("AGORA_DATABASE_URL is required with --target: distributed services run on PostgreSQL");
         }
         let grpc_addr = address("AGORA_GRPC_ADDR", &self.grpc_addr)?;
@@ -353,6 +364,8 @@ impl RunArgs {
         let dev_login = self.dev_login.unwrap_or(embedded);
         let token_keys = match &self.token_jwks {
             _ if with_identity => TokenKeys::Identity,
+            // The gateway passes tokens on; the services check them.
+            None if gateway_only => TokenKeys::Unused,
             None => bail!(
                 "AGORA_TOKEN_JWKS is required with --target when the identity service runs elsewhere: its \
                  http://…/.well-known/jwks.json, or a JWKS file"

@@ -65,6 +65,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop_requested = stop_signal()?;
     let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("agora"))?;
     let settings = args.settings()?;
+    if settings.gateway_only() {
+        return run_gateway(&args, &settings, stop_requested, started).await;
+    }
     let store = args.connect.store().await?;
     let runs = |target: &str| settings.targets.iter().any(|t| t == target);
     let (with_hearing, with_response) = (runs("hearing"), runs("response"));
@@ -110,6 +113,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             verifier
         }
         (None, crate::config::TokenKeys::Identity) => anyhow::bail!("the identity service is not running here"),
+        (None, crate::config::TokenKeys::Unused) => {
+            anyhow::bail!("AGORA_TOKEN_JWKS is required: the services here check tokens")
+        }
     });
     let response = if with_response {
         agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
@@ -224,37 +230,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             routes.merge(agora_notification::unsubscribe::routes(store.clone(), sender.portal.unsubscribe.clone()));
     }
     if let Some(gateway_settings) = &settings.gateway {
-        anyhow::ensure!(
-            args.rate_limit_per_client >= 0.0 && args.rate_limit_per_user >= 0.0,
-            "AGORA_RATE_LIMIT_PER_CLIENT and AGORA_RATE_LIMIT_PER_USER must be 0 (off) or more requests per second"
-        );
-        let at = |url: &Option<String>| url.clone().unwrap_or_else(|| here.clone());
-        let endpoints = agora_gateway::Endpoints {
-            hearing: at(&gateway_settings.hearing_url),
-            response: at(&gateway_settings.response_url),
-            identity: at(&gateway_settings.identity_url),
-            records: at(&gateway_settings.records_url),
-            notification: at(&gateway_settings.notification_url),
-        };
-        let mut services = agora_gateway::Services::connect_lazy(&endpoints)?;
-        if let Some(secret) = &settings.service_secret {
-            // The feed comes from the hearing service's store (the response service's too when
-            // they share one, as in the embedded mode).
-            services = services.with_feed(&endpoints.hearing, secret)?;
-        }
-        let gateway = agora_gateway::Gateway::new(
-            services,
-            agora_gateway::SessionKey::derived(&settings.pseudonym_key),
-            agora_gateway::Settings::default(),
-        )
-        .with_limits(agora_gateway::limits::Limits {
-            per_client: agora_gateway::limits::Rate::per_second(args.rate_limit_per_client)
-                .map(agora_gateway::limits::Limiter::new),
-            per_user: agora_gateway::limits::Rate::per_second(args.rate_limit_per_user)
-                .map(agora_gateway::limits::Limiter::new),
-            trust_forwarded_for: args.trust_forwarded_for,
-        });
-        routes = routes.merge(gateway.router());
+        routes = routes.merge(gateway_router(&args, &settings, gateway_settings, &here)?);
     }
     let metrics = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));
     tasks.spawn(async move { metrics.await.map_err(anyhow::Error::from) });
@@ -719,4 +695,83 @@ impl agora_notification::recipients::Directory for IdentityDirectory {
             digital_post: c.digital_post.as_deref().and_then(agora_notification::recipients::digital_post_address),
         }))
     }
+}
+
+/// The gateway's routes, reaching each service where it runs (`here` when in this process).
+fn gateway_router(
+    args: &RunArgs,
+    settings: &Settings,
+    gateway_settings: &crate::config::GatewaySettings,
+    here: &str,
+) -> anyhow::Result<axum::Router> {
+    anyhow::ensure!(
+        args.rate_limit_per_client >= 0.0 && args.rate_limit_per_user >= 0.0,
+        "AGORA_RATE_LIMIT_PER_CLIENT and AGORA_RATE_LIMIT_PER_USER must be 0 (off) or more requests per second"
+    );
+    let at = |url: &Option<String>| url.clone().unwrap_or_else(|| here.to_string());
+    let endpoints = agora_gateway::Endpoints {
+        hearing: at(&gateway_settings.hearing_url),
+        response: at(&gateway_settings.response_url),
+        identity: at(&gateway_settings.identity_url),
+        records: at(&gateway_settings.records_url),
+        notification: at(&gateway_settings.notification_url),
+    };
+    let mut services = agora_gateway::Services::connect_lazy(&endpoints)?;
+    if let Some(secret) = &settings.service_secret {
+        // The feed comes from the hearing service's store (the response service's too when
+        // they share one, as in the embedded mode).
+        services = services.with_feed(&endpoints.hearing, secret)?;
+    }
+    let gateway = agora_gateway::Gateway::new(
+        services,
+        agora_gateway::SessionKey::derived(&settings.pseudonym_key),
+        agora_gateway::Settings::default(),
+    )
+    .with_limits(agora_gateway::limits::Limits {
+        per_client: agora_gateway::limits::Rate::per_second(args.rate_limit_per_client)
+            .map(agora_gateway::limits::Limiter::new),
+        per_user: agora_gateway::limits::Rate::per_second(args.rate_limit_per_user)
+            .map(agora_gateway::limits::Limiter::new),
+        trust_forwarded_for: args.trust_forwarded_for,
+    });
+    Ok(gateway.router())
+}
+
+/// A process that is only the gateway: no store, no bus, only the services' addresses. Ready
+/// as soon as it listens; what it cannot reach it reports per request (503 problems).
+async fn run_gateway(
+    args: &RunArgs,
+    settings: &Settings,
+    stop_requested: impl std::future::Future<Output = ()>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let Some(gateway_settings) = &settings.gateway else { anyhow::bail!("the gateway is not among the targets") };
+    let routes = gateway_router(args, settings, gateway_settings, "http://127.0.0.1:0")?;
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("AGORA_HTTP_ADDR: cannot listen on {}", settings.http_addr))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
+    let server = agora_telemetry::metrics::serve_with(http, ready.clone(), routes, shutdown_future(&stop_rx));
+    tracing::info!(http = %settings.http_addr, ready_ms = started.elapsed().as_millis() as u64, "agora is ready: targets gateway");
+    println!("agora is ready (targets gateway) in {} ms", started.elapsed().as_millis());
+    println!(
+        "  portal:  http://{}/   API: http://{}/api/v1 (reference at /api)",
+        settings.http_addr, settings.http_addr
+    );
+    println!("  health:  http://{}/healthz   metrics: http://{}/metrics", settings.http_addr, settings.http_addr);
+    tokio::pin!(server);
+    tokio::select! {
+        _ = stop_requested => tracing::info!("stopping"),
+        result = &mut server => {
+            result?;
+            anyhow::bail!("the gateway stopped unexpectedly");
+        }
+    }
+    ready.store(false, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
+        tracing::warn!("some requests did not finish within 10 s");
+    }
+    Ok(())
 }

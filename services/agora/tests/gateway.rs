@@ -16,7 +16,18 @@ async fn the_gateway_in_a_process_of_its_own_serves_the_api_the_portal_and_the_f
         ("AGORA_RECORDS_URL", here.as_str()),
         ("AGORA_NOTIFICATION_URL", here.as_str()),
     ];
-    let (gateway, _, http_port) = d.start_more("gateway", &services).await;
+    // The gateway keeps no data and checks no tokens: it gets no database, bus or token keys.
+    let http_port = free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let mut envs: Vec<(&str, &str)> = d
+        .envs
+        .iter()
+        .filter(|(k, _)| !["AGORA_DATABASE_URL", "AGORA_NATS_URL", "AGORA_TOKEN_JWKS"].contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    envs.extend(services);
+    envs.push(("AGORA_HTTP_ADDR", &http_addr));
+    let gateway = start(&["--target", "gateway"], &envs).await;
     let base = format!("http://127.0.0.1:{http_port}");
     let http = reqwest::Client::new();
     let admin = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
@@ -92,4 +103,23 @@ async fn the_gateway_in_a_process_of_its_own_serves_the_api_the_portal_and_the_f
     assert!(events.contains(&("dk.agora.hearing.v1.HearingPublished", id.as_str())), "{events:?}");
     assert!(!events.contains(&("dk.agora.hearing.v1.HearingCreated", id.as_str())), "not public before publication");
     stop(gateway).await;
+}
+
+#[tokio::test]
+async fn a_gateway_without_the_services_addresses_says_which_is_missing() {
+    let key = ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef");
+    let (code, _, err) = output(&["run", "--target", "gateway"], &[key]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("AGORA_HEARING_URL"), "{err}");
+    let everything = [
+        key,
+        ("AGORA_HEARING_URL", "http://hearing:50051"),
+        ("AGORA_RESPONSE_URL", "http://response:50051"),
+        ("AGORA_IDENTITY_URL", "http://identity:50051"),
+        ("AGORA_RECORDS_URL", "records:50051"),
+        ("AGORA_NOTIFICATION_URL", "http://notification:50051"),
+    ];
+    let (code, _, err) = output(&["run", "--target", "gateway"], &everything).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("AGORA_RECORDS_URL 'records:50051' must be an http:// or https:// URL"), "{err}");
 }
