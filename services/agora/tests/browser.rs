@@ -308,6 +308,19 @@ async fn a_hearing_from_creation_to_conclusion_in_headless_chromium_without_acce
     tour.check("concluded hearing").await;
     tour.photograph("hoering-afsluttet").await;
 
+    // On a phone: the same pages, nothing cut off sideways.
+    tour.chrome.window_size(390, 844).await;
+    for (name, path) in
+        [("front page on a phone", "/".to_string()), ("hearing on a phone", format!("/hoeringer/{hearing_id}"))]
+    {
+        tour.visit(&path).await;
+        let overflow =
+            tour.chrome.run("return document.documentElement.scrollWidth > window.innerWidth;", json!([])).await;
+        assert_eq!(overflow, false, "{name} is wider than the phone");
+        tour.check(name).await;
+    }
+    tour.photograph("telefon").await;
+
     let Tour { chrome, violations, .. } = tour;
     chrome.quit().await;
     stop(running).await;

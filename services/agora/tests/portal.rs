@@ -349,6 +349,9 @@ async fn the_json_api_answers_with_problems_an_openapi_document_and_exactly_once
     let (status, kind, _) =
         problem(http.get(format!("{base}/api/v1/no-such-thing")).send().await.expect("answer")).await;
     assert_eq!((status, kind.as_str()), (404, "/api/v1/problems/not-found"));
+    // What the framework refuses by itself is a problem too.
+    let (status, _, _) = problem(http.put(format!("{base}/api/v1/hearings")).send().await.expect("answer")).await;
+    assert_eq!(status, 405);
     let (status, kind, _) = problem(
         http.get(format!("{base}/api/v1/hearings/00000000-0000-7000-9000-00000000ffff")).send().await.expect("answer"),
     )

@@ -158,3 +158,45 @@ mod tests {
         assert_eq!(names.len(), KINDS.len());
     }
 }
+
+/// Every refusal under `/api/` as a problem: what the framework answers by itself (a method the
+/// route does not have, a path parameter that does not parse) comes as plain text otherwise.
+pub async fn api_errors_as_problems(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !api || is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let kind = match status.as_u16() {
+        401 => "unauthenticated",
+        403 => "forbidden",
+        404 => "not-found",
+        409 => "conflict",
+        413 => "too-large",
+        415 => "unsupported-media-type",
+        429 => "rate-limited",
+        503 => "unavailable",
+        504 => "timeout",
+        500..=599 => "internal",
+        _ => "invalid-input",
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let (_, body) = response.into_parts();
+    let detail = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(text) if !text.is_empty() && kind != "internal" => String::from_utf8_lossy(&text).into_owned(),
+        _ => status.canonical_reason().unwrap_or("refused").to_lowercase(),
+    };
+    let mut problem = Problem::new(kind, detail);
+    // Keep the status the framework chose (405 Method Not Allowed, say), not the kind's usual one.
+    problem.status = status.as_u16();
+    let mut response = problem.into_response();
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}

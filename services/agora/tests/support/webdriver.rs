@@ -205,6 +205,11 @@ impl Chrome {
         panic!("{css} is not reachable with the Tab key");
     }
 
+    /// Resizes the window (a phone is 390 × 844).
+    pub async fn window_size(&self, width: u32, height: u32) {
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({ "width": width, "height": height }))).await;
+    }
+
     pub async fn screenshot(&self, path: &std::path::Path) {
         use base64::Engine;
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
