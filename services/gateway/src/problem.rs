@@ -118,47 +118,6 @@ impl IntoResponse for Problem {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_service_refusal_keeps_its_message_and_gets_a_stable_type() {
-        let problem = Problem::from(tonic::Status::failed_precondition("the hearing is not open for responses"));
-        assert_eq!(problem.kind, "/api/v1/problems/wrong-state");
-        assert_eq!(problem.status, 409);
-        assert_eq!(problem.detail, "the hearing is not open for responses");
-        assert_eq!(problem.name(), "wrong-state");
-    }
-
-    #[test]
-    fn the_violations_a_service_names_come_along_for_the_form() {
-        let mut status = tonic::Status::invalid_argument("invalid hearing");
-        let json = r#"[{"field":"title","message":"titel skal udfyldes"}]"#;
-        status.metadata_mut().insert(VIOLATIONS_METADATA, json.parse().expect("ascii"));
-        let problem = Problem::from(status);
-        assert_eq!(
-            problem.violations,
-            vec![Violation { field: "title".into(), message: "titel skal udfyldes".into() }]
-        );
-    }
-
-    #[test]
-    fn an_internal_failure_does_not_leak_the_services_message() {
-        let problem = Problem::from(tonic::Status::internal("relation \"events\" does not exist"));
-        assert_eq!(problem.status, 500);
-        assert!(!problem.detail.contains("relation"), "{}", problem.detail);
-    }
-
-    #[test]
-    fn every_kind_has_a_distinct_name() {
-        let mut names: Vec<_> = KINDS.iter().map(|(n, ..)| *n).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), KINDS.len());
-    }
-}
-
 /// Every refusal under `/api/` as a problem: what the framework answers by itself (a method the
 /// route does not have, a path parameter that does not parse) comes as plain text otherwise.
 pub async fn api_errors_as_problems(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -199,4 +158,45 @@ pub async fn api_errors_as_problems(request: axum::extract::Request, next: axum:
         response.headers_mut().insert(header::ALLOW, allow);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_refusal_keeps_its_message_and_gets_a_stable_type() {
+        let problem = Problem::from(tonic::Status::failed_precondition("the hearing is not open for responses"));
+        assert_eq!(problem.kind, "/api/v1/problems/wrong-state");
+        assert_eq!(problem.status, 409);
+        assert_eq!(problem.detail, "the hearing is not open for responses");
+        assert_eq!(problem.name(), "wrong-state");
+    }
+
+    #[test]
+    fn the_violations_a_service_names_come_along_for_the_form() {
+        let mut status = tonic::Status::invalid_argument("invalid hearing");
+        let json = r#"[{"field":"title","message":"titel skal udfyldes"}]"#;
+        status.metadata_mut().insert(VIOLATIONS_METADATA, json.parse().expect("ascii"));
+        let problem = Problem::from(status);
+        assert_eq!(
+            problem.violations,
+            vec![Violation { field: "title".into(), message: "titel skal udfyldes".into() }]
+        );
+    }
+
+    #[test]
+    fn an_internal_failure_does_not_leak_the_services_message() {
+        let problem = Problem::from(tonic::Status::internal("relation \"events\" does not exist"));
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("relation"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_name() {
+        let mut names: Vec<_> = KINDS.iter().map(|(n, ..)| *n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+    }
 }
