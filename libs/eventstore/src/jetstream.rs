@@ -178,6 +178,12 @@ impl BusConfig {
     pub fn subject(&self, event: &IntegrationEvent) -> String {
         format!("{}.{}", self.subject_prefix, event.nats_subject)
     }
+
+    /// The servers of `url`: one, or a cluster's several separated by commas. The client
+    /// takes a single address per string, and a cluster must survive the loss of any one.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|server| !server.is_empty()).collect()
+    }
 }
 
 /// A connected JetStream context with the stream ensured.
@@ -194,7 +200,7 @@ impl Bus {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect()
-            .connect(config.url.as_str())
+            .connect(config.servers())
             .await
             .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
         // The initial connect retries in the background; make a dead server an error now.
@@ -210,7 +216,7 @@ impl Bus {
     pub async fn connect_existing(config: BusConfig) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
-            .connect(config.url.as_str())
+            .connect(config.servers())
             .await
             .map_err(|e| BusError::Connect { url: config.url.clone(), reason: e.to_string() })?;
         let jetstream = jetstream::new(client.clone());
@@ -398,6 +404,13 @@ async fn handle_message(store: &Store, handler: &dyn IntegrationHandler, message
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_url_names_each_server() {
+        let config = BusConfig::new("nats://a:4222, nats://b:4222,nats://c:4222", "agora");
+        assert_eq!(config.servers(), vec!["nats://a:4222", "nats://b:4222", "nats://c:4222"]);
+        assert_eq!(BusConfig::new("nats://a:4222", "agora").servers(), vec!["nats://a:4222"]);
+    }
 
     #[test]
     fn headers_round_trip() {

@@ -127,7 +127,7 @@ impl Drop for TestBus {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             runtime.block_on(async move {
                 // The bus's client belongs to the test's runtime; use a connection of our own.
-                if let Ok(client) = async_nats::connect(bus.config.url.as_str()).await {
+                if let Ok(client) = async_nats::connect(bus.config.servers()).await {
                     let _ = async_nats::jetstream::new(client).delete_stream(&bus.config.stream).await;
                 }
             });

@@ -1,4 +1,7 @@
-//! Generated gRPC services and versioned integration events, compiled from proto/.
+//! Generated gRPC services and versioned integration events, compiled from proto/, and the
+//! channel the services call each other over.
+
+pub mod channel;
 
 pub mod hearing {
     pub mod v1 {

@@ -12,6 +12,72 @@ use agora_vault::MasterKey;
 use anyhow::{Context, bail};
 use clap::Args;
 
+/// What `agora run --check` reports: the checked settings in a few lines, secrets left out.
+pub fn describe(args: &RunArgs, settings: &Settings) -> String {
+    let mut lines = vec![format!(
+        "settings are valid for {}: {}",
+        if settings.embedded { "the embedded mode" } else { "the targets" },
+        settings.targets.join(", ")
+    )];
+    match &args.connect.database_url {
+        Some(url) => lines.push(format!("  database: {}", agora_eventstore::redact(url))),
+        None if !settings.gateway_only() => {
+            lines.push(format!("  database: SQLite in {}", args.connect.data_dir.display()))
+        }
+        None => {}
+    }
+    if !settings.embedded && !settings.gateway_only() {
+        lines.push(format!(
+            "  bus: {} (stream {}, {} replica{})",
+            args.nats_url,
+            args.nats_prefix.to_uppercase(),
+            args.nats_replicas,
+            if args.nats_replicas == 1 { "" } else { "s" }
+        ));
+    }
+    lines.push(format!("  gRPC {}, HTTP {}", settings.grpc_addr, settings.http_addr));
+    let tokens = match &settings.token_keys {
+        TokenKeys::Identity => "tokens: signed and checked here".to_string(),
+        TokenKeys::Fixed(_) => "tokens: checked against a JWKS file".to_string(),
+        TokenKeys::Url(url) => format!("tokens: checked against {url}"),
+        TokenKeys::Unused => "tokens: passed on to the services".to_string(),
+    };
+    lines.push(format!("  {tokens}"));
+    if !settings.login_providers.is_empty() {
+        let ids: Vec<&str> = settings.login_providers.iter().map(|p| p.id.as_str()).collect();
+        lines.push(format!("  login providers: {}", ids.join(", ")));
+    }
+    if settings.dev_login {
+        lines.push("  development login: ON".to_string());
+    }
+    for name in unknown_variables(std::env::vars().map(|(name, _)| name)) {
+        lines.push(format!("warning: {name} is set but is not a setting of agora run"));
+    }
+    lines.join("\n")
+}
+
+/// `AGORA_*` variables that no setting reads: most often a misspelt name.
+pub fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let command = Probe::command();
+    let mut known: std::collections::BTreeSet<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env().and_then(|env| env.to_str()).map(str::to_string))
+        .collect();
+    // Read directly by the records service and by the telemetry, not through flags.
+    known.extend(
+        ["AGORA_SBSYS_CLIENT_SECRET", "AGORA_SBSYS_PASSWORD", agora_telemetry::LOG_FORMAT_ENV].map(String::from),
+    );
+    let mut unknown: Vec<String> = names.filter(|name| name.starts_with("AGORA_") && !known.contains(name)).collect();
+    unknown.sort();
+    unknown
+}
+
 /// The services this binary can run.
 pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records", "notification", "gateway"];
 
@@ -168,6 +234,10 @@ pub struct RunArgs {
     /// Do not seed demo data in the embedded mode.
     #[arg(long, env = "AGORA_NO_DEMO", default_value_t = false)]
     pub no_demo: bool,
+    /// Check the settings and the files they name, say what would run, and exit without
+    /// connecting to anything (exit 1 naming the first bad setting).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// What the GDPR tools need: the store, the keys that open personal data, the files.
@@ -327,6 +397,11 @@ impl RunArgs {
                  and JetStream, or unset it for the embedded mode (SQLite, demo data, development login)"
             );
         }
+        if let Some(url) = &self.connect.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", agora_eventstore::redact(url));
+            }
+        }
         // The gateway alone keeps no data: it needs the services' addresses, not a database.
         let gateway_only = !embedded && targets.iter().all(|t| t == "gateway");
         if embedded {
@@ -341,6 +416,13 @@ impl RunArgs {
         }
         if self.scheduler_interval == 0 {
             bail!("AGORA_SCHEDULER_INTERVAL must be at least 1 second");
+        }
+        if !embedded && !gateway_only {
+            for server in self.nats_url.split(',').map(str::trim) {
+                server
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|e| anyhow::anyhow!("AGORA_NATS_URL: '{server}' is not a NATS server address: {e}"))?;
+            }
         }
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("AGORA_NATS_REPLICAS must be between 1 and 5 (got {})", self.nats_replicas);

@@ -62,6 +62,15 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Ask a running agora process whether it is ready (its /readyz): exit 0 when it is, 1 when
+    /// not. The container image has no shell or curl; its health checks run this.
+    Health {
+        /// The URL to ask; by default /readyz at AGORA_HTTP_ADDR.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "AGORA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: String,
+    },
     /// Benchmarks; figures go to docs/benchmarks.md.
     Bench {
         #[command(subcommand)]
@@ -122,6 +131,7 @@ fn main() -> std::process::ExitCode {
             Command::Token { command: TokenCommand::Issue { user, data_dir } } => {
                 tools::issue_token(&data_dir, &user).await.map(|_| 0)
             }
+            Command::Health { url, http_addr } => tools::health(url, &http_addr).await,
             Command::Bench { command } => bench::run(command).await.map(|_| 0),
         }
     });

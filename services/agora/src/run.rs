@@ -65,6 +65,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop_requested = stop_signal()?;
     let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("agora"))?;
     let settings = args.settings()?;
+    if args.check {
+        println!("{}", crate::config::describe(&args, &settings));
+        return Ok(());
+    }
     if settings.gateway_only() {
         return run_gateway(&args, &settings, stop_requested, started).await;
     }

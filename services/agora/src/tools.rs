@@ -19,8 +19,44 @@ pub async fn migrate(connect: ConnectArgs) -> anyhow::Result<()> {
     agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
     agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
     agora_records::store::migrate(&store).await.context("cannot create the records tables")?;
+    agora_notification::migrate(&store).await.context("cannot create the notification tables")?;
     println!("schema is up to date");
     Ok(())
+}
+
+/// Exit code 0 when the process at `url` (or at `http_addr`'s /readyz) answers 200, 1 otherwise.
+pub async fn health(url: Option<String>, http_addr: &str) -> anyhow::Result<u8> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let addr: std::net::SocketAddr = http_addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("AGORA_HTTP_ADDR '{http_addr}' is not a host:port address: {e}"))?;
+            // A process listening on every interface is asked on loopback.
+            let host = match addr.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+                ip if ip.is_unspecified() => "[::1]".to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            format!("http://{host}:{}/readyz", addr.port())
+        }
+    };
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+    match client.get(&url).send().await {
+        Ok(answer) if answer.status().is_success() => {
+            println!("ready ({url})");
+            Ok(0)
+        }
+        Ok(answer) => {
+            println!("not ready: {url} answered {}", answer.status());
+            Ok(1)
+        }
+        Err(e) => {
+            println!("not ready: cannot reach {url}: {e}");
+            Ok(1)
+        }
+    }
 }
 
 /// Exit code 0 when every chain is intact, 1 when tampering was found.

@@ -9,7 +9,7 @@ use agora_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use agora_proto::records::v1::records_service_client::RecordsServiceClient;
 use agora_proto::response::v1::response_service_client::ResponseServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Where each service listens (`http://host:port`).
 #[derive(Clone, Debug)]
@@ -85,12 +85,10 @@ impl Services {
 }
 
 fn channel(setting: &'static str, url: &str) -> Result<Channel, BadEndpoint> {
-    Endpoint::from_shared(url.to_string())
-        .map(|e| {
-            e.connect_timeout(std::time::Duration::from_secs(5))
-                // Long enough for a feed read that waits for news.
-                .timeout(std::time::Duration::from_secs(60))
-                .connect_lazy()
-        })
-        .map_err(|e| BadEndpoint { setting, url: url.into(), reason: e.to_string() })
+    let timeouts = agora_proto::channel::Timeouts {
+        connect: std::time::Duration::from_secs(5),
+        // Long enough for a feed read that waits for news.
+        request: std::time::Duration::from_secs(60),
+    };
+    agora_proto::channel::connect_lazy(url, timeouts).map_err(|reason| BadEndpoint { setting, url: url.into(), reason })
 }

@@ -121,8 +121,11 @@ pub struct RemoteKeys {
 impl RemoteKeys {
     /// A client of the identity service at `url` (http://host:port), connecting when first used.
     pub fn new(url: &str, secret: &str) -> Result<Self, String> {
-        let channel =
-            Channel::from_shared(url.to_string()).map_err(|e| format!("{url} is not a URL: {e}"))?.connect_lazy();
+        let timeouts = agora_proto::channel::Timeouts {
+            connect: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(30),
+        };
+        let channel = agora_proto::channel::connect_lazy(url, timeouts)?;
         let credential = ServiceCredential::new(secret)?;
         Ok(Self { client: PersonKeyServiceClient::new(channel), credential, remembered: RememberedKeys::new(REMEMBER) })
     }

