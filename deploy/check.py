@@ -225,6 +225,8 @@ def check_chart_promises(label, documents, values):
             trigger = scaled[name]["spec"]["triggers"][0]
             check(trigger["type"] == "nats-jetstream" and trigger["metadata"]["consumer"] == t["keda"]["consumer"],
                   f"{label} {target}: the ScaledObject should follow consumer {t['keda']['consumer']}")
+            check(t["keda"]["consumer"] in CONSUMERS, f"{label} {target}: no service has a consumer "
+                                                      f"{t['keda']['consumer']!r} (there are {sorted(CONSUMERS)})")
             check("replicas" not in deployment["spec"], f"{label} {target}: replicas are the autoscaler's")
         elif t["autoscaling"]["enabled"]:
             check(name in autoscalers, f"{label} {target}: no HorizontalPodAutoscaler")
@@ -255,6 +257,17 @@ def check_chart_promises(label, documents, values):
     if check(ingress is not None, f"{label}: no Ingress"):
         backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
         check(backend == "agora-gateway", f"{label}: the Ingress should lead to the gateway, not {backend}")
+
+
+def consumer_names():
+    """The durable JetStream consumers the services create: an IntegrationHandler's name()."""
+    import re
+    names = set()
+    for source in (ROOT / "services").glob("*/src/**/*.rs"):
+        text = source.read_text()
+        for block in re.finditer(r"impl [\w:]*IntegrationHandler for \w+ \{(.*?)\n\}", text, re.S):
+            names.update(re.findall(r'fn name\(&self\) -> &str \{\s*"([^"]+)"', block.group(1)))
+    return names
 
 
 def check_chart_with_binary(label, documents, agora):
@@ -288,6 +301,10 @@ def sample_secret(key):
 
 def check_chart(agora):
     section("deploy/helm/agora (Helm SDK, kubernetes-validate)")
+    global CONSUMERS
+    CONSUMERS = consumer_names()
+    check({"response-hearings", "records-hearings", "notification-events"} <= CONSUMERS,
+          f"the services' consumers were not found in the source: {sorted(CONSUMERS)}")
     lint = helm.lint(str(CHART))
     check(not lint["errors"], f"helm lint: {lint['errors']}")
     for message in lint["messages"]:

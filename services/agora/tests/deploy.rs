@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use agora_proto::hearing::v1 as pb;
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
+use sqlx::Connection;
 use support::{AGORA, Distributed, authorized, define_plan_reference, free_port};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -229,5 +230,35 @@ async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas
     drop(d);
     for mut node in nodes {
         let _ = node.child.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn the_migration_job_makes_every_services_tables_and_can_run_again() {
+    let Some(database) = agora_eventstore::testing::postgres(1).await else { return };
+    let url = format!("{}?options=-csearch_path%3D{}", agora_eventstore::testing::postgres_url(), database.schema);
+    for run in ["first", "second"] {
+        let (code, stdout, stderr) = support::output(&["migrate"], &[("AGORA_DATABASE_URL", &url)]).await;
+        assert_eq!(code, 0, "the {run} migration: {stdout}{stderr}");
+        assert!(stdout.contains("schema is up to date"), "{stdout}");
+    }
+    let mut connection = sqlx::PgConnection::connect_with(&database.options).await.expect("connect");
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1")
+            .bind(&database.schema)
+            .fetch_all(&mut connection)
+            .await
+            .expect("tables");
+    let tables: Vec<String> = tables.into_iter().map(|(name,)| name).collect();
+    // One table of each service that a service would otherwise make only when it starts.
+    for table in [
+        "hearing_list",
+        "identity_person_keys",
+        "response_list",
+        "records_journals",
+        "notification_deliveries",
+        "notification_webhooks",
+    ] {
+        assert!(tables.iter().any(|t| t == table), "agora migrate made no {table}: {tables:?}");
     }
 }
