@@ -54,7 +54,7 @@ CALLERS = {
     "notification": {"gateway"},
     "gateway": set(),
 }
-SECRET_VARIABLES = {"AGORA_MASTER_KEY", "AGORA_SERVICE_SECRET", "AGORA_PSEUDONYM_KEY", "AGORA_DATABASE_URL",
+SECRET_VARIABLES = {"AGORA_MASTER_KEY", "AGORA_PREVIOUS_MASTER_KEYS", "AGORA_SERVICE_SECRET", "AGORA_PSEUDONYM_KEY", "AGORA_DATABASE_URL",
                     "AGORA_SBSYS_CLIENT_SECRET", "AGORA_SBSYS_PASSWORD"}
 
 failures = []
@@ -279,7 +279,8 @@ def check_chart_with_binary(label, documents, agora):
             for variable in container["env"]:
                 if "value" in variable:
                     env[variable["name"]] = variable["value"]
-                else:
+                elif not variable["valueFrom"]["secretKeyRef"].get("optional"):
+                    # Optional keys (SBSYS, a rotation's previous keys) are usually absent.
                     env[variable["name"]] = sample_secret(variable["valueFrom"]["secretKeyRef"]["key"])
             # The ConfigMap's files where the container would find them.
             for volume in deployment["spec"]["template"]["spec"]["volumes"]:

@@ -37,7 +37,8 @@ pub use pseudonym::KeyedHash;
 /// Prefix of a sealed value; the version lets the format change without ambiguity.
 const SEALED_PREFIX: &str = "pii1.";
 /// Prefix of a wrapped data key.
-const WRAPPED_PREFIX: &str = "dek1.";
+/// How a wrapped key begins; the master key's id follows.
+pub const WRAPPED_PREFIX: &str = "dek1.";
 
 /// Everything that can go wrong sealing or opening.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -280,6 +281,11 @@ impl Revealed {
     }
 }
 
+/// The id of the master key that wrapped `wrapped`.
+pub fn wrapped_kid(wrapped: &str) -> Option<&str> {
+    wrapped.strip_prefix(WRAPPED_PREFIX)?.split_once('.').map(|(kid, _)| kid)
+}
+
 /// Wraps and unwraps data keys: the master key, here or in a key vault.
 pub trait KeyWrapper: Send + Sync {
     /// Wraps `key` into a string that is safe to store.
@@ -289,16 +295,20 @@ pub trait KeyWrapper: Send + Sync {
 }
 
 /// A 256-bit master key from configuration, with an id so that keys can be rotated: data keys
-/// remember which master key wrapped them.
+/// remember which master key wrapped them. During a rotation it also holds the keys it
+/// replaces: it wraps under its own key only, and opens what any of them wrapped, until
+/// `agora keys rewrap` has wrapped everything again and the old keys can be destroyed.
 #[derive(Clone)]
 pub struct MasterKey {
     kid: String,
     bytes: [u8; 32],
+    previous: Vec<(String, [u8; 32])>,
 }
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("kid", &self.kid).finish_non_exhaustive()
+        let previous: Vec<&str> = self.previous.iter().map(|(kid, _)| kid.as_str()).collect();
+        f.debug_struct("MasterKey").field("kid", &self.kid).field("previous", &previous).finish_non_exhaustive()
     }
 }
 
@@ -308,7 +318,43 @@ impl MasterKey {
         if kid.is_empty() || kid.contains('.') || !kid.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(VaultError::InvalidKey("a master key id is printable ASCII without '.' or spaces".into()));
         }
-        Ok(Self { kid: kid.to_string(), bytes: decode_key(base64, "master key")? })
+        Ok(Self { kid: kid.to_string(), bytes: decode_key(base64, "master key")?, previous: Vec::new() })
+    }
+
+    /// This key, still opening what the `previous` keys wrapped (a rotation in progress).
+    pub fn with_previous(mut self, previous: Vec<MasterKey>) -> Result<Self, VaultError> {
+        for key in previous {
+            if key.kid == self.kid || self.previous.iter().any(|(kid, _)| *kid == key.kid) {
+                return Err(VaultError::InvalidKey(format!("master key id '{}' is given twice", key.kid)));
+            }
+            self.previous.push((key.kid, key.bytes));
+        }
+        Ok(self)
+    }
+
+    /// The ids of the keys this one replaces and still opens.
+    pub fn previous_kids(&self) -> Vec<&str> {
+        self.previous.iter().map(|(kid, _)| kid.as_str()).collect()
+    }
+
+    /// Whether `wrapped` is wrapped under this key itself (not under a previous one).
+    pub fn is_current(&self, wrapped: &str) -> bool {
+        wrapped_kid(wrapped) == Some(self.kid.as_str())
+    }
+
+    /// `wrapped` (made by [`MasterKey::seal_secret`] for `context`) wrapped under this key;
+    /// `None` when it already is.
+    pub fn rewrap_secret(&self, context: &str, wrapped: &str) -> Result<Option<String>, VaultError> {
+        if self.is_current(wrapped) {
+            return Ok(None);
+        }
+        let secret = self.open_secret(context, wrapped)?;
+        self.seal_secret(context, &secret).map(Some)
+    }
+
+    /// A data key's wrapping under this key; `None` when it already is.
+    pub fn rewrap(&self, id: Uuid, wrapped: &str) -> Result<Option<String>, VaultError> {
+        self.rewrap_secret(&Self::aad(id), wrapped)
     }
 
     /// A fresh random master key; its base64 form is what goes into configuration.
@@ -338,11 +384,16 @@ impl MasterKey {
         let rest =
             wrapped.strip_prefix(WRAPPED_PREFIX).ok_or_else(|| VaultError::Malformed("not a wrapped key".into()))?;
         let (kid, body) = rest.split_once('.').ok_or_else(|| VaultError::Malformed("no master key id".into()))?;
-        if kid != self.kid {
-            return Err(VaultError::UnknownMasterKey(kid.to_string()));
-        }
+        let key = if kid == self.kid {
+            &self.bytes
+        } else {
+            match self.previous.iter().find(|(previous, _)| previous == kid) {
+                Some((_, bytes)) => bytes,
+                None => return Err(VaultError::UnknownMasterKey(kid.to_string())),
+            }
+        };
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| VaultError::Malformed("not base64url".into()))?;
-        decrypt(&aead_key(&self.bytes)?, context, &bytes)
+        decrypt(&aead_key(key)?, context, &bytes)
     }
 }
 
@@ -523,6 +574,32 @@ impl PersonKeys for MemoryKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_master_key_opens_the_old_wrappings_and_rewraps_them_under_itself() {
+        let id = Uuid::now_v7();
+        let data_key = PersonKey::generate(id).unwrap();
+        let (old, _) = MasterKey::generate("1").unwrap();
+        let wrapped_before = old.wrap(&data_key).unwrap();
+        let (new, new_base64) = MasterKey::generate("2").unwrap();
+        let rotating = new.clone().with_previous(vec![old.clone()]).unwrap();
+        assert_eq!(rotating.previous_kids(), vec!["1"]);
+        // During the rotation the old wrapping opens, and new ones are made under the new key.
+        assert_eq!(rotating.unwrap(id, &wrapped_before).unwrap().to_bytes(), data_key.to_bytes());
+        assert_eq!(wrapped_kid(&rotating.wrap(&data_key).unwrap()), Some("2"));
+        // Rewrapped, it opens with the new key alone; a second rewrap has nothing to do.
+        let rewrapped = rotating.rewrap(id, &wrapped_before).unwrap().expect("rewrapped");
+        assert_eq!(wrapped_kid(&rewrapped), Some("2"));
+        assert_eq!(rotating.rewrap(id, &rewrapped).unwrap(), None);
+        let only_new = MasterKey::from_base64("2", &new_base64).unwrap();
+        assert_eq!(only_new.unwrap(id, &rewrapped).unwrap().to_bytes(), data_key.to_bytes());
+        // Without the old key, the old wrapping names the key it lacks.
+        assert_eq!(only_new.unwrap(id, &wrapped_before).unwrap_err(), VaultError::UnknownMasterKey("1".into()));
+        // A rewrapped data key stays bound to its id.
+        assert!(only_new.unwrap(Uuid::now_v7(), &rewrapped).is_err());
+        // One id twice is refused.
+        assert!(new.with_previous(vec![old.clone(), old]).is_err());
+    }
 
     #[test]
     fn seal_and_open_round_trip_and_hide_the_text() {

@@ -84,6 +84,50 @@ pub const TARGETS: &[&str] = &["hearing", "response", "identity", "records", "no
 pub const DEV_ISSUER: &str = "agora-dev";
 pub const AUDIENCE: &str = "agora";
 
+/// The master key that wraps every person's data key and the token signing keys, and during a
+/// rotation the keys it replaces.
+#[derive(Args, Clone, Debug)]
+pub struct MasterKeyArgs {
+    /// The master key (32 bytes, base64). Required with --target identity and with
+    /// --database-url; the embedded mode makes one of its own in its data dir.
+    #[arg(long, env = "AGORA_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// The master key's id, kept with every key it wraps (a new key gets a new id).
+    #[arg(long, env = "AGORA_MASTER_KEY_ID", default_value = "1")]
+    pub master_key_id: String,
+    /// During a rotation, the master keys being replaced, as `id:base64` separated by commas:
+    /// what they wrapped still opens until `agora keys rewrap` has wrapped it again.
+    #[arg(long, env = "AGORA_PREVIOUS_MASTER_KEYS", hide_env_values = true)]
+    pub previous_master_keys: Option<String>,
+}
+
+impl MasterKeyArgs {
+    /// The configured master key with the keys it replaces, or the embedded mode's own (made
+    /// in `data_dir` on first use) when none is configured and `embedded`.
+    pub fn master(&self, embedded: bool, data_dir: &Path) -> anyhow::Result<Option<MasterKey>> {
+        let current = match &self.master_key {
+            Some(key) => MasterKey::from_base64(&self.master_key_id, key).context("AGORA_MASTER_KEY")?,
+            None if embedded => development_master_key(data_dir)?,
+            None => return Ok(None),
+        };
+        let mut previous = Vec::new();
+        for entry in self.previous_master_keys.iter().flat_map(|keys| keys.split(',')).map(str::trim) {
+            if entry.is_empty() {
+                continue;
+            }
+            // The key itself is never repeated in an error.
+            let Some((kid, key)) = entry.split_once(':') else {
+                bail!("AGORA_PREVIOUS_MASTER_KEYS: each key is written id:base64 (an entry has no ':')");
+            };
+            previous.push(
+                MasterKey::from_base64(kid, key)
+                    .with_context(|| format!("AGORA_PREVIOUS_MASTER_KEYS: the key with id '{kid}'"))?,
+            );
+        }
+        Ok(Some(current.with_previous(previous).context("AGORA_PREVIOUS_MASTER_KEYS")?))
+    }
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct ConnectArgs {
     /// Data directory of the embedded mode (SQLite, files, development keys).
@@ -152,13 +196,8 @@ pub struct RunArgs {
     /// Required with --target unless the identity service runs in the same process.
     #[arg(long, env = "AGORA_TOKEN_JWKS")]
     pub token_jwks: Option<String>,
-    /// The master key (32 bytes, base64) that wraps every person's data key and the token
-    /// signing keys. Required with --target identity; the embedded mode makes one of its own.
-    #[arg(long, env = "AGORA_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    /// The master key's id, kept with every key it wraps (change it when the key changes).
-    #[arg(long, env = "AGORA_MASTER_KEY_ID", default_value = "1")]
-    pub master_key_id: String,
+    #[command(flatten)]
+    pub master: MasterKeyArgs,
     /// The identity service's gRPC address (http://host:port), for services that run apart
     /// from it and seal personal data with its vault (the response service).
     #[arg(long, env = "AGORA_IDENTITY_URL")]
@@ -248,11 +287,8 @@ pub struct GdprArgs {
     pub user: uuid::Uuid,
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// The master key (with --database-url; the embedded mode's is in its data dir).
-    #[arg(long, env = "AGORA_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
-    #[arg(long, env = "AGORA_MASTER_KEY_ID", default_value = "1")]
-    pub master_key_id: String,
+    #[command(flatten)]
+    pub master: MasterKeyArgs,
     #[arg(long, env = "AGORA_PSEUDONYM_KEY", hide_env_values = true)]
     pub pseudonym_key: Option<String>,
     #[arg(long, env = "AGORA_FILES")]
@@ -262,15 +298,15 @@ pub struct GdprArgs {
 impl GdprArgs {
     /// The identity settings that open the data: the embedded data dir's keys, or the given ones.
     pub fn identity_settings(&self) -> anyhow::Result<IdentitySettings> {
-        if self.connect.database_url.is_none() {
-            return embedded_identity_settings(&self.connect.data_dir, chrono::Duration::minutes(15));
+        let embedded = self.connect.database_url.is_none();
+        let Some(master) = self.master.master(embedded, &self.connect.data_dir)? else {
+            bail!("AGORA_MASTER_KEY is required with --database-url")
+        };
+        if embedded {
+            return Ok(embedded_identity_settings_with(master, &development_secret(&self.connect.data_dir)?));
         }
-        let Some(master) = &self.master_key else { bail!("AGORA_MASTER_KEY is required with --database-url") };
         let Some(pseudonym) = &self.pseudonym_key else { bail!("AGORA_PSEUDONYM_KEY is required with --database-url") };
-        let mut settings = embedded_identity_settings_with(
-            MasterKey::from_base64(&self.master_key_id, master).context("AGORA_MASTER_KEY")?,
-            pseudonym.as_bytes(),
-        );
+        let mut settings = embedded_identity_settings_with(master, pseudonym.as_bytes());
         settings.dev_login = false;
         Ok(settings)
     }
@@ -542,10 +578,9 @@ impl RunArgs {
         if !(1..=24 * 90).contains(&self.refresh_token_hours) {
             bail!("AGORA_REFRESH_TOKEN_HOURS must be 1 to 2160 (got {})", self.refresh_token_hours);
         }
-        let master = match (&self.master_key, embedded) {
-            (Some(key), _) => MasterKey::from_base64(&self.master_key_id, key).context("AGORA_MASTER_KEY")?,
-            (None, true) => development_master_key(&self.connect.data_dir)?,
-            (None, false) => bail!(
+        let master = match self.master.master(embedded, &self.connect.data_dir)? {
+            Some(master) => master,
+            None => bail!(
                 "AGORA_MASTER_KEY is required with --target identity: 32 random bytes in base64 \
                  (for example: openssl rand -base64 32), kept in a secret or a key vault"
             ),

@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The master key: the last step of its rotation.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Ask a running agora process whether it is ready (its /readyz): exit 0 when it is, 1 when
     /// not. The container image has no shell or curl; its health checks run this.
     Health {
@@ -82,6 +87,19 @@ enum Command {
 enum AuditCommand {
     /// Walk every stream; exit 0 when intact, 1 naming the stream and position otherwise.
     Verify(ConnectArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Wrap every person key and token signing key again under AGORA_MASTER_KEY, opening them
+    /// with AGORA_PREVIOUS_MASTER_KEYS; afterwards the previous keys can be destroyed. Safe to
+    /// run again, and beside running services (docs/operations.md, "Rotating keys").
+    Rewrap {
+        #[command(flatten)]
+        connect: ConnectArgs,
+        #[command(flatten)]
+        master: config::MasterKeyArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +148,9 @@ fn main() -> std::process::ExitCode {
             Command::Gdpr { command: GdprCommand::Export(args) } => tools::gdpr_export(args).await.map(|_| 0),
             Command::Token { command: TokenCommand::Issue { user, data_dir } } => {
                 tools::issue_token(&data_dir, &user).await.map(|_| 0)
+            }
+            Command::Keys { command: KeysCommand::Rewrap { connect, master } } => {
+                tools::rewrap_keys(connect, master).await.map(|_| 0)
             }
             Command::Health { url, http_addr } => tools::health(url, &http_addr).await,
             Command::Bench { command } => bench::run(command).await.map(|_| 0),

@@ -24,6 +24,39 @@ pub async fn migrate(connect: ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Wraps every key again under the configured master key (the end of a rotation).
+pub async fn rewrap_keys(connect: ConnectArgs, master: crate::config::MasterKeyArgs) -> anyhow::Result<()> {
+    if master.master_key.is_none() {
+        anyhow::bail!("AGORA_MASTER_KEY is required: the new master key, to wrap every key under");
+    }
+    let master =
+        master.master(false, &connect.data_dir)?.ok_or_else(|| anyhow::anyhow!("AGORA_MASTER_KEY is required"))?;
+    let store = connect.store().await?;
+    agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
+    let done = agora_identity::vault::rewrap(&store, &master)
+        .await
+        .context("cannot rewrap: is every previous master key in AGORA_PREVIOUS_MASTER_KEYS?")?;
+    println!(
+        "rewrapped {} person keys and {} signing keys under master key '{}'{}",
+        done.person_keys,
+        done.signing_keys,
+        master.kid(),
+        if done.skipped > 0 {
+            format!(" ({} were erased meanwhile and stay erased)", done.skipped)
+        } else {
+            String::new()
+        }
+    );
+    let previous = master.previous_kids();
+    if !previous.is_empty() {
+        println!(
+            "nothing is wrapped under {} any more: remove AGORA_PREVIOUS_MASTER_KEYS from the services and destroy those keys",
+            previous.iter().map(|kid| format!("'{kid}'")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Exit code 0 when the process at `url` (or at `http_addr`'s /readyz) answers 200, 1 otherwise.
 pub async fn health(url: Option<String>, http_addr: &str) -> anyhow::Result<u8> {
     let url = match url {

@@ -161,6 +161,51 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     let (code, stdout, _) = output(&["audit", "verify", "--data-dir", data_dir], &[]).await;
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("intact"), "{stdout}");
+
+    // The master key is rotated: a new key, with the old one beside it while everything is
+    // wrapped again; then the old one goes, and her data still opens with the new key alone.
+    let old_key = std::fs::read_to_string(dir.path().join("dev-master-key")).expect("the embedded master key");
+    let previous = format!("dev:{}", old_key.trim());
+    let new_key = support::MASTER_KEY;
+    let rotating = [
+        ("AGORA_MASTER_KEY", new_key),
+        ("AGORA_MASTER_KEY_ID", "2"),
+        ("AGORA_PREVIOUS_MASTER_KEYS", previous.as_str()),
+    ];
+    let (code, stdout, stderr) = output(&["keys", "rewrap", "--data-dir", data_dir], &rotating).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let rewrapped: u64 = stdout
+        .strip_prefix("rewrapped ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("how many keys were rewrapped: {stdout}"));
+    assert!(rewrapped > 0 && stdout.contains("1 signing keys under master key '2'"), "{stdout}");
+    assert!(stdout.contains("destroy those keys"), "{stdout}");
+    let (code, stdout, _) = output(&["keys", "rewrap", "--data-dir", data_dir], &rotating).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.starts_with("rewrapped 0 person keys and 0 signing keys"),
+        "a second run has nothing to do: {stdout}"
+    );
+    let new_only = [("AGORA_MASTER_KEY", new_key), ("AGORA_MASTER_KEY_ID", "2")];
+    let (code, stdout, stderr) =
+        output(&["gdpr", "export", "--user", birgitte, "--data-dir", data_dir], &new_only).await;
+    assert_eq!(code, 0, "{stderr}");
+    let export: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(export["responses"][0]["text"], "Jeg ønsker flere træer på torvet.");
+    // The old key alone no longer opens anything, and says which key it lacks.
+    let (code, _, stderr) = output(&["gdpr", "export", "--user", birgitte, "--data-dir", data_dir], &[]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("\"2\""), "the old key names the key it lacks: {stderr}");
+    // A malformed previous key is named without being repeated.
+    let bad = [("AGORA_MASTER_KEY", new_key), ("AGORA_PREVIOUS_MASTER_KEYS", "secret-without-an-id")];
+    let (code, _, stderr) = output(&["keys", "rewrap", "--data-dir", data_dir], &bad).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_PREVIOUS_MASTER_KEYS") && !stderr.contains("secret-without"), "{stderr}");
+    // The portal starts with the new key alone: its token signing key opens.
+    let child = start(&args, &new_only).await;
+    assert_eq!(public_titles(grpc).await.len(), 4);
+    stop(child).await;
 }
 
 #[tokio::test]

@@ -230,7 +230,7 @@ impl IdentityApp {
     // ----- signing keys -----
 
     fn key_context(kid: &str) -> String {
-        format!("agora-token-signing-key:{kid}")
+        crate::vault::signing_key_context(kid)
     }
 
     fn new_key_record(&self, signs_from: DateTime<Utc>) -> Result<(KeyRecord, SigningKey), IdentityAppError> {

@@ -411,3 +411,56 @@ pub async fn list_companies(store: &Store) -> Result<Vec<serde_json::Value>, Sto
         Ok(rows.into_iter().filter_map(|(state,)| serde_json::from_str(&state).ok()).collect())
     })
 }
+
+/// Wrapped keys not yet under the master key `kid`, a batch at a time: (key id, wrapping).
+pub async fn person_keys_not_under(store: &Store, kid: &str, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+    let current = format!("{}{kid}.%", agora_vault::WRAPPED_PREFIX);
+    on_backend!(store.backend(), pool => {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key_id, wrapped_key FROM identity_person_keys \
+             WHERE wrapped_key IS NOT NULL AND wrapped_key NOT LIKE $1 ORDER BY key_id LIMIT $2",
+        )
+        .bind(&current)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+        Ok(rows)
+    })
+}
+
+/// Replaces a key's wrapping, unless it changed meanwhile (an erasure destroys it, and must
+/// win); whether it was replaced.
+pub async fn replace_person_key_wrapping(
+    store: &Store,
+    key_id: &str,
+    was: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
+    replace_if_unchanged(
+        store,
+        "UPDATE identity_person_keys SET wrapped_key = $1 WHERE key_id = $2 AND wrapped_key = $3",
+        key_id,
+        was,
+        now,
+    )
+    .await
+}
+
+/// Replaces a signing key's sealed seed, unless it changed meanwhile.
+pub async fn replace_signing_key_seal(store: &Store, kid: &str, was: &str, now: &str) -> Result<bool, StoreError> {
+    replace_if_unchanged(
+        store,
+        "UPDATE identity_signing_keys SET sealed_seed = $1 WHERE kid = $2 AND sealed_seed = $3",
+        kid,
+        was,
+        now,
+    )
+    .await
+}
+
+async fn replace_if_unchanged(store: &Store, update: &str, id: &str, was: &str, now: &str) -> Result<bool, StoreError> {
+    on_backend!(store.backend(), pool => {
+        let done = sqlx::query(update).bind(now).bind(id).bind(was).execute(pool).await?;
+        Ok(done.rows_affected() == 1)
+    })
+}

@@ -34,6 +34,57 @@ pub struct Vault {
     clock: Clock,
 }
 
+/// What a signing key's seed is sealed for under the master key.
+pub fn signing_key_context(kid: &str) -> String {
+    format!("agora-token-signing-key:{kid}")
+}
+
+/// What [`rewrap`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rewrapped {
+    pub person_keys: u64,
+    pub signing_keys: u64,
+    /// Keys destroyed (erased) while they were being rewrapped: left destroyed.
+    pub skipped: u64,
+}
+
+/// Wraps every person key and signing key again under `master`'s own key, so that the master
+/// keys it replaces can be destroyed (a master key rotation). Keys already under it are left
+/// alone, so it can be run again after an interruption; an erasure meanwhile wins.
+pub async fn rewrap(store: &Store, master: &agora_vault::MasterKey) -> Result<Rewrapped, VaultError> {
+    let mut done = Rewrapped::default();
+    let mut unchanged = std::collections::BTreeSet::new();
+    loop {
+        let batch =
+            store::person_keys_not_under(store, master.kid(), 500 + unchanged.len() as i64).await.map_err(storage)?;
+        let batch: Vec<_> = batch.into_iter().filter(|(id, _)| !unchanged.contains(id)).collect();
+        if batch.is_empty() {
+            break;
+        }
+        for (key_id, wrapped) in batch {
+            let id = Uuid::parse_str(&key_id).map_err(|e| VaultError::Malformed(format!("key id {key_id}: {e}")))?;
+            let Some(rewrapped) = master.rewrap(id, &wrapped)? else { continue };
+            if store::replace_person_key_wrapping(store, &key_id, &wrapped, &rewrapped).await.map_err(storage)? {
+                done.person_keys += 1;
+            } else {
+                done.skipped += 1;
+                unchanged.insert(key_id);
+            }
+        }
+    }
+    for record in store::signing_keys(store).await.map_err(storage)? {
+        let Some(resealed) = master.rewrap_secret(&signing_key_context(&record.kid), &record.sealed_seed)? else {
+            continue;
+        };
+        if store::replace_signing_key_seal(store, &record.kid, &record.sealed_seed, &resealed).await.map_err(storage)? {
+            done.signing_keys += 1;
+        } else {
+            done.skipped += 1;
+        }
+    }
+    Ok(done)
+}
+
 fn storage(e: agora_eventstore::StoreError) -> VaultError {
     VaultError::Store(e.to_string())
 }

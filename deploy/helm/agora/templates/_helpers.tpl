@@ -120,6 +120,7 @@ identity: []
 {{- end }}
 {{- if eq $target "identity" }}
 {{ include "agora.secretEnv" (list $root "AGORA_MASTER_KEY" $keys.masterKey) }}
+{{ include "agora.secretEnv" (list $root "AGORA_PREVIOUS_MASTER_KEYS" $keys.previousMasterKeys true) }}
 - name: AGORA_MASTER_KEY_ID
   value: {{ $v.masterKeyId | quote }}
 - name: AGORA_ACCESS_TOKEN_MINUTES
