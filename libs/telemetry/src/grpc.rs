@@ -1,5 +1,5 @@
 //! A tower layer for gRPC servers: counts every call in `agora_grpc_requests_total` by
-//! service, method and status code.
+//! service, method and status code, and times it in `agora_grpc_request_duration_seconds`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,9 +55,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let (service, method) = split_path(request.uri().path());
+        let started = std::time::Instant::now();
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = future.await;
+            crate::metrics::global().grpc_duration(&service, &method, started.elapsed().as_secs_f64());
             let code = match &result {
                 Ok(response) => code_name(response.headers()),
                 Err(_) => "Unavailable".to_string(),

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Content type of the OpenMetrics text exposition produced by [`Metrics::render`].
@@ -33,6 +34,17 @@ struct AggregateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConsumerLabels {
     consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    service: String,
+    method: String,
+}
+
+/// From 1 ms to about 16 s: a submit takes milliseconds, an export or a feed read seconds.
+fn duration_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +76,7 @@ pub struct Metrics {
     events_handled: Family<ConsumerLabels, Counter>,
     consumer_position: Family<ConsumerLabels, Gauge>,
     grpc_requests: Family<GrpcLabels, Counter>,
+    grpc_durations: Family<MethodLabels, Histogram, fn() -> Histogram>,
     hearing_transitions: Family<TransitionLabels, Counter>,
     journal_steps: Family<OutcomeLabels, Counter>,
 }
@@ -102,6 +115,13 @@ impl Metrics {
         );
         let grpc_requests = Family::<GrpcLabels, Counter>::default();
         registry.register("agora_grpc_requests", "gRPC requests served, by status code", grpc_requests.clone());
+        let grpc_durations =
+            Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "agora_grpc_request_duration_seconds",
+            "Time to answer a gRPC request, by service and method",
+            grpc_durations.clone(),
+        );
         let hearing_transitions = Family::<TransitionLabels, Counter>::default();
         registry.register("agora_hearing_transitions", "Hearing lifecycle transitions", hearing_transitions.clone());
         let journal_steps = Family::<OutcomeLabels, Counter>::default();
@@ -119,6 +139,7 @@ impl Metrics {
             events_handled,
             consumer_position,
             grpc_requests,
+            grpc_durations,
             hearing_transitions,
         }
     }
@@ -157,6 +178,13 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+
+    /// `agora_grpc_request_duration_seconds{service,method}`
+    pub fn grpc_duration(&self, service: &str, method: &str, seconds: f64) {
+        self.grpc_durations
+            .get_or_create(&MethodLabels { service: service.to_owned(), method: method.to_owned() })
+            .observe(seconds);
     }
 
     /// `agora_hearing_transitions_total{transition}`
@@ -246,9 +274,18 @@ mod tests {
         metrics.events_handled("projector", 1);
         metrics.consumer_position("projector", -1);
         metrics.grpc_request("agora.hearing.v1.HearingService", "CreateHearing", "Ok");
+        metrics.grpc_duration("agora.hearing.v1.HearingService", "CreateHearing", 0.003);
         metrics.hearing_transitions("draft_to_published");
 
         let text = metrics.render();
+        // 3 ms falls in the 4 ms bucket and above, not in the 2 ms one.
+        for line in [
+            "agora_grpc_request_duration_seconds_bucket{le=\"0.002\",service=\"agora.hearing.v1.HearingService\",method=\"CreateHearing\"} 0",
+            "agora_grpc_request_duration_seconds_bucket{le=\"0.004\",service=\"agora.hearing.v1.HearingService\",method=\"CreateHearing\"} 1",
+            "agora_grpc_request_duration_seconds_count{service=\"agora.hearing.v1.HearingService\",method=\"CreateHearing\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
         for line in [
             "# TYPE agora_events_appended counter",
             "agora_events_appended_total{aggregate_type=\"hearing\"} 5",

@@ -138,7 +138,18 @@ pub async fn republish(connect: ConnectArgs, nats_url: &str, prefix: &str, from:
 pub async fn rebuild(connect: ConnectArgs) -> anyhow::Result<()> {
     let store = connect.store().await?;
     projections::migrate(&store).await?;
-    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(HearingListProjection)]);
+    agora_response::projections::migrate(&store).await.context("cannot create the response tables")?;
+    agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
+    // Every read model kept from the log; the services' own tables (queues, counters, keys)
+    // are not read models and are left alone.
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        vec![
+            Arc::new(HearingListProjection),
+            Arc::new(agora_response::projections::ResponseListProjection),
+            Arc::new(agora_identity::app::UserListProjection),
+        ],
+    );
     for projection in runner.projections().to_vec() {
         let bar = progress_bar(0);
         let started = std::time::Instant::now();

@@ -202,9 +202,17 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
     let (code, _, stderr) = output(&["keys", "rewrap", "--data-dir", data_dir], &bad).await;
     assert_ne!(code, 0);
     assert!(stderr.contains("AGORA_PREVIOUS_MASTER_KEYS") && !stderr.contains("secret-without"), "{stderr}");
+    // Every read model is rebuilt from the log, and the portal shows the same as before.
+    let (code, stdout, stderr) = output(&["projections", "rebuild", "--data-dir", data_dir], &new_only).await;
+    assert_eq!(code, 0, "{stderr}");
+    for read_model in ["hearing-read-model", "response-read-model", "identity-users"] {
+        assert!(stdout.contains(&format!("rebuilt {read_model}: ")), "{read_model} in {stdout}");
+    }
     // The portal starts with the new key alone: its token signing key opens.
     let child = start(&args, &new_only).await;
     assert_eq!(public_titles(grpc).await.len(), 4);
+    let public = responses.list_responses(list(None)).await.expect("list").into_inner();
+    assert_eq!(public.total, 1, "her approved response, rebuilt");
     stop(child).await;
 }
 
