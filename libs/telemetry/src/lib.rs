@@ -98,7 +98,13 @@ impl TelemetryConfig {
             .ok()
             .map(|value| value.trim().to_owned())
             .filter(|value| !value.is_empty());
-        Self { service_name: service_name.to_owned(), log_format, otlp_endpoint }
+        // OpenTelemetry's own variable names the service where an operator sets it.
+        let service_name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+            .unwrap_or_else(|| service_name.to_owned());
+        Self { service_name, log_format, otlp_endpoint }
     }
 }
 

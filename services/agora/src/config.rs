@@ -12,6 +12,14 @@ use agora_vault::MasterKey;
 use anyhow::{Context, bail};
 use clap::Args;
 
+/// The name a process's traces carry: the targets it runs (`agora-response`), so that each
+/// shows apart in Jaeger; `agora` for the embedded mode. `OTEL_SERVICE_NAME` overrides it.
+pub fn service_name(targets: &[String]) -> String {
+    let targets: Vec<&str> =
+        targets.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect();
+    if targets.is_empty() { "agora".to_string() } else { format!("agora-{}", targets.join("-")) }
+}
+
 /// What `agora run --check` reports: the checked settings in a few lines, secrets left out.
 pub fn describe(args: &RunArgs, settings: &Settings) -> String {
     let mut lines = vec![format!(
@@ -784,5 +792,17 @@ impl FilesLocation {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_are_named_after_the_targets() {
+        assert_eq!(service_name(&[]), "agora");
+        assert_eq!(service_name(&["response".into()]), "agora-response");
+        assert_eq!(service_name(&["hearing,response".into()]), "agora-hearing-response");
     }
 }

@@ -63,7 +63,8 @@ pub fn hearing_app(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let stop_requested = stop_signal()?;
-    let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env("agora"))?;
+    let service_name = crate::config::service_name(&args.target);
+    let _telemetry = agora_telemetry::init(agora_telemetry::TelemetryConfig::from_env(&service_name))?;
     let settings = args.settings()?;
     if args.check {
         println!("{}", crate::config::describe(&args, &settings));

@@ -453,7 +453,7 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
             "--http-addr",
             &format!("127.0.0.1:{http}"),
         ],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}"))],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{otlp}")), ("OTEL_SERVICE_NAME", "agora-traced")],
     )
     .await;
     assert!(public_titles(grpc).await.is_empty());
@@ -461,7 +461,7 @@ async fn traces_are_exported_over_otlp_when_an_endpoint_is_set() {
     stop(running).await;
     let spans = collector.spans.lock().map(|s| s.clone()).unwrap_or_default();
     assert!(
-        spans.iter().any(|(service, name)| service == "agora" && name == "list_hearings"),
+        spans.iter().any(|(service, name)| service == "agora-traced" && name == "list_hearings"),
         "the handler's span reached the collector: {spans:?}"
     );
 }
