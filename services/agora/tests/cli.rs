@@ -276,10 +276,13 @@ async fn configuration_errors_name_the_setting() {
     assert_ne!(code, 0);
     assert!(stderr.contains("AGORA_GRPC_ADDR 'localhost-ish'"), "{stderr}");
 
+    let (code, _, stderr) = output(&["run", "--target", "hearing"], &[("AGORA_DATABASE_URL", "mysql://x")]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_DATABASE_URL must be a postgres:// URL (got 'mysql://x')"), "{stderr}");
     let (code, _, stderr) = output(
         &["run", "--target", "hearing"],
         &[
-            ("AGORA_DATABASE_URL", "mysql://x"),
+            ("AGORA_DATABASE_URL", "postgres://127.0.0.1:1/none"),
             ("AGORA_TOKEN_JWKS", "/nonexistent"),
             ("AGORA_PSEUDONYM_KEY", &"k".repeat(40)),
         ],
@@ -287,6 +290,14 @@ async fn configuration_errors_name_the_setting() {
     .await;
     assert_ne!(code, 0);
     assert!(stderr.contains("AGORA_TOKEN_JWKS"), "{stderr}");
+    // A cluster's servers are named one by one; a bad one is named.
+    let (code, _, stderr) = output(
+        &["run", "--target", "hearing", "--check"],
+        &[("AGORA_DATABASE_URL", "postgres://127.0.0.1:1/none"), ("AGORA_NATS_URL", "nats://a:4222,not a server")],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("AGORA_NATS_URL: 'not a server'"), "{stderr}");
 
     // The records service: its configuration file, and where it reads what it files.
     let config = dir.path().join("records.json");
