@@ -1052,3 +1052,57 @@ async fn a_citizen_logs_in_through_a_real_openid_connect_provider_and_lands_in_t
     drop(dir);
     stop(running).await;
 }
+
+/// schemathesis (PyPI), which scripts/test installs; under CI=true it must be there.
+fn schemathesis() -> Option<String> {
+    let path = std::env::var("AGORA_SCHEMATHESIS_BIN").ok().filter(|p| std::path::Path::new(p).exists());
+    if path.is_none() {
+        agora_eventstore::testing::unavailable(
+            "schemathesis (AGORA_SCHEMATHESIS_BIN; scripts/test installs it from PyPI)",
+            &"not found",
+        );
+    }
+    path
+}
+
+#[tokio::test]
+async fn generated_requests_to_every_operation_get_no_server_error_and_answers_within_the_schema() {
+    let Some(st) = schemathesis() else { return };
+    // Rate limits off, so that the generated requests reach the handlers rather than a 429.
+    let (dir, running, http) =
+        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
+    let schema = format!("http://127.0.0.1:{http}/api/v1/openapi.json");
+    // A fixed seed, so that a failure in CI can be replayed; AGORA_SCHEMATHESIS_SEED explores.
+    let seed = std::env::var("AGORA_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261130".into());
+    for (user, examples) in [("admin", "10"), ("birgitte", "5")] {
+        let bearer = format!("Authorization: Bearer {}", token(&dir, user).await);
+        let run = tokio::process::Command::new(&st)
+            .args(["run", &schema, "-H", &bearer, "--checks", "not_a_server_error,response_schema_conformance"])
+            .args(["--phases", "coverage,fuzzing", "-n", examples, "--seed", &seed, "--no-color"])
+            // A stream of events answers for as long as the client stays; its own test follows it.
+            .args(["--exclude-path", "/api/v1/events/stream"])
+            .env("SCHEMATHESIS_TELEMETRY", "false")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(900), run)
+            .await
+            .expect("schemathesis finishes within 15 minutes")
+            .expect("schemathesis runs");
+        let report = String::from_utf8_lossy(&out.stdout);
+        let tail: Vec<&str> = report.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect();
+        assert!(out.status.success(), "as {user}, schemathesis found failures:\n{}", tail.join("\n"));
+        // Every operation but the stream was tried: "Selected: 63/64" and "Tested: 63".
+        let count = |label: &str| {
+            report
+                .lines()
+                .find_map(|line| line.trim().strip_prefix(label))
+                .map(|rest| rest.trim().split('/').next().unwrap_or_default().trim().parse::<usize>().unwrap_or(0))
+        };
+        let (selected, tested) = (count("Selected:"), count("Tested:"));
+        assert!(
+            selected.is_some_and(|n| n >= 60) && tested == selected,
+            "as {user}: {selected:?} selected, {tested:?} tested"
+        );
+    }
+    stop(running).await;
+}
