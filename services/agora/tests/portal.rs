@@ -1053,21 +1053,9 @@ async fn a_citizen_logs_in_through_a_real_openid_connect_provider_and_lands_in_t
     stop(running).await;
 }
 
-/// schemathesis (PyPI), which scripts/test installs; under CI=true it must be there.
-fn schemathesis() -> Option<String> {
-    let path = std::env::var("AGORA_SCHEMATHESIS_BIN").ok().filter(|p| std::path::Path::new(p).exists());
-    if path.is_none() {
-        agora_eventstore::testing::unavailable(
-            "schemathesis (AGORA_SCHEMATHESIS_BIN; scripts/test installs it from PyPI)",
-            &"not found",
-        );
-    }
-    path
-}
-
 #[tokio::test]
 async fn generated_requests_to_every_operation_get_no_server_error_and_answers_within_the_schema() {
-    let Some(st) = schemathesis() else { return };
+    let Some(st) = tool("AGORA_SCHEMATHESIS_BIN", "schemathesis, from PyPI") else { return };
     // Rate limits off, so that the generated requests reach the handlers rather than a 429.
     let (dir, running, http) =
         embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;

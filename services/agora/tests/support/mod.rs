@@ -15,6 +15,16 @@ use tokio::process::{Child, Command};
 
 pub const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
+/// A program the tests need whose path scripts/test exports in `variable` (a PyPI tool in its
+/// virtualenv): `None`, said plainly, when it is missing, which under `CI=true` is a failure.
+pub fn tool(variable: &str, what: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var(variable).ok().map(std::path::PathBuf::from).filter(|p| p.exists());
+    if path.is_none() {
+        agora_eventstore::testing::unavailable(&format!("{what} ({variable}; scripts/test installs it)"), &"not found");
+    }
+    path
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
