@@ -58,11 +58,13 @@ pub struct FeedQuery {
     /// The cursor of the last event read; left out, from the beginning.
     pub after: Option<String>,
     /// At most this many events (1 to 1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Comma-separated type prefixes, e.g. `dk.agora.hearing.`.
     #[serde(rename = "type")]
     pub types: Option<String>,
     /// With nothing new, wait up to this many seconds (at most 25) before answering empty.
+    #[param(maximum = 25)]
     pub wait: Option<u32>,
 }
 
@@ -106,14 +108,17 @@ async fn read(
         return Err(Problem::new("unavailable", "the event feed is not configured here (AGORA_SERVICE_SECRET)"));
     };
     let mut after = after;
+    // One wait for the whole read, however many pages it takes: the caller asked for that much.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(u64::from(wait_ms));
     // A page the caller may see none of would look like the end: read on a few pages for them.
     for _ in 0..10 {
+        let wait_ms = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u32;
         let request = feed::ReadEventsRequest { after: after.clone(), limit, wait_ms, type_prefixes: types.to_vec() };
         let mut page = client.clone().read_events(credential.request(request)).await?.into_inner();
         if !all {
             page.events.retain(|e| e.public);
         }
-        if !page.events.is_empty() || page.cursor == after {
+        if !page.events.is_empty() || page.cursor == after || tokio::time::Instant::now() >= deadline {
             return Ok(page);
         }
         after = page.cursor;
