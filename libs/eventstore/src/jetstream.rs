@@ -440,4 +440,71 @@ mod tests {
         let error = IntegrationEvent::from_message("x", None, Bytes::new()).unwrap_err();
         assert_eq!(error.to_string(), "integration event has no ce-id header");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// What a message carries comes back as the event it was made from; a message with
+            /// any header missing or garbled is refused naming the header, never a panic.
+            #[test]
+            fn events_survive_the_wire_and_garbled_headers_are_named(
+                event_type in "[a-z.]{1,30}",
+                subject in "\\PC{0,30}",
+                sequence in 0i64..i64::MAX,
+                position in 0i64..i64::MAX,
+                micros in 0i64..4_000_000_000_000_000,
+                data in proptest::collection::vec(any::<u8>(), 0..64),
+                garbled in 0usize..7,
+                junk in "\\PC{0,20}",
+            ) {
+                let time = DateTime::from_timestamp_micros(micros).expect("in range");
+                let event = IntegrationEvent {
+                    id: Uuid::now_v7(),
+                    event_type,
+                    source: "agora/hearing".into(),
+                    subject: subject.trim().to_string(),
+                    nats_subject: "hearing.v1.x".into(),
+                    time,
+                    sequence,
+                    position,
+                    hash: "h".into(),
+                    traceparent: None,
+                    data: Bytes::from(data),
+                };
+                let headers = event.to_headers();
+                let back = IntegrationEvent::from_message("hearing.v1.x", Some(&headers), event.data.clone())
+                    .expect("an event read back");
+                prop_assert_eq!(back.id, event.id);
+                prop_assert_eq!(&back.subject, &event.subject);
+                prop_assert_eq!(back.time, event.time);
+                prop_assert_eq!((back.sequence, back.position), (event.sequence, event.position));
+                prop_assert_eq!(&back.data, &event.data);
+
+                let names = [headers::ID, headers::TIME, headers::SEQUENCE, headers::POSITION, headers::TYPE, headers::SOURCE, headers::SUBJECT];
+                let name = names[garbled];
+                let mut bad = HeaderMap::new();
+                for (key, values) in headers.iter() {
+                    if AsRef::<str>::as_ref(key) != name {
+                        for value in values {
+                            bad.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
+                // Headers that must parse get junk; the others are simply missing.
+                if [headers::ID, headers::TIME, headers::SEQUENCE, headers::POSITION].contains(&name)
+                    && !junk.is_empty()
+                    && junk.parse::<i64>().is_err()
+                {
+                    bad.insert(name, junk.as_str());
+                }
+                match IntegrationEvent::from_message("hearing.v1.x", Some(&bad), event.data.clone()) {
+                    Err(WireError::Missing(missing)) => prop_assert_eq!(missing, name),
+                    Err(WireError::Malformed(malformed, _)) => prop_assert_eq!(malformed, name),
+                    Ok(_) => prop_assert!(false, "a message without a good {} was read", name),
+                }
+            }
+        }
+    }
 }

@@ -127,4 +127,22 @@ mod tests {
         assert!(parse_cursor("42").is_err());
         assert!(parse_cursor("a-b").unwrap_err().contains("'a-b'"));
     }
+
+    proptest::proptest! {
+        /// Every cursor the feed gives comes back as its position; anything else a client sends
+        /// is refused with words, never a panic.
+        #[test]
+        fn cursors_round_trip_and_anything_else_is_refused(
+            // Transaction ids and positions start at 0 (LogPosition::START).
+            transaction in 0..=i64::MAX,
+            position in 0..=i64::MAX,
+            text in "\\PC{0,40}",
+        ) {
+            let log = LogPosition { transaction, position };
+            proptest::prop_assert_eq!(parse_cursor(&cursor(log)), Ok(log));
+            if let Err(message) = parse_cursor(&text) {
+                proptest::prop_assert!(message.contains("is not one this feed gave"));
+            }
+        }
+    }
 }

@@ -170,4 +170,82 @@ mod tests {
         assert_eq!((email.reference.as_str(), email.address.as_deref()), ("email:eref15", Some("anna@example.dk")));
         assert!(parse_invitee("group:", "", &Fake).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A CPR number with a plausible date, as an owner might type it.
+        fn cpr() -> impl Strategy<Value = String> {
+            (1u32..=28, 1u32..=12, 0u32..100, 0u32..10_000, any::<bool>()).prop_map(|(d, m, y, serial, dash)| {
+                format!("{d:02}{m:02}{y:02}{}{serial:04}", if dash { "-" } else { "" })
+            })
+        }
+
+        /// What a row of an uploaded file may hold: recipients of every kind, and rubbish.
+        fn identifier() -> impl Strategy<Value = String> {
+            prop_oneof![
+                cpr(),
+                "[0-9]{8}",
+                "[a-z]{1,8}@[a-z]{1,8}\\.dk",
+                "group:[a-z]{0,6}",
+                "[0-9 -]{0,14}",
+                "\\PC{0,20}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Whatever the file holds, no row is lost: each non-blank row after the header is
+            /// an invitee or a reported error, by its own row number.
+            #[test]
+            fn every_row_is_an_invitee_or_a_reported_error(
+                rows in proptest::collection::vec((identifier(), "\\PC{0,12}", prop_oneof![Just(';'), Just(',')]), 0..30)
+            ) {
+                let text: String = rows
+                    .iter()
+                    .map(|(id, label, sep)| format!("{id}{sep}{}\n", label.replace([';', ',', '\n', '\r'], " ")))
+                    .collect();
+                let (invitees, errors) = parse_csv(&text, &Fake);
+                let counted: Vec<usize> = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, line)| !line.trim().is_empty())
+                    .map(|(i, _)| i + 1)
+                    .collect();
+                prop_assert!(invitees.len() + errors.len() <= counted.len());
+                // Only a header on the first row may be skipped without a word.
+                let skipped = counted.len() - invitees.len() - errors.len();
+                prop_assert!(skipped <= 1, "{skipped} rows vanished from {text:?}");
+                for error in &errors {
+                    prop_assert!(counted.contains(&error.row), "error for row {} that is blank or absent", error.row);
+                }
+            }
+
+            /// A CPR number is never echoed: not in a reference, a label made for it, or an error.
+            #[test]
+            fn a_cpr_number_is_never_echoed(number in cpr(), dup in any::<bool>()) {
+                let text = if dup { format!("{number}\n{number}\n") } else { format!("{number}\n") };
+                let (invitees, errors) = parse_csv(&text, &Fake);
+                let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+                let serial = &digits[6..];
+                for invitee in &invitees {
+                    // The label made for it keeps the date and masks the rest ("010180-xxxx").
+                    prop_assert!(!invitee.reference.contains(&digits), "{invitee:?}");
+                    prop_assert!(!invitee.label.contains(&digits) && !invitee.label.ends_with(serial), "{invitee:?}");
+                }
+                for error in &errors {
+                    prop_assert!(!error.message.contains(&digits) && !error.message.contains(&number), "{error:?}");
+                }
+                prop_assert_eq!(invitees.len(), 1);
+            }
+
+            /// Any text at all is read without a panic.
+            #[test]
+            fn any_text_is_read(text in "\\PC{0,400}") {
+                let _ = parse_csv(&text, &Fake);
+            }
+        }
+    }
 }

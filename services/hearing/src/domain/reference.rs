@@ -363,4 +363,42 @@ mod tests {
         let item = ReferenceItem::SubjectArea { id: "a b/c".into(), name: "A".into() };
         assert!(matches!(Reference::default().decide(ReferenceCommand::Define(item)), Err(ReferenceError::Invalid(_))));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A KLE tree of any shape comes back as one entry per main group, group and topic,
+            /// in order; any other text is refused with words.
+            #[test]
+            fn any_kle_tree_is_read_entry_by_entry(
+                tree in proptest::collection::vec(
+                    ("[0-9]{2}", "\\PC{0,12}", proptest::collection::vec(("[0-9.]{5}", "\\PC{0,12}", proptest::collection::vec("\\PC{0,12}", 0..4)), 0..4)),
+                    0..5,
+                ),
+                junk in "\\PC{0,200}",
+            ) {
+                let json: Vec<serde_json::Value> = tree
+                    .iter()
+                    .map(|(number, title, groups)| serde_json::json!({
+                        "Number": number, "Title": title,
+                        "Groups": groups.iter().map(|(number, name, topics)| serde_json::json!({
+                            "Number": number, "Name": name,
+                            "Topics": topics.iter().map(|name| serde_json::json!({"Number": "x", "Name": name})).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    }))
+                    .collect();
+                let entries = parse_kle_hierarchy(&serde_json::Value::from(json).to_string()).expect("a well-formed tree");
+                let expected: usize = tree.iter().map(|(_, _, groups)| 1 + groups.iter().map(|(_, _, t)| 1 + t.len()).sum::<usize>()).sum();
+                prop_assert_eq!(entries.len(), expected);
+                if let Some((number, _, _)) = tree.first() {
+                    prop_assert_eq!(&entries[0].number, number);
+                }
+                if let Err(message) = parse_kle_hierarchy(&junk) {
+                    prop_assert!(message.starts_with("KLE-filen kan ikke læses"), "{message}");
+                }
+            }
+        }
+    }
 }
