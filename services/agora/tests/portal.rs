@@ -1098,3 +1098,167 @@ async fn generated_requests_to_every_operation_get_no_server_error_and_answers_w
     }
     stop(running).await;
 }
+
+/// The names of the files in a zip (an xlsx, or the attachments export) and each file's text.
+fn zip_entries(bytes: &[u8]) -> Vec<(String, String)> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    (0..archive.len())
+        .map(|i| {
+            let mut file = archive.by_index(i).expect("an entry");
+            let mut content = Vec::new();
+            file.read_to_end(&mut content).expect("read");
+            (file.name().expect("a name").to_string(), String::from_utf8_lossy(&content).into_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hostile_input_is_refused_or_comes_back_harmless() {
+    let (dir, running, port) =
+        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let citizen = token(&dir, "birgitte").await;
+    let owner = token(&dir, "karen").await;
+
+    // Script, markup and a spreadsheet formula in the text and the organisation, and a path
+    // in the attachment's name.
+    let text = "=HYPERLINK(\"http://evil.example\",\"klik\") <script>alert(1)</script><img src=x onerror=alert(2)>";
+    let body = serde_json::json!({
+        "text": text,
+        "terms_version": "2026-01",
+        "on_behalf_of_organisation": "<b>Grundejerforeningen</b>",
+        "attachments": [{"name": "../../../etc/passwd.pdf", "content_base64": base64_encode(PDF)}]
+    });
+    let submitted = http
+        .post(format!("{base}/api/v1/hearings/{ACTIVE}/responses"))
+        .bearer_auth(&citizen)
+        .header("idempotency-key", "hostile-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(submitted.status().as_u16(), 201);
+    let receipt: serde_json::Value = submitted.json().await.expect("receipt");
+    let response_id = receipt["response_id"].as_str().expect("id");
+    let approved = http
+        .post(format!("{base}/api/v1/responses/{response_id}/approve"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("a");
+    assert_eq!(approved.status().as_u16(), 200);
+
+    // The public page shows it as text: escaped, never as markup.
+    let page = agora_eventstore::testing::eventually(20, "the approved response on the hearing page", || {
+        let http = http.clone();
+        let url = format!("{base}/hoeringer/{ACTIVE}");
+        async move {
+            let page = http.get(url).send().await.ok()?.text().await.ok()?;
+            page.contains("HYPERLINK").then_some(page)
+        }
+    })
+    .await;
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "the text is shown, escaped");
+    assert!(!page.contains("<script") && !page.contains("<img src=x"), "no markup from a respondent reaches the page");
+    assert!(!page.contains("<b>Grundejerforeningen"), "nor from the organisation's name");
+
+    // The owner's exports: the formula is a string cell, not a formula; no entry escapes its folder.
+    let export = |kind: &'static str| {
+        let (http, owner, base) = (http.clone(), owner.clone(), base.clone());
+        async move {
+            let answer = http
+                .get(format!("{base}/api/v1/hearings/{ACTIVE}/exports/{kind}"))
+                .bearer_auth(&owner)
+                .send()
+                .await
+                .expect("export");
+            assert_eq!(answer.status().as_u16(), 200, "{kind}");
+            zip_entries(&answer.bytes().await.expect("bytes"))
+        }
+    };
+    let workbook = export("responses.xlsx").await;
+    let sheets: Vec<&(String, String)> =
+        workbook.iter().filter(|(name, _)| name.starts_with("xl/worksheets/")).collect();
+    assert!(!sheets.is_empty(), "a worksheet: {:?}", workbook.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    assert!(sheets.iter().all(|(_, xml)| !xml.contains("<f>") && !xml.contains("<f ")), "no cell is a formula");
+    assert!(workbook.iter().any(|(_, xml)| xml.contains("HYPERLINK(")), "the text is in the workbook as text");
+    let attachments = export("attachments.zip").await;
+    assert!(!attachments.is_empty());
+    for (name, _) in &attachments {
+        assert!(!name.starts_with('/') && !name.split(['/', '\\']).any(|part| part == ".."), "entry {name:?} escapes");
+    }
+
+    // Search takes SQL's and LIKE's special characters as text.
+    let count = |q: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let answer = http.get(format!("{base}/api/v1/hearings")).query(&[("q", q)]).send().await.expect("answer");
+            assert_eq!(answer.status().as_u16(), 200, "searching {q:?}");
+            let list: serde_json::Value = answer.json().await.expect("json");
+            list["hearings"].as_array().map(Vec::len).unwrap_or(0)
+        }
+    };
+    assert!(count("").await > 0, "the demo hearings are there");
+    for q in ["' OR '1'='1", "%", "_", "\\", "'; DROP TABLE events; --"] {
+        assert_eq!(count(q).await, 0, "searching {q:?} matches nothing");
+    }
+    // Control characters are no search at all (the list as without one), and no failure.
+    assert_eq!(count("\u{0}").await, count("").await);
+
+    // Paths in ids are refused as ids, never followed.
+    for path in [
+        "/api/v1/hearings/..%2F..%2Fetc%2Fpasswd",
+        "/api/v1/hearings/%2E%2E/files/agora.db",
+        "/hoeringer/..%2F..%2Fagora.db",
+        "/api/v1/responses/%00/approve",
+    ] {
+        let answer = http.get(format!("{base}{path}")).bearer_auth(&owner).send().await.expect("answer");
+        let status = answer.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        assert!(!answer.text().await.unwrap_or_default().contains("SQLite format"), "{path} served a file");
+    }
+
+    // Tokens: one signed by a stranger's key, one altered, one claiming no signature at all.
+    let stranger = agora_auth::TokenIssuer::new(
+        agora_auth::SigningKey::generate_with_kid("k1").expect("key"),
+        "agora-dev",
+        "agora",
+        chrono::Duration::hours(1),
+    );
+    let principal = agora_auth::Principal::new(uuid::Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::Administrator);
+    let forged = stranger.issue(&principal).expect("token");
+    let mut parts: Vec<String> = owner.split('.').map(str::to_string).collect();
+    let altered = {
+        let payload = parts[1].clone();
+        let last = payload.chars().last().expect("payload");
+        parts[1] = format!("{}{}", &payload[..payload.len() - 1], if last == 'A' { 'B' } else { 'A' });
+        parts.join(".")
+    };
+    let unsigned = format!("eyJhbGciOiJub25lIn0.{}.", owner.split('.').nth(1).expect("payload"));
+    for (what, bad) in [("forged", forged), ("altered", altered), ("unsigned", unsigned), ("junk", "x.y.z".into())] {
+        let answer = http
+            .get(format!("{base}/api/v1/hearings/{ACTIVE}/exports/responses.xlsx"))
+            .bearer_auth(&bad)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(answer.status().as_u16(), 401, "a {what} token");
+    }
+
+    // Malformed multipart is a problem that says so, not a failure.
+    let answer = http
+        .post(format!("{base}/api/v1/hearings/{ACTIVE}/responses"))
+        .bearer_auth(&citizen)
+        .header("idempotency-key", "hostile-2")
+        .header("content-type", "multipart/form-data; boundary=agora")
+        .body("--agora\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nunfinished")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answer.status().as_u16(), 400, "a multipart body without its end");
+    assert_eq!(answer.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
+    stop(running).await;
+}
