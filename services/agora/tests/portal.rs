@@ -1262,3 +1262,184 @@ async fn hostile_input_is_refused_or_comes_back_harmless() {
     assert_eq!(answer.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
     stop(running).await;
 }
+
+/// Who a request is made as, in the authorization matrix.
+const ROLES: [&str; 7] = ["anonymous", "birgitte", "dorte", "erik", "lars", "karen", "admin"];
+
+#[tokio::test]
+async fn every_command_and_private_read_refuses_everyone_it_is_not_for() {
+    let (dir, running, port) =
+        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut tokens = std::collections::BTreeMap::new();
+    for role in &ROLES[1..] {
+        tokens.insert(*role, token(&dir, role).await);
+    }
+    // Karen owns both hearings; Lars reviews the first and owns others, so on the second he is
+    // the owner of another hearing. Birgitte's response on the first is the one moderated.
+    const SECOND: &str = "00000000-0000-7000-9000-000000000002";
+    let submitted = http
+        .post(format!("{base}/api/v1/hearings/{ACTIVE}/responses"))
+        .bearer_auth(&tokens["birgitte"])
+        .header("idempotency-key", "matrix-1")
+        .json(&serde_json::json!({"text": "Et svar.", "terms_version": "2026-01"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(submitted.status().as_u16(), 201);
+    let receipt: serde_json::Value = submitted.json().await.expect("receipt");
+    let response = receipt["response_id"].as_str().expect("id").to_string();
+    let employee = "00000000-0000-7000-8000-000000000004";
+    let json = |value: serde_json::Value| Some(value);
+    let template = || json(serde_json::json!({"subject": "Emne", "text": "Tekst", "html": "<p>Tekst</p>"}));
+    // (method, path, body, who may): every command of the hearing's owner, of moderation and of
+    // administration, and the reads that show what only they may see.
+    let owner_only = ["karen", "admin"];
+    let admin_only = ["admin"];
+    let cases: Vec<(&str, String, Option<serde_json::Value>, &[&str])> = vec![
+        (
+            "PATCH",
+            format!("/api/v1/hearings/{SECOND}"),
+            json(serde_json::json!({"deadline": "2027-01-01"})),
+            &owner_only,
+        ),
+        ("DELETE", format!("/api/v1/hearings/{SECOND}"), None, &owner_only),
+        ("GET", format!("/api/v1/hearings/{SECOND}/audit-trail"), None, &owner_only),
+        (
+            "POST",
+            format!("/api/v1/hearings/{SECOND}/conclusion"),
+            json(serde_json::json!({"conclusion": "Slut."})),
+            &owner_only,
+        ),
+        ("GET", format!("/api/v1/hearings/{SECOND}/exports/responses.xlsx"), None, &owner_only),
+        ("GET", format!("/api/v1/hearings/{SECOND}/exports/respondents.xlsx"), None, &owner_only),
+        (
+            "POST",
+            format!("/api/v1/hearings/{SECOND}/invitees"),
+            json(serde_json::json!({"participants": [{"identifier": "a@example.dk"}]})),
+            &owner_only,
+        ),
+        ("DELETE", format!("/api/v1/hearings/{SECOND}/invitees/group:naboer"), None, &owner_only),
+        ("GET", format!("/api/v1/hearings/{SECOND}/journalization"), None, &owner_only),
+        ("POST", format!("/api/v1/hearings/{SECOND}/journalization/retry"), None, &owner_only),
+        (
+            "PUT",
+            format!("/api/v1/hearings/{SECOND}/owner"),
+            json(serde_json::json!({"owner_id": employee})),
+            &owner_only,
+        ),
+        ("POST", format!("/api/v1/hearings/{SECOND}/publish"), None, &owner_only),
+        ("PUT", format!("/api/v1/hearings/{SECOND}/reviewers/{employee}"), None, &owner_only),
+        ("DELETE", format!("/api/v1/hearings/{SECOND}/reviewers/{employee}"), None, &owner_only),
+        ("GET", format!("/api/v1/hearings/{SECOND}/templates/response_receipt/da"), None, &owner_only),
+        ("PUT", format!("/api/v1/hearings/{SECOND}/templates/response_receipt/da"), template(), &owner_only),
+        ("DELETE", format!("/api/v1/hearings/{SECOND}/templates/response_receipt/da"), None, &owner_only),
+        ("POST", format!("/api/v1/hearings/{SECOND}/templates/response_receipt/da/preview"), template(), &owner_only),
+        ("POST", format!("/api/v1/responses/{response}/approve"), None, &owner_only),
+        (
+            "POST",
+            format!("/api/v1/responses/{response}/decline"),
+            json(serde_json::json!({"reason": "Nej."})),
+            &owner_only,
+        ),
+        (
+            "POST",
+            format!("/api/v1/responses/{response}/redact"),
+            json(serde_json::json!({"redacted_text": "Et [...].", "reason": "Navn"})),
+            &owner_only,
+        ),
+        ("POST", format!("/api/v1/responses/{response}/reply"), json(serde_json::json!({"text": "Tak."})), &owner_only),
+        (
+            "PUT",
+            "/api/v1/reference/subject-areas/matrix".into(),
+            json(serde_json::json!({"name": "Matrix"})),
+            &admin_only,
+        ),
+        ("PUT", "/api/v1/reference/city-areas/matrix".into(), json(serde_json::json!({"name": "Matrix"})), &admin_only),
+        (
+            "PUT",
+            "/api/v1/reference/hearing-types/matrix".into(),
+            json(serde_json::json!({"name": "Matrix"})),
+            &admin_only,
+        ),
+        (
+            "POST",
+            "/api/v1/terms".into(),
+            json(serde_json::json!({"version": "matrix", "text": "Vilkår."})),
+            &admin_only,
+        ),
+        ("GET", "/api/v1/users".into(), None, &admin_only),
+        ("GET", format!("/api/v1/users/{employee}/data-access"), None, &admin_only),
+        ("PUT", format!("/api/v1/users/{employee}/roles/hearing_creator"), None, &admin_only),
+        ("DELETE", format!("/api/v1/users/{employee}/roles/hearing_creator"), None, &admin_only),
+        ("GET", "/api/v1/webhooks".into(), None, &admin_only),
+        (
+            "POST",
+            "/api/v1/webhooks".into(),
+            json(
+                serde_json::json!({"event_type": "dk.agora.hearing.", "url": "https://example.dk/hook", "secret": "a-secret-of-enough-length-1234"}),
+            ),
+            &admin_only,
+        ),
+        ("GET", "/api/v1/templates/response_receipt/da".into(), None, &admin_only),
+        ("PUT", "/api/v1/templates/response_receipt/da".into(), template(), &admin_only),
+    ];
+    let mut wrong = Vec::new();
+    // The refusals first: none of them may change anything the allowed calls then meet.
+    for (method, path, body, allowed) in &cases {
+        for role in ROLES.iter().filter(|role| !allowed.contains(role)) {
+            let mut request = http.request(method.parse().expect("method"), format!("{base}{path}"));
+            if let Some(token) = tokens.get(role) {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let status = request.send().await.expect("answer").status().as_u16();
+            let expected = if *role == "anonymous" { 401 } else { 403 };
+            if status != expected {
+                wrong.push(format!("{method} {path} as {role}: {status}, expected {expected}"));
+            }
+        }
+    }
+    // Those it is for are let through: the reads answer 200 (the commands would change the
+    // demo data, so they are left to the tests of each command).
+    for (method, path, _, allowed) in cases.iter().filter(|(method, ..)| *method == "GET") {
+        for role in *allowed {
+            let status = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(&tokens[role])
+                .send()
+                .await
+                .expect("answer")
+                .status()
+                .as_u16();
+            if status != 200 {
+                wrong.push(format!("{method} {path} as {role}: {status}, expected 200"));
+            }
+        }
+    }
+    // A reviewer reads the hearing's trail and the review comments, and no one else but its staff.
+    for (path, role, expected) in [
+        ("audit-trail", "lars", 200),
+        ("review-comments", "lars", 200),
+        ("review-comments", "erik", 403),
+        ("review-comments", "birgitte", 403),
+        ("audit-trail", "erik", 403),
+    ] {
+        let status = http
+            .get(format!("{base}/api/v1/hearings/{ACTIVE}/{path}"))
+            .bearer_auth(&tokens[role])
+            .send()
+            .await
+            .expect("answer")
+            .status()
+            .as_u16();
+        if status != expected {
+            wrong.push(format!("GET {path} of the reviewed hearing as {role}: {status}, expected {expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of the matrix is wrong:\n{}", wrong.len(), wrong.join("\n"));
+    stop(running).await;
+}
