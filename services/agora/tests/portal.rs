@@ -1072,6 +1072,8 @@ async fn generated_requests_to_every_operation_get_no_server_error_and_answers_w
             // A page of events may wait up to 25 s for news (`wait`), as asked.
             .args(["--request-timeout", "30"])
             .env("SCHEMATHESIS_TELEMETRY", "false")
+            // It keeps a cache of what it found where it runs: in the test's folder, not the clone.
+            .current_dir(dir.path())
             .kill_on_drop(true)
             .output();
         let out = tokio::time::timeout(std::time::Duration::from_secs(900), run)
