@@ -264,6 +264,10 @@ pub struct RunArgs {
     /// The gateway's limit on requests per second from one logged-in user; 0 turns it off.
     #[arg(long, env = "AGORA_RATE_LIMIT_PER_USER", default_value_t = 20.0)]
     pub rate_limit_per_user: f64,
+    /// The gateway's largest request body in MB (a response with its attachments; 1 to 120,
+    /// the most the services take in one message). Each hearing type limits files further.
+    #[arg(long, env = "AGORA_MAX_BODY_MB", default_value_t = 120)]
+    pub max_body_mb: u32,
     /// Take the client's address from X-Forwarded-For (only behind a proxy that sets it).
     #[arg(long, env = "AGORA_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,

@@ -713,6 +713,11 @@ fn gateway_router(
         args.rate_limit_per_client >= 0.0 && args.rate_limit_per_user >= 0.0,
         "AGORA_RATE_LIMIT_PER_CLIENT and AGORA_RATE_LIMIT_PER_USER must be 0 (off) or more requests per second"
     );
+    anyhow::ensure!(
+        (1..=120).contains(&args.max_body_mb),
+        "AGORA_MAX_BODY_MB must be 1 to 120 (got {})",
+        args.max_body_mb
+    );
     let at = |url: &Option<String>| url.clone().unwrap_or_else(|| here.to_string());
     let endpoints = agora_gateway::Endpoints {
         hearing: at(&gateway_settings.hearing_url),
@@ -730,7 +735,7 @@ fn gateway_router(
     let gateway = agora_gateway::Gateway::new(
         services,
         agora_gateway::SessionKey::derived(&settings.pseudonym_key),
-        agora_gateway::Settings::default(),
+        agora_gateway::Settings { max_body_bytes: args.max_body_mb as usize * 1024 * 1024, ..Default::default() },
     )
     .with_limits(agora_gateway::limits::Limits {
         per_client: agora_gateway::limits::Rate::per_second(args.rate_limit_per_client)

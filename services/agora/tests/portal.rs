@@ -1117,8 +1117,12 @@ fn zip_entries(bytes: &[u8]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn hostile_input_is_refused_or_comes_back_harmless() {
-    let (dir, running, port) =
-        embedded_with(&[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0")]).await;
+    let (dir, running, port) = embedded_with(&[
+        ("AGORA_RATE_LIMIT_PER_CLIENT", "0"),
+        ("AGORA_RATE_LIMIT_PER_USER", "0"),
+        ("AGORA_MAX_BODY_MB", "1"),
+    ])
+    .await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let citizen = token(&dir, "birgitte").await;
@@ -1262,11 +1266,66 @@ async fn hostile_input_is_refused_or_comes_back_harmless() {
         .expect("answer");
     assert_eq!(answer.status().as_u16(), 400, "a multipart body without its end");
     assert_eq!(answer.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
+
+    // Bodies over the limit (1 MB here) are refused as too large, as JSON and as a form, and
+    // leave nothing behind: she still has the one response.
+    let big = "x".repeat(1_200_000);
+    let oversized = http
+        .post(format!("{base}/api/v1/hearings/{ACTIVE}/responses"))
+        .bearer_auth(&citizen)
+        .header("idempotency-key", "hostile-3")
+        .json(&serde_json::json!({"text": "Stort.", "terms_version": "2026-01",
+            "attachments": [{"name": "stor.pdf", "content_base64": base64_encode(big.as_bytes())}]}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(oversized.status().as_u16(), 413);
+    let problem: serde_json::Value = oversized.json().await.expect("a problem");
+    assert_eq!(problem["type"], "/api/v1/problems/too-large");
+    let form = reqwest::multipart::Form::new()
+        .text("terms_version", "2026-01")
+        .part("attachments", reqwest::multipart::Part::bytes(big.into_bytes()).file_name("stor.pdf"));
+    let oversized = http
+        .post(format!("{base}/api/v1/hearings/{ACTIVE}/responses"))
+        .bearer_auth(&citizen)
+        .header("idempotency-key", "hostile-4")
+        .multipart(form)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(oversized.status().as_u16(), 413, "an oversized upload");
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/v1/me/responses"))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["responses"].as_array().map(Vec::len), Some(1), "nothing from the refused bodies: {listed}");
+
+    // A CSRF token is bound to the browser it was given to: replayed from another browser, a
+    // form is refused, and the logout it asked for does not happen.
+    let mut own = Browser::new(port);
+    let mut other = Browser::new(port);
+    for browser in [&mut own, &mut other] {
+        let login = browser.get("/log-ind").await;
+        let csrf = input(&login.body, "csrf");
+        let done =
+            browser.post_form("/log-ind/udvikler", &[("csrf", &csrf), ("handle", "carl"), ("tilbage", "/")]).await;
+        assert_eq!(done.status, 303);
+    }
+    let own_page = own.get("/mine-svar").await;
+    let replayed = other.post_form("/log-ud", &[("csrf", &input(&own_page.body, "csrf"))]).await;
+    assert_eq!(replayed.status, 403, "a CSRF token from another browser: {}", replayed.body);
+    let still = other.get("/mine-svar").await;
+    assert!(still.body.contains("Carl Citizen"), "the other browser is still logged in");
     stop(running).await;
 }
 
 /// Who a request is made as, in the authorization matrix.
-const ROLES: [&str; 7] = ["anonymous", "birgitte", "dorte", "erik", "lars", "karen", "admin"];
+const ROLES: [&str; 8] = ["anonymous", "birgitte", "carl", "dorte", "erik", "lars", "karen", "admin"];
 
 #[tokio::test]
 async fn every_command_and_private_read_refuses_everyone_it_is_not_for() {
@@ -1299,6 +1358,7 @@ async fn every_command_and_private_read_refuses_everyone_it_is_not_for() {
     // administration, and the reads that show what only they may see.
     let owner_only = ["karen", "admin"];
     let admin_only = ["admin"];
+    let author_only = ["birgitte"];
     let cases: Vec<(&str, String, Option<serde_json::Value>, &[&str])> = vec![
         (
             "PATCH",
@@ -1371,6 +1431,15 @@ async fn every_command_and_private_read_refuses_everyone_it_is_not_for() {
             json(serde_json::json!({"version": "matrix", "text": "Vilkår."})),
             &admin_only,
         ),
+        // Only its author changes or withdraws a response: not another citizen, not its hearing's
+        // owner (who redacts instead), not an administrator.
+        (
+            "PATCH",
+            format!("/api/v1/responses/{response}"),
+            json(serde_json::json!({"text": "Ændret af en anden."})),
+            &author_only,
+        ),
+        ("POST", format!("/api/v1/responses/{response}/withdraw"), None, &author_only),
         ("GET", "/api/v1/users".into(), None, &admin_only),
         ("GET", format!("/api/v1/users/{employee}/data-access"), None, &admin_only),
         ("PUT", format!("/api/v1/users/{employee}/roles/hearing_creator"), None, &admin_only),
