@@ -257,6 +257,11 @@ def check_chart_promises(label, documents, values):
     if check(ingress is not None, f"{label}: no Ingress"):
         backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
         check(backend == "agora-gateway", f"{label}: the Ingress should lead to the gateway, not {backend}")
+        if ingress["spec"].get("ingressClassName") == "nginx":
+            # nginx's default of 1 MB would refuse responses with attachments before the gateway.
+            body = ingress["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/proxy-body-size")
+            check(body == f"{values['targets']['gateway']['maxBodyMB']}m",
+                  f"{label}: the nginx Ingress should take the gateway's body limit, not {body}")
 
 
 def consumer_names():

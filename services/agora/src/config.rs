@@ -472,6 +472,14 @@ impl RunArgs {
                     .map_err(|e| anyhow::anyhow!("AGORA_NATS_URL: '{server}' is not a NATS server address: {e}"))?;
             }
         }
+        if !(self.rate_limit_per_client >= 0.0 && self.rate_limit_per_user >= 0.0) {
+            bail!(
+                "AGORA_RATE_LIMIT_PER_CLIENT and AGORA_RATE_LIMIT_PER_USER must be 0 (off) or more requests per second"
+            );
+        }
+        if !(1..=120).contains(&self.max_body_mb) {
+            bail!("AGORA_MAX_BODY_MB must be 1 to 120 (got {})", self.max_body_mb);
+        }
         if !(1..=5).contains(&self.nats_replicas) {
             bail!("AGORA_NATS_REPLICAS must be between 1 and 5 (got {})", self.nats_replicas);
         }

@@ -709,15 +709,6 @@ fn gateway_router(
     gateway_settings: &crate::config::GatewaySettings,
     here: &str,
 ) -> anyhow::Result<axum::Router> {
-    anyhow::ensure!(
-        args.rate_limit_per_client >= 0.0 && args.rate_limit_per_user >= 0.0,
-        "AGORA_RATE_LIMIT_PER_CLIENT and AGORA_RATE_LIMIT_PER_USER must be 0 (off) or more requests per second"
-    );
-    anyhow::ensure!(
-        (1..=120).contains(&args.max_body_mb),
-        "AGORA_MAX_BODY_MB must be 1 to 120 (got {})",
-        args.max_body_mb
-    );
     let at = |url: &Option<String>| url.clone().unwrap_or_else(|| here.to_string());
     let endpoints = agora_gateway::Endpoints {
         hearing: at(&gateway_settings.hearing_url),

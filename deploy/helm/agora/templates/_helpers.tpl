@@ -153,6 +153,8 @@ identity: []
   value: {{ (index $v.targets "gateway").rateLimitPerClient | quote }}
 - name: AGORA_RATE_LIMIT_PER_USER
   value: {{ (index $v.targets "gateway").rateLimitPerUser | quote }}
+- name: AGORA_MAX_BODY_MB
+  value: {{ (index $v.targets "gateway").maxBodyMB | default 120 | quote }}
 {{- end }}
 {{- range $name, $key := (index $v.secrets.extraEnv $target) }}
 {{ include "agora.secretEnv" (list $root $name $key) }}
