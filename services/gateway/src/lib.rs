@@ -72,6 +72,7 @@ impl Gateway {
                 }),
             )
             .layer(axum::extract::DefaultBodyLimit::max(self.settings.max_body_bytes))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), limits::refuse_oversized))
             .layer(axum::middleware::from_fn(problem::api_errors_as_problems))
             .layer(axum::middleware::from_fn_with_state(self.clone(), session::refresh_and_protect))
             .layer(axum::middleware::from_fn_with_state(self.clone(), limits::enforce))
