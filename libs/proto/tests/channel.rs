@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_eventstore::testing::eventually;
 use agora_proto::channel::{Timeouts, connect_lazy_with};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -33,14 +34,6 @@ async fn who_answers(client: &mut HealthClient<tonic::transport::Channel>, calls
         }
     }
     (a, b)
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -72,26 +65,38 @@ async fn calls_follow_the_replicas_a_name_resolves_to() {
     let mut client = HealthClient::new(channel);
 
     // One replica: it answers everything.
-    eventually("the one replica answers", async || who_answers(&mut client, 1).await == (1, 0)).await;
+    eventually(20, "the one replica answers", || {
+        let mut client = client.clone();
+        async move { (who_answers(&mut client, 1).await == (1, 0)).then_some(()) }
+    })
+    .await;
     assert_eq!(who_answers(&mut client, 20).await, (20, 0));
 
     // A second replica joins (the service was scaled out): calls reach both.
     *answers.lock().expect("lock") = Ok(vec![a_address, b_address]);
-    eventually("both replicas answer", async || {
-        let (a, b) = who_answers(&mut client, 20).await;
-        a > 0 && b > 0 && a + b == 20
+    eventually(20, "both replicas answer", || {
+        let mut client = client.clone();
+        async move {
+            let (a, b) = who_answers(&mut client, 20).await;
+            (a > 0 && b > 0 && a + b == 20).then_some(())
+        }
     })
     .await;
 
     // The first one goes (scaled in, or a rolling update): calls leave it.
     *answers.lock().expect("lock") = Ok(vec![b_address]);
-    eventually("only the remaining replica answers", async || who_answers(&mut client, 20).await == (0, 20)).await;
+    eventually(20, "only the remaining replica answers", || {
+        let mut client = client.clone();
+        async move { (who_answers(&mut client, 20).await == (0, 20)).then_some(()) }
+    })
+    .await;
 
     // The name cannot be resolved for a while: the replica known so far still answers.
     *answers.lock().expect("lock") = Err(std::io::Error::other("DNS is down"));
     let failed_from = lookups.load(std::sync::atomic::Ordering::SeqCst);
-    eventually("two lookups have failed", async || {
-        lookups.load(std::sync::atomic::Ordering::SeqCst) >= failed_from + 2
+    eventually(20, "two lookups have failed", || {
+        let done = lookups.load(std::sync::atomic::Ordering::SeqCst) >= failed_from + 2;
+        async move { done.then_some(()) }
     })
     .await;
     assert_eq!(who_answers(&mut client, 10).await, (0, 10));

@@ -147,16 +147,22 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    pub async fn store(&self) -> anyhow::Result<Store> {
+    /// The database URL, when one is given, is a PostgreSQL one.
+    pub fn check(&self) -> anyhow::Result<()> {
         match &self.database_url {
-            Some(url) => {
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", agora_eventstore::redact(url));
-                }
-                Store::connect(url)
-                    .await
-                    .with_context(|| format!("AGORA_DATABASE_URL: cannot open {}", agora_eventstore::redact(url)))
+            Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", agora_eventstore::redact(url))
             }
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        self.check()?;
+        match &self.database_url {
+            Some(url) => Store::connect(url)
+                .await
+                .with_context(|| format!("AGORA_DATABASE_URL: cannot open {}", agora_eventstore::redact(url))),
             None => {
                 std::fs::create_dir_all(&self.data_dir)
                     .with_context(|| format!("AGORA_DATA_DIR: cannot create {}", self.data_dir.display()))?;
@@ -445,11 +451,7 @@ impl RunArgs {
                  and JetStream, or unset it for the embedded mode (SQLite, demo data, development login)"
             );
         }
-        if let Some(url) = &self.connect.database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", agora_eventstore::redact(url));
-            }
-        }
+        self.connect.check()?;
         // The gateway alone keeps no data: it needs the services' addresses, not a database.
         let gateway_only = !embedded && targets.iter().all(|t| t == "gateway");
         if embedded {

@@ -717,12 +717,9 @@ fn gateway_router(
         records: at(&gateway_settings.records_url),
         notification: at(&gateway_settings.notification_url),
     };
-    let mut services = agora_gateway::Services::connect_lazy(&endpoints)?;
-    if let Some(secret) = &settings.service_secret {
-        // The feed comes from the hearing service's store (the response service's too when
-        // they share one, as in the embedded mode).
-        services = services.with_feed(&endpoints.hearing, secret)?;
-    }
+    // The feed comes from the hearing service's store (the response service's too when they
+    // share one, as in the embedded mode).
+    let services = agora_gateway::Services::connect_lazy(&endpoints, settings.service_secret.as_deref())?;
     let gateway = agora_gateway::Gateway::new(
         services,
         agora_gateway::SessionKey::derived(&settings.pseudonym_key),

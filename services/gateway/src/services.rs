@@ -55,21 +55,23 @@ pub struct Services {
 }
 
 impl Services {
-    /// Reads the event feed at `url` with the deployment's service secret.
-    pub fn with_feed(mut self, url: &str, secret: &str) -> Result<Self, BadEndpoint> {
-        let credential = agora_auth::grpc::ServiceCredential::new(secret).map_err(|reason| BadEndpoint {
-            setting: "AGORA_SERVICE_SECRET",
-            url: url.into(),
-            reason,
-        })?;
-        self.feed = Some((EventFeedClient::new(channel("AGORA_HEARING_URL", url)?), credential));
-        Ok(self)
-    }
-
-    pub fn connect_lazy(endpoints: &Endpoints) -> Result<Self, BadEndpoint> {
+    /// Clients of the services at `endpoints`, connecting when first used. With the
+    /// deployment's service secret the event feed is read too, from the hearing service over
+    /// the same channel.
+    pub fn connect_lazy(endpoints: &Endpoints, feed_secret: Option<&str>) -> Result<Self, BadEndpoint> {
         let hearing = channel("AGORA_HEARING_URL", &endpoints.hearing)?;
+        let feed =
+            match feed_secret {
+                Some(secret) => {
+                    let credential = agora_auth::grpc::ServiceCredential::new(secret).map_err(|reason| {
+                        BadEndpoint { setting: "AGORA_SERVICE_SECRET", url: endpoints.hearing.clone(), reason }
+                    })?;
+                    Some((EventFeedClient::new(hearing.clone()), credential))
+                }
+                None => None,
+            };
         Ok(Self {
-            feed: None,
+            feed,
             reference: ReferenceDataServiceClient::new(hearing.clone()),
             hearing: HearingServiceClient::new(hearing)
                 .max_decoding_message_size(64 * 1024 * 1024)

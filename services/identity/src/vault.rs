@@ -53,11 +53,10 @@ pub struct Rewrapped {
 /// alone, so it can be run again after an interruption; an erasure meanwhile wins.
 pub async fn rewrap(store: &Store, master: &agora_vault::MasterKey) -> Result<Rewrapped, VaultError> {
     let mut done = Rewrapped::default();
-    let mut unchanged = std::collections::BTreeSet::new();
+    // A key whose wrapping changed meanwhile is erased (and no longer selected) or wrapped
+    // anew (and selected again with its new wrapping), so this ends.
     loop {
-        let batch =
-            store::person_keys_not_under(store, master.kid(), 500 + unchanged.len() as i64).await.map_err(storage)?;
-        let batch: Vec<_> = batch.into_iter().filter(|(id, _)| !unchanged.contains(id)).collect();
+        let batch = store::person_keys_not_under(store, master.kid(), 500).await.map_err(storage)?;
         if batch.is_empty() {
             break;
         }
@@ -68,7 +67,6 @@ pub async fn rewrap(store: &Store, master: &agora_vault::MasterKey) -> Result<Re
                 done.person_keys += 1;
             } else {
                 done.skipped += 1;
-                unchanged.insert(key_id);
             }
         }
     }

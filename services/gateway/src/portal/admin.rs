@@ -310,13 +310,10 @@ pub async fn kle(
     multipart: Multipart,
 ) -> Response {
     let page = page(&gw, &caller, &uri).await;
-    let mut form = match crate::api::read_multipart(multipart).await {
+    let mut form = match super::checked_multipart(&gw, &caller, multipart).await {
         Ok(form) => form,
         Err(problem) => return error_page(&page, &problem),
     };
-    if let Err(problem) = caller.check_csrf(&gw, &form.text("csrf")) {
-        return error_page(&page, &problem);
-    }
     let json = form.files.pop().map(|f| String::from_utf8_lossy(&f.content).into_owned()).unwrap_or_default();
     let request = hearing::LoadKleRequest { entries: Vec::new(), hierarchy_json: json };
     match gw.services.reference.clone().load_kle(caller.grpc(request)).await {

@@ -499,13 +499,10 @@ pub async fn add_file(
     multipart: Multipart,
 ) -> Response {
     let page = page(&gw, &caller, &uri).await;
-    let mut form = match api::read_multipart(multipart).await {
+    let mut form = match super::checked_multipart(&gw, &caller, multipart).await {
         Ok(form) => form,
         Err(problem) => return error_page(&page, &problem),
     };
-    if let Err(problem) = caller.check_csrf(&gw, &form.text("csrf")) {
-        return error_page(&page, &problem);
-    }
     let Some(file) = form.files.pop() else {
         let problem = Problem::invalid(tr(caller.lang, "Vælg en fil.", "Choose a file."));
         return render_workspace(&page, &hearing_id, Outcome { problem: Some(problem), report: None }).await;
@@ -558,13 +555,10 @@ pub async fn import_invitees(
     multipart: Multipart,
 ) -> Response {
     let page = page(&gw, &caller, &uri).await;
-    let mut form = match api::read_multipart(multipart).await {
+    let mut form = match super::checked_multipart(&gw, &caller, multipart).await {
         Ok(form) => form,
         Err(problem) => return error_page(&page, &problem),
     };
-    if let Err(problem) = caller.check_csrf(&gw, &form.text("csrf")) {
-        return error_page(&page, &problem);
-    }
     let csv = form.files.pop().map(|f| f.content).unwrap_or_default();
     let request = hearing::ImportInviteesRequest { hearing_id: hearing_id.clone(), csv };
     let lang = caller.lang;

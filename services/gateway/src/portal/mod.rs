@@ -172,6 +172,17 @@ pub fn encode(value: &str) -> String {
     out
 }
 
+/// A portal form sent as multipart (it carries files), read and checked for its CSRF token.
+pub async fn checked_multipart(
+    gw: &Gateway,
+    caller: &Caller,
+    multipart: axum::extract::Multipart,
+) -> Result<crate::api::FormParts, Problem> {
+    let form = crate::api::read_multipart(multipart).await?;
+    caller.check_csrf(gw, &form.text("csrf"))?;
+    Ok(form)
+}
+
 /// A page that says what went wrong, in the caller's language, with the right status.
 pub fn error_page(page: &Page<'_>, problem: &Problem) -> Response {
     let t = page.caller.lang.t();

@@ -430,13 +430,10 @@ pub async fn respond(
     multipart: Multipart,
 ) -> Response {
     let page = page(&gw, &caller, &uri).await;
-    let form = match api::read_multipart(multipart).await {
+    let form = match super::checked_multipart(&gw, &caller, multipart).await {
         Ok(form) => form,
         Err(problem) => return error_page(&page, &problem),
     };
-    if let Err(problem) = caller.check_csrf(&gw, &form.text("csrf")) {
-        return error_page(&page, &problem);
-    }
     let draft = Draft {
         text: form.text("text"),
         organisation: form.text("on_behalf_of_organisation"),
