@@ -297,10 +297,15 @@ pub(crate) fn format_time(time: DateTime<Utc>) -> String {
 impl Store {
     /// Connects to `postgres://…` or `sqlite://PATH` and creates the schema if missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_pooled(url, 32).await
+    }
+
+    /// As [`Store::connect`], with at most `pool` connections to PostgreSQL.
+    pub async fn connect_pooled(url: &str, pool: u32) -> Result<Self, StoreError> {
         let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::BadUrl { url: redact(url), reason: e.to_string() })?;
-            Self::postgres(options, 32).await?
+            Self::postgres(options, pool).await?
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             Self::sqlite(std::path::Path::new(path)).await?
         } else {

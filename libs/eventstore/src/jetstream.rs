@@ -280,33 +280,55 @@ pub async fn handle_once(
     handler: &dyn IntegrationHandler,
     event: &IntegrationEvent,
 ) -> Result<bool, BusError> {
-    let mut tx = store.begin().await?;
-    let inserted = on_tx!(&mut tx, conn => {
-        sqlx::query("INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(handler.name())
-            .bind(event.id.to_string())
-            .execute(&mut **conn)
-            .await
-            .map_err(StoreError::from)?
-            .rows_affected()
-    });
-    if inserted == 0 {
-        return Ok(false);
-    }
-    handler.handle(&mut tx, event).await.map_err(|reason| BusError::Handler {
-        consumer: handler.name().to_string(),
-        event_id: event.id,
-        reason,
-    })?;
-    tx.commit().await.map_err(StoreError::from)?;
-    agora_telemetry::metrics::global().events_handled(handler.name(), 1);
-    agora_telemetry::metrics::global().consumer_position(handler.name(), event.position);
-    Ok(true)
+    Ok(handle_batch(store, handler, std::slice::from_ref(event)).await? == 1)
 }
+
+/// Handles events that arrived together in one transaction: each once (the handled marks
+/// commit with the handler's writes), and one commit for all, which is what lets a consumer
+/// keep up with a surge of responses. Any failure rolls all of them back. Returns how many
+/// were new.
+pub async fn handle_batch(
+    store: &Store,
+    handler: &dyn IntegrationHandler,
+    events: &[IntegrationEvent],
+) -> Result<usize, BusError> {
+    let mut tx = store.begin().await?;
+    let mut new = 0;
+    for event in events {
+        let inserted = on_tx!(&mut tx, conn => {
+            sqlx::query("INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(handler.name())
+                .bind(event.id.to_string())
+                .execute(&mut **conn)
+                .await
+                .map_err(StoreError::from)?
+                .rows_affected()
+        });
+        if inserted == 0 {
+            continue;
+        }
+        handler.handle(&mut tx, event).await.map_err(|reason| BusError::Handler {
+            consumer: handler.name().to_string(),
+            event_id: event.id,
+            reason,
+        })?;
+        new += 1;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    agora_telemetry::metrics::global().events_handled(handler.name(), new as u64);
+    if let Some(last) = events.last() {
+        agora_telemetry::metrics::global().consumer_position(handler.name(), last.position);
+    }
+    Ok(new)
+}
+
+/// The most events a consumer handles in one transaction.
+const CONSUMER_BATCH: usize = 256;
 
 /// Runs a durable pull consumer with explicit acks until `shutdown` resolves. A message is
 /// acknowledged only after its effect committed; a crash before the ack means redelivery,
-/// which [`handle_once`] turns into a no-op.
+/// which [`handle_once`] turns into a no-op. Messages that have already arrived when one is
+/// taken are handled with it in one transaction.
 pub async fn consume(
     bus: &Bus,
     store: Store,
@@ -353,8 +375,64 @@ pub async fn consume(
                 }
             };
             errors_in_a_row = 0;
-            handle_message(&store, handler.as_ref(), message).await;
+            let mut batch = vec![message];
+            while batch.len() < CONSUMER_BATCH {
+                match futures::FutureExt::now_or_never(messages.next()) {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    _ => break,
+                }
+            }
+            handle_messages(&store, handler.as_ref(), batch).await;
         }
+    }
+}
+
+/// Handles messages that arrived together in one transaction and acknowledges them once it
+/// committed; if that fails, one by one, so that one event that cannot be handled holds up
+/// only itself.
+async fn handle_messages(
+    store: &Store,
+    handler: &dyn IntegrationHandler,
+    messages: Vec<async_nats::jetstream::Message>,
+) {
+    if messages.len() == 1 {
+        return handle_each(store, handler, messages).await;
+    }
+    let mut events = Vec::with_capacity(messages.len());
+    for message in &messages {
+        match IntegrationEvent::from_message(
+            message.subject.as_str(),
+            message.headers.as_ref(),
+            message.payload.clone(),
+        ) {
+            Ok(event) => events.push(event),
+            // Such a message is skipped (and acknowledged) by the one-by-one path.
+            Err(_) => return handle_each(store, handler, messages).await,
+        }
+    }
+    let span = tracing::info_span!("consume", consumer = handler.name(), events = events.len());
+    if let Some(traceparent) = events.first().and_then(|e| e.traceparent.as_ref()) {
+        agora_telemetry::propagation::set_parent_from_traceparent(&span, traceparent, None);
+    }
+    use tracing::Instrument;
+    match handle_batch(store, handler, &events).instrument(span).await {
+        Ok(_) => {
+            for message in messages {
+                if let Err(e) = message.ack().await {
+                    tracing::warn!(error = %e, "ack failed; the event will be redelivered and skipped as handled");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, events = events.len(), "a batch of events failed; handling them one by one");
+            handle_each(store, handler, messages).await;
+        }
+    }
+}
+
+async fn handle_each(store: &Store, handler: &dyn IntegrationHandler, messages: Vec<async_nats::jetstream::Message>) {
+    for message in messages {
+        handle_message(store, handler, message).await;
     }
 }
 

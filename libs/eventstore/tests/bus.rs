@@ -213,13 +213,38 @@ impl IntegrationHandler for RecordConsumed {
     }
 }
 
+/// Records every event but those of one stream, which it cannot handle.
+struct FailsOn(&'static str);
+
+#[async_trait]
+impl IntegrationHandler for FailsOn {
+    fn name(&self) -> &str {
+        "test-consumer"
+    }
+
+    fn filter(&self) -> &str {
+        "test.>"
+    }
+
+    async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        if event.subject == self.0 {
+            return Err(format!("cannot handle {}", self.0));
+        }
+        RecordConsumed.handle(tx, event).await
+    }
+}
+
 type Consumer = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), jetstream::BusError>>);
 
 fn start_consumer(bus: &Bus, store: &Store) -> Consumer {
+    start_handler(bus, store, Arc::new(RecordConsumed))
+}
+
+fn start_handler(bus: &Bus, store: &Store, handler: Arc<dyn IntegrationHandler>) -> Consumer {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (bus, store) = (bus.clone(), store.clone());
     let task = tokio::spawn(async move {
-        jetstream::consume(&bus, store, Arc::new(RecordConsumed), async {
+        jetstream::consume(&bus, store, handler, async {
             let _ = stopped.await;
         })
         .await
@@ -282,6 +307,26 @@ async fn consumer_handles_every_event_once(db: Db, bus: Bus) {
         sorted.sort_unstable();
         assert_eq!(sequences, sorted, "{subject} handled out of order");
     }
+}
+
+with_nats_on_both_backends!(an_event_that_cannot_be_handled_holds_up_only_itself);
+
+/// Events that arrive together are handled in one transaction; when one of them fails, the
+/// others are still handled (one by one), and the failing one is left for redelivery.
+async fn an_event_that_cannot_be_handled_holds_up_only_itself(db: Db, bus: Bus) {
+    let store = db.store.clone();
+    store.execute_ddl(&[CONSUMED_TABLE]).await.or_fail("creating test_consumed");
+    let relay = Relay::new(store.clone(), bus.clone(), Arc::new(TestMapper::default()));
+    append(&store, "k1", &[1, 2]).await;
+    append(&store, "bad", &[3]).await;
+    append(&store, "k2", &[4, 5]).await;
+    assert_eq!(publish_all(&relay, 5).await, 5);
+    let consumer = start_handler(&bus, &store, Arc::new(FailsOn("bad")));
+    wait_for_rows(&store, 4).await;
+    stop_consumer(consumer).await;
+    let subjects = strings(&store, "SELECT subject FROM test_consumed ORDER BY subject").await;
+    assert_eq!(subjects, ["k1", "k1", "k2", "k2"]);
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM handled_events WHERE consumer = 'test-consumer'").await, 4);
 }
 
 // 11. The relay resumes after publishing failed --------------------------------------

@@ -20,6 +20,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+mod surge;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Events/s and p50/p99 appending to PostgreSQL at 1, 8 and 32 writers, beside a raw
@@ -34,6 +36,11 @@ pub enum BenchCommand {
     /// Response intake (group commit) through the response service's gRPC API at 64 concurrent
     /// clients, beside a raw single-row INSERT at the same concurrency.
     Intake(IntakeArgs),
+    /// A hearing's surge of responses through the REST API of the whole distributed topology on
+    /// this machine (each service a process of its own), optionally with faults injected; then
+    /// the proof that every acknowledged response is in the event store, the read model and the
+    /// records journal exactly once.
+    Surge(surge::SurgeArgs),
 }
 
 #[derive(Args)]
@@ -106,6 +113,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => rebuild(args).await,
         BenchCommand::Idle(args) => idle(args).await,
         BenchCommand::Intake(args) => intake(args).await,
+        BenchCommand::Surge(args) => surge::surge(args).await,
     }
 }
 
@@ -125,9 +133,27 @@ impl Schema {
     }
 
     async fn drop(self) -> anyhow::Result<()> {
-        let mut admin = PgConnection::connect(&self.url).await?;
-        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&mut admin).await?;
-        Ok(())
+        self.drop_eventually().await
+    }
+
+    /// Drops the schema, trying again for a while when PostgreSQL does not answer (it may be
+    /// restarting).
+    async fn drop_eventually(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let dropped = async {
+                let mut admin = PgConnection::connect(&self.url).await?;
+                sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&mut admin).await?;
+                anyhow::Ok(())
+            };
+            match dropped.await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("cannot drop schema {}", self.name)));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 }
 

@@ -144,11 +144,18 @@ pub struct ConnectArgs {
     /// PostgreSQL URL; when set, the store is PostgreSQL instead of the embedded SQLite.
     #[arg(long, env = "AGORA_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The most connections this process opens to PostgreSQL (opened as needed). The sum over
+    /// every process must stay below the server's max_connections.
+    #[arg(long, env = "AGORA_DATABASE_POOL", default_value_t = 32)]
+    pub database_pool: u32,
 }
 
 impl ConnectArgs {
     /// The database URL, when one is given, is a PostgreSQL one.
     pub fn check(&self) -> anyhow::Result<()> {
+        if !(2..=1000).contains(&self.database_pool) {
+            bail!("AGORA_DATABASE_POOL must be 2 to 1000 connections (got {})", self.database_pool);
+        }
         match &self.database_url {
             Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
                 bail!("AGORA_DATABASE_URL must be a postgres:// URL (got '{}')", agora_eventstore::redact(url))
@@ -160,7 +167,7 @@ impl ConnectArgs {
     pub async fn store(&self) -> anyhow::Result<Store> {
         self.check()?;
         match &self.database_url {
-            Some(url) => Store::connect(url)
+            Some(url) => Store::connect_pooled(url, self.database_pool)
                 .await
                 .with_context(|| format!("AGORA_DATABASE_URL: cannot open {}", agora_eventstore::redact(url))),
             None => {

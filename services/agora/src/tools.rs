@@ -173,7 +173,7 @@ pub async fn rebuild(connect: ConnectArgs) -> anyhow::Result<()> {
 /// A development token for a demo user, from the identity service of the embedded data dir
 /// (the same keys as the portal running there). Valid 8 hours, for trying the API by hand.
 pub async fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
-    let connect = ConnectArgs { data_dir: data_dir.to_path_buf(), database_url: None };
+    let connect = ConnectArgs { data_dir: data_dir.to_path_buf(), database_url: None, database_pool: 32 };
     let store = connect.store().await?;
     store.migrate().await.context("cannot create the event store tables")?;
     agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;

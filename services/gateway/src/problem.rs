@@ -89,7 +89,9 @@ impl From<tonic::Status> for Problem {
             Code::FailedPrecondition => "wrong-state",
             Code::AlreadyExists | Code::Aborted => "conflict",
             Code::ResourceExhausted => "rate-limited",
-            Code::Unavailable => "unavailable",
+            // Unknown is what the client library reports when the connection broke during the
+            // call (the service's process died): worth a retry, as is Unavailable.
+            Code::Unavailable | Code::Unknown => "unavailable",
             Code::DeadlineExceeded | Code::Cancelled => "timeout",
             _ => "internal",
         };

@@ -1,8 +1,9 @@
 //! The archive adapter: the records system of the embedded default and of municipalities
-//! without an integration. A folder per hearing case holds a folder per document (its PDF
-//! and attachments) and `metadata.json`, which describes the case and every document with
-//! its files' SHA-256. Every write is atomic: files go to a temporary name, are flushed to
-//! disk and renamed into place, so a reader (or a crash) never sees half a document.
+//! without an integration. A folder per hearing case holds `metadata.json`, which describes
+//! the case, and a folder per document with its PDF, its attachments and `document.json`
+//! (reference, title, type, each file's SHA-256). Every write is atomic: a document is
+//! assembled in a staging folder, flushed and renamed into place, so a reader (or a crash)
+//! never sees half a document, and filing costs the same however many the case holds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ use tokio::sync::Mutex;
 use crate::esdh::{CaseRef, Document, EsdhError, NewCase, RecordsSystem};
 
 pub const METADATA: &str = "metadata.json";
+/// In each document's folder: the document, its reference and its files' SHA-256.
+pub const DOCUMENT: &str = "document.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchivedFile {
@@ -51,20 +54,35 @@ pub struct CaseMetadata {
     pub previous_handlers: Vec<String>,
     pub opened_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// Read through [`Archive::metadata`], every document of the case in filing order. In the
+    /// file, only those filed by archives from before `document.json` (kept, never rewritten).
+    #[serde(default)]
     pub documents: Vec<ArchivedDocument>,
 }
 
+/// The archive under a root folder: a folder per case.
 pub struct Archive {
     root: PathBuf,
-    /// One writer per case folder at a time (within this process).
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    cases: Mutex<HashMap<String, Arc<Mutex<CaseState>>>>,
+}
+
+/// What this process knows of a case folder once it has looked at it: filing a document then
+/// costs the same in a case of ten documents as in one of fifty thousand.
+#[derive(Default)]
+struct CaseState {
+    scanned: bool,
+    /// Documents filed on the case (they are numbered in filing order).
+    documents: usize,
+    /// Documents recorded in `metadata.json` by archives from before `document.json`, by
+    /// reference.
+    earlier: HashMap<String, String>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> EsdhError {
     EsdhError::Unavailable(format!("archive: cannot {what} {}: {e}", path.display()))
 }
 
-/// A name that is safe as one path component, keeping Danish letters.
+/// A name that stays inside its folder and is safe on common file systems.
 fn safe_name(name: &str) -> String {
     let cleaned: String =
         name.chars().map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { ' ' }).collect();
@@ -74,13 +92,12 @@ fn safe_name(name: &str) -> String {
     if trimmed.is_empty() { "fil".into() } else { trimmed.chars().take(120).collect() }
 }
 
-/// The case number a hearing's case gets in the archive: readable and stable.
+/// A case number that is the same for the same reference: the case is found again.
 fn case_number(reference: &str) -> String {
     let digest = hex::encode(Sha256::digest(reference.as_bytes()));
     format!("AGORA-{}", digest[..10].to_uppercase())
 }
 
-/// Makes a folder's entries (a rename into it) durable.
 async fn sync_folder(folder: &Path) -> Result<(), EsdhError> {
     #[cfg(unix)]
     {
@@ -92,29 +109,33 @@ async fn sync_folder(folder: &Path) -> Result<(), EsdhError> {
     Ok(())
 }
 
-/// Writes `content` to `path` atomically and durably: a temporary file beside it, flushed,
-/// renamed, and the folder flushed.
+/// Writes a file and flushes it to disk.
+async fn write_flushed(path: &Path, content: &[u8]) -> Result<(), EsdhError> {
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        let mut file = tokio::fs::File::create(path).await?;
+        file.write_all(content).await?;
+        file.sync_all().await
+    };
+    write.await.map_err(|e| io("write", path, e))
+}
+
+/// Writes a file under a temporary name, flushes it and renames it into place, then flushes
+/// the folder: a reader never sees half a file, and the power going leaves the old or the new.
 async fn write_atomically(path: &Path, content: &[u8]) -> Result<(), EsdhError> {
     let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-    let write = async {
-        use tokio::io::AsyncWriteExt;
-        let mut file = tokio::fs::File::create(&temporary).await?;
-        file.write_all(content).await?;
-        file.sync_all().await?;
-        tokio::fs::rename(&temporary, path).await
-    };
-    if let Err(e) = write.await {
+    if let Err(e) = write_flushed(&temporary, content).await {
         let _ = tokio::fs::remove_file(&temporary).await;
-        return Err(io("write", path, e));
+        return Err(e);
     }
+    tokio::fs::rename(&temporary, path).await.map_err(|e| io("move into place", path, e))?;
     match path.parent() {
         Some(folder) => sync_folder(folder).await,
         None => Ok(()),
     }
 }
 
-/// Removes what an earlier writer left half-done in a case folder: staging folders, and
-/// temporary files. Called with the case's lock held, so nothing of this process is in them.
+/// Removes what a crash left in a case folder: staging folders and temporary files.
 async fn clear_leftovers(folder: &Path) -> Result<(), EsdhError> {
     let mut entries = tokio::fs::read_dir(folder).await.map_err(|e| io("read", folder, e))?;
     while let Some(entry) = entries.next_entry().await.map_err(|e| io("read", folder, e))? {
@@ -129,9 +150,35 @@ async fn clear_leftovers(folder: &Path) -> Result<(), EsdhError> {
     Ok(())
 }
 
+async fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>, EsdhError> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| EsdhError::Refused(format!("archive: {} is not {what}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path, e)),
+    }
+}
+
+/// The documents filed in a case folder, from their own `document.json`.
+async fn filed_documents(folder: &Path) -> Result<Vec<ArchivedDocument>, EsdhError> {
+    let mut documents = Vec::new();
+    let mut entries = tokio::fs::read_dir(folder).await.map_err(|e| io("read", folder, e))?;
+    while let Some(entry) = entries.next_entry().await.map_err(|e| io("read", folder, e))? {
+        let folder = entry.file_type().await.map_err(|e| io("read", &entry.path(), e))?.is_dir();
+        if !folder || entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if let Some(document) = read_json(&entry.path().join(DOCUMENT), "a filed document").await? {
+            documents.push(document);
+        }
+    }
+    Ok(documents)
+}
+
 impl Archive {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), locks: Mutex::new(HashMap::new()) }
+        Self { root: root.into(), cases: Mutex::new(HashMap::new()) }
     }
 
     pub fn root(&self) -> &Path {
@@ -142,20 +189,24 @@ impl Archive {
         self.root.join(safe_name(case_number))
     }
 
-    async fn lock(&self, case_number: &str) -> Arc<Mutex<()>> {
-        self.locks.lock().await.entry(case_number.to_string()).or_default().clone()
+    async fn lock(&self, case_number: &str) -> Arc<Mutex<CaseState>> {
+        self.cases.lock().await.entry(case_number.to_string()).or_default().clone()
     }
 
-    /// A case folder's metadata, if the case exists.
+    /// A case folder's metadata with every document filed on it (in filing order), if the case
+    /// exists.
     pub async fn metadata(&self, case_number: &str) -> Result<Option<CaseMetadata>, EsdhError> {
-        let path = self.folder(case_number).join(METADATA);
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| EsdhError::Refused(format!("archive: {} is not case metadata: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path, e)),
-        }
+        let Some(mut metadata) = self.stored(case_number).await? else { return Ok(None) };
+        metadata.documents.extend(filed_documents(&self.folder(case_number)).await?);
+        let number = |d: &ArchivedDocument| d.id.parse::<u64>().unwrap_or(u64::MAX);
+        metadata.documents.sort_by_key(number);
+        Ok(Some(metadata))
+    }
+
+    /// `metadata.json` alone: the case, and the documents archives from before `document.json`
+    /// recorded there.
+    async fn stored(&self, case_number: &str) -> Result<Option<CaseMetadata>, EsdhError> {
+        read_json(&self.folder(case_number).join(METADATA), "case metadata").await
     }
 
     async fn save(&self, metadata: &CaseMetadata) -> Result<(), EsdhError> {
@@ -164,9 +215,24 @@ impl Archive {
     }
 
     async fn existing(&self, case: &CaseRef) -> Result<CaseMetadata, EsdhError> {
-        self.metadata(&case.number)
+        self.stored(&case.number)
             .await?
             .ok_or_else(|| EsdhError::Refused(format!("archive: no case {} (no {METADATA})", case.number)))
+    }
+
+    /// The first time this process touches a case: clears what a crash left and counts what is
+    /// filed.
+    async fn scan(&self, case: &CaseRef, state: &mut CaseState) -> Result<(), EsdhError> {
+        if state.scanned {
+            return Ok(());
+        }
+        let stored = self.existing(case).await?;
+        let folder = self.folder(&case.number);
+        clear_leftovers(&folder).await?;
+        state.documents = stored.documents.len() + filed_documents(&folder).await?.len();
+        state.earlier = stored.documents.into_iter().map(|d| (d.reference, d.id)).collect();
+        state.scanned = true;
+        Ok(())
     }
 }
 
@@ -180,7 +246,7 @@ impl RecordsSystem for Archive {
         let number = case_number(&case.reference);
         let lock = self.lock(&number).await;
         let _guard = lock.lock().await;
-        if self.metadata(&number).await?.is_none() {
+        if self.stored(&number).await?.is_none() {
             let folder = self.folder(&number);
             tokio::fs::create_dir_all(&folder).await.map_err(|e| io("create", &folder, e))?;
             self.save(&CaseMetadata {
@@ -214,23 +280,26 @@ impl RecordsSystem for Archive {
 
     async fn file_document(&self, case: &CaseRef, document: &Document) -> Result<String, EsdhError> {
         let lock = self.lock(&case.number).await;
-        let _guard = lock.lock().await;
-        let mut metadata = self.existing(case).await?;
-        if let Some(filed) = metadata.documents.iter().find(|d| d.reference == document.reference) {
-            return Ok(filed.id.clone());
+        let mut state = lock.lock().await;
+        self.scan(case, &mut state).await?;
+        if let Some(id) = state.earlier.get(&document.reference) {
+            return Ok(id.clone());
         }
-        let id = format!("{:04}", metadata.documents.len() + 1);
-        // Named by the document's reference, not its number: a folder a crash left before its
-        // metadata was written has the same name when the filing is repeated, and is replaced.
+        // Named by the document's reference, not its number: a repeated filing finds the folder
+        // by its name, and a folder is filed once it is in place with its document.json.
         let tag = &hex::encode(Sha256::digest(document.reference.as_bytes()))[..8];
         let folder_name = format!("{} {tag}", safe_name(&document.title));
         let case_folder = self.folder(&case.number);
-        clear_leftovers(&case_folder).await?;
         let target = case_folder.join(&folder_name);
+        let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
+        if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
+            return Ok(filed.id);
+        }
+        let id = format!("{:04}", state.documents + 1);
         let staging = case_folder.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
         tokio::fs::create_dir_all(&staging).await.map_err(|e| io("create", &staging, e))?;
         let mut files = Vec::new();
-        let mut taken: Vec<String> = Vec::new();
+        let mut taken: Vec<String> = vec![DOCUMENT.to_string()];
         for file in &document.files {
             let mut name = safe_name(&file.name);
             let mut n = 1;
@@ -239,7 +308,8 @@ impl RecordsSystem for Archive {
                 name = format!("{n}-{}", safe_name(&file.name));
             }
             taken.push(name.clone());
-            write_atomically(&staging.join(&name), &file.content).await?;
+            // The staging folder is moved into place whole, after everything in it is flushed.
+            write_flushed(&staging.join(&name), &file.content).await?;
             files.push(ArchivedFile {
                 name: file.name.clone(),
                 path: format!("{folder_name}/{name}"),
@@ -248,21 +318,25 @@ impl RecordsSystem for Archive {
                 sha256: hex::encode(Sha256::digest(&file.content)),
             });
         }
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(&target).await.map_err(|e| io("replace", &target, e))?;
-        }
-        sync_folder(&staging).await?;
-        tokio::fs::rename(&staging, &target).await.map_err(|e| io("move into place", &target, e))?;
-        sync_folder(&case_folder).await?;
-        metadata.documents.push(ArchivedDocument {
+        let archived = ArchivedDocument {
             id: id.clone(),
             reference: document.reference.clone(),
             title: document.title.clone(),
             document_type: document.document_type.clone(),
             filed_at: Utc::now(),
             files,
-        });
-        self.save(&metadata).await?;
+        };
+        let json = serde_json::to_vec_pretty(&archived).map_err(|e| EsdhError::Refused(e.to_string()))?;
+        write_flushed(&staging.join(DOCUMENT), &json).await?;
+        sync_folder(&staging).await?;
+        // A folder of the same name without its document.json (an archive from before it, or
+        // a crash there) is replaced.
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&target).await.map_err(|e| io("replace", &target, e))?;
+        }
+        tokio::fs::rename(&staging, &target).await.map_err(|e| io("move into place", &target, e))?;
+        sync_folder(&case_folder).await?;
+        state.documents += 1;
         Ok(id)
     }
 
@@ -354,34 +428,68 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_document_folder_left_by_a_crash_is_replaced_not_doubled() {
+    async fn what_a_crash_left_is_cleared_and_a_repeated_filing_finds_the_first() {
         let dir = tempfile::tempdir().expect("tmp");
         let archive = Archive::new(dir.path());
         let opened = archive.open_case(&case()).await.expect("open");
         let filed = document("agora:1:response-a", "Høringssvar nr. 1");
-        archive.file_document(&opened, &filed).await.expect("file");
+        let id = archive.file_document(&opened, &filed).await.expect("file");
         let metadata = archive.metadata(&opened.number).await.expect("read").expect("case");
         let folder_name = metadata.documents[0].files[0].path.split('/').next().expect("folder").to_string();
-        // The crash: the folder was moved into place, the metadata never written; and a
-        // staging folder and a temporary file were left behind.
-        let mut without = metadata.clone();
-        without.documents.clear();
-        archive.save(&without).await.expect("metadata as before the filing");
+        // The crash, in another process: a staging folder and a temporary file left behind, and
+        // a folder of the next document moved into place without its document.json (as an
+        // archive from before document.json left it).
         let case_folder = dir.path().join(&opened.number);
-        std::fs::write(case_folder.join(&folder_name).join("halv.pdf"), b"half").expect("stale file");
         std::fs::create_dir_all(case_folder.join(".staging-old")).expect("staging");
         std::fs::write(case_folder.join("metadata.tmp-old"), b"{").expect("temporary");
-        archive.file_document(&opened, &filed).await.expect("the repeat");
-        let metadata = archive.metadata(&opened.number).await.expect("read").expect("case");
-        assert_eq!(metadata.documents.len(), 1);
+        let next = document("agora:1:response-b", "Høringssvar nr. 2");
+        let tag = &hex::encode(Sha256::digest(b"agora:1:response-b"))[..8];
+        let stale = case_folder.join(format!("Høringssvar nr. 2 {tag}"));
+        std::fs::create_dir_all(&stale).expect("stale folder");
+        std::fs::write(stale.join("halv.pdf"), b"half").expect("stale file");
+
+        let restarted = Archive::new(dir.path());
+        assert_eq!(restarted.file_document(&opened, &filed).await.expect("the repeat"), id, "found, not filed again");
+        assert_eq!(restarted.file_document(&opened, &next).await.expect("the next"), "0002");
+        let metadata = restarted.metadata(&opened.number).await.expect("read").expect("case");
+        let ids: Vec<&str> = metadata.documents.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["0001", "0002"]);
         let mut names: Vec<String> = std::fs::read_dir(&case_folder)
             .expect("folder")
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, [folder_name.clone(), METADATA.to_string()], "one folder, nothing left over");
-        assert!(!case_folder.join(&folder_name).join("halv.pdf").exists());
+        let second = format!("Høringssvar nr. 2 {tag}");
+        assert_eq!(names, [folder_name, second, METADATA.to_string()], "one folder each, nothing left over");
+        assert!(!stale.join("halv.pdf").exists(), "the stale folder was replaced");
+    }
+
+    #[tokio::test]
+    async fn documents_an_older_archive_recorded_in_its_metadata_are_kept_and_not_filed_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let archive = Archive::new(dir.path());
+        let opened = archive.open_case(&case()).await.expect("open");
+        let mut stored = archive.existing(&opened).await.expect("case");
+        stored.documents.push(ArchivedDocument {
+            id: "0001".into(),
+            reference: "agora:1:response-a".into(),
+            title: "Høringssvar nr. 1".into(),
+            document_type: "Høringssvar".into(),
+            filed_at: Utc::now(),
+            files: Vec::new(),
+        });
+        archive.save(&stored).await.expect("an older archive's metadata");
+        let archive = Archive::new(dir.path());
+        let again = archive.file_document(&opened, &document("agora:1:response-a", "Høringssvar nr. 1")).await;
+        assert_eq!(again.expect("the repeat"), "0001");
+        let next = archive.file_document(&opened, &document("agora:1:response-b", "Høringssvar nr. 2")).await;
+        assert_eq!(next.expect("the next"), "0002");
+        archive.close_case(&opened).await.expect("close");
+        let metadata = archive.metadata(&opened.number).await.expect("read").expect("case");
+        let references: Vec<&str> = metadata.documents.iter().map(|d| d.reference.as_str()).collect();
+        assert_eq!(references, ["agora:1:response-a", "agora:1:response-b"]);
+        assert!(metadata.closed_at.is_some());
     }
 
     #[tokio::test]

@@ -356,7 +356,8 @@ impl Worker {
         let storage = |e: StoreError| Failure { message: e.to_string(), final_error: false };
         let listing = store::step(&self.store, &step.group, crate::domain::LIST_RESPONSES).await.map_err(storage)?;
         let Some(Step { action: Action::ListResponses { approved_only }, .. }) = listing else { return Ok(None) };
-        let planned = store::STEPS.keys(&self.store, &step.group).await.map_err(storage)?;
+        let planned: std::collections::HashSet<String> =
+            store::STEPS.keys(&self.store, &step.group).await.map_err(storage)?.into_iter().collect();
         let listed = self.sources.responses_to_file(&step.group, approved_only).await?;
         let more: Vec<_> =
             listed.into_iter().filter(|r| !planned.contains(&format!("response-{}", r.response_id))).collect();
