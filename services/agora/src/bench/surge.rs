@@ -420,6 +420,17 @@ async fn deploy(
     for node in 0..nodes {
         deployment.start_nats(node).await?;
     }
+    // A cluster answers JetStream requests only once its nodes have elected a meta leader,
+    // which takes a newer nats-server several seconds; asked with a short timeout meanwhile.
+    eventually(120, "JetStream to answer (a cluster elects its meta leader first)", || async {
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(2)))
+            .connect(nats_url.clone())
+            .await
+            .ok()?;
+        async_nats::jetstream::new(client).query_account().await.ok().map(|_| ())
+    })
+    .await?;
     for name in ["identity", "hearing", "response", "records", "notification", "gateway"] {
         if name == "notification" && args.without_notification {
             continue;
