@@ -346,6 +346,24 @@ fn with_search_path(url: &str, schema: &str) -> String {
     format!("{url}{}options=-csearch_path%3D{schema}", if url.contains('?') { "&" } else { "?" })
 }
 
+/// Waits until JetStream answers. A cluster answers only once its nodes have elected a meta
+/// leader (again after a node came back), which takes a newer nats-server several seconds; a
+/// service started before gives up. Asked with a short timeout meanwhile, through the raw API,
+/// whose answer every server version gives alike.
+async fn jetstream_answers(urls: &[String]) -> anyhow::Result<()> {
+    eventually(120, "JetStream to answer (a cluster elects its meta leader first)", || async {
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(2)))
+            .connect(urls.to_vec())
+            .await
+            .ok()?;
+        let reply = client.request("$JS.API.INFO", bytes::Bytes::new()).await.ok()?;
+        let answer: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+        answer.get("error").is_none().then_some(())
+    })
+    .await
+}
+
 async fn deploy(
     args: &SurgeArgs,
     schema: &Schema,
@@ -420,17 +438,7 @@ async fn deploy(
     for node in 0..nodes {
         deployment.start_nats(node).await?;
     }
-    // A cluster answers JetStream requests only once its nodes have elected a meta leader,
-    // which takes a newer nats-server several seconds; asked with a short timeout meanwhile.
-    eventually(120, "JetStream to answer (a cluster elects its meta leader first)", || async {
-        let client = async_nats::ConnectOptions::new()
-            .request_timeout(Some(Duration::from_secs(2)))
-            .connect(nats_url.clone())
-            .await
-            .ok()?;
-        async_nats::jetstream::new(client).query_account().await.ok().map(|_| ())
-    })
-    .await?;
+    jetstream_answers(&nats_url).await?;
     for name in ["identity", "hearing", "response", "records", "notification", "gateway"] {
         if name == "notification" && args.without_notification {
             continue;
@@ -1026,6 +1034,8 @@ async fn conclude_and_journalize(
     hearing_id: &str,
     responses: u64,
 ) -> anyhow::Result<Journal> {
+    let urls: Vec<String> = deployment.nats.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect();
+    jetstream_answers(&urls).await?;
     deployment.kill_hard("hearing").await?;
     deployment.process("hearing")?.extra.push(("AGORA_CLOCK_OFFSET_DAYS".into(), "3".into()));
     deployment.start("hearing").await?;
