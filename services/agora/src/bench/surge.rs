@@ -350,14 +350,20 @@ fn with_search_path(url: &str, schema: &str) -> String {
 /// leader (again after a node came back), which takes a newer nats-server several seconds; a
 /// service started before gives up. Asked with a short timeout meanwhile, through the raw API,
 /// whose answer every server version gives alike.
-async fn jetstream_answers(urls: &[String]) -> anyhow::Result<()> {
+async fn jetstream_answers(urls: &[String], stream: Option<&str>) -> anyhow::Result<()> {
+    // A stream's own replicas elect its leader after the cluster's; a service starting asks
+    // for its stream.
+    let subject = match stream {
+        Some(stream) => format!("$JS.API.STREAM.INFO.{stream}"),
+        None => "$JS.API.INFO".to_string(),
+    };
     eventually(120, "JetStream to answer (a cluster elects its meta leader first)", || async {
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(Duration::from_secs(2)))
             .connect(urls.to_vec())
             .await
             .ok()?;
-        let reply = client.request("$JS.API.INFO", bytes::Bytes::new()).await.ok()?;
+        let reply = client.request(subject.clone(), bytes::Bytes::new()).await.ok()?;
         let answer: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
         answer.get("error").is_none().then_some(())
     })
@@ -438,7 +444,7 @@ async fn deploy(
     for node in 0..nodes {
         deployment.start_nats(node).await?;
     }
-    jetstream_answers(&nats_url).await?;
+    jetstream_answers(&nats_url, None).await?;
     for name in ["identity", "hearing", "response", "records", "notification", "gateway"] {
         if name == "notification" && args.without_notification {
             continue;
@@ -1035,10 +1041,21 @@ async fn conclude_and_journalize(
     responses: u64,
 ) -> anyhow::Result<Journal> {
     let urls: Vec<String> = deployment.nats.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect();
-    jetstream_answers(&urls).await?;
+    let prefix = deployment.envs.iter().find(|(k, _)| k == "AGORA_NATS_PREFIX").map(|(_, v)| v.clone());
+    let stream = prefix.map(|p| agora_eventstore::jetstream::BusConfig::new("", &p).stream);
+    jetstream_answers(&urls, stream.as_deref()).await?;
     deployment.kill_hard("hearing").await?;
     deployment.process("hearing")?.extra.push(("AGORA_CLOCK_OFFSET_DAYS".into(), "3".into()));
-    deployment.start("hearing").await?;
+    // A service gives up at start when its stream does not answer in time (a cluster that
+    // lost a node moments ago may still be electing): started again, as Kubernetes would.
+    let mut tries = 0;
+    while let Err(e) = deployment.start("hearing").await {
+        tries += 1;
+        if tries == 3 {
+            return Err(e);
+        }
+        jetstream_answers(&urls, stream.as_deref()).await?;
+    }
     let path = format!("/api/v1/hearings/{hearing_id}");
     eventually(60, "the hearing to await its conclusion", || async {
         let hearing = api.call(reqwest::Method::GET, &path, owner, None).await.ok()?;
