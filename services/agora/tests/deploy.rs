@@ -158,17 +158,13 @@ async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas
     let mut nodes = start_cluster(&server, dir.path()).await;
     let urls: Vec<String> = nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client)).collect();
     let cluster_url = urls.join(",");
-    // Until the nodes have elected a JetStream meta leader, API requests go unanswered: asked
-    // with a short timeout, so that a busy machine gets more tries before the deadline.
     let client = agora_eventstore::testing::eventually(30, "the cluster to accept a client", || async {
-        async_nats::ConnectOptions::new()
-            .request_timeout(Some(std::time::Duration::from_secs(2)))
-            .connect(urls.clone())
-            .await
-            .ok()
+        async_nats::connect(urls.clone()).await.ok()
     })
     .await;
     let jetstream = async_nats::jetstream::new(client);
+    // Until the nodes have elected a meta leader, JetStream requests go unanswered for 10 s
+    // each: on a busy machine that takes a few tries.
     agora_eventstore::testing::eventually(120, "the cluster's JetStream meta leader", || async {
         jetstream.query_account().await.ok()
     })
