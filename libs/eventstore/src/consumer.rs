@@ -162,7 +162,7 @@ impl ProjectionRunner {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = waiter => {}
+                _ = waiter => Store::gather_appends().await,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
@@ -251,7 +251,7 @@ impl LocalIntegrationFeed {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = waiter => {}
+                _ = waiter => Store::gather_appends().await,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }

@@ -362,6 +362,14 @@ impl Store {
         &self.appended
     }
 
+    /// What a reader of the log does once [`Store::appended`] woke it: waits a moment for the
+    /// commits that follow. In a surge they come every fraction of a millisecond, and a reader
+    /// that ran for each alone (a projection, the relay, a queue of steps) would read and write
+    /// its checkpoint once per commit instead of once per handful.
+    pub async fn gather_appends() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     /// Creates the event store's tables; safe to run any number of times.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let (id, tx, key) = if self.is_postgres() {
@@ -488,11 +496,18 @@ impl Store {
             return Ok(Vec::new());
         }
         let recorded = self.chain(events, Some(&mut *tx)).await?;
-        let sql = insert_events_sql(tx.is_postgres(), recorded.len());
-        let result: Result<(), sqlx::Error> = on_tx!(tx, conn => {
-            let query = insert_events!(&sql, &recorded);
-            query.execute(&mut **conn).await.map(|_| ())
-        });
+        // PostgreSQL takes at most 65,535 parameters a statement, ten an event.
+        let mut result: Result<(), sqlx::Error> = Ok(());
+        for chunk in recorded.chunks(APPEND_CHUNK) {
+            let sql = insert_events_sql(tx.is_postgres(), chunk.len());
+            result = on_tx!(tx, conn => {
+                let query = insert_events!(&sql, chunk);
+                query.execute(&mut **conn).await.map(|_| ())
+            });
+            if result.is_err() {
+                break;
+            }
+        }
         match result {
             Ok(_) => Ok(recorded.into_iter().map(|(event, _)| event).collect()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict {
@@ -506,11 +521,18 @@ impl Store {
     /// Records that events were committed: stream heads for the next append, metrics, and a
     /// wake-up for local consumers.
     pub fn committed(&self, recorded: &[RecordedEvent]) {
+        self.committed_quietly(recorded);
+        self.appended.notify_waiters();
+    }
+
+    /// Records that events were committed without waking the local consumers: for a queue's
+    /// own bookkeeping (a step started or finished), which no reader of the log waits for;
+    /// waking them for each would have them read their checkpoints once per step.
+    pub fn committed_quietly(&self, recorded: &[RecordedEvent]) {
         for event in recorded {
             self.remember_head(&event.aggregate_type, &event.aggregate_id, event.sequence, &event.hash);
             agora_telemetry::metrics::global().events_appended(&event.aggregate_type, 1);
         }
-        self.appended.notify_waiters();
     }
 
     /// Stamps id, time and hash on each new event, chaining onto its stream's previous one
@@ -520,7 +542,7 @@ impl Store {
         events: &[NewEvent],
         mut tx: Option<&mut DbTx>,
     ) -> Result<Vec<(RecordedEvent, StoredText)>, StoreError> {
-        let mut previous: HashMap<(String, String), (i64, String)> = HashMap::new();
+        let mut previous = self.heads_of(events, tx.as_deref_mut()).await?;
         let mut out = Vec::with_capacity(events.len());
         for event in events {
             let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
@@ -570,6 +592,65 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+
+    /// The heads that `events` chain onto, when there are several to read: each stream's
+    /// event before the first of it in `events`, unless the head cache has it, read in one
+    /// statement (a batch of steps, each its own stream, would otherwise read them one by
+    /// one). A single one is left to [`Self::hash_of`].
+    async fn heads_of(
+        &self,
+        events: &[NewEvent],
+        tx: Option<&mut DbTx>,
+    ) -> Result<HashMap<(String, String), (i64, String)>, StoreError> {
+        let mut wanted: Vec<(&str, &str, i64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        if let Ok(heads) = self.heads.lock() {
+            for event in events {
+                let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+                let cached = heads.get(&key).is_some_and(|(known, _)| *known == event.sequence - 1);
+                if seen.insert(key) && event.sequence > 1 && !cached {
+                    wanted.push((&event.aggregate_type, &event.aggregate_id, event.sequence - 1));
+                }
+            }
+        }
+        let mut found = HashMap::new();
+        if wanted.len() < 2 {
+            return Ok(found);
+        }
+        let mut tx = tx;
+        for chunk in wanted.chunks(APPEND_CHUNK) {
+            // A join on a list of values, which both databases look up row by row in the
+            // stream index (PostgreSQL scanned the whole table for a row-value IN list).
+            let rows = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, CAST(${} AS BIGINT))", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.hash FROM (VALUES {rows}) AS wanted \
+                 JOIN events e ON e.aggregate_type = wanted.column1 AND e.aggregate_id = wanted.column2 \
+                 AND e.sequence = wanted.column3"
+            );
+            // A macro, not a closure: the query's type differs by backend.
+            macro_rules! bound {
+                () => {{
+                    let mut query = sqlx::query_as(&sql);
+                    for (aggregate_type, aggregate_id, sequence) in chunk {
+                        query = query.bind(*aggregate_type).bind(*aggregate_id).bind(*sequence);
+                    }
+                    query
+                }};
+            }
+            let rows: Vec<(String, String, i64, String)> = match tx.as_deref_mut() {
+                Some(tx) => on_tx!(tx, conn => { bound!().fetch_all(&mut **conn).await? }),
+                None => on_backend!(&*self.backend, pool => { bound!().fetch_all(pool).await? }),
+            };
+            for (aggregate_type, aggregate_id, sequence, hash) in rows {
+                found.insert((aggregate_type, aggregate_id), (sequence, hash));
+            }
+        }
+        // What is not found is left to `hash_of`, which names the broken stream.
+        Ok(found)
     }
 
     async fn hash_of(
@@ -774,6 +855,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// Events written by one INSERT at most.
+const APPEND_CHUNK: usize = 1000;
 
 /// Checkpoints only move forward, so a relay that lost its lead without noticing cannot
 /// set the one that took over back.

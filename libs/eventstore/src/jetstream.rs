@@ -271,6 +271,16 @@ pub trait IntegrationHandler: Send + Sync {
     /// NATS subject filter below the prefix, e.g. `hearing.>`.
     fn filter(&self) -> &str;
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String>;
+
+    /// Handles the new events of one batch, in order, in one transaction. A handler whose
+    /// work adds up across events (a counter) overrides it to write once per batch rather
+    /// than once per event; a failure here makes the batch be handled again one by one.
+    async fn handle_all(&self, tx: &mut DbTx, events: &[&IntegrationEvent]) -> Result<(), String> {
+        for event in events {
+            self.handle(tx, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Handles one event exactly once: the handler's writes and the handled mark commit
@@ -293,7 +303,7 @@ pub async fn handle_batch(
     events: &[IntegrationEvent],
 ) -> Result<usize, BusError> {
     let mut tx = store.begin().await?;
-    let mut new = 0;
+    let mut new = Vec::with_capacity(events.len());
     for event in events {
         let inserted = on_tx!(&mut tx, conn => {
             sqlx::query("INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -304,22 +314,23 @@ pub async fn handle_batch(
                 .map_err(StoreError::from)?
                 .rows_affected()
         });
-        if inserted == 0 {
-            continue;
+        if inserted == 1 {
+            new.push(event);
         }
-        handler.handle(&mut tx, event).await.map_err(|reason| BusError::Handler {
+    }
+    if let Some(first) = new.first() {
+        handler.handle_all(&mut tx, &new).await.map_err(|reason| BusError::Handler {
             consumer: handler.name().to_string(),
-            event_id: event.id,
+            event_id: first.id,
             reason,
         })?;
-        new += 1;
     }
     tx.commit().await.map_err(StoreError::from)?;
-    agora_telemetry::metrics::global().events_handled(handler.name(), new as u64);
+    agora_telemetry::metrics::global().events_handled(handler.name(), new.len() as u64);
     if let Some(last) = events.last() {
         agora_telemetry::metrics::global().consumer_position(handler.name(), last.position);
     }
-    Ok(new)
+    Ok(new.len())
 }
 
 /// The most events a consumer handles in one transaction.

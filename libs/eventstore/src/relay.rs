@@ -41,6 +41,10 @@ pub struct Relay {
 /// stream's name), so that one replica publishes at a time and the others stand by.
 const RELAY_LOCK_CLASS: i32 = 0x4147_4f52;
 
+/// How often a relay that is not publishing asks for the lead: how long the events wait when
+/// the one that published dies.
+const LEAD_POLL: Duration = Duration::from_millis(500);
+
 impl Relay {
     pub fn new(store: Store, bus: Bus, mapper: Arc<dyn IntegrationMapper>) -> Self {
         Self { store, bus, mapper, batch: 5000 }
@@ -149,7 +153,7 @@ impl Relay {
                     backoff = Duration::from_millis(100);
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        _ = waiter => {}
+                        _ = waiter => Store::gather_appends().await,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
                 }
@@ -187,16 +191,27 @@ impl Relay {
 
     /// On PostgreSQL, waits to hold the relay lock on a connection of its own; the lock
     /// goes with the connection if this process dies.
+    ///
+    /// It asks for the lock every [`LEAD_POLL`] rather than waiting in `pg_advisory_lock`: a
+    /// statement that waits holds its snapshot, and the snapshot of a replica that waits for
+    /// the lead all its life would keep PostgreSQL from pruning any row that any service
+    /// updated or deleted since (a surge's queues then scan ever more dead rows).
     async fn lead(&self) -> Result<Option<sqlx::PgConnection>, StoreError> {
         let crate::Backend::Postgres(pool) = self.store.backend() else { return Ok(None) };
         // Detached: dropping it closes the session, which releases the lock; back in the pool
         // it would keep the lock for whoever borrowed it next.
         let mut conn = pool.acquire().await?.detach();
-        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-            .bind(RELAY_LOCK_CLASS)
-            .bind(self.checkpoint_name())
-            .execute(&mut conn)
-            .await?;
+        loop {
+            let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                .bind(RELAY_LOCK_CLASS)
+                .bind(self.checkpoint_name())
+                .fetch_one(&mut conn)
+                .await?;
+            if taken {
+                break;
+            }
+            tokio::time::sleep(LEAD_POLL).await;
+        }
         tracing::info!(stream = %self.bus.config.stream, "relay is publishing");
         Ok(Some(conn))
     }

@@ -331,6 +331,48 @@ async fn an_event_that_cannot_be_handled_holds_up_only_itself(db: Db, bus: Bus) 
 
 // 11. The relay resumes after publishing failed --------------------------------------
 
+/// Two replicas' relays on PostgreSQL: one publishes, the other waits for the lead without
+/// holding a snapshot (which would keep PostgreSQL from pruning any updated row, in every
+/// table, for as long as it waits), and takes over when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_relay_holds_no_snapshot_and_takes_over() {
+    let Some((db, bus)) = setup(Db::postgres(8).await).await else { return };
+    let bus = bus.bus.clone();
+    let replica = db.another_store().await;
+    let (stop_first, first_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_second, second_stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = Relay::new(db.store.clone(), bus.clone(), Arc::new(TestMapper::default()));
+    let first = tokio::spawn(first.run(async move { first_stopped.await.unwrap_or_default() }));
+    append(&db.store, "lead", &[1, 2]).await;
+    eventually(30, "the first relay to publish", || async { (messages_in_stream(&bus).await == 2).then_some(()) })
+        .await;
+
+    let second = Relay::new(replica.clone(), bus.clone(), Arc::new(TestMapper::default()));
+    let second = tokio::spawn(second.run(async move { second_stopped.await.unwrap_or_default() }));
+    // The second asks for the lead again and again; no session waits in a lock meanwhile.
+    let lock_sessions = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                         AND query LIKE 'SELECT pg_%advisory_lock(%' AND query NOT LIKE '%pg_stat_activity%'";
+    eventually(30, "the second relay to ask for the lead", || async {
+        (scalar(&db.store, &format!("{lock_sessions} AND query LIKE '%try%'")).await > 0).then_some(())
+    })
+    .await;
+    let waiting = scalar(
+        &db.store,
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' \
+         AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+    )
+    .await;
+    assert_eq!(waiting, 0, "a relay waits inside pg_advisory_lock, holding its snapshot");
+
+    let _ = stop_first.send(());
+    first.await.or_fail("the first relay stopped");
+    append(&replica, "lead", &[3]).await;
+    eventually(30, "the second relay to take over", || async { (messages_in_stream(&bus).await == 3).then_some(()) })
+        .await;
+    let _ = stop_second.send(());
+    second.await.or_fail("the second relay stopped");
+}
+
 with_nats_on_both_backends!(relay_resumes_after_nats_errors);
 
 async fn relay_resumes_after_nats_errors(db: Db, bus: Bus) {

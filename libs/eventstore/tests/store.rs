@@ -288,6 +288,43 @@ async fn only_finding(store: &Store) -> Finding {
     report.findings[0].clone()
 }
 
+on_both_backends!(many_streams_in_one_append);
+
+/// A queue's batch: one event on each of thousands of streams in one transaction, more than
+/// one INSERT takes, then the next event on each from a replica that has not seen them (it
+/// reads their heads in one go). Every event is stored once and the chains stay intact.
+async fn many_streams_in_one_append(db: Db) {
+    let event = |stream: usize, sequence: i64| agora_eventstore::NewEvent {
+        aggregate_type: "step".into(),
+        aggregate_id: format!("receipts/{stream}"),
+        sequence,
+        event_type: if sequence == 1 { "StepPlanned" } else { "StepStarted" }.into(),
+        event_version: "1".into(),
+        payload: json!({ "stream": stream }),
+        metadata: json!({}),
+    };
+    let streams = 2_500;
+    let mut tx = db.store.begin().await.or_fail("begin");
+    let planned: Vec<_> = (0..streams).map(|stream| event(stream, 1)).collect();
+    let recorded = db.store.append_in(&mut tx, &planned).await.or_fail("append the planned steps");
+    tx.commit().await.or_fail("commit");
+    assert_eq!(recorded.len(), streams);
+
+    let replica = db.another_store().await;
+    let mut tx = replica.begin().await.or_fail("begin");
+    let started: Vec<_> = (0..streams).map(|stream| event(stream, 2)).collect();
+    let recorded = replica.append_in(&mut tx, &started).await.or_fail("append the started steps");
+    tx.commit().await.or_fail("commit");
+    assert_eq!(recorded.len(), streams);
+
+    assert_eq!(
+        scalar(&db.store, "SELECT COUNT(*) FROM events WHERE aggregate_type = 'step'").await,
+        2 * streams as i64
+    );
+    let report = audit::verify(&db.store).await.or_fail("verify");
+    assert!(report.intact(), "{:?}", report.findings);
+}
+
 on_both_backends!(tamper_changed_payload);
 
 async fn tamper_changed_payload(db: Db) {

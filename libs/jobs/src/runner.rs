@@ -65,7 +65,7 @@ impl<P> Runner<P> {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = appended => {}
+                _ = appended => Store::gather_appends().await,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -73,6 +73,11 @@ impl<P> Runner<P> {
 
     /// Runs every step due now that meets `condition` (see [`StepTable::due_where`]); how many
     /// this worker handled.
+    ///
+    /// Steps are taken in batches: a batch is started in one transaction, its steps are
+    /// performed one after another, in their order, and their outcomes are recorded in
+    /// another. Two commits a batch instead of two a step is what lets the queue keep up with
+    /// a surge of receipts.
     pub async fn run_due<A>(&self, condition: &str, binds: &[&str]) -> Result<usize, StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
@@ -80,60 +85,91 @@ impl<P> Runner<P> {
     {
         let mut handled = 0;
         loop {
-            let due: Vec<Step<A>> = self.table.due_where(&self.store, self.now(), 64, condition, binds).await?;
-            let mut progressed = false;
-            for step in due {
-                if self.run_one(step).await? {
-                    handled += 1;
-                    progressed = true;
-                }
-            }
-            if !progressed {
+            let due: Vec<Step<A>> = self.table.due_where(&self.store, self.now(), BATCH, condition, binds).await?;
+            let started = self.start_all(due).await?;
+            if started.is_empty() {
                 return Ok(handled);
             }
+            handled += started.len();
+            self.perform_all(started).await?;
         }
     }
 
-    async fn run_one<A>(&self, step: Step<A>) -> Result<bool, StoreError>
+    /// Starts what is still due of `due`; the steps this worker took.
+    async fn start_all<A>(&self, due: Vec<Step<A>>) -> Result<Vec<(Step<A>, u32)>, StoreError>
+    where
+        A: Serialize + DeserializeOwned + Clone + Send + Sync,
+    {
+        let now = self.now();
+        let transitions: Vec<(Step<A>, StepEvent<A>)> = due
+            .into_iter()
+            .filter_map(|step| {
+                let started = step.start(now, &self.retry).ok()?;
+                Some((step, started))
+            })
+            .collect();
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let running = self.record_all(transitions).await?;
+        Ok(running.into_iter().map(|step| (step.clone(), step.attempts)).collect())
+    }
+
+    /// Performs started steps in order and records their outcomes. A step whose lease is
+    /// mostly gone by its turn (the ones before it were slow) is not performed: it is left
+    /// running, and started again once its lease is over.
+    async fn perform_all<A>(&self, started: Vec<(Step<A>, u32)>) -> Result<(), StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
         P: Perform<A>,
     {
-        let Ok(started) = step.start(self.now(), &self.retry) else { return Ok(false) };
-        let StepEvent::StepStarted { attempt, .. } = started else { return Ok(false) };
-        let Some(running) = self.record(&step, started).await? else { return Ok(false) };
-        let event = match self.performer.perform(&running).await {
-            Outcome::Done(reference) => running.succeed(attempt, reference),
-            Outcome::Skipped(reason) => running.skip(attempt, reason),
-            Outcome::Failed { error, permanent } => {
-                tracing::warn!(table = self.table.table, step = %running.key, attempt, %error, "a step failed");
-                running.fail(attempt, error, permanent, self.now(), &self.retry)
+        let taken_at = std::time::Instant::now();
+        let mut outcomes = Vec::with_capacity(started.len());
+        for (running, attempt) in started {
+            if taken_at.elapsed() > self.retry.lease.mul_f32(0.8) {
+                tracing::warn!(table = self.table.table, step = %running.key, "left for after its lease: the steps before it took too long");
+                continue;
             }
-        };
-        // A refusal means the lease ran out and another worker took the step over.
-        if let Ok(event) = event {
-            self.record(&running, event).await?;
+            let event = match self.performer.perform(&running).await {
+                Outcome::Done(reference) => running.succeed(attempt, reference),
+                Outcome::Skipped(reason) => running.skip(attempt, reason),
+                Outcome::Failed { error, permanent } => {
+                    tracing::warn!(table = self.table.table, step = %running.key, attempt, %error, "a step failed");
+                    running.fail(attempt, error, permanent, self.now(), &self.retry)
+                }
+            };
+            // A refusal means the lease ran out and another worker took the step over.
+            if let Ok(event) = event {
+                outcomes.push((running, event));
+            }
         }
-        Ok(true)
+        if !outcomes.is_empty() {
+            self.record_all(outcomes).await?;
+        }
+        Ok(())
     }
 
-    /// Records `event` on `step` in a transaction of its own; `None` when another worker
-    /// changed the step first.
-    async fn record<A>(&self, step: &Step<A>, event: StepEvent<A>) -> Result<Option<Step<A>>, StoreError>
+    /// Records each event on its step in one transaction; the steps that moved (a step
+    /// another worker changed first is left to it).
+    async fn record_all<A>(&self, transitions: Vec<(Step<A>, StepEvent<A>)>) -> Result<Vec<Step<A>>, StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
     {
         let mut tx = self.store.begin().await?;
-        match self.table.transition_in(&self.store, &mut tx, step, event, self.actor).await {
-            Ok(next) => {
+        match self.table.transition_all_in(&self.store, &mut tx, transitions, self.actor).await {
+            Ok((moved, recorded)) => {
                 tx.commit().await.map_err(StoreError::from)?;
-                Ok(Some(next))
+                self.store.committed_quietly(&recorded);
+                Ok(moved)
             }
-            Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
+            Err(e) => {
                 let _ = tx.rollback().await;
-                Ok(None)
+                Err(e)
             }
-            Err(e) => Err(e),
         }
     }
 }
+
+/// Steps taken at once: enough that a surge's receipts cost two commits per this many, few
+/// enough that a slow outside system does not hold a batch past its lease.
+const BATCH: i64 = 32;

@@ -69,7 +69,17 @@ impl StepTable {
                     step TEXT NOT NULL,
                     PRIMARY KEY (group_id, step_key))"
             ),
-            format!("CREATE INDEX IF NOT EXISTS {table}_work ON {table} (state, due_at)"),
+            // The work queue is the few unfinished steps among many finished ones: indexes of
+            // those only, in the order they are taken, so that finding what is due does not
+            // scan the finished ones (an index on the state did, once the table grew).
+            format!(
+                "CREATE INDEX IF NOT EXISTS {table}_unfinished ON {table} (position, group_id) \
+                 WHERE state IN ('pending', 'retrying', 'running')"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {table}_waiting ON {table} (due_at) WHERE state IN ('retrying', 'running')"
+            ),
+            format!("DROP INDEX IF EXISTS {table}_work"),
         ]
     }
 
@@ -92,52 +102,51 @@ impl StepTable {
         steps: Vec<(String, A)>,
         actor: &str,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut recorded = Vec::new();
         if steps.is_empty() {
-            return Ok(recorded);
+            return Ok(Vec::new());
         }
         let table = self.table;
         let last_sql = format!("SELECT MAX(position) FROM {table} WHERE group_id = $1");
         let (last,): (Option<i64>,) = on_tx!(tx, conn => {
             sqlx::query_as(&last_sql).bind(group).fetch_one(&mut **conn).await?
         });
-        let exists_sql = format!("SELECT sequence FROM {table} WHERE group_id = $1 AND step_key = $2");
+        // A key planned already (by an earlier event, or by another replica at the same
+        // moment) keeps its row: the insert does nothing, and no event is written for it.
         let insert_sql = format!(
             "INSERT INTO {table} (group_id, step_key, position, state, due_at, sequence, step) \
-             VALUES ($1, $2, $3, $4, NULL, 1, $5)"
+             VALUES ($1, $2, $3, $4, NULL, 1, $5) ON CONFLICT (group_id, step_key) DO NOTHING"
         );
         let mut position = last.unwrap_or(0);
+        let mut events = Vec::new();
         for (key, action) in steps {
-            let exists: Option<(i64,)> = on_tx!(tx, conn => {
-                sqlx::query_as(&exists_sql).bind(group).bind(&key).fetch_optional(&mut **conn).await?
-            });
-            if exists.is_some() {
-                continue;
-            }
-            position += 1;
-            let first =
-                StepEvent::StepPlanned { group: group.into(), key: key.clone(), position, action: action.clone() };
-            let step = Step::planned(group, &key, position, action);
-            let payload = serde_json::to_value(&first).map_err(|e| corrupt("step event", e))?;
-            let event = new_event(self.aggregate, Self::stream(group, &key), 1, first.name(), payload, actor)?;
-            recorded.extend(store.append_in(tx, &[event]).await?);
+            let step = Step::planned(group, &key, position + 1, action.clone());
             let json = serde_json::to_string(&step).map_err(|e| corrupt("step", e))?;
-            on_tx!(tx, conn => {
+            let inserted = on_tx!(tx, conn => {
                 sqlx::query(&insert_sql)
                     .bind(group)
                     .bind(&key)
-                    .bind(position)
+                    .bind(position + 1)
                     .bind(step.state.as_str())
                     .bind(json)
                     .execute(&mut **conn)
-                    .await?;
+                    .await?
+                    .rows_affected()
             });
+            if inserted == 0 {
+                continue;
+            }
+            position += 1;
+            let first = StepEvent::StepPlanned { group: group.into(), key: key.clone(), position, action };
+            let payload = serde_json::to_value(&first).map_err(|e| corrupt("step event", e))?;
+            events.push(new_event(self.aggregate, Self::stream(group, &key), 1, first.name(), payload, actor)?);
         }
-        Ok(recorded)
+        store.append_in(tx, &events).await
     }
 
     /// Records `step_event` on the step, if the step is still as `step` was read: another
     /// worker's change in between is a [`StoreError::Conflict`], and nothing is written.
+    /// Returns the step after it and the event recorded, for [`Store::committed`] once the
+    /// transaction has committed (so that the step's next event finds its chain's head there).
     pub async fn transition_in<A: Serialize + DeserializeOwned + Clone>(
         &self,
         store: &Store,
@@ -145,36 +154,66 @@ impl StepTable {
         step: &Step<A>,
         step_event: StepEvent<A>,
         actor: &str,
-    ) -> Result<Step<A>, StoreError> {
-        let mut after = step.clone();
-        after.apply(&step_event);
-        let payload = serde_json::to_value(&step_event).map_err(|e| corrupt("step event", e))?;
-        let stream = Self::stream(&step.group, &step.key);
-        let event = new_event(self.aggregate, stream.clone(), step.sequence + 1, step_event.name(), payload, actor)?;
-        store.append_in(tx, &[event]).await?;
-        let json = serde_json::to_string(&after).map_err(|e| corrupt("step", e))?;
+    ) -> Result<(Step<A>, Vec<RecordedEvent>), StoreError> {
+        let (mut moved, recorded) = self.transition_all_in(store, tx, vec![(step.clone(), step_event)], actor).await?;
+        match moved.pop() {
+            Some(after) => Ok((after, recorded)),
+            None => {
+                Err(StoreError::Conflict { stream: Self::stream(&step.group, &step.key), sequence: step.sequence + 1 })
+            }
+        }
+    }
+
+    /// Records an event on each of several steps, in one transaction: a step that another
+    /// worker changed since it was read is left out (and nothing written for it), the rest move
+    /// on. Returns the steps that moved, as they are now, and their events (for
+    /// [`Store::committed_quietly`] after the commit).
+    ///
+    /// Each step's row is moved first (compare-and-set on its sequence), and its event is
+    /// appended only when the row moved: a step taken by another worker then costs an
+    /// unchanged row, not a failed insert, which on PostgreSQL would abort the whole
+    /// transaction.
+    pub async fn transition_all_in<A: Serialize + DeserializeOwned + Clone>(
+        &self,
+        store: &Store,
+        tx: &mut DbTx,
+        transitions: Vec<(Step<A>, StepEvent<A>)>,
+        actor: &str,
+    ) -> Result<(Vec<Step<A>>, Vec<RecordedEvent>), StoreError> {
         let sql = format!(
             "UPDATE {} SET state = $1, due_at = $2, sequence = $3, step = $4 \
              WHERE group_id = $5 AND step_key = $6 AND sequence = $7",
             self.table
         );
-        let changed = on_tx!(tx, conn => {
-            sqlx::query(&sql)
-                .bind(after.state.as_str())
-                .bind(millis(after.due_at))
-                .bind(after.sequence)
-                .bind(json)
-                .bind(&step.group)
-                .bind(&step.key)
-                .bind(step.sequence)
-                .execute(&mut **conn)
-                .await?
-                .rows_affected()
-        });
-        if changed != 1 {
-            return Err(StoreError::Conflict { stream, sequence: step.sequence + 1 });
+        let mut moved = Vec::with_capacity(transitions.len());
+        let mut events = Vec::with_capacity(transitions.len());
+        for (step, step_event) in transitions {
+            let mut after = step.clone();
+            after.apply(&step_event);
+            let json = serde_json::to_string(&after).map_err(|e| corrupt("step", e))?;
+            let changed = on_tx!(tx, conn => {
+                sqlx::query(&sql)
+                    .bind(after.state.as_str())
+                    .bind(millis(after.due_at))
+                    .bind(after.sequence)
+                    .bind(json)
+                    .bind(&step.group)
+                    .bind(&step.key)
+                    .bind(step.sequence)
+                    .execute(&mut **conn)
+                    .await?
+                    .rows_affected()
+            });
+            if changed != 1 {
+                continue;
+            }
+            let payload = serde_json::to_value(&step_event).map_err(|e| corrupt("step event", e))?;
+            let stream = Self::stream(&step.group, &step.key);
+            events.push(new_event(self.aggregate, stream, step.sequence + 1, step_event.name(), payload, actor)?);
+            moved.push(after);
         }
-        Ok(after)
+        let recorded = store.append_in(tx, &events).await?;
+        Ok((moved, recorded))
     }
 
     /// Steps due at `now` that also meet `condition` (SQL on the table aliased `s`, whose
@@ -187,10 +226,16 @@ impl StepTable {
         condition: &str,
         binds: &[&str],
     ) -> Result<Vec<Step<A>>, StoreError> {
+        // The limit is written into the statement: with it as a parameter, PostgreSQL's
+        // generic plan for a prepared statement reckons on a tenth of the table and sorts
+        // what it scanned, instead of reading the first few unfinished steps off their index.
+        // It stays bound as $2 too, so that the callers' parameters keep their numbers.
         let sql = format!(
             "SELECT s.step FROM {} s WHERE s.state IN ('pending', 'retrying', 'running') \
-             AND (s.due_at IS NULL OR s.due_at <= $1) AND ({condition}) ORDER BY s.position, s.group_id LIMIT $2",
-            self.table
+             AND (s.due_at IS NULL OR s.due_at <= $1) AND $2 > 0 AND ({condition}) \
+             ORDER BY s.position, s.group_id LIMIT {}",
+            self.table,
+            limit.max(1)
         );
         let rows: Vec<(String,)> = on_reader!(store.backend(), pool => {
             let mut query = sqlx::query_as(&sql).bind(now.timestamp_millis()).bind(limit);

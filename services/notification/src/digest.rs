@@ -35,19 +35,35 @@ pub fn due_day(now: DateTime<Utc>) -> Option<NaiveDate> {
     (local.time() >= seven).then(|| local.date_naive().pred_opt()).flatten()
 }
 
-/// Counts a new response of a hearing on its day.
-pub async fn count_response_in(tx: &mut DbTx, hearing_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-    on_tx!(tx, conn => {
-        sqlx::query(
-            "INSERT INTO notification_digest (hearing_id, day, new_responses, status_changes) VALUES ($1, $2, 1, '') \
-             ON CONFLICT (hearing_id, day) DO UPDATE SET new_responses = notification_digest.new_responses + 1",
-        )
-        .bind(hearing_id)
-        .bind(local_day(at).to_string())
-        .execute(&mut **conn)
-        .await?;
-    });
-    Ok(())
+/// New responses by hearing and day, counted as the events are handled and written once for
+/// a batch of them: one row per hearing and day takes every response, and updating it once
+/// per response in one transaction would make each update walk the row's earlier versions.
+#[derive(Debug, Default)]
+pub struct ResponseCounts(BTreeMap<(String, NaiveDate), i64>);
+
+impl ResponseCounts {
+    /// Counts a new response of a hearing on its day.
+    pub fn count(&mut self, hearing_id: &str, at: DateTime<Utc>) {
+        *self.0.entry((hearing_id.to_string(), local_day(at))).or_default() += 1;
+    }
+
+    /// Adds what was counted to the digest.
+    pub async fn write_in(self, tx: &mut DbTx) -> Result<(), StoreError> {
+        for ((hearing_id, day), new_responses) in self.0 {
+            on_tx!(tx, conn => {
+                sqlx::query(
+                    "INSERT INTO notification_digest (hearing_id, day, new_responses, status_changes) VALUES ($1, $2, $3, '') \
+                     ON CONFLICT (hearing_id, day) DO UPDATE SET new_responses = notification_digest.new_responses + excluded.new_responses",
+                )
+                .bind(&hearing_id)
+                .bind(day.to_string())
+                .bind(new_responses)
+                .execute(&mut **conn)
+                .await?;
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Notes a hearing's change of status on its day.

@@ -9,6 +9,7 @@ use agora_proto::hearing::v1 as hearing_pb;
 use agora_proto::response::v1 as response_pb;
 use prost::Message;
 
+use crate::digest::ResponseCounts;
 use crate::outbox;
 use crate::plan::{HearingInfo, Links, ResponseInfo, Trigger, plan};
 use crate::recipients::Recipient;
@@ -269,11 +270,25 @@ impl IntegrationHandler for ResponseEventsHandler {
     }
 
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
+        let mut counts = ResponseCounts::default();
+        self.handle_counting(tx, event, &mut counts).await?;
+        counts.write_in(tx).await.map_err(failed)
+    }
+}
+
+impl ResponseEventsHandler {
+    /// Handles a response event; a new response is counted into `counts` for the digest.
+    async fn handle_counting(
+        &self,
+        tx: &mut DbTx,
+        event: &IntegrationEvent,
+        counts: &mut ResponseCounts,
+    ) -> Result<(), String> {
         let trigger = match event.event_type.rsplit('.').next().unwrap_or_default() {
             "ResponseSubmitted" => {
                 let submitted = response_pb::ResponseSubmitted::decode(event.data.clone()).map_err(failed)?;
                 let state = submitted.response.ok_or("ResponseSubmitted without its state")?;
-                crate::digest::count_response_in(tx, &state.hearing_id, event.time).await.map_err(failed)?;
+                counts.count(&state.hearing_id, event.time);
                 if !state.registered_by_owner {
                     on_tx!(tx, conn => {
                         sqlx::query(
@@ -331,13 +346,19 @@ impl IntegrationHandler for EventsHandler {
     }
 
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
-        crate::webhooks::enqueue_in(&self.hearings.store, tx, event).await.map_err(failed)?;
-        if event.event_type.starts_with("dk.agora.hearing.") {
-            self.hearings.handle(tx, event).await
-        } else if event.event_type.starts_with("dk.agora.response.") {
-            self.responses.handle(tx, event).await
-        } else {
-            Ok(())
+        self.handle_all(tx, &[event]).await
+    }
+
+    async fn handle_all(&self, tx: &mut DbTx, events: &[&IntegrationEvent]) -> Result<(), String> {
+        let mut counts = ResponseCounts::default();
+        for event in events {
+            crate::webhooks::enqueue_in(&self.hearings.store, tx, event).await.map_err(failed)?;
+            if event.event_type.starts_with("dk.agora.hearing.") {
+                self.hearings.handle(tx, event).await?;
+            } else if event.event_type.starts_with("dk.agora.response.") {
+                self.responses.handle_counting(tx, event, &mut counts).await?;
+            }
         }
+        counts.write_in(tx).await.map_err(failed)
     }
 }

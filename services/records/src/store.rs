@@ -125,14 +125,15 @@ pub async fn plan_in(
     STEPS.plan_in(store, tx, hearing_id, steps, actor).await
 }
 
-/// Records `step_event` on the step, if the step is still as `step` was read.
+/// Records `step_event` on the step, if the step is still as `step` was read; the step after
+/// it and the event, for `Store::committed` after the commit.
 pub async fn transition_in(
     store: &Store,
     tx: &mut DbTx,
     step: &Step,
     step_event: StepEvent,
     actor: &str,
-) -> Result<Step, StoreError> {
+) -> Result<(Step, Vec<RecordedEvent>), StoreError> {
     STEPS.transition_in(store, tx, step, step_event, actor).await
 }
 

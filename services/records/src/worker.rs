@@ -138,8 +138,8 @@ impl Worker {
         };
         let StepEvent::StepStarted { attempt, .. } = started else { return Ok(false) };
         let mut tx = self.store.begin().await?;
-        let running = match store::transition_in(&self.store, &mut tx, &step, started, ACTOR).await {
-            Ok(running) => running,
+        let (running, started) = match store::transition_in(&self.store, &mut tx, &step, started, ACTOR).await {
+            Ok(transitioned) => transitioned,
             Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
                 // Another worker claimed it first.
                 let _ = tx.rollback().await;
@@ -148,6 +148,7 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         tx.commit().await.map_err(StoreError::from)?;
+        self.store.committed_quietly(&started);
         tracing::info!(hearing = %step.group, step = %step.key, attempt, "journalizing");
         // The work stops well before its lease ends, so that no other worker starts the step
         // while this one still calls the records system.
@@ -200,19 +201,23 @@ impl Worker {
             StepEvent::StepFailed { retry_at: Some(_), .. } => "retrying",
             _ => "parked",
         };
-        match store::transition_in(&self.store, &mut tx, &running, event, ACTOR).await {
-            Ok(_) => agora_telemetry::metrics::global().journal_step(outcome),
+        let recorded = match store::transition_in(&self.store, &mut tx, &running, event, ACTOR).await {
+            Ok((_, recorded)) => {
+                agora_telemetry::metrics::global().journal_step(outcome);
+                recorded
+            }
             // The lease ran out and another worker took the step over: its outcome counts.
             Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
                 let _ = tx.rollback().await;
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         if let Some(outcome) = follow_up {
             self.follow_up(&mut tx, &running, outcome).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.store.committed_quietly(&recorded);
         Ok(())
     }
 
@@ -387,7 +392,7 @@ impl Worker {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = woken => {}
-                _ = appended => {}
+                _ = appended => agora_eventstore::Store::gather_appends().await,
                 _ = tokio::time::sleep(wait) => {}
             }
         }

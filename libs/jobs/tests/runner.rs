@@ -1,0 +1,100 @@
+//! Two replicas working through one queue of steps, on SQLite and on PostgreSQL: every step
+//! is performed once, by one of them, and ends done or waiting for its retry.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use agora_eventstore::{Store, testing};
+use agora_jobs::{Outcome, Perform, RetryPolicy, Runner, Step, StepState, StepTable};
+
+const STEPS: StepTable = StepTable { table: "test_steps", aggregate: "test_step" };
+
+/// Performs every step and remembers which; a step whose action says so fails.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+#[async_trait::async_trait]
+impl Perform<String> for Recorder {
+    async fn perform(&self, step: &Step<String>) -> Outcome {
+        if let Ok(mut performed) = self.0.lock() {
+            performed.push(format!("{}/{}", step.group, step.key));
+        }
+        if step.action == "fail" {
+            Outcome::Failed { error: "the other side said no".into(), permanent: false }
+        } else {
+            Outcome::Done(format!("sent {}", step.key))
+        }
+    }
+}
+
+fn runner(store: Store, performer: Recorder) -> Runner<Recorder> {
+    Runner {
+        table: STEPS,
+        store,
+        retry: RetryPolicy::default(),
+        clock: Arc::new(chrono::Utc::now),
+        actor: "service:test",
+        performer,
+    }
+}
+
+async fn two_replicas_share_a_queue(first: Store, second: Store) {
+    STEPS.migrate(&first).await.expect("the step table");
+    // 10 groups of 15: more than one batch for each replica.
+    let mut tx = first.begin().await.expect("begin");
+    for group in 0..10 {
+        let steps = (0..15)
+            .map(|n| (format!("message-{n}"), if n == 7 { "fail".to_string() } else { "send".to_string() }))
+            .collect();
+        STEPS.plan_in(&first, &mut tx, &format!("recipient-{group}"), steps, "service:test").await.expect("plan");
+    }
+    // Planning a key again adds nothing.
+    let again = vec![("message-0".to_string(), "send".to_string())];
+    let planned = STEPS.plan_in(&first, &mut tx, "recipient-0", again, "service:test").await.expect("plan again");
+    assert!(planned.is_empty(), "a step planned twice: {planned:?}");
+    tx.commit().await.expect("commit");
+
+    let performed = Recorder::default();
+    let (a, b) = (runner(first.clone(), performed.clone()), runner(second, performed.clone()));
+    let (handled_a, handled_b) = tokio::join!(a.run_due::<String>("1 = 1", &[]), b.run_due::<String>("1 = 1", &[]));
+    let handled = handled_a.expect("first replica") + handled_b.expect("second replica");
+    assert_eq!(handled, 150, "every step was taken once");
+
+    let performed = performed.0.lock().expect("performed").clone();
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for step in &performed {
+        *times.entry(step.as_str()).or_default() += 1;
+    }
+    assert_eq!(times.len(), 150);
+    assert!(times.values().all(|&n| n == 1), "performed more than once: {times:?}");
+
+    for group in 0..10 {
+        let steps: Vec<Step<String>> = STEPS.steps(&first, &format!("recipient-{group}")).await.expect("steps");
+        assert_eq!(steps.len(), 15);
+        for step in steps {
+            let expected = if step.action == "fail" { StepState::Retrying } else { StepState::Done };
+            assert_eq!(step.state, expected, "{}/{}", step.group, step.key);
+            assert_eq!(step.attempts, 1);
+        }
+    }
+    // Nothing is due until the failed steps' retry time.
+    assert_eq!(runner(first.clone(), Recorder::default()).run_due::<String>("1 = 1", &[]).await.expect("run"), 0);
+    let report = agora_eventstore::audit::verify(&first).await.expect("verify");
+    assert!(report.intact(), "{:?}", report.findings);
+    // Planned, started, and succeeded or failed: three events a step.
+    assert_eq!(report.events, 450);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_a_queue_on_sqlite() {
+    let (store, dir) = testing::sqlite().await;
+    let second = Store::sqlite(&dir.path().join("events.db")).await.expect("a second store");
+    two_replicas_share_a_queue(store, second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_a_queue_on_postgres() {
+    let Some(database) = testing::postgres(8).await else { return };
+    let second = database.another_store(8).await;
+    two_replicas_share_a_queue(database.store.clone(), second).await;
+}
