@@ -149,9 +149,13 @@ impl ProjectionRunner {
         loop {
             let waiter = self.store.appended().notified();
             let mut busy = false;
+            let mut read = 0;
             for projection in &self.projections {
                 match self.step(projection.as_ref()).await {
-                    Ok(n) => busy |= n as i64 == self.batch,
+                    Ok(n) => {
+                        busy |= n as i64 == self.batch;
+                        read = read.max(n);
+                    }
                     Err(e) => {
                         tracing::error!(projection = projection.name(), error = %e, "projection failed; retrying")
                     }
@@ -162,7 +166,7 @@ impl ProjectionRunner {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = waiter => Store::gather_appends().await,
+                _ = waiter => Store::gather_appends(read).await,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
@@ -246,12 +250,16 @@ impl LocalIntegrationFeed {
         tokio::pin!(shutdown);
         loop {
             let waiter = self.store.appended().notified();
-            if let Err(e) = self.catch_up().await {
-                tracing::error!(handler = self.handler.name(), error = %e, "local feed failed; retrying");
-            }
+            let read = match self.catch_up().await {
+                Ok(handled) => handled,
+                Err(e) => {
+                    tracing::error!(handler = self.handler.name(), error = %e, "local feed failed; retrying");
+                    0
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = waiter => Store::gather_appends().await,
+                _ = waiter => Store::gather_appends(read).await,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }

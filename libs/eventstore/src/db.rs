@@ -362,12 +362,17 @@ impl Store {
         &self.appended
     }
 
-    /// What a reader of the log does once [`Store::appended`] woke it: waits a moment for the
-    /// commits that follow. In a surge they come every fraction of a millisecond, and a reader
-    /// that ran for each alone (a projection, the relay, a queue of steps) would read and write
-    /// its checkpoint once per commit instead of once per handful.
-    pub async fn gather_appends() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    /// What a reader of the log does once [`Store::appended`] woke it, given how many events
+    /// it read last time: when that was more than a few, commits are coming faster than it
+    /// reads, and it waits a moment for the ones that follow. In a surge they come every
+    /// fraction of a millisecond, and a reader that ran for each alone (a projection, the
+    /// relay, a queue of steps) would read and write its checkpoint once per commit instead of
+    /// once per handful. Otherwise it reads at once, so that a page shown right after a
+    /// command already shows what the command did.
+    pub async fn gather_appends(last_read: usize) {
+        if last_read > 8 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Creates the event store's tables; safe to run any number of times.

@@ -149,11 +149,11 @@ impl Relay {
             let waiter = self.store.appended().notified();
             match self.publish_batch().await {
                 Ok(n) if n as i64 == self.batch => continue,
-                Ok(_) => {
+                Ok(published) => {
                     backoff = Duration::from_millis(100);
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        _ = waiter => Store::gather_appends().await,
+                        _ = waiter => Store::gather_appends(published).await,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
                 }

@@ -55,9 +55,13 @@ impl<P> Runner<P> {
         tokio::pin!(shutdown);
         loop {
             let appended = self.store.appended().notified();
-            if let Err(e) = self.run_due::<A>("1 = 1", &[]).await {
-                tracing::error!(table = self.table.table, error = %e, "running due steps failed; tried again");
-            }
+            let handled = match self.run_due::<A>("1 = 1", &[]).await {
+                Ok(handled) => handled,
+                Err(e) => {
+                    tracing::error!(table = self.table.table, error = %e, "running due steps failed; tried again");
+                    0
+                }
+            };
             let mut wait = poll;
             if let Ok(Some(next)) = self.table.next_due(&self.store).await {
                 let until = (next - self.now()).to_std().unwrap_or(Duration::ZERO);
@@ -65,7 +69,7 @@ impl<P> Runner<P> {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = appended => Store::gather_appends().await,
+                _ = appended => Store::gather_appends(handled).await,
                 _ = tokio::time::sleep(wait) => {}
             }
         }

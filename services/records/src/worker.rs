@@ -392,7 +392,7 @@ impl Worker {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = woken => {}
-                _ = appended => agora_eventstore::Store::gather_appends().await,
+                _ = appended => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
