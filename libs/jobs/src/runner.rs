@@ -78,10 +78,9 @@ impl<P> Runner<P> {
     /// Runs every step due now that meets `condition` (see [`StepTable::due_where`]); how many
     /// this worker handled.
     ///
-    /// Steps are taken in batches: a batch is started in one transaction, its steps are
-    /// performed one after another, in their order, and their outcomes are recorded in
-    /// another. Two commits a batch instead of two a step is what lets the queue keep up with
-    /// a surge of receipts.
+    /// Steps are taken in batches: a batch is started in one transaction (one commit and one
+    /// multi-row append for many steps, which lets the queue keep up with a surge of
+    /// receipts), then its steps are performed one after another, in their order.
     pub async fn run_due<A>(&self, condition: &str, binds: &[&str]) -> Result<usize, StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
@@ -119,16 +118,17 @@ impl<P> Runner<P> {
         Ok(running.into_iter().map(|step| (step.clone(), step.attempts)).collect())
     }
 
-    /// Performs started steps in order and records their outcomes. A step whose lease is
-    /// mostly gone by its turn (the ones before it were slow) is not performed: it is left
-    /// running, and started again once its lease is over.
+    /// Performs started steps in order, recording each outcome as soon as it is known: a
+    /// worker that dies in a batch then repeats at most the step it was in (an e-mail sent
+    /// twice is what a recipient notices), not every step it had done since the batch began.
+    /// A step whose lease is mostly gone by its turn (the ones before it were slow) is not
+    /// performed: it is left running, and started again once its lease is over.
     async fn perform_all<A>(&self, started: Vec<(Step<A>, u32)>) -> Result<(), StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
         P: Perform<A>,
     {
         let taken_at = std::time::Instant::now();
-        let mut outcomes = Vec::with_capacity(started.len());
         for (running, attempt) in started {
             if taken_at.elapsed() > self.retry.lease.mul_f32(0.8) {
                 tracing::warn!(table = self.table.table, step = %running.key, "left for after its lease: the steps before it took too long");
@@ -144,11 +144,8 @@ impl<P> Runner<P> {
             };
             // A refusal means the lease ran out and another worker took the step over.
             if let Ok(event) = event {
-                outcomes.push((running, event));
+                self.record_all(vec![(running, event)]).await?;
             }
-        }
-        if !outcomes.is_empty() {
-            self.record_all(outcomes).await?;
         }
         Ok(())
     }
@@ -174,6 +171,6 @@ impl<P> Runner<P> {
     }
 }
 
-/// Steps taken at once: enough that a surge's receipts cost two commits per this many, few
-/// enough that a slow outside system does not hold a batch past its lease.
+/// Steps taken at once: enough that a surge's receipts are started with one commit per this
+/// many, few enough that a slow outside system does not hold a batch past its lease.
 const BATCH: i64 = 32;
