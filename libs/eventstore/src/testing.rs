@@ -149,7 +149,20 @@ pub async fn nats() -> Option<TestBus> {
 }
 
 /// Polls `check` until it returns `Some`, failing the test with `what` after `seconds`.
-pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match poll_until(std::time::Duration::from_millis(20), seconds, check).await {
+        Some(value) => value,
+        None => panic!("timed out after {seconds} s waiting for {what}"),
+    }
+}
+
+/// Polls `check` every `interval` until it gives a value, for at most `seconds`; `None` when
+/// it never did. For callers that report a timeout as an error rather than a panic.
+pub async fn poll_until<T, F, Fut>(interval: std::time::Duration, seconds: u64, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -157,12 +170,12 @@ where
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {seconds} s waiting for {what}");
+            return None;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -98,8 +98,9 @@ impl<P> Runner<P> {
         }
     }
 
-    /// Starts what is still due of `due`; the steps this worker took.
-    async fn start_all<A>(&self, due: Vec<Step<A>>) -> Result<Vec<(Step<A>, u32)>, StoreError>
+    /// Starts what is still due of `due`; the steps this worker took (their `attempts` is the
+    /// attempt now running).
+    async fn start_all<A>(&self, due: Vec<Step<A>>) -> Result<Vec<Step<A>>, StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
     {
@@ -114,8 +115,7 @@ impl<P> Runner<P> {
         if transitions.is_empty() {
             return Ok(Vec::new());
         }
-        let running = self.record_all(transitions).await?;
-        Ok(running.into_iter().map(|step| (step.clone(), step.attempts)).collect())
+        self.record_all(transitions).await
     }
 
     /// Performs started steps in order, recording each outcome as soon as it is known: a
@@ -123,13 +123,14 @@ impl<P> Runner<P> {
     /// twice is what a recipient notices), not every step it had done since the batch began.
     /// A step whose lease is mostly gone by its turn (the ones before it were slow) is not
     /// performed: it is left running, and started again once its lease is over.
-    async fn perform_all<A>(&self, started: Vec<(Step<A>, u32)>) -> Result<(), StoreError>
+    async fn perform_all<A>(&self, started: Vec<Step<A>>) -> Result<(), StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
         P: Perform<A>,
     {
         let taken_at = std::time::Instant::now();
-        for (running, attempt) in started {
+        for running in started {
+            let attempt = running.attempts;
             if taken_at.elapsed() > self.retry.lease.mul_f32(0.8) {
                 tracing::warn!(table = self.table.table, step = %running.key, "left for after its lease: the steps before it took too long");
                 continue;

@@ -187,8 +187,8 @@ impl StepTable {
         );
         let mut moved = Vec::with_capacity(transitions.len());
         let mut events = Vec::with_capacity(transitions.len());
-        for (step, step_event) in transitions {
-            let mut after = step.clone();
+        for (mut after, step_event) in transitions {
+            let read_at = after.sequence;
             after.apply(&step_event);
             let json = serde_json::to_string(&after).map_err(|e| corrupt("step", e))?;
             let changed = on_tx!(tx, conn => {
@@ -197,9 +197,9 @@ impl StepTable {
                     .bind(millis(after.due_at))
                     .bind(after.sequence)
                     .bind(json)
-                    .bind(&step.group)
-                    .bind(&step.key)
-                    .bind(step.sequence)
+                    .bind(&after.group)
+                    .bind(&after.key)
+                    .bind(read_at)
                     .execute(&mut **conn)
                     .await?
                     .rows_affected()
@@ -208,8 +208,8 @@ impl StepTable {
                 continue;
             }
             let payload = serde_json::to_value(&step_event).map_err(|e| corrupt("step event", e))?;
-            let stream = Self::stream(&step.group, &step.key);
-            events.push(new_event(self.aggregate, stream, step.sequence + 1, step_event.name(), payload, actor)?);
+            let stream = Self::stream(&after.group, &after.key);
+            events.push(new_event(self.aggregate, stream, read_at + 1, step_event.name(), payload, actor)?);
             moved.push(after);
         }
         let recorded = store.append_in(tx, &events).await?;

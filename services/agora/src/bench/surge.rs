@@ -325,21 +325,14 @@ where
 }
 
 /// Polls `check` every `interval` until it gives a value, for at most `seconds`.
-async fn eventually_every<T, F, Fut>(interval: Duration, seconds: u64, what: &str, mut check: F) -> anyhow::Result<T>
+async fn eventually_every<T, F, Fut>(interval: Duration, seconds: u64, what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("gave up waiting {seconds} s for {what}");
-        }
-        tokio::time::sleep(interval).await;
-    }
+    agora_eventstore::testing::poll_until(interval, seconds, check)
+        .await
+        .with_context(|| format!("gave up waiting {seconds} s for {what}"))
 }
 
 fn with_search_path(url: &str, schema: &str) -> String {
