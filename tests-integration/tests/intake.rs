@@ -59,10 +59,12 @@ fn clock(time: &str) -> Clock {
 }
 
 fn submission(hearing_id: Uuid, key: &str, text: &str) -> Submission {
+    let respondent = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Citizen);
     Submission {
         idempotency_key: key.into(),
         hearing_id,
-        author: format!("user:{}", Uuid::now_v7()),
+        author: format!("user:{}", respondent.user_id),
+        respondent,
         on_behalf_of: None,
         text: text.into(),
         terms_version: "2026-01".into(),
@@ -145,14 +147,16 @@ async fn refusals(mut h: Harness) {
     org.on_behalf_of = Some(OnBehalfOf::Organisation { name: "Grundejerforeningen".into() });
     assert_eq!(intake.submit(org).await.expect("accepted").number, 1, "refused submits took no number");
 
-    // A draft does not take responses.
+    // A draft does not take responses: to a citizen it is not there at all (as the hearing
+    // service answers them), its owner is told why.
     let draft = h.draft(&people.karen, "lokalplan", "Kladde", "2026-12-10", "2026-12-30").await;
     learn_hearings(&h).await;
     let draft = Uuid::parse_str(&draft).expect("uuid");
-    assert_eq!(
-        intake.submit(submission(draft, "d", "Svar")).await,
-        Err(IntakeError::NotAcceptingResponses("Draft".into()))
-    );
+    assert_eq!(intake.submit(submission(draft, "d", "Svar")).await, Err(IntakeError::HearingNotFound(draft)));
+    let mut own = submission(draft, "d-own", "Svar");
+    own.respondent = people.karen.clone();
+    own.author = format!("user:{}", own.respondent.user_id);
+    assert_eq!(intake.submit(own).await, Err(IntakeError::NotAcceptingResponses("Draft".into())));
 }
 on_both_backends!(refused_submits_are_named_and_store_nothing, refusals);
 

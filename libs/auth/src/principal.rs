@@ -175,6 +175,18 @@ impl Principal {
         self.has_role(Role::HearingCreator) || self.is_administrator()
     }
 
+    /// Every reference an invitation or membership may name the principal by: `user:<id>`,
+    /// `company:<reference>` for a company user, and the pseudonyms of invitations made
+    /// before the first login.
+    pub fn member_references(&self) -> Vec<String> {
+        let mut refs = vec![format!("user:{}", self.user_id)];
+        if let Some(company) = &self.company {
+            refs.push(format!("company:{company}"));
+        }
+        refs.extend(self.references.iter().cloned());
+        refs
+    }
+
     /// Whether the principal acts as a member of staff.
     pub fn is_employee(&self) -> bool {
         self.capacity == Capacity::Employee

@@ -322,6 +322,11 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx checks a connection with a round trip as it goes back to the pool already;
+            // another as it is taken out was a round trip more on every transaction (a tenth of
+            // the identity and response services' time in a surge). A connection broken since
+            // (PostgreSQL restarted) fails its next statement, which every caller retries.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Self::from_backend(Backend::Postgres(pool)))

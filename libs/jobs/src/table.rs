@@ -3,12 +3,20 @@
 //! work queue. On SQLite the reads go through the reader pool, so that a read never waits for
 //! the one writer connection.
 
-use agora_eventstore::{DbTx, EventContext, NewEvent, RecordedEvent, Store, StoreError, on_reader, on_tx};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use agora_eventstore::{
+    DbTx, EventContext, NewEvent, RecordedEvent, Store, StoreError, on_reader, on_tx, placeholders,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::step::{Step, StepEvent, StepState};
+
+/// Steps planned with one statement: six parameters each, well within what PostgreSQL
+/// (65,535) and SQLite (32,766) take in one statement.
+const PLANNED_AT_ONCE: usize = 1000;
 
 /// One service's steps: their table and the aggregate type of their streams.
 #[derive(Debug, Clone, Copy)]
@@ -102,43 +110,90 @@ impl StepTable {
         steps: Vec<(String, A)>,
         actor: &str,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let steps = steps.into_iter().map(|(key, action)| (group.to_string(), key, action)).collect();
+        self.plan_all_in(store, tx, steps, actor).await
+    }
+
+    /// Adds steps (group, key, action), each after its group's last one, with a few statements
+    /// for the lot however many groups they are in (an event handler's batch plans a receipt
+    /// for each of hundreds of respondents). A key already planned, here or earlier, is left
+    /// as it is and gets no event.
+    pub async fn plan_all_in<A: Serialize + DeserializeOwned + Clone>(
+        &self,
+        store: &Store,
+        tx: &mut DbTx,
+        steps: Vec<(String, String, A)>,
+        actor: &str,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut seen = HashSet::new();
+        let steps: Vec<(String, String, A)> =
+            steps.into_iter().filter(|(group, key, _)| seen.insert((group.clone(), key.clone()))).collect();
         if steps.is_empty() {
             return Ok(Vec::new());
         }
         let table = self.table;
-        let last_sql = format!("SELECT MAX(position) FROM {table} WHERE group_id = $1");
-        let (last,): (Option<i64>,) = on_tx!(tx, conn => {
-            sqlx::query_as(&last_sql).bind(group).fetch_one(&mut **conn).await?
-        });
-        // A key planned already (by an earlier event, or by another replica at the same
-        // moment) keeps its row: the insert does nothing, and no event is written for it.
-        let insert_sql = format!(
-            "INSERT INTO {table} (group_id, step_key, position, state, due_at, sequence, step) \
-             VALUES ($1, $2, $3, $4, NULL, 1, $5) ON CONFLICT (group_id, step_key) DO NOTHING"
-        );
-        let mut position = last.unwrap_or(0);
-        let mut events = Vec::new();
-        for (key, action) in steps {
-            let step = Step::planned(group, &key, position + 1, action.clone());
-            let json = serde_json::to_string(&step).map_err(|e| corrupt("step", e))?;
-            let inserted = on_tx!(tx, conn => {
-                sqlx::query(&insert_sql)
-                    .bind(group)
-                    .bind(&key)
-                    .bind(position + 1)
-                    .bind(step.state.as_str())
-                    .bind(json)
-                    .execute(&mut **conn)
-                    .await?
-                    .rows_affected()
+        let postgres = tx.is_postgres();
+        let groups: Vec<&str> =
+            steps.iter().map(|(group, ..)| group.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+        let mut last: HashMap<String, i64> = HashMap::new();
+        for chunk in groups.chunks(PLANNED_AT_ONCE) {
+            let list = placeholders(postgres, 1, chunk.len());
+            let sql = format!("SELECT group_id, MAX(position) FROM {table} WHERE group_id IN {list} GROUP BY group_id");
+            let rows: Vec<(String, i64)> = on_tx!(tx, conn => {
+                let mut query = sqlx::query_as(&sql);
+                for group in chunk {
+                    query = query.bind(*group);
+                }
+                query.fetch_all(&mut **conn).await?
             });
-            if inserted == 0 {
+            last.extend(rows);
+        }
+        let mut planned = Vec::with_capacity(steps.len());
+        for (group, key, action) in steps {
+            let position = last.entry(group.clone()).or_insert(0);
+            *position += 1;
+            let step = Step::planned(&group, &key, *position, action);
+            let json = serde_json::to_string(&step).map_err(|e| corrupt("step", e))?;
+            planned.push((step, json));
+        }
+        // A key planned already (by an earlier event, or by another replica at the same
+        // moment) keeps its row: the insert does nothing for it, and returns it not.
+        let mut inserted = HashSet::new();
+        for chunk in planned.chunks(PLANNED_AT_ONCE) {
+            let sql = format!(
+                "INSERT INTO {table} (group_id, step_key, position, state, sequence, step) VALUES {} \
+                 ON CONFLICT (group_id, step_key) DO NOTHING RETURNING group_id, step_key",
+                placeholders(postgres, chunk.len(), 6)
+            );
+            let rows: Vec<(String, String)> = on_tx!(tx, conn => {
+                let mut query = sqlx::query_as(&sql);
+                for (step, json) in chunk {
+                    query = query
+                        .bind(&step.group)
+                        .bind(&step.key)
+                        .bind(step.position)
+                        .bind(step.state.as_str())
+                        .bind(step.sequence)
+                        .bind(json);
+                }
+                query.fetch_all(&mut **conn).await?
+            });
+            inserted.extend(rows);
+        }
+        let mut events = Vec::with_capacity(inserted.len());
+        for (step, _) in planned {
+            if !inserted.contains(&(step.group.clone(), step.key.clone())) {
                 continue;
             }
-            position += 1;
-            let first = StepEvent::StepPlanned { group: group.into(), key: key.clone(), position, action };
+            let stream = Self::stream(&step.group, &step.key);
+            let first = StepEvent::StepPlanned {
+                group: step.group,
+                key: step.key,
+                position: step.position,
+                action: step.action,
+            };
             let payload = serde_json::to_value(&first).map_err(|e| corrupt("step event", e))?;
-            events.push(new_event(self.aggregate, Self::stream(group, &key), 1, first.name(), payload, actor)?);
+            events.push(new_event(self.aggregate, stream, 1, first.name(), payload, actor)?);
         }
         store.append_in(tx, &events).await
     }

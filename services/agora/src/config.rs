@@ -565,15 +565,7 @@ impl RunArgs {
         };
         let gateway =
             if targets.iter().any(|t| t == "gateway") { Some(self.gateway_settings(&targets)?) } else { None };
-        if !(-3650..=3650).contains(&self.clock_offset_days) {
-            bail!("AGORA_CLOCK_OFFSET_DAYS must be within ten years (got {})", self.clock_offset_days);
-        }
-        let offset = chrono::Duration::days(self.clock_offset_days);
-        let clock: agora_identity::app::Clock = if offset.is_zero() {
-            std::sync::Arc::new(chrono::Utc::now)
-        } else {
-            std::sync::Arc::new(move || chrono::Utc::now() + offset)
-        };
+        let clock = shifted_clock(self.clock_offset_days)?;
         Ok(Settings {
             notification,
             gateway,
@@ -717,6 +709,19 @@ pub fn embedded_identity_settings(data_dir: &Path, access_ttl: chrono::Duration)
 
 fn embedded_identity_settings_with(master: MasterKey, pseudonym_key: &[u8]) -> IdentitySettings {
     IdentitySettings { dev_login: true, ..IdentitySettings::new(DEV_ISSUER, AUDIENCE, master, pseudonym_key) }
+}
+
+/// The services' clock, `days` ahead of the real one (AGORA_CLOCK_OFFSET_DAYS).
+pub fn shifted_clock(days: i64) -> anyhow::Result<agora_identity::app::Clock> {
+    if !(-3650..=3650).contains(&days) {
+        bail!("AGORA_CLOCK_OFFSET_DAYS must be within ten years (got {days})");
+    }
+    let offset = chrono::Duration::days(days);
+    Ok(if offset.is_zero() {
+        std::sync::Arc::new(chrono::Utc::now)
+    } else {
+        std::sync::Arc::new(move || chrono::Utc::now() + offset)
+    })
 }
 
 /// The embedded mode's master key, made on first start and kept in the data dir.

@@ -122,6 +122,10 @@ enum TokenCommand {
         user: String,
         #[arg(long, env = "AGORA_DATA_DIR", default_value = "./agora-data")]
         data_dir: std::path::PathBuf,
+        /// Issues it as if this many days from now (the services' shifted clock, for tests:
+        /// a negative offset gives a token that has already expired).
+        #[arg(long, env = "AGORA_CLOCK_OFFSET_DAYS", default_value_t = 0, hide = true, allow_negative_numbers = true)]
+        clock_offset_days: i64,
     },
 }
 
@@ -146,8 +150,8 @@ fn main() -> std::process::ExitCode {
                 tools::rebuild(connect).await.map(|_| 0)
             }
             Command::Gdpr { command: GdprCommand::Export(args) } => tools::gdpr_export(args).await.map(|_| 0),
-            Command::Token { command: TokenCommand::Issue { user, data_dir } } => {
-                tools::issue_token(&data_dir, &user).await.map(|_| 0)
+            Command::Token { command: TokenCommand::Issue { user, data_dir, clock_offset_days } } => {
+                tools::issue_token(&data_dir, &user, clock_offset_days).await.map(|_| 0)
             }
             Command::Keys { command: KeysCommand::Rewrap { connect, master } } => {
                 tools::rewrap_keys(connect, master).await.map(|_| 0)

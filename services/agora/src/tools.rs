@@ -172,13 +172,14 @@ pub async fn rebuild(connect: ConnectArgs) -> anyhow::Result<()> {
 
 /// A development token for a demo user, from the identity service of the embedded data dir
 /// (the same keys as the portal running there). Valid 8 hours, for trying the API by hand.
-pub async fn issue_token(data_dir: &Path, handle: &str) -> anyhow::Result<()> {
+pub async fn issue_token(data_dir: &Path, handle: &str, clock_offset_days: i64) -> anyhow::Result<()> {
     let connect = ConnectArgs { data_dir: data_dir.to_path_buf(), database_url: None, database_pool: 32 };
     let store = connect.store().await?;
     store.migrate().await.context("cannot create the event store tables")?;
     agora_identity::store::migrate(&store).await.context("cannot create the identity tables")?;
     let settings = embedded_identity_settings(data_dir, chrono::Duration::hours(8))?;
-    let app = agora_identity::app::IdentityApp::new(store, settings, Vec::new(), Arc::new(chrono::Utc::now)).await?;
+    let clock = crate::config::shifted_clock(clock_offset_days)?;
+    let app = agora_identity::app::IdentityApp::new(store, settings, Vec::new(), clock).await?;
     let session = app.dev_login(handle).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", session.access_token);
     eprintln!(

@@ -62,8 +62,8 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
         assert!(dir.path().join("records").join(number).join("metadata.json").exists(), "case folder {number}");
     }
 
-    // A citizen responds to the active demo hearing; the response service learnt of it from
-    // the hearing service's integration events.
+    // A citizen responds to an active demo hearing open to everyone; the response service
+    // learnt of it from the hearing service's integration events.
     let token = |user: &str| {
         let user = user.to_string();
         let data_dir = data_dir.to_string();
@@ -74,7 +74,8 @@ async fn the_embedded_portal_starts_with_demo_data_and_keeps_it_across_restarts(
         }
     };
     let active =
-        mine.hearings.iter().find(|h| h.status == pb::HearingStatus::Active as i32).expect("an active hearing");
+        mine.hearings.iter().find(|h| h.status == pb::HearingStatus::Active as i32 && !h.closed && !h.internal);
+    let active = active.expect("an active hearing open to everyone");
     let citizen = token("birgitte").await;
     let mut responses = agora_proto::response::v1::response_service_client::ResponseServiceClient::connect(format!(
         "http://{grpc_addr}"

@@ -102,7 +102,7 @@ async fn invitees_are_invited_once_each_though_the_notification_service_is_kille
     .await;
     let (notification, _, _) = d.start_more("notification", &notification_env).await;
 
-    let received = smtp.wait_for(5).await;
+    let received = smtp.wait_for_recipients(5).await;
     let mut invited: Vec<String> =
         received.iter().filter_map(|m| m["rcpt_tos"][0].as_str().map(str::to_string)).collect();
     invited.sort();

@@ -116,7 +116,11 @@ async fn embedded() -> (tempfile::TempDir, Running, u16) {
 }
 
 async fn embedded_with(envs: &[(&str, &str)]) -> (tempfile::TempDir, Running, u16) {
-    let dir = tempfile::tempdir().expect("tmp");
+    embedded_in(tempfile::tempdir().expect("tmp"), envs).await
+}
+
+/// The embedded portal on a data dir a test has prepared.
+async fn embedded_in(dir: tempfile::TempDir, envs: &[(&str, &str)]) -> (tempfile::TempDir, Running, u16) {
     let (grpc, http) = (free_port(), free_port());
     let (grpc_addr, http_addr) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{http}"));
     let data_dir = dir.path().to_str().expect("utf-8").to_string();
@@ -1117,11 +1121,20 @@ fn zip_entries(bytes: &[u8]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn hostile_input_is_refused_or_comes_back_harmless() {
-    let (dir, running, port) = embedded_with(&[
-        ("AGORA_RATE_LIMIT_PER_CLIENT", "0"),
-        ("AGORA_RATE_LIMIT_PER_USER", "0"),
-        ("AGORA_MAX_BODY_MB", "1"),
-    ])
+    // A token the deployment's own key signed, that expired yesterday: issued as of two days
+    // ago, before the portal first starts (its signing key is then in force since then).
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, expired, err) = output(
+        &["token", "issue", "karen", "--data-dir", dir.path().to_str().expect("utf-8")],
+        &[("AGORA_CLOCK_OFFSET_DAYS", "-2")],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let expired = expired.trim().to_string();
+    let (dir, running, port) = embedded_in(
+        dir,
+        &[("AGORA_RATE_LIMIT_PER_CLIENT", "0"), ("AGORA_RATE_LIMIT_PER_USER", "0"), ("AGORA_MAX_BODY_MB", "1")],
+    )
     .await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -1226,7 +1239,8 @@ async fn hostile_input_is_refused_or_comes_back_harmless() {
         assert!(!answer.text().await.unwrap_or_default().contains("SQLite format"), "{path} served a file");
     }
 
-    // Tokens: one signed by a stranger's key, one altered, one claiming no signature at all.
+    // Tokens: one signed by a stranger's key, one altered, one claiming no signature at all,
+    // and the expired one.
     let stranger = agora_auth::TokenIssuer::new(
         agora_auth::SigningKey::generate_with_kid("k1").expect("key"),
         "agora-dev",
@@ -1244,7 +1258,14 @@ async fn hostile_input_is_refused_or_comes_back_harmless() {
         parts.join(".")
     };
     let unsigned = format!("eyJhbGciOiJub25lIn0.{}.", owner.split('.').nth(1).expect("payload"));
-    for (what, bad) in [("forged", forged), ("altered", altered), ("unsigned", unsigned), ("junk", "x.y.z".into())] {
+    let bad_tokens = [
+        ("forged", forged),
+        ("altered", altered),
+        ("unsigned", unsigned),
+        ("expired", expired),
+        ("junk", "x.y.z".into()),
+    ];
+    for (what, bad) in bad_tokens {
         let answer = http
             .get(format!("{base}/api/v1/hearings/{ACTIVE}/exports/responses.xlsx"))
             .bearer_auth(&bad)
@@ -1514,6 +1535,49 @@ async fn every_command_and_private_read_refuses_everyone_it_is_not_for() {
         if status != expected {
             wrong.push(format!("GET {path} of the reviewed hearing as {role}: {status}, expected {expected}"));
         }
+    }
+    // The closed internal hearing: its staff (Karen owns it) and its one invitee (Erik) see
+    // it, read its responses and respond to it; to everyone else it is not there at all, not
+    // even to an employee who owns other hearings (Lars).
+    const CLOSED: &str = "00000000-0000-7000-9000-000000000005";
+    let sees_closed = ["erik", "karen", "admin"];
+    for role in ROLES {
+        let expected = if sees_closed.contains(&role) { 200 } else { 404 };
+        for path in [format!("/api/v1/hearings/{CLOSED}"), format!("/api/v1/hearings/{CLOSED}/responses")] {
+            let mut request = http.get(format!("{base}{path}"));
+            if let Some(token) = tokens.get(role) {
+                request = request.bearer_auth(token);
+            }
+            let status = request.send().await.expect("answer").status().as_u16();
+            if status != expected {
+                wrong.push(format!("GET {path} as {role}: {status}, expected {expected}"));
+            }
+        }
+    }
+    for role in ROLES.iter().filter(|role| !sees_closed.contains(role)) {
+        let mut request = http
+            .post(format!("{base}/api/v1/hearings/{CLOSED}/responses"))
+            .header("idempotency-key", format!("closed-{role}"))
+            .json(&serde_json::json!({"text": "Et svar, uden invitation.", "terms_version": "2026-01"}));
+        if let Some(token) = tokens.get(role) {
+            request = request.bearer_auth(token);
+        }
+        let status = request.send().await.expect("answer").status().as_u16();
+        let expected = if *role == "anonymous" { 401 } else { 404 };
+        if status != expected {
+            wrong.push(format!("POST a response to the closed hearing as {role}: {status}, expected {expected}"));
+        }
+    }
+    let invitee = http
+        .post(format!("{base}/api/v1/hearings/{CLOSED}/responses"))
+        .bearer_auth(&tokens["erik"])
+        .header("idempotency-key", "closed-erik")
+        .json(&serde_json::json!({"text": "Et svar fra en inviteret.", "terms_version": "2026-01"}))
+        .send()
+        .await
+        .expect("answer");
+    if invitee.status().as_u16() != 201 {
+        wrong.push(format!("POST a response to the closed hearing as its invitee: {}", invitee.status()));
     }
     assert!(wrong.is_empty(), "{} of the matrix is wrong:\n{}", wrong.len(), wrong.join("\n"));
     stop(running).await;

@@ -23,7 +23,8 @@ pub use session::SessionKey;
 /// What every handler shares: the services' clients and the key that signs CSRF tokens.
 #[derive(Clone)]
 pub struct Gateway {
-    pub services: Services,
+    /// Shared: every request clones the gateway, which cloned seven gRPC channels with it.
+    pub services: Arc<Services>,
     pub sessions: Arc<SessionKey>,
     pub settings: Arc<Settings>,
     pub limits: Arc<limits::Limits>,
@@ -49,7 +50,12 @@ impl Default for Settings {
 
 impl Gateway {
     pub fn new(services: Services, sessions: SessionKey, settings: Settings) -> Self {
-        Self { services, sessions: Arc::new(sessions), settings: Arc::new(settings), limits: Default::default() }
+        Self {
+            services: Arc::new(services),
+            sessions: Arc::new(sessions),
+            settings: Arc::new(settings),
+            limits: Default::default(),
+        }
     }
 
     pub fn with_limits(mut self, limits: limits::Limits) -> Self {

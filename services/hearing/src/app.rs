@@ -274,7 +274,7 @@ impl HearingApp {
     fn facts(hearing: &Hearing, viewer: Option<&Principal>) -> HearingFacts {
         let (reviewer, invitee) = match viewer {
             Some(viewer) => {
-                let refs = crate::queries::viewer_references(viewer);
+                let refs = viewer.member_references();
                 (hearing.reviewers.contains(&viewer.user_id), hearing.invitees.keys().any(|k| refs.contains(k)))
             }
             None => (false, false),

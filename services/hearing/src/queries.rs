@@ -108,17 +108,6 @@ enum Param {
     Int(i64),
 }
 
-/// The references a viewer is known by in membership rows.
-pub fn viewer_references(viewer: &Principal) -> Vec<String> {
-    let mut refs = vec![format!("user:{}", viewer.user_id)];
-    if let Some(company) = &viewer.company {
-        refs.push(format!("company:{company}"));
-    }
-    // Invitations made before the first login: by the CPR number's pseudonym.
-    refs.extend(viewer.references.iter().cloned());
-    refs
-}
-
 const PUBLISHED: &str = "status IN ('AwaitingStartDate','Active','AwaitingConclusion','Concluded')";
 const COLUMNS: &str = "id, version, status, hearing_type_id, hearing_type_name, internal, closed, title, summary, subject_area_id, \
     city_area_id, kle_number, start_date, deadline, owner_id, case_number, updated_at";
@@ -148,7 +137,7 @@ impl Sql {
         if viewer.is_administrator() {
             return;
         }
-        let refs = viewer_references(viewer);
+        let refs = viewer.member_references();
         let me = self.param(Param::Text(viewer.user_id.to_string()));
         let member_refs = self.in_list(&refs);
         let employee = self.param(Param::Bool(viewer.is_employee()));
@@ -273,7 +262,7 @@ pub async fn list_hearings(store: &Store, viewer: Option<&Principal>, query: &Li
 pub async fn dashboard(store: &Store, viewer: &Principal) -> Result<Vec<HearingSummary>, StoreError> {
     let mut sql = Sql { clauses: Vec::new(), params: Vec::new() };
     let me = sql.param(Param::Text(viewer.user_id.to_string()));
-    let refs = sql.in_list(&viewer_references(viewer));
+    let refs = sql.in_list(&viewer.member_references());
     let query = format!(
         "SELECT {COLUMNS} FROM hearing_list WHERE owner_id = {me} OR id IN \
          (SELECT hearing_id FROM hearing_members WHERE role = 'reviewer' AND reference IN ({refs})) ORDER BY updated_at DESC"
@@ -305,7 +294,7 @@ pub async fn due_for_transition(store: &Store, now: DateTime<Utc>) -> Result<Vec
 
 /// Whether a viewer is a reviewer or invitee of a hearing, from the membership table.
 pub async fn membership(store: &Store, hearing_id: &str, viewer: &Principal) -> Result<(bool, bool), StoreError> {
-    let refs = viewer_references(viewer);
+    let refs = viewer.member_references();
     let placeholders: Vec<String> = (0..refs.len()).map(|i| format!("${}", i + 2)).collect();
     let query =
         format!("SELECT role FROM hearing_members WHERE hearing_id = $1 AND reference IN ({})", placeholders.join(","));

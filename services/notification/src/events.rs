@@ -3,6 +3,8 @@
 //! calls for in the same transaction that marks the event handled. No address or name is
 //! looked up here: that happens when a message is sent.
 
+use std::collections::HashMap;
+
 use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler};
 use agora_eventstore::{DbTx, Store, StoreError, on_tx};
 use agora_proto::hearing::v1 as hearing_pb;
@@ -270,25 +272,50 @@ impl IntegrationHandler for ResponseEventsHandler {
     }
 
     async fn handle(&self, tx: &mut DbTx, event: &IntegrationEvent) -> Result<(), String> {
-        let mut counts = ResponseCounts::default();
-        self.handle_counting(tx, event, &mut counts).await?;
-        counts.write_in(tx).await.map_err(failed)
+        let mut batch = Batch::default();
+        self.handle_in_batch(tx, event, &mut batch).await?;
+        batch.finish(&self.store, tx).await
+    }
+}
+
+/// What the events of one batch share: a surge's batch is hundreds of responses to one
+/// hearing, which is read once instead of once a response.
+#[derive(Default)]
+struct Batch {
+    /// New responses, counted into the digest at the batch's end.
+    counts: ResponseCounts,
+    /// The hearings read so far; a hearing event empties it.
+    hearings: HashMap<String, HearingInfo>,
+    /// The messages the responses call for, queued together.
+    messages: Vec<outbox::Delivery>,
+    /// The deliveries to webhooks the events call for, queued together.
+    webhook_deliveries: Vec<(String, String, crate::webhooks::Delivery)>,
+}
+
+impl Batch {
+    /// Queues the messages so far (before a hearing event queues its own, so that a recipient's
+    /// messages keep the order of the events).
+    async fn queue_messages(&mut self, store: &Store, tx: &mut DbTx) -> Result<(), String> {
+        outbox::enqueue_in(store, tx, std::mem::take(&mut self.messages)).await.map_err(failed)?;
+        Ok(())
+    }
+
+    /// Queues what is left and counts the new responses into the digest.
+    async fn finish(mut self, store: &Store, tx: &mut DbTx) -> Result<(), String> {
+        self.queue_messages(store, tx).await?;
+        crate::webhooks::enqueue_in(store, tx, self.webhook_deliveries).await.map_err(failed)?;
+        self.counts.write_in(tx).await.map_err(failed)
     }
 }
 
 impl ResponseEventsHandler {
-    /// Handles a response event; a new response is counted into `counts` for the digest.
-    async fn handle_counting(
-        &self,
-        tx: &mut DbTx,
-        event: &IntegrationEvent,
-        counts: &mut ResponseCounts,
-    ) -> Result<(), String> {
+    /// Handles a response event; a new response is counted into the batch for the digest.
+    async fn handle_in_batch(&self, tx: &mut DbTx, event: &IntegrationEvent, batch: &mut Batch) -> Result<(), String> {
         let trigger = match event.event_type.rsplit('.').next().unwrap_or_default() {
             "ResponseSubmitted" => {
                 let submitted = response_pb::ResponseSubmitted::decode(event.data.clone()).map_err(failed)?;
                 let state = submitted.response.ok_or("ResponseSubmitted without its state")?;
-                counts.count(&state.hearing_id, event.time);
+                batch.counts.count(&state.hearing_id, event.time);
                 if !state.registered_by_owner {
                     on_tx!(tx, conn => {
                         sqlx::query(
@@ -312,8 +339,15 @@ impl ResponseEventsHandler {
             _ => return Ok(()),
         };
         let (hearing_id, trigger) = trigger;
-        let hearing = hearing_in(tx, &hearing_id).await.map_err(failed)?;
-        enqueue(&self.store, tx, &trigger, &hearing, event, &self.links).await
+        let hearing = match batch.hearings.get(&hearing_id) {
+            Some(hearing) => hearing,
+            None => {
+                let hearing = hearing_in(tx, &hearing_id).await.map_err(failed)?;
+                batch.hearings.entry(hearing_id).or_insert(hearing)
+            }
+        };
+        batch.messages.extend(plan(&trigger, hearing, event.id, &self.links));
+        Ok(())
     }
 }
 
@@ -350,15 +384,18 @@ impl IntegrationHandler for EventsHandler {
     }
 
     async fn handle_all(&self, tx: &mut DbTx, events: &[&IntegrationEvent]) -> Result<(), String> {
-        let mut counts = ResponseCounts::default();
+        let mut batch = Batch::default();
+        let webhooks = crate::webhooks::active_in(tx).await.map_err(failed)?;
         for event in events {
-            crate::webhooks::enqueue_in(&self.hearings.store, tx, event).await.map_err(failed)?;
+            batch.webhook_deliveries.extend(crate::webhooks::deliveries_of(&webhooks, event));
             if event.event_type.starts_with("dk.agora.hearing.") {
+                batch.queue_messages(&self.hearings.store, tx).await?;
+                batch.hearings.clear();
                 self.hearings.handle(tx, event).await?;
             } else if event.event_type.starts_with("dk.agora.response.") {
-                self.responses.handle_counting(tx, event, &mut counts).await?;
+                self.responses.handle_in_batch(tx, event, &mut batch).await?;
             }
         }
-        counts.write_in(tx).await.map_err(failed)
+        batch.finish(&self.hearings.store, tx).await
     }
 }

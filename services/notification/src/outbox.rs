@@ -46,12 +46,11 @@ pub type Message = Step<Delivery>;
 /// Queues messages in the caller's transaction (an event handler's); a Message-ID already
 /// queued is left as it is. Returns how many were new.
 pub async fn enqueue_in(store: &Store, tx: &mut DbTx, deliveries: Vec<Delivery>) -> Result<usize, StoreError> {
-    let mut new = 0;
-    for delivery in deliveries {
-        let (group, key) = (delivery.recipient.reference(), delivery.message_id.clone());
-        new += MESSAGES.plan_in(store, tx, &group, vec![(key, delivery)], ACTOR).await?.len();
-    }
-    Ok(new)
+    let steps = deliveries
+        .into_iter()
+        .map(|delivery| (delivery.recipient.reference(), delivery.message_id.clone(), delivery))
+        .collect();
+    Ok(MESSAGES.plan_all_in(store, tx, steps, ACTOR).await?.len())
 }
 
 /// Where e-mail goes (SMTP in production; tests wrap it).

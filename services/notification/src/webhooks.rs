@@ -231,28 +231,51 @@ pub async fn deliveries(store: &Store, webhook_id: &str) -> Result<Vec<DeliveryS
     DELIVERIES.steps(store, webhook_id).await
 }
 
-/// Queues the deliveries of `event` to every active webhook that wants it, in the event
-/// handler's transaction.
-pub async fn enqueue_in(store: &Store, tx: &mut DbTx, event: &IntegrationEvent) -> Result<usize, StoreError> {
-    let hooks: Vec<(String, String)> = on_tx!(tx, conn => {
+/// A webhook that takes deliveries now.
+pub struct ActiveWebhook {
+    pub webhook_id: String,
+    /// The pattern of event types it wants.
+    pub event_types: String,
+}
+
+/// The active webhooks, read once for a batch of events.
+pub async fn active_in(tx: &mut DbTx) -> Result<Vec<ActiveWebhook>, StoreError> {
+    let rows: Vec<(String, String)> = on_tx!(tx, conn => {
         sqlx::query_as("SELECT webhook_id, event_type FROM notification_webhooks WHERE status = 'active'")
             .fetch_all(&mut **conn)
             .await?
     });
-    let mut queued = 0;
+    Ok(rows.into_iter().map(|(webhook_id, event_types)| ActiveWebhook { webhook_id, event_types }).collect())
+}
+
+/// The deliveries of `event` to each of `webhooks` that wants it: (webhook, event id, delivery),
+/// for [`enqueue_in`].
+pub fn deliveries_of(webhooks: &[ActiveWebhook], event: &IntegrationEvent) -> Vec<(String, String, Delivery)> {
     let mut body = None;
-    for (webhook_id, _) in hooks.into_iter().filter(|(_, pattern)| matches(pattern, &event.event_type)) {
-        let body = body.get_or_insert_with(|| cloud_event(event)).clone();
-        let delivery = Delivery {
-            webhook_id: webhook_id.clone(),
-            event_id: event.id.to_string(),
-            event_type: event.event_type.clone(),
-            body,
-        };
-        let key = event.id.to_string();
-        queued += DELIVERIES.plan_in(store, tx, &webhook_id, vec![(key, delivery)], crate::outbox::ACTOR).await?.len();
-    }
-    Ok(queued)
+    webhooks
+        .iter()
+        .filter(|hook| matches(&hook.event_types, &event.event_type))
+        .map(|hook| {
+            let body = body.get_or_insert_with(|| cloud_event(event)).clone();
+            let delivery = Delivery {
+                webhook_id: hook.webhook_id.clone(),
+                event_id: event.id.to_string(),
+                event_type: event.event_type.clone(),
+                body,
+            };
+            (hook.webhook_id.clone(), event.id.to_string(), delivery)
+        })
+        .collect()
+}
+
+/// Queues deliveries in the event handler's transaction; one already queued is left as it
+/// is. Returns how many were new.
+pub async fn enqueue_in(
+    store: &Store,
+    tx: &mut DbTx,
+    deliveries: Vec<(String, String, Delivery)>,
+) -> Result<usize, StoreError> {
+    Ok(DELIVERIES.plan_all_in(store, tx, deliveries, crate::outbox::ACTOR).await?.len())
 }
 
 /// Delivers what is due.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use agora_auth::Principal;
 use agora_eventstore::{AggregateStore, EventContext, EventRepository, NewEvent, Store, StoreError};
 use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventStore};
@@ -98,6 +99,20 @@ impl ResponseApp {
     /// The hearing's terms as the service knows them.
     pub async fn terms(&self, hearing_id: Uuid) -> Result<Option<HearingTerms>, ResponseAppError> {
         Ok(crate::hearings::terms(&self.store, hearing_id).await?)
+    }
+
+    /// Whether `viewer` (`None`: the public) may see the hearing and its responses; a
+    /// hearing not known here hides nothing.
+    pub async fn may_see(&self, hearing_id: Uuid, viewer: Option<&Principal>) -> Result<bool, ResponseAppError> {
+        let Some(terms) = self.terms(hearing_id).await? else { return Ok(true) };
+        if crate::domain::may_see(&terms, viewer, || false) {
+            return Ok(true);
+        }
+        let Some(viewer) = viewer else { return Ok(false) };
+        let mut tx = self.store.begin().await?;
+        let invited = crate::hearings::invited_in(&mut tx, hearing_id, &viewer.member_references()).await?;
+        tx.rollback().await.map_err(StoreError::from)?;
+        Ok(crate::domain::may_see(&terms, Some(viewer), || invited))
     }
 
     /// Loads a response, decides the command for `actor`, commits.

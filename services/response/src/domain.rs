@@ -1,5 +1,7 @@
 //! Responses and the rules for accepting them. Pure: time and the hearing's state come in.
 
+use agora_auth::Principal;
+use agora_auth::visibility::{HearingFacts, can_see_hearing};
 use chrono::{DateTime, SecondsFormat, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,36 @@ pub struct HearingTerms {
     pub public: bool,
     /// What a response may carry, from the hearing's type.
     pub rules: ResponseRules,
+    /// For the municipality's staff (and those invited) only.
+    pub internal: bool,
+    /// For those invited only.
+    pub closed: bool,
+}
+
+impl HearingTerms {
+    /// What the visibility rules need to know of this hearing for `viewer`.
+    pub fn facts(&self, viewer: Option<&Principal>, invited: bool) -> HearingFacts {
+        let references = viewer.map(Principal::member_references).unwrap_or_default();
+        HearingFacts {
+            published: matches!(
+                self.status.as_str(),
+                "AwaitingStartDate" | "Active" | "AwaitingConclusion" | "Concluded"
+            ),
+            closed: self.closed,
+            internal: self.internal,
+            viewer_is_owner: references.contains(&self.owner_id),
+            viewer_is_reviewer: references.iter().any(|r| self.reviewers.contains(r)),
+            viewer_is_invitee: invited,
+        }
+    }
+}
+
+/// Whether `viewer` (`None`: the public) may see the hearing, and so respond to it and read
+/// its responses (`agora_auth::visibility`'s rules); `invited` is asked only when nothing else
+/// lets them.
+pub fn may_see(terms: &HearingTerms, viewer: Option<&Principal>, invited: impl FnOnce() -> bool) -> bool {
+    can_see_hearing(viewer, &terms.facts(viewer, false))
+        || (viewer.is_some() && can_see_hearing(viewer, &terms.facts(viewer, invited())))
 }
 
 pub use agora_files::ResponseRules;
@@ -76,6 +108,8 @@ pub struct Submission {
     pub registered_by_owner: bool,
     /// Files as sent; checked, scanned and stored before the response is queued.
     pub attachments: Vec<crate::files::Upload>,
+    /// Who sends it: a hearing they may not see takes nothing from them.
+    pub respondent: Principal,
 }
 
 impl Submission {
@@ -263,6 +297,8 @@ mod tests {
             auto_approve: false,
             public: true,
             rules: ResponseRules::default(),
+            internal: false,
+            closed: false,
         }
     }
 
@@ -276,7 +312,54 @@ mod tests {
             terms_version: "2026-01".into(),
             registered_by_owner: false,
             attachments: Vec::new(),
+            respondent: Principal::new(Uuid::nil(), agora_auth::Capacity::Citizen),
         }
+    }
+
+    fn person(n: u128, capacity: agora_auth::Capacity) -> Principal {
+        Principal::new(Uuid::from_u128(n), capacity)
+    }
+
+    fn reference(principal: &Principal) -> String {
+        format!("user:{}", principal.user_id)
+    }
+
+    #[test]
+    fn a_closed_internal_hearing_is_seen_by_its_staff_and_invitees_only() {
+        use agora_auth::Capacity::{Citizen, Employee};
+        let (owner, reviewer, colleague, citizen) =
+            (person(1, Employee), person(2, Employee), person(3, Employee), person(4, Citizen));
+        let administrator = person(5, Employee).with_role(agora_auth::Role::Administrator);
+        let hearing = HearingTerms {
+            internal: true,
+            closed: true,
+            owner_id: reference(&owner),
+            reviewers: vec![reference(&reviewer)],
+            ..terms("Active")
+        };
+        assert!(!may_see(&hearing, None, || true), "the public never, whatever an invitation says");
+        assert!(!may_see(&hearing, Some(&citizen), || false));
+        assert!(!may_see(&hearing, Some(&colleague), || false), "closed: not every employee");
+        assert!(may_see(&hearing, Some(&colleague), || true), "an invited employee");
+        assert!(may_see(&hearing, Some(&citizen), || true), "an invited citizen");
+        for staff in [&owner, &reviewer, &administrator] {
+            assert!(may_see(&hearing, Some(staff), || panic!("not asked for its staff")), "{staff:?}");
+        }
+        let draft = HearingTerms { status: "Draft".into(), ..hearing };
+        assert!(!may_see(&draft, Some(&citizen), || true), "an invitee sees it once it is published");
+        assert!(may_see(&draft, Some(&owner), || false));
+    }
+
+    #[test]
+    fn an_open_internal_hearing_is_seen_by_every_employee_and_an_external_one_by_everyone() {
+        use agora_auth::Capacity::{Citizen, Employee};
+        let internal = HearingTerms { internal: true, ..terms("Active") };
+        assert!(may_see(&internal, Some(&person(3, Employee)), || false));
+        assert!(!may_see(&internal, Some(&person(4, Citizen)), || false));
+        assert!(!may_see(&internal, None, || false));
+        let external = terms("Active");
+        assert!(may_see(&external, None, || false));
+        assert!(may_see(&external, Some(&person(4, Citizen)), || panic!("not asked")));
     }
 
     #[test]

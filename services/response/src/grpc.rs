@@ -227,6 +227,7 @@ impl ResponseService for ResponseGrpc {
                 .into_iter()
                 .map(|f| crate::files::Upload { name: f.name, content: f.content.into() })
                 .collect(),
+            respondent: principal.clone(),
         };
         let receipt = self.app.intake.submit(submission).await.map_err(intake_status)?;
         Ok(GrpcResponse::new(pb::Receipt {
@@ -318,16 +319,13 @@ impl ResponseService for ResponseGrpc {
             other => return Err(Status::invalid_argument(format!("status: unknown status '{other}'"))),
         };
         let page_size = if r.page_size == 0 { 20 } else { r.page_size };
+        let hearing_id = id("hearing_id", &r.hearing_id)?;
+        if !self.app.may_see(hearing_id, principal.as_ref()).await.map_err(app_status)? {
+            return Err(Status::not_found(format!("no hearing {hearing_id}")));
+        }
         let (views, total) = self
             .app
-            .list_for_hearing_as(
-                viewer.as_ref(),
-                company.as_deref(),
-                id("hearing_id", &r.hearing_id)?,
-                status,
-                r.page,
-                page_size,
-            )
+            .list_for_hearing_as(viewer.as_ref(), company.as_deref(), hearing_id, status, r.page, page_size)
             .await
             .map_err(app_status)?;
         let responses = views.into_iter().map(view_to_pb).collect();

@@ -35,13 +35,30 @@ pub const SCHEMA: &[&str] = &[
         idempotency_key TEXT PRIMARY KEY,
         content_sha256 TEXT NOT NULL,
         receipt TEXT NOT NULL)",
+    // Who is invited to each hearing (a closed hearing takes responses from them only); a
+    // removed invitation stays as a row, so that an older event redelivered cannot restore it.
+    "CREATE TABLE IF NOT EXISTS response_invitees (
+        hearing_id TEXT NOT NULL,
+        reference TEXT NOT NULL,
+        invited BOOLEAN NOT NULL,
+        sequence BIGINT NOT NULL,
+        PRIMARY KEY (hearing_id, reference))",
 ];
 
 pub async fn migrate(store: &Store) -> Result<(), StoreError> {
     store.execute_ddl(SCHEMA).await?;
     // Added after the first release of the table; filled by the next event of each hearing.
     store
-        .add_missing_columns("response_hearings", &[("rules", "TEXT"), ("content", "TEXT"), ("concluded_at", "TEXT")])
+        .add_missing_columns(
+            "response_hearings",
+            &[
+                ("rules", "TEXT"),
+                ("content", "TEXT"),
+                ("concluded_at", "TEXT"),
+                ("internal", "BOOLEAN"),
+                ("closed", "BOOLEAN"),
+            ],
+        )
         .await
 }
 
@@ -75,11 +92,11 @@ impl IntegrationHandler for HearingTermsHandler {
         // Redeliveries may come out of order: an older state never overwrites a newer one.
         on_tx!(tx, conn => {
             sqlx::query(
-                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, rules, content, sequence, concluded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                "INSERT INTO response_hearings (hearing_id, status, closes_at, owner_id, reviewers, rules, content, sequence, concluded_at, internal, closed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (hearing_id) DO UPDATE SET status = excluded.status, closes_at = excluded.closes_at, \
                  owner_id = excluded.owner_id, reviewers = excluded.reviewers, rules = excluded.rules, \
-                 content = excluded.content, sequence = excluded.sequence, \
+                 content = excluded.content, sequence = excluded.sequence, internal = excluded.internal, closed = excluded.closed, \
                  concluded_at = COALESCE(response_hearings.concluded_at, excluded.concluded_at) \
                  WHERE response_hearings.sequence < excluded.sequence",
             )
@@ -92,12 +109,60 @@ impl IntegrationHandler for HearingTermsHandler {
             .bind(&content)
             .bind(event.sequence)
             .bind(concluded_at)
+            .bind(state.internal)
+            .bind(state.closed)
             .execute(&mut **conn)
             .await
             .map_err(|e| e.to_string())?;
         });
+        let invitation = match event.event_type.rsplit('.').next().unwrap_or_default() {
+            "InviteeAdded" => pb::InviteeAdded::decode(event.data.clone())
+                .map_err(|e| e.to_string())?
+                .invitee
+                .map(|invitee| (invitee.reference, true)),
+            "InviteeRemoved" => {
+                Some((pb::InviteeRemoved::decode(event.data.clone()).map_err(|e| e.to_string())?.reference, false))
+            }
+            _ => None,
+        };
+        if let Some((reference, invited)) = invitation {
+            on_tx!(tx, conn => {
+                sqlx::query(
+                    "INSERT INTO response_invitees (hearing_id, reference, invited, sequence) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (hearing_id, reference) DO UPDATE SET invited = excluded.invited, sequence = excluded.sequence \
+                     WHERE response_invitees.sequence < excluded.sequence",
+                )
+                .bind(&state.hearing_id)
+                .bind(&reference)
+                .bind(invited)
+                .bind(event.sequence)
+                .execute(&mut **conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            });
+        }
         Ok(())
     }
+}
+
+/// Whether any of `references` is invited to the hearing.
+pub async fn invited_in(tx: &mut DbTx, hearing_id: Uuid, references: &[String]) -> Result<bool, StoreError> {
+    if references.is_empty() {
+        return Ok(false);
+    }
+    let list: Vec<String> = (0..references.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT COUNT(*) FROM response_invitees WHERE hearing_id = $1 AND invited = $2 AND reference IN ({})",
+        list.join(", ")
+    );
+    let (count,): (i64,) = on_tx!(tx, conn => {
+        let mut query = sqlx::query_as(&sql).bind(hearing_id.to_string()).bind(true);
+        for reference in references {
+            query = query.bind(reference);
+        }
+        query.fetch_one(&mut **conn).await?
+    });
+    Ok(count > 0)
 }
 
 fn content_from_pb(state: &pb::HearingState) -> HearingContent {
@@ -134,13 +199,14 @@ pub async fn content(store: &Store, id: Uuid) -> Result<Option<HearingContent>, 
     })
 }
 
-/// status, closes_at, owner_id, reviewers, rules, auto_approve, public
-type TermsRow = (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>);
+/// status, closes_at, owner_id, reviewers, rules, auto_approve, public, internal, closed
+type TermsRow =
+    (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>, Option<bool>, Option<bool>);
 
 /// The columns of a [`TermsRow`], for every query that reads terms.
 macro_rules! terms_columns {
     () => {
-        "h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public"
+        "h.status, h.closes_at, h.owner_id, h.reviewers, h.rules, s.auto_approve, s.public, h.internal, h.closed"
     };
 }
 
@@ -175,12 +241,24 @@ pub async fn terms_with_counter_in(tx: &mut DbTx, id: Uuid) -> Result<Option<(He
          LEFT JOIN response_settings s ON s.hearing_id = c.hearing_id WHERE c.hearing_id = $1"
     );
     let sql = if tx.is_postgres() { format!("{SQL} FOR UPDATE OF c") } else { SQL.to_string() };
-    type Row = (String, Option<String>, String, String, Option<String>, Option<bool>, Option<bool>, i64);
+    type Row = (
+        String,
+        Option<String>,
+        String,
+        String,
+        Option<String>,
+        Option<bool>,
+        Option<bool>,
+        Option<bool>,
+        Option<bool>,
+        i64,
+    );
     let row: Option<Row> = on_tx!(tx, conn => {
         sqlx::query_as(&sql).bind(id.to_string()).fetch_optional(&mut **conn).await?
     });
-    row.map(|(status, closes_at, owner, reviewers, rules, auto_approve, public, last)| {
-        terms_from_row(id, (status, closes_at, owner, reviewers, rules, auto_approve, public)).map(|t| (t, last))
+    row.map(|(status, closes_at, owner, reviewers, rules, auto_approve, public, internal, closed, last)| {
+        terms_from_row(id, (status, closes_at, owner, reviewers, rules, auto_approve, public, internal, closed))
+            .map(|t| (t, last))
     })
     .transpose()
 }
@@ -195,7 +273,7 @@ pub async fn terms(store: &Store, id: Uuid) -> Result<Option<HearingTerms>, Stor
 
 fn terms_from_row(
     hearing_id: Uuid,
-    (status, closes_at, owner_id, reviewers, rules, auto_approve, public): TermsRow,
+    (status, closes_at, owner_id, reviewers, rules, auto_approve, public, internal, closed): TermsRow,
 ) -> Result<HearingTerms, StoreError> {
     let closes_at = closes_at
         .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
@@ -219,6 +297,9 @@ fn terms_from_row(
         auto_approve: auto_approve.unwrap_or(false),
         public: public.unwrap_or(true),
         rules,
+        // A hearing last heard of before these were kept: as its next event will say.
+        internal: internal.unwrap_or(false),
+        closed: closed.unwrap_or(false),
     })
 }
 

@@ -47,6 +47,18 @@ impl SmtpServer {
         })
         .await
     }
+
+    /// Waits (with a deadline) until `count` different addresses have each had a message: a
+    /// message sent twice (its outcome lost when a worker died) does not count as another.
+    pub async fn wait_for_recipients(&self, count: usize) -> Vec<serde_json::Value> {
+        agora_eventstore::testing::eventually(20, &format!("messages to {count} addresses"), || async {
+            let received = self.received();
+            let recipients: std::collections::BTreeSet<&str> =
+                received.iter().filter_map(|m| m["rcpt_tos"][0].as_str()).collect();
+            (recipients.len() >= count).then_some(received)
+        })
+        .await
+    }
 }
 
 /// An SMTP channel to the test's server (no TLS on loopback).
