@@ -1,5 +1,6 @@
 //! Two replicas working through one queue of steps, on SQLite and on PostgreSQL: every step
-//! is performed once, by one of them, and ends done or waiting for its retry.
+//! is performed once, by one of them, and ends done or waiting for its retry. And a batch of
+//! steps for many groups, planned at once.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -97,4 +98,43 @@ async fn two_replicas_share_a_queue_on_postgres() {
     let Some(database) = testing::postgres(8).await else { return };
     let second = database.another_store(8).await;
     two_replicas_share_a_queue(database.store.clone(), second).await;
+}
+
+async fn a_batch_is_planned_after_each_groups_last_step(store: Store) {
+    STEPS.migrate(&store).await.expect("the step table");
+    let step = |group: &str, key: &str| (group.to_string(), key.to_string(), "send".to_string());
+    let mut tx = store.begin().await.expect("begin");
+    STEPS.plan_all_in(&store, &mut tx, vec![step("anna", "1"), step("anna", "2")], "service:test").await.expect("plan");
+    // A key planned before, and one twice in the batch, are each planned once.
+    let batch = vec![step("anna", "3"), step("bo", "1"), step("anna", "1"), step("bo", "1"), step("cecilie", "1")];
+    let planned = STEPS.plan_all_in(&store, &mut tx, batch, "service:test").await.expect("plan the batch");
+    tx.commit().await.expect("commit");
+    let streams: Vec<&str> = planned.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(streams.len(), 3, "{streams:?}");
+    let positions = |group: &'static str| {
+        let store = store.clone();
+        async move {
+            let steps: Vec<Step<String>> = STEPS.steps(&store, group).await.expect("steps");
+            steps.into_iter().map(|s| (s.key, s.position)).collect::<Vec<_>>()
+        }
+    };
+    let pairs = |items: &[(&str, i64)]| items.iter().map(|(k, p)| (k.to_string(), *p)).collect::<Vec<_>>();
+    assert_eq!(positions("anna").await, pairs(&[("1", 1), ("2", 2), ("3", 3)]));
+    assert_eq!(positions("bo").await, pairs(&[("1", 1)]));
+    assert_eq!(positions("cecilie").await, pairs(&[("1", 1)]));
+    let report = agora_eventstore::audit::verify(&store).await.expect("verify");
+    assert!(report.intact(), "{:?}", report.findings);
+    assert_eq!(report.events, 5, "one planned event a step");
+}
+
+#[tokio::test]
+async fn a_batch_is_planned_after_each_groups_last_step_on_sqlite() {
+    let (store, _dir) = testing::sqlite().await;
+    a_batch_is_planned_after_each_groups_last_step(store).await;
+}
+
+#[tokio::test]
+async fn a_batch_is_planned_after_each_groups_last_step_on_postgres() {
+    let Some(database) = testing::postgres(2).await else { return };
+    a_batch_is_planned_after_each_groups_last_step(database.store.clone()).await;
 }
