@@ -289,7 +289,7 @@ struct Batch {
     /// The messages the responses call for, queued together.
     messages: Vec<outbox::Delivery>,
     /// The deliveries to webhooks the events call for, queued together.
-    webhook_deliveries: Vec<(String, String, crate::webhooks::Delivery)>,
+    webhook_deliveries: Vec<crate::webhooks::Delivery>,
 }
 
 impl Batch {

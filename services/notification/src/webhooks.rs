@@ -248,34 +248,29 @@ pub async fn active_in(tx: &mut DbTx) -> Result<Vec<ActiveWebhook>, StoreError> 
     Ok(rows.into_iter().map(|(webhook_id, event_types)| ActiveWebhook { webhook_id, event_types }).collect())
 }
 
-/// The deliveries of `event` to each of `webhooks` that wants it: (webhook, event id, delivery),
-/// for [`enqueue_in`].
-pub fn deliveries_of(webhooks: &[ActiveWebhook], event: &IntegrationEvent) -> Vec<(String, String, Delivery)> {
+/// The deliveries of `event` to each of `webhooks` that wants it, for [`enqueue_in`].
+pub fn deliveries_of(webhooks: &[ActiveWebhook], event: &IntegrationEvent) -> Vec<Delivery> {
     let mut body = None;
     webhooks
         .iter()
         .filter(|hook| matches(&hook.event_types, &event.event_type))
-        .map(|hook| {
-            let body = body.get_or_insert_with(|| cloud_event(event)).clone();
-            let delivery = Delivery {
-                webhook_id: hook.webhook_id.clone(),
-                event_id: event.id.to_string(),
-                event_type: event.event_type.clone(),
-                body,
-            };
-            (hook.webhook_id.clone(), event.id.to_string(), delivery)
+        .map(|hook| Delivery {
+            webhook_id: hook.webhook_id.clone(),
+            event_id: event.id.to_string(),
+            event_type: event.event_type.clone(),
+            body: body.get_or_insert_with(|| cloud_event(event)).clone(),
         })
         .collect()
 }
 
-/// Queues deliveries in the event handler's transaction; one already queued is left as it
-/// is. Returns how many were new.
-pub async fn enqueue_in(
-    store: &Store,
-    tx: &mut DbTx,
-    deliveries: Vec<(String, String, Delivery)>,
-) -> Result<usize, StoreError> {
-    Ok(DELIVERIES.plan_all_in(store, tx, deliveries, crate::outbox::ACTOR).await?.len())
+/// Queues deliveries in the event handler's transaction, each in its webhook's group under
+/// its event's id; one already queued is left as it is. Returns how many were new.
+pub async fn enqueue_in(store: &Store, tx: &mut DbTx, deliveries: Vec<Delivery>) -> Result<usize, StoreError> {
+    let steps = deliveries
+        .into_iter()
+        .map(|delivery| (delivery.webhook_id.clone(), delivery.event_id.clone(), delivery))
+        .collect();
+    Ok(DELIVERIES.plan_all_in(store, tx, steps, crate::outbox::ACTOR).await?.len())
 }
 
 /// Delivers what is due.

@@ -105,14 +105,10 @@ impl ResponseApp {
     /// hearing not known here hides nothing.
     pub async fn may_see(&self, hearing_id: Uuid, viewer: Option<&Principal>) -> Result<bool, ResponseAppError> {
         let Some(terms) = self.terms(hearing_id).await? else { return Ok(true) };
-        if crate::domain::may_see(&terms, viewer, || false) {
-            return Ok(true);
-        }
-        let Some(viewer) = viewer else { return Ok(false) };
         let mut tx = self.store.begin().await?;
-        let invited = crate::hearings::invited_in(&mut tx, hearing_id, &viewer.member_references()).await?;
+        let seen = crate::hearings::may_see_in(&mut tx, &terms, viewer).await?;
         tx.rollback().await.map_err(StoreError::from)?;
-        Ok(crate::domain::may_see(&terms, Some(viewer), || invited))
+        Ok(seen)
     }
 
     /// Loads a response, decides the command for `actor`, commits.

@@ -33,7 +33,7 @@ pub struct HearingTerms {
 
 impl HearingTerms {
     /// What the visibility rules need to know of this hearing for `viewer`.
-    pub fn facts(&self, viewer: Option<&Principal>, invited: bool) -> HearingFacts {
+    fn facts(&self, viewer: Option<&Principal>, invited: bool) -> HearingFacts {
         let references = viewer.map(Principal::member_references).unwrap_or_default();
         HearingFacts {
             published: matches!(
@@ -53,8 +53,9 @@ impl HearingTerms {
 /// its responses (`agora_auth::visibility`'s rules); `invited` is asked only when nothing else
 /// lets them.
 pub fn may_see(terms: &HearingTerms, viewer: Option<&Principal>, invited: impl FnOnce() -> bool) -> bool {
-    can_see_hearing(viewer, &terms.facts(viewer, false))
-        || (viewer.is_some() && can_see_hearing(viewer, &terms.facts(viewer, invited())))
+    let facts = terms.facts(viewer, false);
+    can_see_hearing(viewer, &facts)
+        || (viewer.is_some() && can_see_hearing(viewer, &HearingFacts { viewer_is_invitee: invited(), ..facts }))
 }
 
 pub use agora_files::ResponseRules;

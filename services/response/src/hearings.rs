@@ -1,6 +1,7 @@
 //! What the response service knows of hearings: kept from the hearing service's integration
 //! events, by JetStream in production and by the local log in the embedded mode.
 
+use agora_auth::Principal;
 use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler};
 use agora_eventstore::{DbTx, Store, StoreError, on_tx};
 use agora_proto::hearing::v1 as pb;
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use uuid::Uuid;
 
-use crate::domain::{HearingContent, HearingTerms, HearingText, ResponseRules};
+use crate::domain::{HearingContent, HearingTerms, HearingText, ResponseRules, may_see};
 
 pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS response_hearings (
@@ -145,8 +146,19 @@ impl IntegrationHandler for HearingTermsHandler {
     }
 }
 
+/// Whether `viewer` may see the hearing of `terms` (see [`crate::domain::may_see`]); its
+/// invitations are read only when nothing else lets them.
+pub async fn may_see_in(tx: &mut DbTx, terms: &HearingTerms, viewer: Option<&Principal>) -> Result<bool, StoreError> {
+    if may_see(terms, viewer, || false) {
+        return Ok(true);
+    }
+    let Some(viewer) = viewer else { return Ok(false) };
+    let invited = invited_in(tx, terms.hearing_id, &viewer.member_references()).await?;
+    Ok(may_see(terms, Some(viewer), || invited))
+}
+
 /// Whether any of `references` is invited to the hearing.
-pub async fn invited_in(tx: &mut DbTx, hearing_id: Uuid, references: &[String]) -> Result<bool, StoreError> {
+async fn invited_in(tx: &mut DbTx, hearing_id: Uuid, references: &[String]) -> Result<bool, StoreError> {
     if references.is_empty() {
         return Ok(false);
     }

@@ -9,7 +9,7 @@
 //! makes their batches for one hearing take turns, but a turn carries a whole batch, so no
 //! row or stream is taken once per submit.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::domain::{AGGREGATE_TYPE, IntakeError, MAX_KEY, Receipt, ResponseEvent, Submission, check, may_see};
+use crate::domain::{AGGREGATE_TYPE, IntakeError, MAX_KEY, Receipt, ResponseEvent, Submission, check};
 use crate::files::Attachments;
-use crate::hearings::{invited_in, terms_in, terms_with_counter_in};
+use crate::hearings::{may_see_in, terms_in, terms_with_counter_in};
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -223,16 +223,13 @@ async fn process(
     }
     let started: HashMap<Uuid, i64> = counters.clone();
 
-    // A closed or internal hearing takes responses only from those who may see it; whether
-    // someone is invited is read only when nothing else lets them.
-    let mut invited = HashSet::new();
-    for (index, (submission, _)) in submissions.iter().enumerate() {
-        if let Some(hearing) = terms.get(&submission.hearing_id)
-            && !may_see(hearing, Some(&submission.respondent), || false)
-            && invited_in(&mut tx, submission.hearing_id, &submission.respondent.member_references()).await?
-        {
-            invited.insert(index);
-        }
+    // A closed or internal hearing takes responses only from those who may see it.
+    let mut seen = Vec::with_capacity(submissions.len());
+    for (submission, _) in submissions {
+        seen.push(match terms.get(&submission.hearing_id) {
+            Some(hearing) => may_see_in(&mut tx, hearing, Some(&submission.respondent)).await?,
+            None => false,
+        });
     }
 
     let now = clock();
@@ -251,10 +248,7 @@ async fn process(
         }
         // A hearing they may not see is, to them, no hearing at all (as the hearing service
         // answers them).
-        let Some(hearing) = terms
-            .get(&submission.hearing_id)
-            .filter(|hearing| may_see(hearing, Some(&submission.respondent), || invited.contains(&index)))
-        else {
+        let Some(hearing) = terms.get(&submission.hearing_id).filter(|_| seen[index]) else {
             results.push(Err(IntakeError::HearingNotFound(submission.hearing_id)));
             continue;
         };
