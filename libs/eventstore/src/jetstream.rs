@@ -1,10 +1,12 @@
 //! Integration events on NATS JetStream: the wire form (CloudEvents-style headers around a
 //! protobuf body), the stream set-up, and durable consumers with exactly-once effect.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -163,6 +165,9 @@ pub struct BusConfig {
     pub subject_prefix: String,
     /// 1 on a single server; 3 in production (see docs/operations.md).
     pub replicas: usize,
+    /// How long a start waits for JetStream to be ready (a cluster elects its leader first)
+    /// before it gives up; under Kubernetes' startup probe, which allows 120 s.
+    pub start_deadline: Duration,
 }
 
 impl BusConfig {
@@ -172,6 +177,7 @@ impl BusConfig {
             stream: prefix.replace(['.', '*', '>', ' '], "_").to_uppercase(),
             subject_prefix: prefix.to_string(),
             replicas: 1,
+            start_deadline: Duration::from_secs(100),
         }
     }
 
@@ -183,6 +189,29 @@ impl BusConfig {
     /// takes a single address per string, and a cluster must survive the loss of any one.
     pub fn servers(&self) -> Vec<&str> {
         self.url.split(',').map(str::trim).filter(|server| !server.is_empty()).collect()
+    }
+}
+
+/// Whether a refusal to create the stream means JetStream is not ready yet, rather than that
+/// the stream cannot be made (a bad name, subjects another stream holds). A cluster without a
+/// leader leaves requests unanswered or says it is unavailable or has no peers for the
+/// replicas; a server still removing a stream of the same name cannot create its store.
+fn not_ready_yet(kind: CreateStreamErrorKind) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    match kind {
+        CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => true,
+        CreateStreamErrorKind::JetStream(error) => {
+            [
+                ErrorCode::CLUSTER_NOT_AVAILABLE,
+                ErrorCode::CLUSTER_NOT_ACTIVE,
+                ErrorCode::CLUSTER_NOT_ASSIGNED,
+                ErrorCode::CLUSTER_NOT_LEADER,
+                ErrorCode::CLUSTER_NO_PEERS,
+            ]
+            .contains(&error.error_code())
+                || error.to_string().contains("error creating store")
+        }
+        _ => false,
     }
 }
 
@@ -237,18 +266,35 @@ impl Bus {
             duplicate_window: Duration::from_secs(30 * 60),
             ..Default::default()
         };
-        // A server may refuse for a moment while it still removes an earlier stream of
-        // that name ("error creating store for stream"); such refusals pass.
-        let mut attempt = 0;
+        // A cluster answers only once its nodes have elected a leader, and a server may refuse
+        // for a moment while it still removes an earlier stream of that name: such refusals
+        // are waited out, up to the start deadline, so that every service started with the
+        // cluster does not give up (and get restarted) while it elects.
+        let deadline = tokio::time::Instant::now() + self.config.start_deadline;
+        let mut pause = Duration::from_millis(100);
         loop {
-            match self.jetstream.create_or_update_stream(config.clone()).await {
+            let refused = match self.jetstream.create_or_update_stream(config.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(e) if attempt < 5 && e.to_string().contains("error creating store") => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(e) => return Err(BusError::Stream { stream: self.config.stream.clone(), reason: e.to_string() }),
+                Err(e) => e,
+            };
+            if !not_ready_yet(refused.kind()) || tokio::time::Instant::now() + pause > deadline {
+                let waited = if not_ready_yet(refused.kind()) {
+                    format!(
+                        " (still after {} s of waiting for JetStream to be ready)",
+                        self.config.start_deadline.as_secs()
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(BusError::Stream {
+                    stream: self.config.stream.clone(),
+                    reason: format!("{refused}{waited}"),
+                });
             }
+            tracing::warn!(stream = %self.config.stream, error = %refused, retry_in_ms = pause.as_millis() as u64,
+                "JetStream is not ready yet (a cluster electing its leader?); waiting for it");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -302,22 +348,26 @@ pub async fn handle_batch(
     handler: &dyn IntegrationHandler,
     events: &[IntegrationEvent],
 ) -> Result<usize, BusError> {
-    let mut tx = store.begin().await?;
-    let mut new = Vec::with_capacity(events.len());
-    for event in events {
-        let inserted = on_tx!(&mut tx, conn => {
-            sqlx::query("INSERT INTO handled_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(handler.name())
-                .bind(event.id.to_string())
-                .execute(&mut **conn)
-                .await
-                .map_err(StoreError::from)?
-                .rows_affected()
-        });
-        if inserted == 1 {
-            new.push(event);
-        }
+    if events.is_empty() {
+        return Ok(0);
     }
+    let mut tx = store.begin().await?;
+    // One statement marks the whole batch: the events it marked are the new ones.
+    let sql = format!(
+        "INSERT INTO handled_events (consumer, event_id) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id",
+        crate::db::placeholders(tx.is_postgres(), events.len(), 2)
+    );
+    let marked: HashSet<String> = on_tx!(&mut tx, conn => {
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for event in events {
+            query = query.bind(handler.name()).bind(event.id.to_string());
+        }
+        query.fetch_all(&mut **conn).await.map_err(StoreError::from)?.into_iter().collect()
+    });
+    // An event delivered twice in one batch is handled at its first place.
+    let mut taken = HashSet::with_capacity(marked.len());
+    let new: Vec<&IntegrationEvent> =
+        events.iter().filter(|e| marked.contains(&e.id.to_string()) && taken.insert(e.id)).collect();
     if let Some(first) = new.first() {
         handler.handle_all(&mut tx, &new).await.map_err(|reason| BusError::Handler {
             consumer: handler.name().to_string(),
@@ -493,6 +543,29 @@ async fn handle_message(store: &Store, handler: &dyn IntegrationHandler, message
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(json: &str) -> CreateStreamErrorKind {
+        CreateStreamErrorKind::JetStream(serde_json::from_str(json).expect("a JetStream API error"))
+    }
+
+    #[test]
+    fn a_cluster_still_electing_is_waited_for_and_a_stream_that_cannot_be_made_is_not() {
+        assert!(not_ready_yet(CreateStreamErrorKind::TimedOut), "no leader: the request goes unanswered");
+        assert!(not_ready_yet(CreateStreamErrorKind::JetStreamUnavailable), "no responders yet");
+        assert!(not_ready_yet(refusal(
+            r#"{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}"#
+        )));
+        assert!(not_ready_yet(refusal(
+            r#"{"code":500,"err_code":10005,"description":"no suitable peers for placement"}"#
+        )));
+        assert!(not_ready_yet(refusal(
+            r#"{"code":500,"err_code":10049,"description":"error creating store for stream: file exists"}"#
+        )));
+        assert!(!not_ready_yet(refusal(
+            r#"{"code":400,"err_code":10065,"description":"subjects overlap with an existing stream"}"#
+        )));
+        assert!(!not_ready_yet(CreateStreamErrorKind::InvalidStreamName));
+    }
 
     #[test]
     fn a_cluster_url_names_each_server() {

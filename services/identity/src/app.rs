@@ -362,7 +362,10 @@ impl IdentityApp {
         self.login_as(demo_claims(&user), candidate).await
     }
 
-    async fn login(&self, claims: Claims) -> Result<Session, IdentityAppError> {
+    /// Logs in the person a provider's verified claims describe (the user made on their first
+    /// login). The OpenID Connect login ends here; `agora bench surge` logs its respondents in
+    /// here too, in its own process, so that they are people the services can write to.
+    pub async fn login(&self, claims: Claims) -> Result<Session, IdentityAppError> {
         self.login_as(claims, Uuid::now_v7()).await
     }
 

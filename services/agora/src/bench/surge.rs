@@ -249,8 +249,9 @@ impl Deployment {
                     process.targets
                 );
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("agora run --target {name} was not ready within 60 s");
+            // A service waits up to 100 s for a JetStream cluster to elect its leader.
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("agora run --target {name} was not ready within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -390,7 +391,16 @@ async fn deploy(
         .to_string(),
     )?;
     let notification_config = dir.join("notification.json");
-    std::fs::write(&notification_config, json!({"mail_folder": dir.join("mail")}).to_string())?;
+    // Receipts are sent as fast as the service can: the mail server's limit (10 a second by
+    // default) would leave them to after the surge, and the surge is when their cost counts.
+    // A receipt a killed worker was sending is sent again once its lease is over: 15 s here
+    // rather than the default 120 s, so that the faults' runs do not wait two minutes for it.
+    std::fs::write(
+        &notification_config,
+        json!({"mail_folder": dir.join("mail"), "messages_per_second": 100_000.0, "burst": 1000,
+               "retries": {"lease_seconds": RECEIPT_LEASE_SECONDS, "first_retry_seconds": 1, "max_retry_seconds": 5}})
+        .to_string(),
+    )?;
     // Connections to PostgreSQL by need, within a default max_connections of 100 (the bench
     // keeps 4 for itself).
     let processes = vec![
@@ -445,6 +455,76 @@ async fn deploy(
         deployment.start(name).await?;
     }
     Ok((deployment, issuer))
+}
+
+/// How long the notification service leaves a started receipt to its worker.
+const RECEIPT_LEASE_SECONDS: u64 = 15;
+
+/// The people of the surge, as the identity service knows them.
+struct People {
+    owner: Uuid,
+    respondents: Vec<Uuid>,
+}
+
+fn respondent_name(n: usize) -> String {
+    format!("Borger {n}")
+}
+
+/// Logs the owner and the respondents in as the identity service logs in a person whose
+/// provider vouched for their name and e-mail address: in this process, on the deployment's
+/// database and keys, before the surge. So each receipt is a real one: the respondent's
+/// address looked up and revealed, the message written and sent (to the mail folder). Their
+/// tokens come from the bench's own key, which the services trust.
+async fn log_in(deployment: &Deployment, respondents: usize) -> anyhow::Result<People> {
+    use agora_identity::providers::Claims;
+    use futures::{StreamExt, TryStreamExt};
+    let setting = |name: &str| {
+        deployment.envs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).with_context(|| format!("no {name}"))
+    };
+    let store = agora_eventstore::Store::connect_pooled(&setting("AGORA_DATABASE_URL")?, 8).await?;
+    // The identity process's master key, under the id it gives it by default.
+    let master = agora_vault::MasterKey::from_base64("1", &setting("AGORA_MASTER_KEY")?)?;
+    let settings = agora_identity::app::IdentitySettings::new(
+        crate::config::DEV_ISSUER,
+        crate::config::AUDIENCE,
+        master,
+        PSEUDONYM_KEY.as_bytes(),
+    );
+    let identity =
+        agora_identity::app::IdentityApp::new(store.clone(), settings, Vec::new(), Arc::new(chrono::Utc::now)).await?;
+    let person = |subject: String, name: String, email: String, capacity| Claims {
+        provider: "bench".into(),
+        subject,
+        capacity: Some(capacity),
+        name: Some(name),
+        email: Some(email),
+        email_verified: true,
+        ..Default::default()
+    };
+    let identity = &identity;
+    let log_in = |claims: Claims| async move {
+        identity.login(claims).await.map(|session| session.user.user_id).map_err(|e| anyhow::anyhow!("login: {e}"))
+    };
+    let owner = log_in(person(
+        "karen".into(),
+        "Karen Sagsbehandler".into(),
+        "karen@kommune.example".into(),
+        agora_auth::Capacity::Employee,
+    ))
+    .await?;
+    let respondents = futures::stream::iter(0..respondents)
+        .map(|n| {
+            log_in(person(
+                format!("borger-{n}"),
+                respondent_name(n),
+                format!("borger{n}@example.org"),
+                agora_auth::Capacity::Citizen,
+            ))
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    Ok(People { owner, respondents })
 }
 
 /// The bench's calls to the gateway's REST API.
@@ -819,7 +899,8 @@ async fn surge_on(
         reqwest::Client::builder().pool_max_idle_per_host(args.clients).timeout(Duration::from_secs(30)).build()?;
     let api = Api { http: http.clone(), base: format!("http://127.0.0.1:{}", deployment.port("gateway")) };
     let admin = issuer.issue(&Principal::new(Uuid::now_v7(), Capacity::Employee).with_role(Role::Administrator))?;
-    let owner_id = Uuid::now_v7();
+    let people = log_in(deployment, args.respondents).await?;
+    let owner_id = people.owner;
     let owner = issuer.issue(&Principal::new(owner_id, Capacity::Employee).with_role(Role::HearingCreator))?;
     let hearing_id = open_hearing(&api, &admin, &owner).await?;
     // The response service learns of the publication from the hearing's events.
@@ -833,11 +914,11 @@ async fn surge_on(
         (status.as_deref() == Some("Active")).then_some(())
     })
     .await?;
-    let tokens: Vec<String> = (0..args.respondents)
-        .map(|n| {
-            let respondent = Principal::new(Uuid::now_v7(), Capacity::Citizen).with_name(format!("Borger {n}"));
-            issuer.issue(&respondent)
-        })
+    let tokens: Vec<String> = people
+        .respondents
+        .iter()
+        .enumerate()
+        .map(|(n, id)| issuer.issue(&Principal::new(*id, Capacity::Citizen).with_name(respondent_name(n))))
         .collect::<Result<_, _>>()?;
 
     let chaos = args.chaos.map(|c| format!(" with --chaos {}", format!("{c:?}").to_lowercase())).unwrap_or_default();
@@ -923,6 +1004,20 @@ async fn surge_on(
             lag.record(at.saturating_duration_since(a.at).as_micros() as u64)?;
         }
     }
+    // Before the conclusion, whose messages go to the respondents too.
+    let receipts_started = Instant::now();
+    let receipts = if deployment.running("notification") {
+        let mail = deployment.dir.join("mail");
+        let seconds = 60 + RECEIPT_LEASE_SECONDS + acknowledged / 100;
+        let _ = eventually(seconds, "a receipt for every acknowledged response", || async {
+            receipts_in(&mail).ok().filter(|n| *n >= acknowledged)
+        })
+        .await;
+        Some(receipts_in(&mail)?)
+    } else {
+        None
+    };
+    let receipts_seconds = receipts_started.elapsed().as_secs_f64();
     println!("concluding the hearing and journalizing it ...");
     let journal_started = Instant::now();
     let journal = conclude_and_journalize(deployment, &api, &owner, &hearing_id, acknowledged).await?;
@@ -952,6 +1047,10 @@ async fn surge_on(
     } else {
         None
     };
+    if let Some(receipts) = receipts {
+        check.lost += acknowledged.saturating_sub(receipts);
+        check.duplicated += receipts.saturating_sub(acknowledged);
+    }
     let per_second = surge.per_second;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let summary = json!({
@@ -969,6 +1068,8 @@ async fn surge_on(
         "in_read_model": check.in_read_model,
         "journalized": check.journalized,
         "notified": notified,
+        "receipts": receipts,
+        "receipts_seconds": receipts_seconds,
         "journal_seconds": journal_seconds,
         "retries": report.retries,
         "errors": report.errors,
@@ -998,12 +1099,13 @@ async fn surge_on(
     );
     println!(
         "exactly once: {} in the event store, {} in the read model, {} filed in the records journal ({journal_seconds:.1} s), \
-         {} handled by the notification service through JetStream; lost {}, duplicated {}, never acknowledged {}, \
-         a retry's receipt changed {}",
+         {} handled by the notification service through JetStream, {} receipts in the respondents' mail (the last \
+         {receipts_seconds:.1} s after the surge); lost {}, duplicated {}, never acknowledged {}, a retry's receipt changed {}",
         check.in_store,
         check.in_read_model,
         check.journalized,
         notified.map(|n| n.to_string()).unwrap_or_else(|| "none (left out)".into()),
+        receipts.map(|n| n.to_string()).unwrap_or_else(|| "no".into()),
         check.lost,
         check.duplicated,
         report.unacknowledged.len(),
@@ -1016,6 +1118,27 @@ async fn surge_on(
         }
     }
     Ok(summary)
+}
+
+/// The receipts in the mail folder: messages to the respondents (`…@example.org`), each a
+/// file named by its Message-ID, which a message sent again keeps. Before the conclusion a
+/// respondent is sent nothing else.
+fn receipts_in(mail: &Path) -> anyhow::Result<u64> {
+    let mut receipts = 0;
+    let Ok(entries) = std::fs::read_dir(mail) else { return Ok(0) };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let message = std::fs::read_to_string(&path)?;
+        let to_a_respondent = message
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .any(|line| line.starts_with("To: ") && line.trim_end().ends_with("@example.org"));
+        receipts += u64::from(to_a_respondent);
+    }
+    Ok(receipts)
 }
 
 /// What the records system and its journal hold of the hearing.
@@ -1039,16 +1162,7 @@ async fn conclude_and_journalize(
     jetstream_answers(&urls, stream.as_deref()).await?;
     deployment.kill_hard("hearing").await?;
     deployment.process("hearing")?.extra.push(("AGORA_CLOCK_OFFSET_DAYS".into(), "3".into()));
-    // A service gives up at start when its stream does not answer in time (a cluster that
-    // lost a node moments ago may still be electing): started again, as Kubernetes would.
-    let mut tries = 0;
-    while let Err(e) = deployment.start("hearing").await {
-        tries += 1;
-        if tries == 3 {
-            return Err(e);
-        }
-        jetstream_answers(&urls, stream.as_deref()).await?;
-    }
+    deployment.start("hearing").await?;
     let path = format!("/api/v1/hearings/{hearing_id}");
     eventually(60, "the hearing to await its conclusion", || async {
         let hearing = api.call(reqwest::Method::GET, &path, owner, None).await.ok()?;

@@ -77,7 +77,8 @@ pub async fn start(args: &[&str], envs: &[(&str, &str)]) -> Running {
     });
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+    // Long enough for a service that waits for a JetStream cluster to elect its leader.
+    let ready = tokio::time::timeout(Duration::from_secs(120), async {
         while let Ok(Some(line)) = lines.next_line().await {
             if line.starts_with("agora is ready") {
                 return true;
