@@ -164,7 +164,20 @@ impl<P> Runner<P> {
                 while let Ok(more) = known.try_recv() {
                     transitions.push(more);
                 }
-                self.record_all(transitions).await?;
+                // These steps are done: an outcome not recorded means doing them again after
+                // their lease (an e-mail sent twice), so a failed transaction is tried again
+                // (a connection that broke since it was last used fails once) before giving up.
+                let mut tries = 0;
+                while let Err(e) = self.record_all(transitions.clone()).await {
+                    tries += 1;
+                    if tries == 3 {
+                        let steps: Vec<&str> = transitions.iter().map(|(step, _)| step.key.as_str()).collect();
+                        tracing::error!(table = self.table.table, error = %e, ?steps,
+                            "the outcomes of done steps could not be recorded; they will be done again after their lease");
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
             }
             Ok(())
         };

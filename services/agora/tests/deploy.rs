@@ -6,6 +6,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use agora_proto::hearing::v1 as pb;
 use agora_proto::hearing::v1::hearing_service_client::HearingServiceClient;
@@ -255,17 +256,19 @@ async fn a_service_started_before_the_jetstream_cluster_has_a_leader_waits_for_i
         [("AGORA_NATS_URL", cluster_url.as_str()), ("AGORA_NATS_REPLICAS", "3"), ("AGORA_NATS_PREFIX", &prefix)];
     let service = Distributed::start_with("hearing", &settings);
     let rest_of_the_cluster = async {
-        // Once the service has connected to the lone node, the other two start.
+        // Once the service has connected to the lone node, the other two start. (None when the
+        // service never came: PostgreSQL missing, which the service's start reports.)
         let connz = format!("http://127.0.0.1:{}/connz", first.monitor);
-        agora_eventstore::testing::eventually(60, "the service's connection to the lone node", || async {
+        agora_eventstore::testing::poll_until(Duration::from_millis(50), 120, || async {
             let page: serde_json::Value = reqwest::get(&connz).await.ok()?.json().await.ok()?;
             (page["num_connections"].as_u64()? > 0).then_some(())
         })
-        .await;
-        (1..3).map(|index| start_node(&server, dir.path(), &ports, index)).collect::<Vec<_>>()
+        .await?;
+        Some((1..3).map(|index| start_node(&server, dir.path(), &ports, index)).collect::<Vec<_>>())
     };
     let (d, others) = tokio::join!(service, rest_of_the_cluster);
     let Some(d) = d else { return };
+    let others = others.expect("the service connected to the lone node");
     let waited = support::testing_eventually_log(&d.child, "JetStream is not ready yet").await;
     assert!(waited.contains(&prefix.to_uppercase()), "the warning names the stream it waits for: {waited}");
 

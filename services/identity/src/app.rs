@@ -363,8 +363,9 @@ impl IdentityApp {
     }
 
     /// Logs in the person a provider's verified claims describe (the user made on their first
-    /// login). The OpenID Connect login ends here; `agora bench surge` logs its respondents in
-    /// here too, in its own process, so that they are people the services can write to.
+    /// login). The caller must have verified the claims: nothing here does. The OpenID Connect
+    /// login ends here; `agora bench surge` logs its respondents in here too, in its own
+    /// process, so that they are people the services can write to.
     pub async fn login(&self, claims: Claims) -> Result<Session, IdentityAppError> {
         self.login_as(claims, Uuid::now_v7()).await
     }

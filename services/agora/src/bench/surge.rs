@@ -422,6 +422,7 @@ async fn deploy(
         ("AGORA_SERVICE_SECRET", SERVICE_SECRET.into()),
         ("AGORA_PSEUDONYM_KEY", PSEUDONYM_KEY.into()),
         ("AGORA_MASTER_KEY", master_key),
+        ("AGORA_MASTER_KEY_ID", MASTER_KEY_ID.into()),
         ("AGORA_RECORDS_CONFIG", records_config.display().to_string()),
         ("AGORA_NOTIFICATION_CONFIG", notification_config.display().to_string()),
         ("AGORA_IDENTITY_URL", url_of("identity")),
@@ -457,6 +458,9 @@ async fn deploy(
     Ok((deployment, issuer))
 }
 
+/// The id the deployment's master key is given (the bench's own process uses it too).
+const MASTER_KEY_ID: &str = "bench";
+
 /// How long the notification service leaves a started receipt to its worker.
 const RECEIPT_LEASE_SECONDS: u64 = 15;
 
@@ -482,8 +486,7 @@ async fn log_in(deployment: &Deployment, respondents: usize) -> anyhow::Result<P
         deployment.envs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).with_context(|| format!("no {name}"))
     };
     let store = agora_eventstore::Store::connect_pooled(&setting("AGORA_DATABASE_URL")?, 8).await?;
-    // The identity process's master key, under the id it gives it by default.
-    let master = agora_vault::MasterKey::from_base64("1", &setting("AGORA_MASTER_KEY")?)?;
+    let master = agora_vault::MasterKey::from_base64(MASTER_KEY_ID, &setting("AGORA_MASTER_KEY")?)?;
     let settings = agora_identity::app::IdentitySettings::new(
         crate::config::DEV_ISSUER,
         crate::config::AUDIENCE,
@@ -973,6 +976,7 @@ async fn surge_on(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let surge_ended = Instant::now();
     // Processes restarted by --chaos count from their start.
     let cpu: BTreeMap<String, f64> = cpu_by_process(deployment)
         .into_iter()
@@ -1005,19 +1009,18 @@ async fn surge_on(
         }
     }
     // Before the conclusion, whose messages go to the respondents too.
-    let receipts_started = Instant::now();
-    let receipts = if deployment.running("notification") {
+    let (receipts, receipts_seconds) = if deployment.running("notification") {
         let mail = deployment.dir.join("mail");
         let seconds = 60 + RECEIPT_LEASE_SECONDS + acknowledged / 100;
         let _ = eventually(seconds, "a receipt for every acknowledged response", || async {
             receipts_in(&mail).ok().filter(|n| *n >= acknowledged)
         })
         .await;
-        Some(receipts_in(&mail)?)
+        // When the count was complete (or the wait gave up), from the end of the surge.
+        (Some(receipts_in(&mail)?), Some(surge_ended.elapsed().as_secs_f64()))
     } else {
-        None
+        (None, None)
     };
-    let receipts_seconds = receipts_started.elapsed().as_secs_f64();
     println!("concluding the hearing and journalizing it ...");
     let journal_started = Instant::now();
     let journal = conclude_and_journalize(deployment, &api, &owner, &hearing_id, acknowledged).await?;
@@ -1099,13 +1102,14 @@ async fn surge_on(
     );
     println!(
         "exactly once: {} in the event store, {} in the read model, {} filed in the records journal ({journal_seconds:.1} s), \
-         {} handled by the notification service through JetStream, {} receipts in the respondents' mail (the last \
-         {receipts_seconds:.1} s after the surge); lost {}, duplicated {}, never acknowledged {}, a retry's receipt changed {}",
+         {} handled by the notification service through JetStream, {} receipts in the respondents' mail (all there \
+         {:.1} s after the surge); lost {}, duplicated {}, never acknowledged {}, a retry's receipt changed {}",
         check.in_store,
         check.in_read_model,
         check.journalized,
         notified.map(|n| n.to_string()).unwrap_or_else(|| "none (left out)".into()),
         receipts.map(|n| n.to_string()).unwrap_or_else(|| "no".into()),
+        receipts_seconds.unwrap_or_default(),
         check.lost,
         check.duplicated,
         report.unacknowledged.len(),
