@@ -277,8 +277,9 @@ impl Bus {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            if !not_ready_yet(refused.kind()) || tokio::time::Instant::now() + pause > deadline {
-                let waited = if not_ready_yet(refused.kind()) {
+            let not_yet = not_ready_yet(refused.kind());
+            if !not_yet || tokio::time::Instant::now() + pause > deadline {
+                let waited = if not_yet {
                     format!(
                         " (still after {} s of waiting for JetStream to be ready)",
                         self.config.start_deadline.as_secs()

@@ -340,30 +340,6 @@ fn with_search_path(url: &str, schema: &str) -> String {
     format!("{url}{}options=-csearch_path%3D{schema}", if url.contains('?') { "&" } else { "?" })
 }
 
-/// Waits until JetStream answers. A cluster answers only once its nodes have elected a meta
-/// leader (again after a node came back), which takes a newer nats-server several seconds; a
-/// service started before gives up. Asked with a short timeout meanwhile, through the raw API,
-/// whose answer every server version gives alike.
-async fn jetstream_answers(urls: &[String], stream: Option<&str>) -> anyhow::Result<()> {
-    // A stream's own replicas elect its leader after the cluster's; a service starting asks
-    // for its stream.
-    let subject = match stream {
-        Some(stream) => format!("$JS.API.STREAM.INFO.{stream}"),
-        None => "$JS.API.INFO".to_string(),
-    };
-    eventually(120, "JetStream to answer (a cluster elects its meta leader first)", || async {
-        let client = async_nats::ConnectOptions::new()
-            .request_timeout(Some(Duration::from_secs(2)))
-            .connect(urls.to_vec())
-            .await
-            .ok()?;
-        let reply = client.request(subject.clone(), bytes::Bytes::new()).await.ok()?;
-        let answer: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
-        answer.get("error").is_none().then_some(())
-    })
-    .await
-}
-
 async fn deploy(
     args: &SurgeArgs,
     schema: &Schema,
@@ -448,7 +424,6 @@ async fn deploy(
     for node in 0..nodes {
         deployment.start_nats(node).await?;
     }
-    jetstream_answers(&nats_url, None).await?;
     for name in ["identity", "hearing", "response", "records", "notification", "gateway"] {
         if name == "notification" && args.without_notification {
             continue;
@@ -1160,10 +1135,7 @@ async fn conclude_and_journalize(
     hearing_id: &str,
     responses: u64,
 ) -> anyhow::Result<Journal> {
-    let urls: Vec<String> = deployment.nats.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect();
-    let prefix = deployment.envs.iter().find(|(k, _)| k == "AGORA_NATS_PREFIX").map(|(_, v)| v.clone());
-    let stream = prefix.map(|p| agora_eventstore::jetstream::BusConfig::new("", &p).stream);
-    jetstream_answers(&urls, stream.as_deref()).await?;
+    // The service waits at start while a cluster that lost a node moments ago elects again.
     deployment.kill_hard("hearing").await?;
     deployment.process("hearing")?.extra.push(("AGORA_CLOCK_OFFSET_DAYS".into(), "3".into()));
     deployment.start("hearing").await?;
