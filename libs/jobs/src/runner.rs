@@ -22,9 +22,16 @@ pub enum Outcome {
     Failed { error: String, permanent: bool },
 }
 
+/// What a queue's steps do.
 #[async_trait::async_trait]
 pub trait Perform<A>: Send + Sync {
-    async fn perform(&self, step: &Step<A>) -> Outcome;
+    /// What the steps of one batch share, looked up once for all of them before the first is
+    /// performed (the people a batch of messages goes to: one call instead of one a step).
+    type Batch: Send + Sync;
+
+    async fn prepare(&self, steps: &[Step<A>]) -> Self::Batch;
+
+    async fn perform(&self, step: &Step<A>, batch: &Self::Batch) -> Outcome;
 }
 
 pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -134,6 +141,7 @@ impl<P> Runner<P> {
         let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
         let perform = async move {
             let taken_at = std::time::Instant::now();
+            let batch = self.performer.prepare(&started).await;
             for running in started {
                 // The recorder stopped: its transaction failed, so no more is done now.
                 if outcomes.is_closed() {
@@ -144,7 +152,7 @@ impl<P> Runner<P> {
                     tracing::warn!(table = self.table.table, step = %running.key, "left for after its lease: the steps before it took too long");
                     continue;
                 }
-                let event = match self.performer.perform(&running).await {
+                let event = match self.performer.perform(&running, &batch).await {
                     Outcome::Done(reference) => running.succeed(attempt, reference),
                     Outcome::Skipped(reason) => running.skip(attempt, reason),
                     Outcome::Failed { error, permanent } => {

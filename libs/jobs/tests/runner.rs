@@ -10,15 +10,28 @@ use agora_jobs::{Outcome, Perform, RetryPolicy, Runner, Step, StepState, StepTab
 
 const STEPS: StepTable = StepTable { table: "test_steps", aggregate: "test_step" };
 
-/// Performs every step and remembers which; a step whose action says so fails.
+/// Performs every step and remembers which, and how many batches were prepared; a step whose
+/// action says so fails.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
+struct Recorder(Arc<Mutex<Vec<String>>>, Arc<Mutex<usize>>);
 
 #[async_trait::async_trait]
 impl Perform<String> for Recorder {
-    async fn perform(&self, step: &Step<String>) -> Outcome {
+    /// The steps the batch was prepared for.
+    type Batch = Vec<String>;
+
+    async fn prepare(&self, steps: &[Step<String>]) -> Vec<String> {
+        if let Ok(mut batches) = self.1.lock() {
+            *batches += 1;
+        }
+        steps.iter().map(|step| format!("{}/{}", step.group, step.key)).collect()
+    }
+
+    async fn perform(&self, step: &Step<String>, batch: &Vec<String>) -> Outcome {
+        let name = format!("{}/{}", step.group, step.key);
         if let Ok(mut performed) = self.0.lock() {
-            performed.push(format!("{}/{}", step.group, step.key));
+            // A step performed without having been prepared shows up under another name.
+            performed.push(if batch.contains(&name) { name } else { format!("{name} (not prepared)") });
         }
         if step.action == "fail" {
             Outcome::Failed { error: "the other side said no".into(), permanent: false }
@@ -61,6 +74,7 @@ async fn two_replicas_share_a_queue(first: Store, second: Store) {
     let handled = handled_a.expect("first replica") + handled_b.expect("second replica");
     assert_eq!(handled, 150, "every step was taken once");
 
+    let performed_batches = performed.clone();
     let performed = performed.0.lock().expect("performed").clone();
     let mut times: BTreeMap<&str, usize> = BTreeMap::new();
     for step in &performed {
@@ -68,6 +82,8 @@ async fn two_replicas_share_a_queue(first: Store, second: Store) {
     }
     assert_eq!(times.len(), 150);
     assert!(times.values().all(|&n| n == 1), "performed more than once: {times:?}");
+    let batches = *performed_batches.1.lock().expect("batches");
+    assert!(batches < 150 / 4, "a batch is prepared once for all its steps, not once a step: {batches} for 150 steps");
 
     for group in 0..10 {
         let steps: Vec<Step<String>> = STEPS.steps(&first, &format!("recipient-{group}")).await.expect("steps");

@@ -217,12 +217,19 @@ pub struct ContactGrpc {
     secret: ServiceSecret,
 }
 
-/// The contact directory, answering callers that present `secret`.
+impl ContactGrpc {
+    /// The directory, answering callers that present `secret`.
+    pub fn new(app: crate::app::IdentityApp, secret: &str) -> Self {
+        Self { app, secret: ServiceSecret::new(secret) }
+    }
+}
+
+/// The contact directory as a gRPC service, answering callers that present `secret`.
 pub fn contacts(
     app: crate::app::IdentityApp,
     secret: &str,
 ) -> pb::contact_directory_server::ContactDirectoryServer<ContactGrpc> {
-    pb::contact_directory_server::ContactDirectoryServer::new(ContactGrpc { app, secret: ServiceSecret::new(secret) })
+    pb::contact_directory_server::ContactDirectoryServer::new(ContactGrpc::new(app, secret))
 }
 
 #[tonic::async_trait]
@@ -230,11 +237,45 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
     async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::ContactReply>, Status> {
         self.secret.check(request.metadata(), "the contact directory")?;
         let user = id("user_id", &request.get_ref().user_id)?;
+        Ok(Response::new(self.contact(user).await?))
+    }
+
+    async fn get_contacts(
+        &self,
+        request: Request<pb::GetContactsRequest>,
+    ) -> Result<Response<pb::ContactsReply>, Status> {
+        self.secret.check(request.metadata(), "the contact directory")?;
+        let asked = &request.get_ref().user_ids;
+        if asked.len() > CONTACTS_AT_ONCE {
+            return Err(Status::invalid_argument(format!(
+                "user_ids: {} ids; at most {CONTACTS_AT_ONCE} at once",
+                asked.len()
+            )));
+        }
+        // Every id is checked before any is looked up: a bad one refuses the whole request.
+        let users =
+            asked.iter().map(|user| Ok((user.clone(), id("user_ids", user)?))).collect::<Result<Vec<_>, Status>>()?;
+        let mut contacts = std::collections::HashMap::with_capacity(users.len());
+        for (asked, user) in users {
+            if !contacts.contains_key(&asked) {
+                let contact = self.contact(user).await?;
+                contacts.insert(asked, contact);
+            }
+        }
+        Ok(Response::new(pb::ContactsReply { contacts }))
+    }
+}
+
+/// The most ids one `GetContacts` may ask for.
+const CONTACTS_AT_ONCE: usize = 1000;
+
+impl ContactGrpc {
+    async fn contact(&self, user: Uuid) -> Result<pb::ContactReply, Status> {
         let contact = self.app.contact(user).await.map_err(|e| {
             tracing::error!(error = %e, "contact directory");
             Status::unavailable("the identity service cannot answer now; retry")
         })?;
-        Ok(Response::new(match contact {
+        Ok(match contact {
             Some(contact) => pb::ContactReply {
                 found: true,
                 name: contact.name,
@@ -243,6 +284,6 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
                 digital_post: contact.digital_post.unwrap_or_default(),
             },
             None => pb::ContactReply::default(),
-        }))
+        })
     }
 }

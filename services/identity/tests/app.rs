@@ -34,6 +34,7 @@ on_both_backends!(
     terms_are_versioned_and_consent_is_recorded_per_version,
     signing_keys_rotate_without_a_valid_token_failing,
     erasure_destroys_the_key_and_the_log_still_verifies,
+    the_contact_directory_answers_for_many_people_at_once,
 );
 
 async fn development_login_is_off_unless_enabled(backend: Backend) {
@@ -248,4 +249,47 @@ async fn erasure_destroys_the_key_and_the_log_still_verifies(backend: Backend) {
     // People may erase themselves.
     env.app.erase(&carl_principal, carl.user.user_id, "").await.unwrap();
     assert_eq!(Capacity::Citizen, env.app.who_am_i(&carl_principal).await.unwrap().capacity.unwrap());
+}
+
+/// How the notification service finds a batch of messages' recipients: one call for all.
+async fn the_contact_directory_answers_for_many_people_at_once(backend: Backend) {
+    use agora_identity::keyservice::ContactGrpc;
+    use agora_proto::identity::v1::GetContactsRequest;
+    use agora_proto::identity::v1::contact_directory_server::ContactDirectory;
+
+    let Some(env) = env(backend, true, vec![], TestClock::new()).await else { return };
+    let admin = env.app.verifier().verify(&env.app.dev_login("admin").await.unwrap().access_token).unwrap();
+    let carl = env.app.dev_login("carl").await.unwrap().user.user_id.to_string();
+    let birgitte = env.app.dev_login("birgitte").await.unwrap().user.user_id;
+    env.app.erase(&admin, birgitte, "the person asked (GDPR art. 17)").await.unwrap();
+    let birgitte = birgitte.to_string();
+    let nobody = uuid::Uuid::now_v7().to_string();
+
+    let directory = ContactGrpc::new(env.app.clone(), "the service secret");
+    let credential = agora_auth::grpc::ServiceCredential::new("the service secret").unwrap();
+    let ask = |ids: Vec<String>| credential.request(GetContactsRequest { user_ids: ids });
+
+    let contacts = directory
+        .get_contacts(ask(vec![carl.clone(), birgitte.clone(), nobody.clone(), carl.clone()]))
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    assert_eq!(contacts.len(), 3, "each id once: {contacts:?}");
+    assert!(contacts[&carl].found);
+    assert_eq!(contacts[&carl].name, "Carl Citizen");
+    assert!(!contacts[&birgitte].found && contacts[&birgitte].name.is_empty(), "an erased person is not found");
+    assert!(!contacts[&nobody].found, "nor is someone who never was");
+
+    let refused = directory.get_contacts(ask(vec![carl.clone(), "'; DROP TABLE users".into()])).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("user_ids") && refused.message().contains("DROP"), "{refused:?}");
+    let too_many = directory.get_contacts(ask(vec![carl.clone(); 1001])).await.unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+    assert!(too_many.message().contains("at most 1000"), "{too_many:?}");
+
+    let stranger = agora_auth::grpc::ServiceCredential::new("a guess").unwrap();
+    let refused =
+        directory.get_contacts(stranger.request(GetContactsRequest { user_ids: vec![carl] })).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "only Agora's services may look people up");
 }

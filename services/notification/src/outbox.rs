@@ -7,7 +7,7 @@
 //! the message is sent, so an erased person is skipped, and the message is made then from the
 //! template, in the recipient's language.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::message::UnsubscribeSigner;
-use crate::recipients::{Directory, Recipient};
+use crate::recipients::{Contact, Directory, Recipient};
 use crate::smtp::{Email, SendError};
-use crate::templates::{Kind, Language};
+use crate::templates::{Kind, Language, Template};
 
 /// The messages: table `notification_messages`, streams `NotificationMessage` `<recipient>/<Message-ID>`.
 pub const MESSAGES: StepTable = StepTable { table: "notification_messages", aggregate: "NotificationMessage" };
@@ -172,12 +172,39 @@ impl Sender {
         })
     }
 
+    /// What a batch of messages needs from elsewhere, asked for once: the people (recipients
+    /// and hearings' owners) in one call to the identity service, the opt-outs in one query.
+    /// A lookup that fails fails each message that needs it (they are tried again).
+    async fn look_up(&self, messages: &[Message]) -> Lookups {
+        let mut people = Vec::new();
+        let mut opt_outs = Vec::new();
+        for message in messages {
+            let delivery = &message.action;
+            if let Recipient::User { user_id } = &delivery.recipient {
+                people.push(user_id.clone());
+            }
+            if let Some(owner) = delivery.values.get(crate::plan::OWNER_ID) {
+                people.push(owner.clone());
+            }
+            opt_outs.push((delivery.recipient.reference(), delivery.kind.as_str()));
+        }
+        Lookups {
+            people: self.directory.contacts(&people).await.map_err(|e| e.to_string()),
+            opted_out: crate::unsubscribe::opted_out_of(&self.store, &opt_outs).await.map_err(|e| e.to_string()),
+            templates: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Where, under what name, in what language; `None` when they are gone.
-    async fn resolve(&self, recipient: &Recipient) -> Result<Option<(Address, String, Language)>, VaultError> {
+    async fn resolve(
+        &self,
+        recipient: &Recipient,
+        people: &HashMap<String, Contact>,
+    ) -> Result<Option<(Address, String, Language)>, VaultError> {
         Ok(match recipient {
             // Citizens and company users in Digital Post where it is set up; staff (and the
             // rest, without it) by e-mail.
-            Recipient::User { user_id } => self.directory.contact(user_id).await?.and_then(|c| {
+            Recipient::User { user_id } => people.get(user_id).cloned().and_then(|c| {
                 let address = match (c.digital_post, &self.digital_post, c.email) {
                     (Some((kind, number)), Some(_), _) => Address::DigitalPost(kind, number),
                     (_, _, Some(email)) => Address::Email(email),
@@ -204,14 +231,23 @@ impl Sender {
         })
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Outcome {
-        match crate::unsubscribe::opted_out(&self.store, &delivery.recipient.reference(), delivery.kind.as_str()).await
-        {
-            Ok(true) => return Outcome::Skipped("the recipient unsubscribed from these messages".into()),
-            Ok(false) => {}
+    async fn deliver(&self, delivery: &Delivery, lookups: &Lookups) -> Outcome {
+        match &lookups.opted_out {
+            Ok(opted_out)
+                if opted_out.contains(&(delivery.recipient.reference(), delivery.kind.as_str().to_string())) =>
+            {
+                return Outcome::Skipped("the recipient unsubscribed from these messages".into());
+            }
+            Ok(_) => {}
             Err(e) => return Outcome::Failed(SendError::Transient(format!("the opt-outs cannot be read now: {e}"))),
         }
-        let (address, name, language) = match self.resolve(&delivery.recipient).await {
+        let people = match &lookups.people {
+            Ok(people) => people,
+            Err(e) => {
+                return Outcome::Failed(SendError::Transient(format!("the recipient cannot be looked up now: {e}")));
+            }
+        };
+        let (address, name, language) = match self.resolve(&delivery.recipient, people).await {
             Ok(Some(found)) => found,
             Ok(None) => return Outcome::Skipped("the recipient is gone or has no e-mail address".into()),
             Err(e) => {
@@ -228,23 +264,14 @@ impl Sender {
         let mut values: BTreeMap<&str, String> = delivery.values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         values.insert("recipient_name", name);
         if let Some(owner) = delivery.values.get(crate::plan::OWNER_ID) {
-            match self.directory.contact(owner).await {
-                Ok(contact) => {
-                    values.insert("owner_name", contact.map(|c| c.name).unwrap_or_default());
-                }
-                Err(e) => {
-                    return Outcome::Failed(SendError::Transient(format!("the owner cannot be looked up now: {e}")));
-                }
-            }
+            values.insert("owner_name", people.get(owner).map(|c| c.name.clone()).unwrap_or_default());
         }
         values.insert("portal_name", self.portal.name.clone());
         values.insert("portal_url", self.portal.url.clone());
         values.insert("unsubscribe_url", unsubscribe_url.clone());
         let template =
-            match crate::overrides::effective(&self.store, delivery.hearing_id.as_deref(), delivery.kind, language)
-                .await
-            {
-                Ok((template, _)) => template,
+            match lookups.template(&self.store, delivery.hearing_id.as_deref(), delivery.kind, language).await {
+                Ok(template) => template,
                 Err(e) => {
                     return Outcome::Failed(SendError::Transient(format!("the templates cannot be read now: {e}")));
                 }
@@ -298,10 +325,46 @@ impl Sender {
     }
 }
 
+/// What a batch of messages needs from elsewhere, looked up once for all of them.
+pub struct Lookups {
+    /// The recipients and owners who are there, by user id.
+    people: Result<HashMap<String, Contact>, String>,
+    /// (recipient reference, kind) of each opt-out among the batch's messages.
+    opted_out: Result<HashSet<(String, String)>, String>,
+    /// Each template in force, read when a message first needs it.
+    templates: std::sync::Mutex<HashMap<(Option<String>, Kind, Language), Template>>,
+}
+
+impl Lookups {
+    async fn template(
+        &self,
+        store: &Store,
+        hearing: Option<&str>,
+        kind: Kind,
+        language: Language,
+    ) -> Result<Template, StoreError> {
+        let key = (hearing.map(str::to_string), kind, language);
+        if let Some(template) = self.templates.lock().ok().and_then(|known| known.get(&key).cloned()) {
+            return Ok(template);
+        }
+        let (template, _) = crate::overrides::effective(store, hearing, kind, language).await?;
+        if let Ok(mut known) = self.templates.lock() {
+            known.insert(key, template.clone());
+        }
+        Ok(template)
+    }
+}
+
 #[async_trait::async_trait]
 impl agora_jobs::Perform<Delivery> for &Sender {
-    async fn perform(&self, message: &Message) -> agora_jobs::Outcome {
-        match self.deliver(&message.action).await {
+    type Batch = Lookups;
+
+    async fn prepare(&self, messages: &[Message]) -> Lookups {
+        self.look_up(messages).await
+    }
+
+    async fn perform(&self, message: &Message, lookups: &Lookups) -> agora_jobs::Outcome {
+        match self.deliver(&message.action, lookups).await {
             Outcome::Sent => agora_jobs::Outcome::Done(message.action.message_id.clone()),
             Outcome::Skipped(reason) => agora_jobs::Outcome::Skipped(reason),
             Outcome::Failed(error) => agora_jobs::Outcome::Failed {

@@ -2,6 +2,8 @@
 //! a user is looked up when the message is sent (so a changed address or language is used, and
 //! an erased person is no longer found); an invitee's address is kept sealed with their key.
 
+use std::collections::{BTreeSet, HashMap};
+
 use agora_vault::VaultError;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +59,20 @@ pub fn digital_post_address(text: &str) -> Option<(String, String)> {
 pub trait Directory: Send + Sync {
     /// `None` when there is no such user (any more: erased).
     async fn contact(&self, user_id: &str) -> Result<Option<Contact>, VaultError>;
+
+    /// Those of `user_ids` who are there, by id (the ones not there, or erased, are left out).
+    /// One after another unless the directory can answer for many at once.
+    async fn contacts(&self, user_ids: &[String]) -> Result<HashMap<String, Contact>, VaultError> {
+        let mut found = HashMap::with_capacity(user_ids.len());
+        for user_id in user_ids {
+            if !found.contains_key(user_id)
+                && let Some(contact) = self.contact(user_id).await?
+            {
+                found.insert(user_id.clone(), contact);
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// The identity service's contact directory over gRPC, with the shared service secret.
@@ -86,18 +102,35 @@ impl RemoteDirectory {
 impl Directory for RemoteDirectory {
     async fn contact(&self, user_id: &str) -> Result<Option<Contact>, VaultError> {
         let request = self.credential.request(agora_proto::identity::v1::GetContactRequest { user_id: user_id.into() });
-        let reply = self
-            .client
-            .clone()
-            .get_contact(request)
-            .await
-            .map_err(|s| VaultError::Store(format!("identity service: {}", s.message())))?
-            .into_inner();
-        Ok(reply.found.then(|| Contact {
-            name: reply.name,
-            email: (!reply.email.is_empty()).then_some(reply.email),
-            language: if reply.language == "en" { Language::English } else { Language::Danish },
-            digital_post: digital_post_address(&reply.digital_post),
-        }))
+        let reply = self.client.clone().get_contact(request).await.map_err(unreachable_directory)?.into_inner();
+        Ok(contact_of(reply))
     }
+
+    async fn contacts(&self, user_ids: &[String]) -> Result<HashMap<String, Contact>, VaultError> {
+        let mut found = HashMap::with_capacity(user_ids.len());
+        let unique: Vec<String> = user_ids.iter().collect::<BTreeSet<_>>().into_iter().cloned().collect();
+        for chunk in unique.chunks(CONTACTS_AT_ONCE) {
+            let request =
+                self.credential.request(agora_proto::identity::v1::GetContactsRequest { user_ids: chunk.to_vec() });
+            let reply = self.client.clone().get_contacts(request).await.map_err(unreachable_directory)?.into_inner();
+            found.extend(reply.contacts.into_iter().filter_map(|(id, reply)| Some((id, contact_of(reply)?))));
+        }
+        Ok(found)
+    }
+}
+
+/// The most ids the identity service answers for in one call.
+const CONTACTS_AT_ONCE: usize = 1000;
+
+fn unreachable_directory(status: tonic::Status) -> VaultError {
+    VaultError::Store(format!("identity service: {}", status.message()))
+}
+
+fn contact_of(reply: agora_proto::identity::v1::ContactReply) -> Option<Contact> {
+    reply.found.then(|| Contact {
+        name: reply.name,
+        email: (!reply.email.is_empty()).then_some(reply.email),
+        language: if reply.language == "en" { Language::English } else { Language::Danish },
+        digital_post: digital_post_address(&reply.digital_post),
+    })
 }

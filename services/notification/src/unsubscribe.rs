@@ -4,6 +4,7 @@
 //! nobody can unsubscribe someone else; the opt-out is kept, and the sender skips what it
 //! covers.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use agora_eventstore::{DbTx, Store, StoreError, on_reader, on_tx};
@@ -24,17 +25,32 @@ pub fn scope(recipient: &str, kind: &str) -> String {
     format!("{recipient}:{kind}")
 }
 
-/// Whether the recipient asked not to get this kind of message.
-pub async fn opted_out(store: &Store, recipient: &str, kind: &str) -> Result<bool, StoreError> {
-    let row: Option<(String,)> = on_reader!(store.backend(), pool => {
-        sqlx::query_as("SELECT at FROM notification_optouts WHERE recipient = $1 AND kind = $2")
-            .bind(recipient)
-            .bind(kind)
-            .fetch_optional(pool)
-            .await?
-    });
-    Ok(row.is_some())
+/// Which of `(recipient, kind)` opted out, in one query for a batch of messages.
+pub async fn opted_out_of(store: &Store, asked: &[(String, &str)]) -> Result<HashSet<(String, String)>, StoreError> {
+    let recipients: Vec<&str> =
+        asked.iter().map(|(recipient, _)| recipient.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut opted_out = HashSet::new();
+    for chunk in recipients.chunks(RECIPIENTS_AT_ONCE) {
+        let sql = format!(
+            "SELECT recipient, kind FROM notification_optouts WHERE recipient IN {}",
+            agora_eventstore::placeholders(store.is_postgres(), 1, chunk.len())
+        );
+        let rows: Vec<(String, String)> = on_reader!(store.backend(), pool => {
+            let mut query = sqlx::query_as(&sql);
+            for recipient in chunk {
+                query = query.bind(*recipient);
+            }
+            query.fetch_all(pool).await?
+        });
+        opted_out.extend(rows);
+    }
+    let asked: HashSet<(&str, &str)> = asked.iter().map(|(recipient, kind)| (recipient.as_str(), *kind)).collect();
+    opted_out.retain(|(recipient, kind)| asked.contains(&(recipient.as_str(), kind.as_str())));
+    Ok(opted_out)
 }
+
+/// Recipients asked about in one query: well under either database's limit of parameters.
+const RECIPIENTS_AT_ONCE: usize = 500;
 
 async fn opt_out_in(tx: &mut DbTx, recipient: &str, kind: &str) -> Result<(), StoreError> {
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

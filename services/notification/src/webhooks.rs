@@ -323,7 +323,11 @@ impl WebhookSender {
 
 #[async_trait::async_trait]
 impl Perform<Delivery> for &WebhookSender {
-    async fn perform(&self, step: &DeliveryStep) -> Outcome {
+    type Batch = ();
+
+    async fn prepare(&self, _steps: &[DeliveryStep]) {}
+
+    async fn perform(&self, step: &DeliveryStep, _batch: &()) -> Outcome {
         let delivery = &step.action;
         let (secret, url) = match self.secret_and_url(&delivery.webhook_id).await {
             Ok(Some(found)) => found,
