@@ -215,6 +215,10 @@ fn not_ready_yet(kind: CreateStreamErrorKind) -> bool {
     }
 }
 
+/// How long a start waits while nothing answers JetStream's API before it says the server has
+/// no JetStream.
+const NO_JETSTREAM_GRACE: Duration = Duration::from_secs(10);
+
 /// A connected JetStream context with the stream ensured.
 #[derive(Clone)]
 pub struct Bus {
@@ -270,7 +274,8 @@ impl Bus {
         // for a moment while it still removes an earlier stream of that name: such refusals
         // are waited out, up to the start deadline, so that every service started with the
         // cluster does not give up (and get restarted) while it elects.
-        let deadline = tokio::time::Instant::now() + self.config.start_deadline;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.config.start_deadline;
         let mut pause = Duration::from_millis(100);
         loop {
             let refused = match self.jetstream.create_or_update_stream(config.clone()).await {
@@ -278,19 +283,25 @@ impl Bus {
                 Err(e) => e,
             };
             let not_yet = not_ready_yet(refused.kind());
-            if !not_yet || tokio::time::Instant::now() + pause > deadline {
-                let waited = if not_yet {
+            // Nobody answering JetStream's API at all is a server without JetStream, which no
+            // wait cures (a server has JetStream on before it takes clients, and a cluster
+            // electing its leader answers, or times out): a short grace, not the deadline.
+            let no_jetstream = matches!(refused.kind(), CreateStreamErrorKind::JetStreamUnavailable);
+            let give_up_at = if no_jetstream { deadline.min(started + NO_JETSTREAM_GRACE) } else { deadline };
+            if !not_yet || tokio::time::Instant::now() + pause > give_up_at {
+                let waited = (give_up_at - started).as_secs();
+                let reason = if no_jetstream {
                     format!(
-                        " (still after {} s of waiting for JetStream to be ready)",
-                        self.config.start_deadline.as_secs()
+                        "{refused}: JetStream does not answer at {} (still after {waited} s); is the server \
+                         started with JetStream enabled (`-js`, or `jetstream {{}}` in its configuration)?",
+                        self.config.url
                     )
+                } else if not_yet {
+                    format!("{refused} (still after {waited} s of waiting for JetStream to be ready)")
                 } else {
-                    String::new()
+                    refused.to_string()
                 };
-                return Err(BusError::Stream {
-                    stream: self.config.stream.clone(),
-                    reason: format!("{refused}{waited}"),
-                });
+                return Err(BusError::Stream { stream: self.config.stream.clone(), reason });
             }
             tracing::warn!(stream = %self.config.stream, error = %refused, retry_in_ms = pause.as_millis() as u64,
                 "JetStream is not ready yet (a cluster electing its leader?); waiting for it");

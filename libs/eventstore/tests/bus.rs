@@ -420,3 +420,38 @@ async fn relay_resumes_after_nats_errors(db: Db, bus: Bus) {
     assert_eq!(publish_all(&relay, 2).await, 2);
     assert_eq!(messages_in_stream(&bus).await, 5);
 }
+
+/// A NATS server started without JetStream is a mistake in the deployment, not a cluster still
+/// electing its leader: the start says so after a short grace instead of waiting out the whole
+/// start deadline (100 s, which this test's own limit is well under).
+#[tokio::test]
+async fn a_server_without_jetstream_is_named_as_the_reason_a_start_fails() {
+    let Ok(server) = std::env::var("AGORA_NATS_SERVER_BIN") else {
+        testing::unavailable("nats-server (AGORA_NATS_SERVER_BIN; scripts/test installs it)", &"not set");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let _server = tokio::process::Command::new(&server)
+        .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server starts");
+    let url = format!("nats://127.0.0.1:{port}");
+    let config = jetstream::BusConfig::new(&url, &format!("agora_test_{}", Uuid::now_v7().simple()));
+    assert_eq!(config.start_deadline, std::time::Duration::from_secs(100));
+    let connecting = testing::poll_until(std::time::Duration::from_millis(100), 60, || async {
+        match Bus::connect(config.clone()).await {
+            Err(jetstream::BusError::Connect { .. }) => None, // the server is still starting
+            other => Some(other),
+        }
+    });
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), connecting)
+        .await
+        .ok()
+        .flatten()
+        .expect("the start gives up within a minute, not after the 100 s deadline");
+    let error = outcome.err().expect("no stream without JetStream").to_string();
+    assert!(error.contains(&url) && error.contains("JetStream enabled"), "the error names the cause: {error}");
+}

@@ -29,8 +29,11 @@ pub trait Perform<A>: Send + Sync {
     /// performed (the people a batch of messages goes to: one call instead of one a step).
     type Batch: Send + Sync;
 
+    /// Looks up what `steps` (a batch just started, in the order they will be performed) need;
+    /// its time counts against their lease.
     async fn prepare(&self, steps: &[Step<A>]) -> Self::Batch;
 
+    /// Does one step, with what its batch's [`Perform::prepare`] looked up.
     async fn perform(&self, step: &Step<A>, batch: &Self::Batch) -> Outcome;
 }
 
@@ -87,7 +90,8 @@ impl<P> Runner<P> {
     ///
     /// Steps are taken in batches: a batch is started in one transaction (one commit and one
     /// multi-row append for many steps, which lets the queue keep up with a surge of
-    /// receipts), then its steps are performed one after another, in their order.
+    /// receipts), then what its steps need is looked up at once ([`Perform::prepare`]), and they
+    /// are performed one after another, in their order.
     pub async fn run_due<A>(&self, condition: &str, binds: &[&str]) -> Result<usize, StoreError>
     where
         A: Serialize + DeserializeOwned + Clone + Send + Sync,

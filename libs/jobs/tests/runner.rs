@@ -82,6 +82,8 @@ async fn two_replicas_share_a_queue(first: Store, second: Store) {
     }
     assert_eq!(times.len(), 150);
     assert!(times.values().all(|&n| n == 1), "performed more than once: {times:?}");
+    let unprepared: Vec<&String> = performed.iter().filter(|step| step.ends_with("(not prepared)")).collect();
+    assert!(unprepared.is_empty(), "performed without their batch prepared: {unprepared:?}");
     let batches = *performed_batches.1.lock().expect("batches");
     assert!(batches < 150 / 4, "a batch is prepared once for all its steps, not once a step: {batches} for 150 steps");
 

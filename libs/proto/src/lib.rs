@@ -30,6 +30,9 @@ pub mod notification {
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("agora.identity.v1");
+
+        /// The most user ids one `GetContacts` call may ask for.
+        pub const CONTACTS_AT_ONCE: usize = 1000;
     }
 }
 

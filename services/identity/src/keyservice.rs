@@ -246,10 +246,11 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
     ) -> Result<Response<pb::ContactsReply>, Status> {
         self.secret.check(request.metadata(), "the contact directory")?;
         let asked = &request.get_ref().user_ids;
-        if asked.len() > CONTACTS_AT_ONCE {
+        if asked.len() > pb::CONTACTS_AT_ONCE {
             return Err(Status::invalid_argument(format!(
-                "user_ids: {} ids; at most {CONTACTS_AT_ONCE} at once",
-                asked.len()
+                "user_ids: {} ids; at most {} at once",
+                asked.len(),
+                pb::CONTACTS_AT_ONCE
             )));
         }
         // Every id is checked before any is looked up: a bad one refuses the whole request.
@@ -265,9 +266,6 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
         Ok(Response::new(pb::ContactsReply { contacts }))
     }
 }
-
-/// The most ids one `GetContacts` may ask for.
-const CONTACTS_AT_ONCE: usize = 1000;
 
 impl ContactGrpc {
     async fn contact(&self, user: Uuid) -> Result<pb::ContactReply, Status> {

@@ -174,7 +174,9 @@ impl Sender {
 
     /// What a batch of messages needs from elsewhere, asked for once: the people (recipients
     /// and hearings' owners) in one call to the identity service, the opt-outs in one query.
-    /// A lookup that fails fails each message that needs it (they are tried again).
+    /// A lookup that fails fails each message that needs it (they are tried again). What is
+    /// looked up is as old as the batch: a person erased, or an opt-out made, while a batch is
+    /// being sent may still get its message (a batch is sent within 0.8 of its lease).
     async fn look_up(&self, messages: &[Message]) -> Lookups {
         let mut people = Vec::new();
         let mut opt_outs = Vec::new();
@@ -196,22 +198,27 @@ impl Sender {
     }
 
     /// Where, under what name, in what language; `None` when they are gone.
+    /// `people`: the batch's lookup at the identity service, which only users need (a failed
+    /// one fails only their messages).
     async fn resolve(
         &self,
         recipient: &Recipient,
-        people: &HashMap<String, Contact>,
+        people: &Result<HashMap<String, Contact>, String>,
     ) -> Result<Option<(Address, String, Language)>, VaultError> {
         Ok(match recipient {
             // Citizens and company users in Digital Post where it is set up; staff (and the
             // rest, without it) by e-mail.
-            Recipient::User { user_id } => people.get(user_id).cloned().and_then(|c| {
-                let address = match (c.digital_post, &self.digital_post, c.email) {
-                    (Some((kind, number)), Some(_), _) => Address::DigitalPost(kind, number),
-                    (_, _, Some(email)) => Address::Email(email),
-                    _ => return None,
-                };
-                Some((address, c.name, c.language))
-            }),
+            Recipient::User { user_id } => {
+                let people = people.as_ref().map_err(|e| VaultError::Store(e.clone()))?;
+                people.get(user_id).cloned().and_then(|c| {
+                    let address = match (c.digital_post, &self.digital_post, c.email) {
+                        (Some((kind, number)), Some(_), _) => Address::DigitalPost(kind, number),
+                        (_, _, Some(email)) => Address::Email(email),
+                        _ => return None,
+                    };
+                    Some((address, c.name, c.language))
+                })
+            }
             Recipient::Invitee { sealed_address, sealed_name, .. } => {
                 match (self.reveal(sealed_address).await?, self.reveal(sealed_name).await?) {
                     (Some(address), Some(name)) => Some((Address::Email(address), name, Language::Danish)),
@@ -241,13 +248,7 @@ impl Sender {
             Ok(_) => {}
             Err(e) => return Outcome::Failed(SendError::Transient(format!("the opt-outs cannot be read now: {e}"))),
         }
-        let people = match &lookups.people {
-            Ok(people) => people,
-            Err(e) => {
-                return Outcome::Failed(SendError::Transient(format!("the recipient cannot be looked up now: {e}")));
-            }
-        };
-        let (address, name, language) = match self.resolve(&delivery.recipient, people).await {
+        let (address, name, language) = match self.resolve(&delivery.recipient, &lookups.people).await {
             Ok(Some(found)) => found,
             Ok(None) => return Outcome::Skipped("the recipient is gone or has no e-mail address".into()),
             Err(e) => {
@@ -264,7 +265,14 @@ impl Sender {
         let mut values: BTreeMap<&str, String> = delivery.values.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         values.insert("recipient_name", name);
         if let Some(owner) = delivery.values.get(crate::plan::OWNER_ID) {
-            values.insert("owner_name", people.get(owner).map(|c| c.name.clone()).unwrap_or_default());
+            match &lookups.people {
+                Ok(people) => {
+                    values.insert("owner_name", people.get(owner).map(|c| c.name.clone()).unwrap_or_default());
+                }
+                Err(e) => {
+                    return Outcome::Failed(SendError::Transient(format!("the owner cannot be looked up now: {e}")));
+                }
+            }
         }
         values.insert("portal_name", self.portal.name.clone());
         values.insert("portal_url", self.portal.url.clone());

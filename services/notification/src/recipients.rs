@@ -102,27 +102,43 @@ impl RemoteDirectory {
 impl Directory for RemoteDirectory {
     async fn contact(&self, user_id: &str) -> Result<Option<Contact>, VaultError> {
         let request = self.credential.request(agora_proto::identity::v1::GetContactRequest { user_id: user_id.into() });
-        let reply = self.client.clone().get_contact(request).await.map_err(unreachable_directory)?.into_inner();
+        let reply = self.client.clone().get_contact(request).await.map_err(directory_error)?.into_inner();
         Ok(contact_of(reply))
     }
 
     async fn contacts(&self, user_ids: &[String]) -> Result<HashMap<String, Contact>, VaultError> {
         let mut found = HashMap::with_capacity(user_ids.len());
-        let unique: Vec<String> = user_ids.iter().collect::<BTreeSet<_>>().into_iter().cloned().collect();
-        for chunk in unique.chunks(CONTACTS_AT_ONCE) {
+        // An id that is no user id names nobody; asked for, it would refuse the whole call.
+        let unique: Vec<String> = user_ids
+            .iter()
+            .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        for chunk in unique.chunks(agora_proto::identity::v1::CONTACTS_AT_ONCE) {
             let request =
                 self.credential.request(agora_proto::identity::v1::GetContactsRequest { user_ids: chunk.to_vec() });
-            let reply = self.client.clone().get_contacts(request).await.map_err(unreachable_directory)?.into_inner();
+            let reply = match self.client.clone().get_contacts(request).await {
+                Ok(reply) => reply.into_inner(),
+                // An identity service from before GetContacts (a rolling upgrade): one by one.
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    for user_id in chunk {
+                        if let Some(contact) = self.contact(user_id).await? {
+                            found.insert(user_id.clone(), contact);
+                        }
+                    }
+                    continue;
+                }
+                Err(status) => return Err(directory_error(status)),
+            };
             found.extend(reply.contacts.into_iter().filter_map(|(id, reply)| Some((id, contact_of(reply)?))));
         }
         Ok(found)
     }
 }
 
-/// The most ids the identity service answers for in one call.
-const CONTACTS_AT_ONCE: usize = 1000;
-
-fn unreachable_directory(status: tonic::Status) -> VaultError {
+fn directory_error(status: tonic::Status) -> VaultError {
     VaultError::Store(format!("identity service: {}", status.message()))
 }
 

@@ -261,3 +261,59 @@ async fn a_one_click_unsubscribe_stops_that_kind_of_message_and_a_forged_link_do
         assert_eq!(skipped.skipped.as_deref(), Some("the recipient unsubscribed from these messages"));
     }
 }
+
+/// The identity service while it cannot answer.
+struct UnreachableDirectory;
+
+#[async_trait::async_trait]
+impl agora_notification::recipients::Directory for UnreachableDirectory {
+    async fn contact(
+        &self,
+        _user_id: &str,
+    ) -> Result<Option<agora_notification::recipients::Contact>, agora_vault::VaultError> {
+        Err(agora_vault::VaultError::Store("identity service: unavailable".into()))
+    }
+}
+
+#[tokio::test]
+async fn while_the_identity_service_cannot_answer_only_messages_to_users_wait() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let Some(server) = SmtpServer::start().await else { return };
+        let setup = Setup::new(store.clone()).await;
+        // One batch: an invitee, known by a sealed address, and a user, looked up by id.
+        let (anna, karen) = (Uuid::now_v7(), Uuid::now_v7());
+        let invitation = setup.invitation(anna, "anna@borger.example").await;
+        let mut to_user = setup.invitation(Uuid::now_v7(), "unused@borger.example").await;
+        to_user.recipient = Recipient::User { user_id: karen.to_string() };
+        to_user.message_id = format!("<{}@kk.example>", Uuid::now_v7());
+        let (user_reference, user_message) = (to_user.recipient.reference(), to_user.message_id.clone());
+        assert_eq!(setup.enqueue(vec![invitation, to_user]).await, 2);
+
+        let mut sender = setup.sender(Arc::new(smtp(server.port)), RetryPolicy::default());
+        sender.directory = Arc::new(UnreachableDirectory);
+        assert_eq!(sender.run_due().await.expect("run"), 2);
+        let received = server.wait_for(1).await;
+        assert_eq!(received[0]["rcpt_tos"][0], "anna@borger.example", "the invitee's message went out");
+        let waiting: Message = MESSAGES.step(&store, &user_reference, &user_message).await.expect("step").expect("it");
+        assert_eq!(waiting.state, StepState::Retrying, "{waiting:?}");
+        assert!(waiting.last_error.as_deref().is_some_and(|e| e.contains("cannot be looked up now")), "{waiting:?}");
+
+        // Once it answers, the user's message goes out at its retry.
+        let mut people = support::People::default();
+        people.0.insert(
+            karen.to_string(),
+            agora_notification::recipients::Contact {
+                name: "Karen Kommune".into(),
+                email: Some("karen@kk.example".into()),
+                ..Default::default()
+            },
+        );
+        sender.directory = Arc::new(people);
+        setup.advance(60);
+        assert_eq!(sender.run_due().await.expect("run"), 1);
+        let received = server.wait_for(2).await;
+        assert!(received.iter().any(|m| m["rcpt_tos"][0] == "karen@kk.example"), "{received:?}");
+        let sent: Message = MESSAGES.step(&store, &user_reference, &user_message).await.expect("step").expect("it");
+        assert_eq!(sent.state, StepState::Done);
+    }
+}
