@@ -35,6 +35,12 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &str;
     /// Applies one event, writing only through `tx`.
     async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    /// The aggregate types whose events it applies (`None`: every event). The others are
+    /// passed over unread: most of the log is other services' events, and a response's
+    /// payload is kilobytes.
+    fn aggregates(&self) -> Option<&[&'static str]> {
+        None
+    }
     /// Applies a batch in log order; override to write each changed row once per batch.
     async fn apply_batch(&self, tx: &mut DbTx, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         for event in events {
@@ -72,26 +78,37 @@ impl ProjectionRunner {
         format!("projection:{}", projection.name())
     }
 
-    /// Applies the next batch to one projection; returns the number of events applied.
+    /// Applies the next batch to one projection; returns the number of events it read
+    /// (applied, or passed over as not the projection's).
     /// On PostgreSQL the checkpoint row is locked first, so replicas running the same
     /// projection take turns instead of applying a batch twice.
     pub async fn step(&self, projection: &dyn Projection) -> Result<usize, ProjectionError> {
         let name = Self::checkpoint_name(projection);
         let mut tx = self.store.begin().await?;
         let after = lock_checkpoint(&mut tx, &name).await?;
-        let events = Store::read_log_in(&mut tx, after, self.batch).await?;
+        let only = projection.aggregates();
+        let events = Store::read_log_in(&mut tx, after, self.batch, only).await?;
         let Some(last) = events.last().map(|e| e.log) else {
             // Release the turn now rather than when the pool gets round to it.
             tx.rollback().await?;
             return Ok(0);
         };
-        projection.apply_batch(&mut tx, &events).await?;
+        let read = events.len();
+        // The checkpoint moves past the whole batch; only the wanted events (with their
+        // payload) are applied.
+        let wanted: Vec<RecordedEvent> = match only {
+            None => events,
+            Some(aggregates) => {
+                events.into_iter().filter(|e| aggregates.contains(&e.aggregate_type.as_str())).collect()
+            }
+        };
+        projection.apply_batch(&mut tx, &wanted).await?;
         save_checkpoint(&mut tx, &name, last).await?;
         tx.commit().await?;
         let metrics = agora_telemetry::metrics::global();
-        metrics.events_handled(projection.name(), events.len() as u64);
+        metrics.events_handled(projection.name(), wanted.len() as u64);
         metrics.consumer_position(projection.name(), last.position);
-        Ok(events.len())
+        Ok(read)
     }
 
     /// Applies everything committed before the call to every projection. Waits (up to ten

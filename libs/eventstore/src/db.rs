@@ -761,24 +761,52 @@ impl Store {
 
     /// [`Store::read_log`] on an open transaction's connection, so that a consumer holding
     /// a transaction needs no second connection. The transaction must not have written yet.
-    pub async fn read_log_in(tx: &mut DbTx, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    /// With `only`, the events of other aggregate types come without their payload (`null`):
+    /// a reader that passes over them still learns their position, without the database
+    /// sending (and the reader parsing) a response's kilobytes for every reader of the log.
+    pub async fn read_log_in(
+        tx: &mut DbTx,
+        after: LogPosition,
+        limit: i64,
+        only: Option<&[&str]>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = |whole: &'static str| -> std::borrow::Cow<'static, str> {
+            match only {
+                None => whole.into(),
+                // No aggregate at all: every payload left out (PostgreSQL refuses `IN ()`).
+                Some([]) => whole.replacen(" payload,", " 'null',", 1).into(),
+                Some(aggregates) => {
+                    let listed: Vec<String> = (0..aggregates.len()).map(|n| format!("${}", n + 4)).collect();
+                    whole
+                        .replacen(
+                            " payload,",
+                            &format!(
+                                " CASE WHEN aggregate_type IN ({}) THEN payload ELSE 'null' END,",
+                                listed.join(",")
+                            ),
+                            1,
+                        )
+                        .into()
+                }
+            }
+        };
         match tx {
             DbTx::Postgres(conn) => {
-                let rows = sqlx::query(LOG_PG)
-                    .bind(after.transaction)
-                    .bind(after.position)
-                    .bind(limit)
-                    .fetch_all(&mut **conn)
-                    .await?;
+                let sql = sql(LOG_PG);
+                let mut query = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit);
+                for aggregate in only.unwrap_or_default() {
+                    query = query.bind(*aggregate);
+                }
+                let rows = query.fetch_all(&mut **conn).await?;
                 rows.iter().map(decode_pg).collect()
             }
             DbTx::Sqlite(conn) => {
-                let rows = sqlx::query(LOG_SQLITE)
-                    .bind(after.transaction)
-                    .bind(after.position)
-                    .bind(limit)
-                    .fetch_all(&mut **conn)
-                    .await?;
+                let sql = sql(LOG_SQLITE);
+                let mut query = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit);
+                for aggregate in only.unwrap_or_default() {
+                    query = query.bind(*aggregate);
+                }
+                let rows = query.fetch_all(&mut **conn).await?;
                 rows.iter().map(decode_sqlite).collect()
             }
         }

@@ -635,6 +635,96 @@ async fn projections(db: Db) {
     assert_eq!(total, store.log_extent().await.or_fail("log_extent").0);
 }
 
+on_both_backends!(a_projection_reads_only_its_aggregates);
+
+/// Counts the events of the counters only, and refuses any other (the runner must not hand it
+/// one): a projection that names its aggregates.
+struct CountersOnly;
+
+#[async_trait]
+impl Projection for CountersOnly {
+    fn name(&self) -> &str {
+        "test-counters-only"
+    }
+
+    fn aggregates(&self) -> Option<&[&'static str]> {
+        Some(&[COUNTER])
+    }
+
+    async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if event.aggregate_type != COUNTER || event.payload_value().is_null() {
+            return Err(ProjectionError::Apply {
+                projection: self.name().into(),
+                position: event.position(),
+                reason: format!("handed a {} event, payload {}", event.aggregate_type, event.payload.get()),
+            });
+        }
+        CountPerAggregate.apply(tx, event).await
+    }
+
+    async fn reset(&self, tx: &mut DbTx) -> Result<(), ProjectionError> {
+        CountPerAggregate.reset(tx).await
+    }
+}
+
+/// Most of the log is other services' events: a projection that names its aggregates gets
+/// only theirs, whole, and its checkpoint still moves past the rest (a second catch-up reads
+/// nothing, however many of the others came last).
+async fn a_projection_reads_only_its_aggregates(db: Db) {
+    let store = db.store.clone();
+    store.execute_ddl(&[COUNTS_TABLE]).await.or_fail("creating test_counts");
+    let counters = counter_store(&store, None);
+    let others = |from: i64| -> Vec<agora_eventstore::NewEvent> {
+        (from..from + 5)
+            .map(|sequence| agora_eventstore::NewEvent {
+                aggregate_type: "another-service".into(),
+                aggregate_id: "theirs".into(),
+                sequence,
+                event_type: "Happened".into(),
+                event_version: "1".into(),
+                payload: json!({ "text": "kilobytes of someone else's response" }),
+                metadata: json!({}),
+            })
+            .collect()
+    };
+    let append_others = |events: Vec<agora_eventstore::NewEvent>| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.or_fail("begin");
+            store.append_in(&mut tx, &events).await.or_fail("append another service's events");
+            tx.commit().await.or_fail("commit");
+        }
+    };
+    append_others(others(1)).await;
+    add(&counters, "mine", &[1, 2, 3]).await;
+    append_others(others(6)).await;
+
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(CountersOnly)]).with_batch(4);
+    assert_eq!(catch_up(&runner, 13).await, 13, "every event of the log is read past");
+    assert_eq!(counts(&store).await, vec![("mine".to_string(), 3)]);
+    assert_eq!(runner.catch_up().await.or_fail("second catch_up"), 0, "the checkpoint is past the others' events");
+
+    add(&counters, "mine", &[4]).await;
+    assert_eq!(catch_up(&runner, 1).await, 1);
+    assert_eq!(counts(&store).await, vec![("mine".to_string(), 4)]);
+
+    // The others' payloads are not even read; with no aggregate named, none is.
+    for (only, mine_whole) in [(&[COUNTER][..], true), (&[][..], false)] {
+        // PostgreSQL holds the log back while an older transaction elsewhere is still open.
+        let log = agora_eventstore::testing::eventually(10, "the whole log", || async {
+            let mut tx = store.begin().await.or_fail("begin");
+            let log = Store::read_log_in(&mut tx, LogPosition::START, 100, Some(only)).await.or_fail("read_log_in");
+            tx.rollback().await.or_fail("rollback");
+            (log.len() == 14).then_some(log)
+        })
+        .await;
+        for event in log {
+            let whole = event.aggregate_type == COUNTER && mine_whole;
+            assert_eq!(event.payload.get() != "null", whole, "{} {}", event.aggregate_type, event.payload.get());
+        }
+    }
+}
+
 // 8. Exactly-once integration handler ----------------------------------------------------
 
 const EFFECTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS test_effects (event_id TEXT NOT NULL, subject TEXT NOT NULL)";

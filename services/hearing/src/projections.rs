@@ -210,6 +210,10 @@ impl Projection for HearingListProjection {
         "hearing-read-model"
     }
 
+    fn aggregates(&self) -> Option<&[&'static str]> {
+        Some(&[Hearing::TYPE, Reference::TYPE])
+    }
+
     async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }

@@ -788,6 +788,10 @@ impl Projection for UserListProjection {
         "identity-users"
     }
 
+    fn aggregates(&self) -> Option<&[&'static str]> {
+        Some(&[USER_AGGREGATE, COMPANY_AGGREGATE])
+    }
+
     async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         match event.aggregate_type.as_str() {
             USER_AGGREGATE => fold_into::<User>(tx, "identity_users", event).await,

@@ -67,6 +67,10 @@ impl Projection for ResponseListProjection {
         "response-read-model"
     }
 
+    fn aggregates(&self) -> Option<&[&'static str]> {
+        Some(&[SETTINGS_AGGREGATE, crate::app::ACCESS_AGGREGATE, Response::TYPE])
+    }
+
     async fn apply(&self, tx: &mut DbTx, event: &RecordedEvent) -> Result<(), ProjectionError> {
         self.apply_batch(tx, std::slice::from_ref(event)).await
     }
