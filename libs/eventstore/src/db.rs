@@ -771,24 +771,15 @@ impl Store {
         only: Option<&[&str]>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let sql = |whole: &'static str| -> std::borrow::Cow<'static, str> {
-            match only {
-                None => whole.into(),
-                // No aggregate at all: every payload left out (PostgreSQL refuses `IN ()`).
-                Some([]) => whole.replacen(" payload,", " 'null',", 1).into(),
-                Some(aggregates) => {
-                    let listed: Vec<String> = (0..aggregates.len()).map(|n| format!("${}", n + 4)).collect();
-                    whole
-                        .replacen(
-                            " payload,",
-                            &format!(
-                                " CASE WHEN aggregate_type IN ({}) THEN payload ELSE 'null' END,",
-                                listed.join(",")
-                            ),
-                            1,
-                        )
-                        .into()
-                }
-            }
+            let Some(aggregates) = only else { return whole.into() };
+            // No aggregate at all: every payload left out (PostgreSQL refuses `IN ()`).
+            let wanted = if aggregates.is_empty() {
+                "1 = 0".to_string()
+            } else {
+                let listed: Vec<String> = (0..aggregates.len()).map(|n| format!("${}", n + 4)).collect();
+                format!("aggregate_type IN ({})", listed.join(","))
+            };
+            whole.replacen(" payload,", &format!(" CASE WHEN {wanted} THEN payload ELSE 'null' END,"), 1).into()
         };
         match tx {
             DbTx::Postgres(conn) => {

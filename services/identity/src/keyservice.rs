@@ -258,9 +258,8 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
             asked.iter().map(|user| Ok((user.clone(), id("user_ids", user)?))).collect::<Result<Vec<_>, Status>>()?;
         let mut contacts = std::collections::HashMap::with_capacity(users.len());
         for (asked, user) in users {
-            if !contacts.contains_key(&asked) {
-                let contact = self.contact(user).await?;
-                contacts.insert(asked, contact);
+            if let std::collections::hash_map::Entry::Vacant(slot) = contacts.entry(asked) {
+                slot.insert(self.contact(user).await?);
             }
         }
         Ok(Response::new(pb::ContactsReply { contacts }))

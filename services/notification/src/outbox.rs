@@ -340,8 +340,11 @@ pub struct Lookups {
     /// (recipient reference, kind) of each opt-out among the batch's messages.
     opted_out: Result<HashSet<(String, String)>, String>,
     /// Each template in force, read when a message first needs it.
-    templates: std::sync::Mutex<HashMap<(Option<String>, Kind, Language), Template>>,
+    templates: std::sync::Mutex<HashMap<TemplateKey, Template>>,
 }
+
+/// A template in force is chosen by hearing (none: the municipality's), kind and language.
+type TemplateKey = (Option<String>, Kind, Language);
 
 impl Lookups {
     async fn template(

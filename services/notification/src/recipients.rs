@@ -63,16 +63,24 @@ pub trait Directory: Send + Sync {
     /// Those of `user_ids` who are there, by id (the ones not there, or erased, are left out).
     /// One after another unless the directory can answer for many at once.
     async fn contacts(&self, user_ids: &[String]) -> Result<HashMap<String, Contact>, VaultError> {
-        let mut found = HashMap::with_capacity(user_ids.len());
-        for user_id in user_ids {
-            if !found.contains_key(user_id)
-                && let Some(contact) = self.contact(user_id).await?
-            {
-                found.insert(user_id.clone(), contact);
-            }
-        }
-        Ok(found)
+        one_by_one(self, user_ids).await
     }
+}
+
+/// [`Directory::contacts`] by asking for each person in turn.
+async fn one_by_one<D: Directory + ?Sized>(
+    directory: &D,
+    user_ids: &[String],
+) -> Result<HashMap<String, Contact>, VaultError> {
+    let mut found = HashMap::with_capacity(user_ids.len());
+    for user_id in user_ids {
+        if !found.contains_key(user_id)
+            && let Some(contact) = directory.contact(user_id).await?
+        {
+            found.insert(user_id.clone(), contact);
+        }
+    }
+    Ok(found)
 }
 
 /// The identity service's contact directory over gRPC, with the shared service secret.
@@ -123,11 +131,7 @@ impl Directory for RemoteDirectory {
                 Ok(reply) => reply.into_inner(),
                 // An identity service from before GetContacts (a rolling upgrade): one by one.
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    for user_id in chunk {
-                        if let Some(contact) = self.contact(user_id).await? {
-                            found.insert(user_id.clone(), contact);
-                        }
-                    }
+                    found.extend(one_by_one(self, chunk).await?);
                     continue;
                 }
                 Err(status) => return Err(directory_error(status)),
