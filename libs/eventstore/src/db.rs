@@ -195,6 +195,36 @@ const LOG_SQLITE: &str = "SELECT position, tx_id, event_id, aggregate_type, aggr
     event_type, event_version, payload, metadata, recorded_at, hash FROM events WHERE (tx_id, position) > ($1, $2) \
     ORDER BY tx_id, position LIMIT $3";
 
+/// A log read's statement with its parameters bound: from `after`, `limit` of them, and the
+/// aggregate types `only` names (see [`log_sql`]).
+macro_rules! log_query {
+    ($sql:expr, $after:expr, $limit:expr, $only:expr) => {{
+        let mut query = sqlx::query($sql).bind($after.transaction).bind($after.position).bind($limit);
+        for aggregate in $only.unwrap_or_default() {
+            query = query.bind(*aggregate);
+        }
+        query
+    }};
+}
+
+/// A log read (`LOG_PG` or `LOG_SQLITE`) that leaves out the payloads of aggregate types not
+/// in `only`, bound after the read's own three parameters.
+fn log_sql(whole: &'static str, only: Option<&[&str]>) -> std::borrow::Cow<'static, str> {
+    let Some(aggregates) = only else { return whole.into() };
+    // No aggregate at all: every payload left out (PostgreSQL refuses `IN ()`).
+    let wanted = if aggregates.is_empty() {
+        "1 = 0".to_string()
+    } else {
+        let listed: Vec<String> = (0..aggregates.len()).map(|n| format!("${}", n + 4)).collect();
+        format!("aggregate_type IN ({})", listed.join(","))
+    };
+    whole.replacen(" payload,", &format!(" CASE WHEN {wanted} THEN payload ELSE 'null' END,"), 1).into()
+}
+
+/// Streams read in one query by [`Store::read_streams`]: well under either database's limit
+/// of parameters.
+pub const STREAMS_AT_ONCE: usize = 500;
+
 /// Bounded so that a surge of short streams cannot grow memory without limit.
 const HASH_CACHE_LIMIT: usize = 100_000;
 
@@ -734,71 +764,92 @@ impl Store {
         Ok(events)
     }
 
+    /// Every event of many streams of one type, grouped by stream and each stream in order:
+    /// one query (per [`STREAMS_AT_ONCE`]) where a reader would otherwise ask stream by stream.
+    /// A stream with no events is simply absent.
+    pub async fn read_streams(
+        &self,
+        aggregate_type: &str,
+        aggregate_ids: &[&str],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let postgres = self.is_postgres();
+        let mut events = Vec::new();
+        for chunk in aggregate_ids.chunks(STREAMS_AT_ONCE) {
+            let type_parameter = if postgres { format!("${}", chunk.len() + 1) } else { "?".to_string() };
+            let sql = format!(
+                "{SELECT_EVENT} WHERE aggregate_id IN {} AND aggregate_type = {type_parameter} \
+                 ORDER BY aggregate_id, sequence",
+                placeholders(postgres, 1, chunk.len())
+            );
+            macro_rules! bound {
+                () => {{
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    query.bind(aggregate_type)
+                }};
+            }
+            match &*self.backend {
+                Backend::Postgres(pool) => {
+                    for row in bound!().fetch_all(pool).await? {
+                        events.push(decode_pg(&row)?);
+                    }
+                }
+                Backend::Sqlite { reader, .. } => {
+                    for row in bound!().fetch_all(reader).await? {
+                        events.push(decode_sqlite(&row)?);
+                    }
+                }
+            }
+        }
+        Ok(events)
+    }
+
     /// Up to `limit` events after `after` in global log order. Never returns an event
     /// while an earlier one (in that order) may still commit.
     pub async fn read_log(&self, after: LogPosition, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_log_of(after, limit, None).await
+    }
+
+    /// [`Store::read_log`], with the events of aggregate types not in `only` (when given)
+    /// coming without their payload (`null`): a reader that passes over them still learns
+    /// their position, without the database sending (and the reader parsing) a response's
+    /// kilobytes for every reader of the log.
+    pub async fn read_log_of(
+        &self,
+        after: LogPosition,
+        limit: i64,
+        only: Option<&[&str]>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         match &*self.backend {
             Backend::Postgres(pool) => {
-                let rows = sqlx::query(LOG_PG)
-                    .bind(after.transaction)
-                    .bind(after.position)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(decode_pg).collect()
+                let sql = log_sql(LOG_PG, only);
+                log_query!(&sql, after, limit, only).fetch_all(pool).await?.iter().map(decode_pg).collect()
             }
             Backend::Sqlite { reader, .. } => {
-                let rows = sqlx::query(LOG_SQLITE)
-                    .bind(after.transaction)
-                    .bind(after.position)
-                    .bind(limit)
-                    .fetch_all(reader)
-                    .await?;
-                rows.iter().map(decode_sqlite).collect()
+                let sql = log_sql(LOG_SQLITE, only);
+                log_query!(&sql, after, limit, only).fetch_all(reader).await?.iter().map(decode_sqlite).collect()
             }
         }
     }
 
-    /// [`Store::read_log`] on an open transaction's connection, so that a consumer holding
+    /// [`Store::read_log_of`] on an open transaction's connection, so that a consumer holding
     /// a transaction needs no second connection. The transaction must not have written yet.
-    /// With `only`, the events of other aggregate types come without their payload (`null`):
-    /// a reader that passes over them still learns their position, without the database
-    /// sending (and the reader parsing) a response's kilobytes for every reader of the log.
     pub async fn read_log_in(
         tx: &mut DbTx,
         after: LogPosition,
         limit: i64,
         only: Option<&[&str]>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = |whole: &'static str| -> std::borrow::Cow<'static, str> {
-            let Some(aggregates) = only else { return whole.into() };
-            // No aggregate at all: every payload left out (PostgreSQL refuses `IN ()`).
-            let wanted = if aggregates.is_empty() {
-                "1 = 0".to_string()
-            } else {
-                let listed: Vec<String> = (0..aggregates.len()).map(|n| format!("${}", n + 4)).collect();
-                format!("aggregate_type IN ({})", listed.join(","))
-            };
-            whole.replacen(" payload,", &format!(" CASE WHEN {wanted} THEN payload ELSE 'null' END,"), 1).into()
-        };
         match tx {
             DbTx::Postgres(conn) => {
-                let sql = sql(LOG_PG);
-                let mut query = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit);
-                for aggregate in only.unwrap_or_default() {
-                    query = query.bind(*aggregate);
-                }
-                let rows = query.fetch_all(&mut **conn).await?;
-                rows.iter().map(decode_pg).collect()
+                let sql = log_sql(LOG_PG, only);
+                log_query!(&sql, after, limit, only).fetch_all(&mut **conn).await?.iter().map(decode_pg).collect()
             }
             DbTx::Sqlite(conn) => {
-                let sql = sql(LOG_SQLITE);
-                let mut query = sqlx::query(&sql).bind(after.transaction).bind(after.position).bind(limit);
-                for aggregate in only.unwrap_or_default() {
-                    query = query.bind(*aggregate);
-                }
-                let rows = query.fetch_all(&mut **conn).await?;
-                rows.iter().map(decode_sqlite).collect()
+                let sql = log_sql(LOG_SQLITE, only);
+                log_query!(&sql, after, limit, only).fetch_all(&mut **conn).await?.iter().map(decode_sqlite).collect()
             }
         }
     }

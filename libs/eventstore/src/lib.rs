@@ -19,7 +19,8 @@ mod repository;
 pub mod testing;
 
 pub use db::{
-    Backend, DbTx, LogPosition, NewEvent, NewSnapshot, RecordedEvent, Store, StoreError, placeholders, redact,
+    Backend, DbTx, LogPosition, NewEvent, NewSnapshot, RecordedEvent, STREAMS_AT_ONCE, Store, StoreError, placeholders,
+    redact,
 };
 pub use metadata::{EventContext, Metadata};
 pub use repository::{AggregateStore, EventRepository};

@@ -323,6 +323,24 @@ async fn many_streams_in_one_append(db: Db) {
     );
     let report = audit::verify(&db.store).await.or_fail("verify");
     assert!(report.intact(), "{:?}", report.findings);
+
+    // Read back at once (more streams than one query asks for): each stream whole and in
+    // order, one never written absent, another type's stream of the same id not mixed in.
+    let other = agora_eventstore::NewEvent { aggregate_type: "other".into(), ..event(0, 1) };
+    db.store.append(&[other], None).await.or_fail("append another type's event");
+    let mut ids: Vec<String> = (0..streams).map(|stream| format!("receipts/{stream}")).collect();
+    ids.push("receipts/never".into());
+    let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let read = db.store.read_streams("step", &asked).await.or_fail("read the streams");
+    assert_eq!(read.len(), 2 * streams);
+    for pair in read.chunks(2) {
+        assert_eq!((pair[0].aggregate_id.as_str(), pair[0].sequence), (pair[1].aggregate_id.as_str(), 1));
+        assert_eq!(pair[1].sequence, 2);
+    }
+    let distinct: HashSet<&str> = read.iter().map(|e| e.aggregate_id.as_str()).collect();
+    assert_eq!(distinct.len(), streams);
+    let others = db.store.read_streams("other", &asked).await.or_fail("another type");
+    assert_eq!(others.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<_>>(), ["receipts/0"]);
 }
 
 on_both_backends!(tamper_changed_payload);

@@ -71,8 +71,11 @@ impl EventFeed for FeedGrpc {
         loop {
             // Registered before reading, so an append between the read and the wait is not missed.
             let appended = self.store.appended().notified();
-            let batch =
-                self.store.read_log(after, limit as i64).await.map_err(|e| Status::unavailable(e.to_string()))?;
+            let batch = self
+                .store
+                .read_log_of(after, limit as i64, self.mapper.aggregates().as_deref())
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
             let exhausted = batch.len() < limit;
             for recorded in &batch {
                 after = recorded.log;

@@ -206,6 +206,10 @@ impl IntegrationMapper for HearingIntegration {
             Bytes::from(data),
         )))
     }
+
+    fn aggregates(&self) -> Option<Vec<&'static str>> {
+        Some(vec![Hearing::TYPE])
+    }
 }
 
 /// Learns the case number the records service opened for a hearing (its `CaseOpened`), and

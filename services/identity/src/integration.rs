@@ -57,4 +57,8 @@ impl IntegrationMapper for IdentityIntegration {
             Bytes::from(message.encode_to_vec()),
         )))
     }
+
+    fn aggregates(&self) -> Option<Vec<&'static str>> {
+        Some(vec![USER_AGGREGATE])
+    }
 }

@@ -2,6 +2,7 @@
 //! side checks the shared service secret, and [`RemoteKeys`] is the client every such service
 //! uses as its [`PersonKeys`], with a short memory so that a listing does not ask per row.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use agora_auth::grpc::{ServiceCredential, ServiceSecret};
@@ -13,6 +14,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::app::Contact;
 use crate::vault::{Lookup, Vault};
 
 pub use agora_auth::grpc::SERVICE_SECRET;
@@ -256,31 +258,38 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
         // Every id is checked before any is looked up: a bad one refuses the whole request.
         let users =
             asked.iter().map(|user| Ok((user.clone(), id("user_ids", user)?))).collect::<Result<Vec<_>, Status>>()?;
-        let mut contacts = std::collections::HashMap::with_capacity(users.len());
-        for (asked, user) in users {
-            if let std::collections::hash_map::Entry::Vacant(slot) = contacts.entry(asked) {
-                slot.insert(self.contact(user).await?);
-            }
-        }
+        let ids: Vec<Uuid> = users.iter().map(|(_, user)| *user).collect();
+        let found = self.contacts(&ids).await?;
+        // An id asked twice is answered twice.
+        let contacts =
+            users.into_iter().map(|(asked, user)| (asked, reply(found.get(&user).cloned().flatten()))).collect();
         Ok(Response::new(pb::ContactsReply { contacts }))
     }
 }
 
 impl ContactGrpc {
     async fn contact(&self, user: Uuid) -> Result<pb::ContactReply, Status> {
-        let contact = self.app.contact(user).await.map_err(|e| {
+        Ok(reply(self.contacts(&[user]).await?.remove(&user).flatten()))
+    }
+
+    async fn contacts(&self, users: &[Uuid]) -> Result<HashMap<Uuid, Option<Contact>>, Status> {
+        self.app.contacts(users).await.map_err(|e| {
             tracing::error!(error = %e, "contact directory");
             Status::unavailable("the identity service cannot answer now; retry")
-        })?;
-        Ok(match contact {
-            Some(contact) => pb::ContactReply {
-                found: true,
-                name: contact.name,
-                email: contact.email.unwrap_or_default(),
-                language: contact.language,
-                digital_post: contact.digital_post.unwrap_or_default(),
-            },
-            None => pb::ContactReply::default(),
         })
+    }
+}
+
+/// What the directory answers for a person: not found is the default reply.
+fn reply(contact: Option<Contact>) -> pb::ContactReply {
+    match contact {
+        Some(contact) => pb::ContactReply {
+            found: true,
+            name: contact.name,
+            email: contact.email.unwrap_or_default(),
+            language: contact.language,
+            digital_post: contact.digital_post.unwrap_or_default(),
+        },
+        None => pb::ContactReply::default(),
     }
 }

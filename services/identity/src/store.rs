@@ -305,6 +305,34 @@ pub async fn person_key(store: &Store, key_id: Uuid) -> Result<Option<Option<Str
     })
 }
 
+/// The wrapped keys among `key_ids` that are still there (neither destroyed nor never made),
+/// in one query per [`agora_eventstore::STREAMS_AT_ONCE`] ids.
+pub async fn person_keys(store: &Store, key_ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let mut found = Vec::with_capacity(key_ids.len());
+    for chunk in key_ids.chunks(agora_eventstore::STREAMS_AT_ONCE) {
+        let sql = format!(
+            "SELECT key_id, wrapped_key FROM identity_person_keys WHERE wrapped_key IS NOT NULL AND key_id IN {}",
+            agora_eventstore::placeholders(store.is_postgres(), 1, chunk.len())
+        );
+        let rows: Vec<(String, String)> = on_backend!(store.backend(), pool => {
+            let mut query = sqlx::query_as(&sql);
+            for key_id in chunk {
+                query = query.bind(key_id.to_string());
+            }
+            query.fetch_all(pool).await?
+        });
+        for (key_id, wrapped) in rows {
+            let key_id = Uuid::parse_str(&key_id).map_err(|e| StoreError::CorruptField {
+                position: 0,
+                field: "identity_person_keys.key_id",
+                reason: e.to_string(),
+            })?;
+            found.push((key_id, wrapped));
+        }
+    }
+    Ok(found)
+}
+
 /// Stores a new key for `owner` unless one is there already, or the person was erased; returns
 /// what is stored (`None`: erased, or the scope ended).
 pub async fn insert_person_key(

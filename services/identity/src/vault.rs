@@ -96,6 +96,25 @@ impl Vault {
         self.cache.remember(key.id(), Some(key.clone()));
     }
 
+    /// Unwraps and remembers, in one query, those keys of `ids` not remembered already, so
+    /// that a batch of reveals finds them at hand. Keys destroyed or never made are left for
+    /// [`PersonKeys::key`] to tell apart.
+    pub async fn remember_keys(&self, ids: impl IntoIterator<Item = Uuid>) -> Result<(), VaultError> {
+        let missing: Vec<Uuid> = ids
+            .into_iter()
+            .filter(|id| !matches!(self.cache.recall(*id), Some(Some(_))))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for (id, wrapped) in store::person_keys(&self.store, &missing).await.map_err(storage)? {
+            self.remember(&self.master.unwrap(id, &wrapped)?);
+        }
+        Ok(())
+    }
+
     /// A key, told apart from destruction and from never having been made.
     pub async fn lookup(&self, id: Uuid) -> Result<Lookup, VaultError> {
         if let Some(key) = self.key(id).await? {

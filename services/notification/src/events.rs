@@ -3,7 +3,7 @@
 //! calls for in the same transaction that marks the event handled. No address or name is
 //! looked up here: that happens when a message is sent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler};
 use agora_eventstore::{DbTx, Store, StoreError, on_tx};
@@ -108,6 +108,28 @@ async fn respondents_in(tx: &mut DbTx, hearing_id: &str) -> Result<Vec<String>, 
     });
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
+
+/// Remembers who responded to which hearing (hearing id, user id).
+async fn remember_respondents_in(tx: &mut DbTx, respondents: &BTreeSet<(String, String)>) -> Result<(), String> {
+    let respondents: Vec<&(String, String)> = respondents.iter().collect();
+    for chunk in respondents.chunks(RESPONDENTS_AT_ONCE) {
+        let sql = format!(
+            "INSERT INTO notification_respondents (hearing_id, user_id) VALUES {} ON CONFLICT DO NOTHING",
+            agora_eventstore::placeholders(matches!(tx, DbTx::Postgres(_)), chunk.len(), 2)
+        );
+        on_tx!(tx, conn => {
+            let mut query = sqlx::query(&sql);
+            for (hearing_id, user_id) in chunk {
+                query = query.bind(hearing_id).bind(user_id);
+            }
+            query.execute(&mut **conn).await.map_err(failed)?;
+        });
+    }
+    Ok(())
+}
+
+/// Respondents remembered in one statement: well under either database's limit of parameters.
+const RESPONDENTS_AT_ONCE: usize = 500;
 
 /// Learns hearings and their invitees; invites, and tells of changes and conclusions.
 pub struct HearingEventsHandler {
@@ -288,21 +310,26 @@ struct Batch {
     hearings: HashMap<String, HearingInfo>,
     /// The messages the responses call for, queued together.
     messages: Vec<outbox::Delivery>,
+    /// (hearing, user) of the responses, remembered together (one statement a batch, not one
+    /// a response).
+    respondents: BTreeSet<(String, String)>,
     /// The deliveries to webhooks the events call for, queued together.
     webhook_deliveries: Vec<crate::webhooks::Delivery>,
 }
 
 impl Batch {
-    /// Queues the messages so far (before a hearing event queues its own, so that a recipient's
-    /// messages keep the order of the events).
-    async fn queue_messages(&mut self, store: &Store, tx: &mut DbTx) -> Result<(), String> {
+    /// Writes the respondents and queues the messages gathered so far: before a hearing event,
+    /// which tells the respondents known by then and queues its own messages after these (so
+    /// that a recipient's messages keep the order of the events).
+    async fn write_gathered(&mut self, store: &Store, tx: &mut DbTx) -> Result<(), String> {
+        remember_respondents_in(tx, &std::mem::take(&mut self.respondents)).await?;
         outbox::enqueue_in(store, tx, std::mem::take(&mut self.messages)).await.map_err(failed)?;
         Ok(())
     }
 
-    /// Queues what is left and counts the new responses into the digest.
+    /// Writes what is left and counts the new responses into the digest.
     async fn finish(mut self, store: &Store, tx: &mut DbTx) -> Result<(), String> {
-        self.queue_messages(store, tx).await?;
+        self.write_gathered(store, tx).await?;
         crate::webhooks::enqueue_in(store, tx, self.webhook_deliveries).await.map_err(failed)?;
         self.counts.write_in(tx).await.map_err(failed)
     }
@@ -317,16 +344,7 @@ impl ResponseEventsHandler {
                 let state = submitted.response.ok_or("ResponseSubmitted without its state")?;
                 batch.counts.count(&state.hearing_id, event.time);
                 if !state.registered_by_owner {
-                    on_tx!(tx, conn => {
-                        sqlx::query(
-                            "INSERT INTO notification_respondents (hearing_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&state.hearing_id)
-                        .bind(&state.author_id)
-                        .execute(&mut **conn)
-                        .await
-                        .map_err(failed)?;
-                    });
+                    batch.respondents.insert((state.hearing_id.clone(), state.author_id.clone()));
                 }
                 (state.hearing_id.clone(), Trigger::ResponseSubmitted { response: response_info(&state) })
             }
@@ -389,7 +407,7 @@ impl IntegrationHandler for EventsHandler {
         for event in events {
             batch.webhook_deliveries.extend(crate::webhooks::deliveries_of(&webhooks, event));
             if event.event_type.starts_with("dk.agora.hearing.") {
-                batch.queue_messages(&self.hearings.store, tx).await?;
+                batch.write_gathered(&self.hearings.store, tx).await?;
                 batch.hearings.clear();
                 self.hearings.handle(tx, event).await?;
             } else if event.event_type.starts_with("dk.agora.response.") {

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agora_eventstore::Store;
-use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_once};
-use agora_notification::events::{HearingEventsHandler, ResponseEventsHandler};
+use agora_eventstore::jetstream::{IntegrationEvent, IntegrationHandler, handle_batch, handle_once};
+use agora_notification::events::{EventsHandler, HearingEventsHandler, ResponseEventsHandler};
 use agora_notification::recipients::Contact;
 use agora_notification::templates::Language;
 use agora_proto::hearing::v1 as hpb;
@@ -30,6 +30,19 @@ struct Feed {
 }
 
 impl Feed {
+    /// A new hearing of `owner_id`'s, its events handed to the handlers on `store`.
+    fn new(store: &Store, owner_id: &str) -> Self {
+        Self {
+            store: store.clone(),
+            hearing_id: Uuid::now_v7().to_string(),
+            owner_id: owner_id.to_string(),
+            reviewers: Vec::new(),
+            sequence: 0,
+            hearings: HearingEventsHandler { store: store.clone(), links: support::links() },
+            responses: ResponseEventsHandler { store: store.clone(), links: support::links() },
+        }
+    }
+
     fn event(&mut self, service: &str, message: &str, subject: &str, data: Vec<u8>) -> IntegrationEvent {
         self.sequence += 1;
         agora_eventstore::testing::integration_event(service, message, subject, &self.hearing_id, self.sequence, data)
@@ -86,6 +99,21 @@ fn response(hearing_id: &str, author: &str, number: i64, by_owner: bool) -> Opti
     })
 }
 
+/// Who got which subject, sorted.
+fn recipients_and_subjects(received: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut got: Vec<(String, String)> = received
+        .iter()
+        .map(|m| {
+            (
+                m["rcpt_tos"][0].as_str().unwrap_or_default().to_string(),
+                m["headers"]["Subject"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    got
+}
+
 #[tokio::test]
 async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_language() {
     for (store, _guard) in agora_eventstore::testing::both_backends().await {
@@ -113,15 +141,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
                 },
             ),
         ]));
-        let mut feed = Feed {
-            store: store.clone(),
-            hearing_id: Uuid::now_v7().to_string(),
-            owner_id: karen.clone(),
-            reviewers: Vec::new(),
-            sequence: 0,
-            hearings: HearingEventsHandler { store: store.clone(), links: support::links() },
-            responses: ResponseEventsHandler { store: store.clone(), links: support::links() },
-        };
+        let mut feed = Feed::new(&store, &karen);
         let owner = KeyOwner::person(anna);
         let by_email = |address: &str, name: &str| {
             let (keys, owner, address, name) = (keys.clone(), owner.clone(), address.to_string(), name.to_string());
@@ -181,16 +201,7 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             support::sender(&store, keys.clone(), Arc::new(people), Arc::new(support::channel_to(server.port)));
         assert_eq!(sender.run_due().await.expect("sent"), 11);
         let received = server.wait_for(11).await;
-        let mut got: Vec<(String, String)> = received
-            .iter()
-            .map(|m| {
-                (
-                    m["rcpt_tos"][0].as_str().unwrap_or_default().to_string(),
-                    m["headers"]["Subject"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        got.sort();
+        let got = recipients_and_subjects(&received);
         let expected = [
             ("anna@forening.example", "Du er inviteret til at afgive høringssvar: Lokalplan for Bytorvet"),
             ("anna@forening.example", "Høringen er ændret: Lokalplan for Bytorvet"),
@@ -270,5 +281,61 @@ async fn invitees_respondents_and_the_declined_are_told_once_each_in_their_langu
             ),
             "{text}"
         );
+    }
+}
+
+/// A surge's last responses and the hearing's conclusion can reach the service in one batch:
+/// the respondents in it are told of the conclusion as well, once each however often they
+/// responded.
+#[tokio::test]
+async fn respondents_in_the_batch_of_the_conclusion_are_told_of_it_once_each() {
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let Some(server) = SmtpServer::start().await else { return };
+        agora_notification::migrate(&store).await.expect("tables");
+        let (karen, erik, ida) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+        let person = |name: &str, email: &str, language| Contact {
+            name: name.into(),
+            email: Some(email.into()),
+            language,
+            ..Default::default()
+        };
+        let people = support::People(HashMap::from([
+            (erik.clone(), person("Erik", "erik@borger.example", Language::English)),
+            (ida.clone(), person("Ida", "ida@borger.example", Language::Danish)),
+        ]));
+        let mut feed = Feed::new(&store, &karen);
+        feed.hearing("HearingCreated", hpb::HearingStatus::Created, None).await;
+        feed.hearing("HearingPublished", hpb::HearingStatus::AwaitingStartDate, None).await;
+        feed.hearing("HearingStarted", hpb::HearingStatus::Active, None).await;
+
+        let hearing_id = feed.hearing_id.clone();
+        let mut batch = Vec::new();
+        for (author, number) in [(&erik, 1), (&erik, 2), (&ida, 3)] {
+            let submitted = rpb::ResponseSubmitted { response: response(&hearing_id, author, number, false) };
+            let subject = Uuid::now_v7().to_string();
+            batch.push(feed.event("response", "ResponseSubmitted", &subject, submitted.encode_to_vec()));
+        }
+        let concluded = hpb::HearingConcluded {
+            hearing: feed.state(hpb::HearingStatus::Concluded),
+            conclusion: "Vedtaget.".into(),
+        };
+        batch.push(feed.event("hearing", "HearingConcluded", &hearing_id, concluded.encode_to_vec()));
+        let handler = EventsHandler::new(store.clone(), support::links());
+        assert_eq!(handle_batch(&store, &handler, &batch).await.expect("handled"), 4);
+
+        let sender =
+            support::sender(&store, MemoryKeys::shared(), Arc::new(people), Arc::new(support::channel_to(server.port)));
+        assert_eq!(sender.run_due().await.expect("sent"), 5);
+        let got = recipients_and_subjects(&server.wait_for(5).await);
+        let expected = [
+            ("erik@borger.example", "Receipt for your response no. 1"),
+            ("erik@borger.example", "Receipt for your response no. 2"),
+            ("erik@borger.example", "The conclusion is published: Lokalplan for Bytorvet"),
+            ("ida@borger.example", "Konklusionen er offentliggjort: Lokalplan for Bytorvet"),
+            ("ida@borger.example", "Kvittering for dit høringssvar nr. 3"),
+        ];
+        let expected: Vec<(String, String)> = expected.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(got, expected);
+        assert_eq!(sender.run_due().await.expect("nothing more"), 0);
     }
 }

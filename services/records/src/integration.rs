@@ -116,4 +116,8 @@ impl IntegrationMapper for RecordsIntegration {
             Bytes::from(data),
         )))
     }
+
+    fn aggregates(&self) -> Option<Vec<&'static str>> {
+        Some(vec![JOURNAL_AGGREGATE])
+    }
 }

@@ -109,4 +109,8 @@ impl IntegrationMapper for ResponseIntegration {
             Bytes::from(data),
         )))
     }
+
+    fn aggregates(&self) -> Option<Vec<&'static str>> {
+        Some(vec![AGGREGATE_TYPE])
+    }
 }

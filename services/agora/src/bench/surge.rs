@@ -677,7 +677,7 @@ async fn client(
         let key = format!("{run}-{n}");
         let token = &tokens[n as usize % tokens.len()];
         let body = match attachment_every {
-            Some(every) if n % every == 0 => &bodies.1,
+            Some(every) if n.is_multiple_of(every) => &bodies.1,
             _ => &bodies.0,
         };
         let started = Instant::now();
@@ -816,15 +816,14 @@ async fn inject(
 /// their own (the deployment is down meanwhile, so that it holds none of the server's).
 async fn baseline(options: &PgConnectOptions, clients: usize, seconds: u64) -> anyhow::Result<Measured> {
     let pool = PgPoolOptions::new().max_connections(clients as u32).connect_with(options.clone()).await?;
-    let measured = measure(clients, seconds, move |_, _| {
+    measure(clients, seconds, move |_, _| {
         let pool = pool.clone();
         async move {
             sqlx::query("INSERT INTO baseline (payload) VALUES ($1)").bind(TEXT).execute(&pool).await?;
             Ok(())
         }
     })
-    .await;
-    measured
+    .await
 }
 
 /// What each respondent writes (about 500 characters).
