@@ -693,12 +693,36 @@ impl agora_notification::recipients::Directory for IdentityDirectory {
     ) -> Result<Option<agora_notification::recipients::Contact>, agora_vault::VaultError> {
         let Ok(id) = uuid::Uuid::parse_str(user_id) else { return Ok(None) };
         let contact = self.0.contact(id).await.map_err(|e| agora_vault::VaultError::Store(e.to_string()))?;
-        Ok(contact.map(|c| agora_notification::recipients::Contact {
-            name: c.name,
-            email: c.email,
-            language: agora_notification::templates::Language::parse(&c.language).unwrap_or_default(),
-            digital_post: c.digital_post.as_deref().and_then(agora_notification::recipients::digital_post_address),
-        }))
+        Ok(contact.map(notification_contact))
+    }
+
+    /// Everyone at once, as the identity service answers `GetContacts` (ids that are no user id
+    /// are nobody).
+    async fn contacts(
+        &self,
+        user_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, agora_notification::recipients::Contact>, agora_vault::VaultError>
+    {
+        let ids: Vec<uuid::Uuid> = user_ids.iter().filter_map(|id| uuid::Uuid::parse_str(id).ok()).collect();
+        let found = self.0.contacts(&ids).await.map_err(|e| agora_vault::VaultError::Store(e.to_string()))?;
+        Ok(user_ids
+            .iter()
+            .filter_map(|asked| {
+                let id = uuid::Uuid::parse_str(asked).ok()?;
+                let contact = found.get(&id).cloned().flatten()?;
+                Some((asked.clone(), notification_contact(contact)))
+            })
+            .collect())
+    }
+}
+
+/// The identity service's contact as the notification service takes it.
+fn notification_contact(c: agora_identity::app::Contact) -> agora_notification::recipients::Contact {
+    agora_notification::recipients::Contact {
+        name: c.name,
+        email: c.email,
+        language: agora_notification::templates::Language::parse(&c.language).unwrap_or_default(),
+        digital_post: c.digital_post.as_deref().and_then(agora_notification::recipients::digital_post_address),
     }
 }
 

@@ -244,6 +244,16 @@ async fn a_citizen_finds_a_hearing_logs_in_and_responds_with_an_attachment_in_th
     let number = receipt.body.split("id=\"receipt-number\">").nth(1).and_then(|s| s.split('<').next()).expect("number");
     let hash = receipt.body.split("id=\"receipt-hash\">").nth(1).and_then(|s| s.split('<').next()).expect("hash");
     assert_eq!(hash.len(), 64, "the content hash is shown: {hash}");
+    // The receipt comes by e-mail too, with the same hash: her address is looked up at the
+    // identity service in this process.
+    agora_eventstore::testing::eventually(30, "the receipt by e-mail", || async {
+        std::fs::read_dir(&mail).ok()?.filter_map(Result::ok).find_map(|entry| {
+            let raw = std::fs::read_to_string(entry.path()).ok()?;
+            let text = raw.replace("=\r\n", "").replace("=\n", "");
+            (text.contains("birgitte@demo.agora.invalid") && text.contains(hash)).then_some(())
+        })
+    })
+    .await;
 
     // The same form sent twice (a double click, a reload) gets the first receipt.
     let again = browser.post_multipart(&back, &accepted, &[("bilag.pdf", PDF)]).await;

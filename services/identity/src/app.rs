@@ -578,7 +578,8 @@ impl IdentityApp {
     /// Folding the events here is what loading a user does: users are stored without
     /// snapshots or upcasters (see `IdentityApp::new`).
     pub async fn contacts(&self, user_ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Contact>>, IdentityAppError> {
-        let ids: Vec<String> = user_ids.iter().map(Uuid::to_string).collect();
+        // Each stream read once, however often its id is asked for.
+        let ids: std::collections::BTreeSet<String> = user_ids.iter().map(Uuid::to_string).collect();
         let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
         let mut users: HashMap<String, User> = HashMap::new();
         for event in self.store.read_streams(USER_AGGREGATE, &asked).await? {

@@ -260,7 +260,7 @@ impl pb::contact_directory_server::ContactDirectory for ContactGrpc {
             asked.iter().map(|user| Ok((user.clone(), id("user_ids", user)?))).collect::<Result<Vec<_>, Status>>()?;
         let ids: Vec<Uuid> = users.iter().map(|(_, user)| *user).collect();
         let found = self.contacts(&ids).await?;
-        // An id asked twice is answered twice.
+        // Each id as it was asked (one UUID may be spelt in more than one way).
         let contacts =
             users.into_iter().map(|(asked, user)| (asked, reply(found.get(&user).cloned().flatten()))).collect();
         Ok(Response::new(pb::ContactsReply { contacts }))
