@@ -154,6 +154,9 @@ pub struct HearingApp {
 /// Long-running hearings collect many events (invitees, files); load from a snapshot.
 const SNAPSHOT_EVERY: usize = 50;
 
+/// How often a command meeting another writer's event is decided again before it is refused.
+const COMMAND_ATTEMPTS: u32 = 3;
+
 fn actor(principal: &Principal) -> EventContext {
     EventContext::for_actor(format!("user:{}", principal.user_id))
 }
@@ -224,7 +227,7 @@ impl HearingApp {
         &self,
         id: Uuid,
         context: EventContext,
-        authorize: impl FnOnce(&Hearing) -> Result<(), AppError>,
+        authorize: impl Fn(&Hearing) -> Result<(), AppError>,
         command: HearingCommand,
     ) -> Result<Hearing, AppError> {
         let (_, after, _) = self.execute_tracked(id, context, authorize, command).await?;
@@ -233,11 +236,33 @@ impl HearingApp {
 
     /// Like `execute`, also returning the status before and whether anything was written,
     /// as decided in this one load-decide-commit (another replica may act in between two).
+    ///
+    /// A command that meets another writer's event between its load and its commit (the
+    /// records service recording the case number, a colleague's change) is checked and
+    /// decided again on the hearing as it is then, a few times, before it is refused as a
+    /// conflict: nothing is overwritten unseen, and the owner is not sent back for a change
+    /// that was not hers to see.
     async fn execute_tracked(
         &self,
         id: Uuid,
         context: EventContext,
-        authorize: impl FnOnce(&Hearing) -> Result<(), AppError>,
+        authorize: impl Fn(&Hearing) -> Result<(), AppError>,
+        command: HearingCommand,
+    ) -> Result<(HearingStatus, Hearing, bool), AppError> {
+        let mut attempt = 1;
+        loop {
+            match self.execute_once(id, context.clone(), &authorize, command.clone()).await {
+                Err(AppError::Conflict) if attempt < COMMAND_ATTEMPTS => attempt += 1,
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn execute_once(
+        &self,
+        id: Uuid,
+        context: EventContext,
+        authorize: &impl Fn(&Hearing) -> Result<(), AppError>,
         command: HearingCommand,
     ) -> Result<(HearingStatus, Hearing, bool), AppError> {
         let mut loaded = self.hearings.load_aggregate(&id.to_string()).await?;
