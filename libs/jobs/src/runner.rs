@@ -126,7 +126,7 @@ impl<P> Runner<P> {
         if transitions.is_empty() {
             return Ok(Vec::new());
         }
-        self.record_all(transitions).await
+        self.table.transition_all(&self.store, transitions, self.actor).await
     }
 
     /// Performs started steps in order, recording outcomes as soon as they are known: while
@@ -180,7 +180,7 @@ impl<P> Runner<P> {
                 // their lease (an e-mail sent twice), so a failed transaction is tried again
                 // (a connection that broke since it was last used fails once) before giving up.
                 let mut tries = 0;
-                while let Err(e) = self.record_all(transitions.clone()).await {
+                while let Err(e) = self.table.transition_all(&self.store, transitions.clone(), self.actor).await {
                     tries += 1;
                     if tries == 3 {
                         let steps: Vec<&str> = transitions.iter().map(|(step, _)| step.key.as_str()).collect();
@@ -195,26 +195,6 @@ impl<P> Runner<P> {
         };
         let ((), recorded) = tokio::join!(perform, record);
         recorded
-    }
-
-    /// Records each event on its step in one transaction; the steps that moved (a step
-    /// another worker changed first is left to it).
-    async fn record_all<A>(&self, transitions: Vec<(Step<A>, StepEvent<A>)>) -> Result<Vec<Step<A>>, StoreError>
-    where
-        A: Serialize + DeserializeOwned + Clone + Send + Sync,
-    {
-        let mut tx = self.store.begin().await?;
-        match self.table.transition_all_in(&self.store, &mut tx, transitions, self.actor).await {
-            Ok((moved, recorded)) => {
-                tx.commit().await.map_err(StoreError::from)?;
-                self.store.committed_quietly(&recorded);
-                Ok(moved)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
     }
 }
 

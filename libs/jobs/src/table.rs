@@ -288,6 +288,28 @@ impl StepTable {
         Ok((moved, recorded))
     }
 
+    /// [`StepTable::transition_all_in`] in a transaction of its own, committed; the steps that
+    /// moved.
+    pub async fn transition_all<A: Serialize + DeserializeOwned + Clone>(
+        &self,
+        store: &Store,
+        transitions: Vec<(Step<A>, StepEvent<A>)>,
+        actor: &str,
+    ) -> Result<Vec<Step<A>>, StoreError> {
+        let mut tx = store.begin().await?;
+        match self.transition_all_in(store, &mut tx, transitions, actor).await {
+            Ok((moved, recorded)) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                store.committed_quietly(&recorded);
+                Ok(moved)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Steps due at `now` that also meet `condition` (SQL on the table aliased `s`, whose
     /// parameters from `$3` are `binds`), fairly across groups.
     pub async fn due_where<A: DeserializeOwned>(

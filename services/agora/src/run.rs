@@ -703,14 +703,13 @@ impl agora_notification::recipients::Directory for IdentityDirectory {
         user_ids: &[String],
     ) -> Result<std::collections::HashMap<String, agora_notification::recipients::Contact>, agora_vault::VaultError>
     {
-        let ids: Vec<uuid::Uuid> = user_ids.iter().filter_map(|id| uuid::Uuid::parse_str(id).ok()).collect();
+        let asked = agora_notification::recipients::user_ids_among(user_ids);
+        let ids: Vec<uuid::Uuid> = asked.values().copied().collect();
         let found = self.0.contacts(&ids).await.map_err(|e| agora_vault::VaultError::Store(e.to_string()))?;
-        Ok(user_ids
-            .iter()
-            .filter_map(|asked| {
-                let id = uuid::Uuid::parse_str(asked).ok()?;
-                let contact = found.get(&id).cloned().flatten()?;
-                Some((asked.clone(), notification_contact(contact)))
+        Ok(asked
+            .into_iter()
+            .filter_map(|(asked, id)| {
+                Some((asked.to_string(), notification_contact(found.get(&id).cloned().flatten()?)))
             })
             .collect())
     }

@@ -845,3 +845,139 @@ fn audit_entry(event: RecordedEvent) -> AuditEntry {
         hash: event.hash,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agora_auth::Capacity;
+
+    use super::*;
+    use crate::domain::fields::HearingType;
+
+    fn app_on(store: Store) -> HearingApp {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").map(|t| t.with_timezone(&Utc));
+        let now = now.unwrap_or_else(|e| panic!("time: {e}"));
+        HearingApp::new(
+            store,
+            Arc::new(object_store::memory::InMemory::new()),
+            b"test-pseudonym-key",
+            agora_vault::MemoryKeys::shared(),
+            Arc::new(move || now),
+        )
+    }
+
+    async fn drafted_by(app: &HearingApp, owner: &Principal) -> Uuid {
+        let hearing_type = HearingType {
+            id: "lokalplan".into(),
+            name: "Lokalplan".into(),
+            fields: HearingType::standard_fields(),
+            ..Default::default()
+        };
+        let id = Uuid::now_v7();
+        let create = HearingCommand::Create { hearing_type, owner: owner.user_id };
+        app.execute_tracked(id, actor(owner), |_| Ok(()), create).await.unwrap_or_else(|e| panic!("create: {e}"));
+        id
+    }
+
+    fn retitle(title: &str) -> HearingCommand {
+        let changes =
+            HearingChanges { fields: [("title".to_string(), title.to_string())].into(), ..Default::default() };
+        HearingCommand::Update { changes, now: Utc::now() }
+    }
+
+    /// Another writer (the records service, an administrator) commits `command` on the hearing
+    /// right now, from inside a command's check of who may: between its load and its commit.
+    fn meanwhile(app: &HearingApp, id: Uuid, command: HearingCommand) {
+        let context = EventContext::for_actor("service:records");
+        let written = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(app.execute_once(id, context, &|_| Ok(()), command))
+        });
+        if let Err(e) = written {
+            panic!("the other writer's command: {e}");
+        }
+    }
+
+    async fn event_types(app: &HearingApp, id: Uuid) -> Vec<String> {
+        let events = app.store.read_stream("hearing", &id.to_string(), 0).await;
+        events.unwrap_or_else(|e| panic!("stream: {e}")).into_iter().map(|e| e.event_type).collect()
+    }
+
+    /// What came of Karen retitling her draft while another writer committed in between.
+    struct Retitled {
+        app: HearingApp,
+        id: Uuid,
+        outcome: Result<(HearingStatus, Hearing, bool), AppError>,
+        /// The hearing as each check of who may saw it.
+        checked: Vec<Hearing>,
+    }
+
+    /// Karen drafts a hearing and retitles it; at her `n`th check of who may (0 the first),
+    /// between her load and her commit, another writer commits `other(n)` if it is given.
+    async fn karen_retitles(store: Store, other: impl Fn(u32) -> Option<HearingCommand>) -> Retitled {
+        let app = app_on(store);
+        let karen = Principal::new(Uuid::now_v7(), Capacity::Employee).with_name("Karen");
+        let id = drafted_by(&app, &karen).await;
+        let checked = std::sync::Mutex::new(Vec::new());
+        let authorize = |hearing: &Hearing| {
+            let n = {
+                let mut checked = checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                checked.push(hearing.clone());
+                checked.len() as u32 - 1
+            };
+            if let Some(command) = other(n) {
+                meanwhile(&app, id, command);
+            }
+            HearingApp::may_manage(&karen, hearing, "change it")
+        };
+        let outcome = app.execute_tracked(id, actor(&karen), authorize, retitle("Karens titel")).await;
+        let checked = checked.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Retitled { app, id, outcome, checked }
+    }
+
+    const CASE_NUMBER: &str = "27.00.00-P20-1-26";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_that_meets_another_writers_event_is_decided_again_on_the_hearing_as_it_is_then() {
+        for (store, _guard) in agora_eventstore::testing::both_backends().await {
+            let record_case_number = HearingCommand::RecordCaseNumber { case_number: CASE_NUMBER.into() };
+            let Retitled { app, id, outcome, checked } =
+                karen_retitles(store, |n| (n == 0).then(|| record_case_number.clone())).await;
+            let (_, after, written) =
+                outcome.unwrap_or_else(|e| panic!("the owner's change is carried out, not refused: {e}"));
+            assert!(written);
+            let seen: Vec<Option<&str>> = checked.iter().map(|h| h.case_number.as_deref()).collect();
+            assert_eq!(seen, [None, Some(CASE_NUMBER)], "checked once more, on the hearing as it is then");
+            assert_eq!((after.title(), after.case_number.as_deref()), ("Karens titel", Some(CASE_NUMBER)));
+            let stored = app.load(id).await.unwrap_or_else(|e| panic!("load: {e}"));
+            assert_eq!((stored.title(), stored.case_number.as_deref()), ("Karens titel", Some(CASE_NUMBER)));
+            assert_eq!(event_types(&app, id).await, ["HearingCreated", "CaseNumberRecorded", "HearingUpdated"]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_decided_again_is_refused_when_the_other_writer_took_the_hearing_from_her() {
+        for (store, _guard) in agora_eventstore::testing::both_backends().await {
+            let lars = Uuid::now_v7();
+            let Retitled { app, id, outcome, .. } =
+                karen_retitles(store, |n| (n == 0).then_some(HearingCommand::ReassignOwner { owner: lars })).await;
+            // Someone else's draft does not exist for her.
+            assert!(matches!(outcome, Err(AppError::NotFound(_))), "{outcome:?}");
+            let stored = app.load(id).await.unwrap_or_else(|e| panic!("load: {e}"));
+            assert_eq!((stored.owner, stored.title()), (lars, ""), "nothing of the refused change was written");
+            assert_eq!(event_types(&app, id).await, ["HearingCreated", "OwnerReassigned"]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_that_meets_another_writer_every_time_is_refused_as_a_conflict() {
+        for (store, _guard) in agora_eventstore::testing::both_backends().await {
+            let Retitled { app, id, outcome, checked } =
+                karen_retitles(store, |n| Some(retitle(&format!("Kollegaens titel {n}")))).await;
+            assert!(matches!(outcome, Err(AppError::Conflict)), "{outcome:?}");
+            assert_eq!(checked.len(), COMMAND_ATTEMPTS as usize);
+            let stored = app.load(id).await.unwrap_or_else(|e| panic!("load: {e}"));
+            let last = format!("Kollegaens titel {}", COMMAND_ATTEMPTS - 1);
+            assert_eq!(stored.title(), last, "the colleague's last change stands");
+            assert_eq!(event_types(&app, id).await.len(), 1 + COMMAND_ATTEMPTS as usize);
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! a user is looked up when the message is sent (so a changed address or language is used, and
 //! an erased person is no longer found); an invitee's address is kept sealed with their key.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use agora_vault::VaultError;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,12 @@ async fn one_by_one<D: Directory + ?Sized>(
     Ok(found)
 }
 
+/// The ids among `asked` that are user ids, each once, with the user id it is: any other id
+/// names nobody, and a directory asked for it would refuse the whole batch.
+pub fn user_ids_among(asked: &[String]) -> BTreeMap<&str, uuid::Uuid> {
+    asked.iter().filter_map(|id| Some((id.as_str(), uuid::Uuid::parse_str(id).ok()?))).collect()
+}
+
 /// The identity service's contact directory over gRPC, with the shared service secret.
 pub struct RemoteDirectory {
     client: agora_proto::identity::v1::contact_directory_client::ContactDirectoryClient<tonic::transport::Channel>,
@@ -117,13 +123,7 @@ impl Directory for RemoteDirectory {
     async fn contacts(&self, user_ids: &[String]) -> Result<HashMap<String, Contact>, VaultError> {
         let mut found = HashMap::with_capacity(user_ids.len());
         // An id that is no user id names nobody; asked for, it would refuse the whole call.
-        let unique: Vec<String> = user_ids
-            .iter()
-            .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .cloned()
-            .collect();
+        let unique: Vec<String> = user_ids_among(user_ids).into_keys().map(str::to_string).collect();
         for chunk in unique.chunks(agora_proto::identity::v1::CONTACTS_AT_ONCE) {
             let request =
                 self.credential.request(agora_proto::identity::v1::GetContactsRequest { user_ids: chunk.to_vec() });

@@ -3,6 +3,7 @@
 //! journalized). Any number of workers may run against one database: a step is claimed by
 //! the event that starts it, and a claim two workers race for is won by one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,80 +97,181 @@ impl Worker {
 
     /// Runs every step due now (and those they make due, like the responses after their
     /// listing) until none is left; returns how many steps ran.
+    ///
+    /// Steps are taken a batch at a time: the batch is started in one transaction (each
+    /// hearing's journal read once for all its steps), its steps are performed a few at once,
+    /// and their outcomes are recorded as they come, each transaction taking the outcomes that
+    /// came meanwhile. A hearing's thousands of responses then cost a commit per handful of
+    /// filings, not two each; an outcome that changes the journal (the case opened, the
+    /// responses listed, the case closed) is recorded in a transaction of its own, which holds
+    /// the journal.
     pub async fn run_due(&self) -> Result<usize, WorkerError> {
         let mut ran = 0;
         loop {
-            let due = store::due_steps(&self.store, self.now(), 64).await?;
-            let mut runnable = Vec::new();
-            for step in due {
-                let Some(journal) = store::journal(&self.store, &step.group).await? else { continue };
-                let others = match step.action {
-                    Action::CloseCase => store::STEPS.unfinished_besides(&self.store, &step.group, &step.key).await?,
-                    _ => 0,
-                };
-                if may_run(&step, &journal, others) {
-                    runnable.push((step, journal));
-                }
-            }
-            if runnable.is_empty() {
+            let due = store::due_steps(&self.store, self.now(), BATCH).await?;
+            let runnable = self.runnable(due).await?;
+            let started = self.start_all(runnable).await?;
+            if started.is_empty() {
                 return Ok(ran);
             }
-            let results: Vec<Result<bool, WorkerError>> = futures::stream::iter(runnable)
-                .map(|(step, journal)| async move { self.run_step(step, journal).await })
-                .buffer_unordered(self.concurrency.max(1))
-                .collect()
-                .await;
-            let mut progressed = false;
-            for result in results {
-                progressed |= result?;
-                ran += 1;
-            }
-            if !progressed {
-                return Ok(ran);
-            }
+            ran += started.len();
+            self.perform_all(started).await?;
         }
     }
 
-    /// Claims, runs and records one step. Returns whether this worker ran it.
-    async fn run_step(&self, step: Step, journal: Journal) -> Result<bool, WorkerError> {
-        let started = match step.start(self.now(), &self.retry) {
-            Ok(event) => event,
-            Err(_) => return Ok(false),
-        };
-        let StepEvent::StepStarted { attempt, .. } = started else { return Ok(false) };
-        let mut tx = self.store.begin().await?;
-        let (running, started) = match store::transition_in(&self.store, &mut tx, &step, started, ACTOR).await {
-            Ok(transitioned) => transitioned,
-            Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
-                // Another worker claimed it first.
-                let _ = tx.rollback().await;
-                return Ok(false);
+    /// The steps of `due` whose turn has come, each with its hearing's journal.
+    async fn runnable(&self, due: Vec<Step>) -> Result<Vec<(Step, Arc<Journal>)>, WorkerError> {
+        let mut journals: HashMap<String, Option<Arc<Journal>>> = HashMap::new();
+        let mut runnable = Vec::with_capacity(due.len());
+        for step in due {
+            let journal = match journals.get(&step.group) {
+                Some(journal) => journal.clone(),
+                None => {
+                    let journal = store::journal(&self.store, &step.group).await?.map(Arc::new);
+                    journals.insert(step.group.clone(), journal.clone());
+                    journal
+                }
+            };
+            let Some(journal) = journal else { continue };
+            let others = match step.action {
+                Action::CloseCase => store::STEPS.unfinished_besides(&self.store, &step.group, &step.key).await?,
+                _ => 0,
+            };
+            if may_run(&step, &journal, others) {
+                runnable.push((step, journal));
             }
-            Err(e) => return Err(e.into()),
-        };
-        tx.commit().await.map_err(StoreError::from)?;
-        self.store.committed_quietly(&started);
-        tracing::info!(hearing = %step.group, step = %step.key, attempt, "journalizing");
-        // The work stops well before its lease ends, so that no other worker starts the step
-        // while this one still calls the records system.
-        let deadline = self.retry.lease.mul_f32(0.8);
-        let outcome = match tokio::time::timeout(deadline, self.perform(&running, &journal)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Failure {
-                message: format!("the step took longer than {} s, four fifths of its lease", deadline.as_secs()),
-                final_error: false,
-            }),
-        };
-        self.record(running, attempt, outcome).await?;
-        Ok(true)
+        }
+        Ok(runnable)
     }
 
-    async fn record(&self, running: Step, attempt: u32, outcome: Result<Outcome, Failure>) -> Result<(), WorkerError> {
-        let hearing_id = running.group.clone();
-        let mut tx = self.store.begin().await?;
+    /// Claims the steps in one transaction; those this worker took (another worker may have
+    /// claimed some first), as they are now (their `attempts` is the attempt now running).
+    async fn start_all(&self, runnable: Vec<(Step, Arc<Journal>)>) -> Result<Vec<(Step, Arc<Journal>)>, WorkerError> {
+        let now = self.now();
+        let mut journals = HashMap::new();
+        let mut transitions = Vec::with_capacity(runnable.len());
+        for (step, journal) in runnable {
+            if let Ok(started) = step.start(now, &self.retry) {
+                journals.insert(step.group.clone(), journal);
+                transitions.push((step, started));
+            }
+        }
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let moved = store::STEPS.transition_all(&self.store, transitions, ACTOR).await?;
+        Ok(moved
+            .into_iter()
+            .filter_map(|running| {
+                let journal = journals.get(&running.group)?.clone();
+                Some((running, journal))
+            })
+            .collect())
+    }
+
+    /// Performs started steps, a few at once, while their outcomes are recorded as they come.
+    /// The work on each stops well before its lease ends (counted from when the batch was
+    /// taken), so that no other worker starts a step while this one still calls the records
+    /// system; a step whose turn comes too late for that is left for after its lease.
+    async fn perform_all(&self, started: Vec<(Step, Arc<Journal>)>) -> Result<(), WorkerError> {
+        let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
+        let taken_at = tokio::time::Instant::now();
+        let deadline = taken_at + self.retry.lease.mul_f32(0.8);
+        let perform = async move {
+            let outcomes = &outcomes;
+            futures::stream::iter(started)
+                .for_each_concurrent(self.concurrency.max(1), |(running, journal)| async move {
+                    // The recorder stopped (its transaction failed): no more is done now.
+                    if outcomes.is_closed() {
+                        return;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(hearing = %running.group, step = %running.key, "left for after its lease: the steps before it took too long");
+                        return;
+                    }
+                    tracing::info!(hearing = %running.group, step = %running.key, attempt = running.attempts, "journalizing");
+                    let outcome = match tokio::time::timeout_at(deadline, self.perform(&running, &journal)).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(Failure {
+                            message: format!(
+                                "the step took longer than {} s, four fifths of its lease",
+                                self.retry.lease.mul_f32(0.8).as_secs()
+                            ),
+                            final_error: false,
+                        }),
+                    };
+                    let _ = outcomes.send((running, outcome));
+                })
+                .await;
+        };
+        let record = async move {
+            while let Some(first) = known.recv().await {
+                let mut done = vec![first];
+                while let Ok(more) = known.try_recv() {
+                    done.push(more);
+                }
+                self.record_all(done).await?;
+            }
+            Ok::<(), WorkerError>(())
+        };
+        let ((), recorded) = tokio::join!(perform, record);
+        recorded
+    }
+
+    /// Records the outcomes of performed steps: those that change nothing but their step in
+    /// one transaction, each that changes the journal in one of its own.
+    async fn record_all(&self, done: Vec<(Step, Result<Outcome, Failure>)>) -> Result<(), WorkerError> {
+        let mut plain = Vec::new();
+        let mut with_follow_up = Vec::new();
+        for (running, outcome) in done {
+            // A refusal means the step moved on without this worker: its lease ran out.
+            let Some((event, follow_up)) = self.outcome_event(&running, outcome) else { continue };
+            match follow_up {
+                Some(follow_up) => with_follow_up.push((running, event, follow_up)),
+                None => plain.push((running, event)),
+            }
+        }
+        if !plain.is_empty() {
+            let outcomes: HashMap<(String, String), &'static str> = plain
+                .iter()
+                .map(|(running, event)| ((running.group.clone(), running.key.clone()), outcome_name(event)))
+                .collect();
+            // These steps are done: an outcome not recorded means doing them again after their
+            // lease, so a failed transaction (a connection that broke since it was last used
+            // fails once) is tried again before giving up.
+            let mut tries = 0;
+            let moved = loop {
+                match store::STEPS.transition_all(&self.store, plain.clone(), ACTOR).await {
+                    Ok(moved) => break moved,
+                    Err(e) if tries < 2 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, "recording the outcomes of filed steps failed; tried again");
+                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let metrics = agora_telemetry::metrics::global();
+            // A step left out moved on without this worker: its lease ran out.
+            for step in moved {
+                if let Some(outcome) = outcomes.get(&(step.group, step.key)) {
+                    metrics.journal_step(outcome);
+                }
+            }
+        }
+        for (running, event, follow_up) in with_follow_up {
+            self.record_with_follow_up(running, event, follow_up).await?;
+        }
+        Ok(())
+    }
+
+    /// The event that records a step's outcome, and what follows from it for the journal;
+    /// `None` when the step moved on without this worker (its lease ran out).
+    fn outcome_event(&self, running: &Step, outcome: Result<Outcome, Failure>) -> Option<(StepEvent, Option<Outcome>)> {
+        let attempt = running.attempts;
         let recorded = match outcome {
             Ok(Outcome::Skipped(reason)) => {
-                tracing::warn!(hearing = %hearing_id, step = %running.key, reason = %reason, "nothing to file");
+                tracing::warn!(hearing = %running.group, step = %running.key, reason = %reason, "nothing to file");
                 running.skip(attempt, reason).map(|event| (event, None))
             }
             Ok(Outcome::Deferred(more)) => {
@@ -183,29 +285,33 @@ impl Worker {
                     Outcome::Responses(list) => format!("{} høringssvar", list.len()),
                     _ => String::new(),
                 };
-                running.succeed(attempt, reference).map(|event| (event, Some(outcome)))
+                let follow_up = match (&outcome, &running.action) {
+                    (Outcome::Case(_) | Outcome::Responses(_), _) | (Outcome::Done, Action::CloseCase) => Some(outcome),
+                    _ => None,
+                };
+                running.succeed(attempt, reference).map(|event| (event, follow_up))
             }
             Err(failure) => {
-                tracing::warn!(hearing = %hearing_id, step = %running.key, attempt, error = %failure.message, "journalizing failed");
+                tracing::warn!(hearing = %running.group, step = %running.key, attempt, error = %failure.message, "journalizing failed");
                 running
                     .fail(attempt, failure.message, failure.final_error, self.now(), &self.retry)
                     .map(|event| (event, None))
             }
         };
-        // A refusal here means the step moved on without this worker: its lease ran out.
-        let Ok((event, follow_up)) = recorded else { return Ok(()) };
-        let outcome = match &event {
-            StepEvent::StepSucceeded { .. } => "succeeded",
-            StepEvent::StepSkipped { .. } => "skipped",
-            StepEvent::StepDeferred { .. } => "deferred",
-            StepEvent::StepFailed { retry_at: Some(_), .. } => "retrying",
-            _ => "parked",
-        };
+        recorded.ok()
+    }
+
+    /// Records a step's outcome with what follows from it for the journal, in one transaction.
+    async fn record_with_follow_up(
+        &self,
+        running: Step,
+        event: StepEvent,
+        follow_up: Outcome,
+    ) -> Result<(), WorkerError> {
+        let outcome = outcome_name(&event);
+        let mut tx = self.store.begin().await?;
         let recorded = match store::transition_in(&self.store, &mut tx, &running, event, ACTOR).await {
-            Ok((_, recorded)) => {
-                agora_telemetry::metrics::global().journal_step(outcome);
-                recorded
-            }
+            Ok((_, recorded)) => recorded,
             // The lease ran out and another worker took the step over: its outcome counts.
             Err(StoreError::Conflict { .. } | StoreError::BrokenStream { .. }) => {
                 let _ = tx.rollback().await;
@@ -213,11 +319,10 @@ impl Worker {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some(outcome) = follow_up {
-            self.follow_up(&mut tx, &running, outcome).await?;
-        }
+        self.follow_up(&mut tx, &running, follow_up).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.store.committed_quietly(&recorded);
+        agora_telemetry::metrics::global().journal_step(outcome);
         Ok(())
     }
 
@@ -398,3 +503,18 @@ impl Worker {
         }
     }
 }
+
+/// How a recorded outcome is counted in the journal step metric.
+fn outcome_name(event: &StepEvent) -> &'static str {
+    match event {
+        StepEvent::StepSucceeded { .. } => "succeeded",
+        StepEvent::StepSkipped { .. } => "skipped",
+        StepEvent::StepDeferred { .. } => "deferred",
+        StepEvent::StepFailed { retry_at: Some(_), .. } => "retrying",
+        _ => "parked",
+    }
+}
+
+/// Steps taken at once: a hearing's responses are started with one commit per this many,
+/// few enough that a slow records system does not hold a batch past its lease.
+const BATCH: i64 = 32;

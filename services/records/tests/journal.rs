@@ -280,6 +280,59 @@ async fn a_concluded_hearing_is_filed_in_the_archive_once_and_its_case_number_an
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_file_a_hearing_of_many_responses_together_each_document_once() {
+    const RESPONSES: i64 = 150;
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let double = SbsysDouble::start(&["12"]).await;
+        let many = FakeSources {
+            files: [("f1".to_string(), file("kort.pdf", "application/pdf", "%PDF kort"))].into(),
+            responses: std::sync::Mutex::new(
+                (1..=RESPONSES)
+                    .map(|number| ResponseToFile { response_id: format!("r{number}"), number, attachments: vec![] })
+                    .collect(),
+            ),
+            late: Default::default(),
+        };
+        let many = Arc::new(many);
+        let first = setup.worker_reading(sbsys(&double), quick_retries(3), many.clone());
+        let second = setup.worker_reading(sbsys(&double), quick_retries(3), many);
+        setup.whole_life().await;
+        // Both take batches of the same queue at the same time, until neither finds any due.
+        let mut rounds = 0;
+        loop {
+            let (a, b) = tokio::join!(first.run_due(), second.run_due());
+            if a.expect("first worker") + b.expect("second worker") == 0 {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds < 50, "the workers never came to rest");
+        }
+
+        let view =
+            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
+        let mut numbers: Vec<i64> =
+            double.documents().iter().filter_map(|d| d.name.strip_prefix("Høringssvar nr. ")?.parse().ok()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=RESPONSES).collect::<Vec<_>>(), "every response filed, once");
+        assert_eq!(double.documents().len(), RESPONSES as usize + 3, "and the text, the map and the conclusion");
+        assert_eq!(i64::from(view.journal.documents_filed), RESPONSES + 3);
+        // No step was taken by both: each was started once, and succeeded once.
+        let (started, succeeded): (i64, i64) = agora_eventstore::on_backend!(store.backend(), pool => {
+            sqlx::query_as(
+                "SELECT SUM(CASE WHEN event_type = 'StepStarted' THEN 1 ELSE 0 END), \
+                 SUM(CASE WHEN event_type = 'StepSucceeded' THEN 1 ELSE 0 END) \
+                 FROM events WHERE aggregate_type = 'RecordsStep'",
+            )
+            .fetch_one(pool).await.expect("count")
+        });
+        let steps = RESPONSES + 6;
+        assert_eq!((started, succeeded), (steps, steps), "open, text, map, list, the responses, conclusion, close");
+    }
+}
+
 #[tokio::test]
 async fn with_sbsys_failing_every_second_call_each_document_is_filed_exactly_once() {
     for (store, _guard) in agora_eventstore::testing::both_backends().await {
