@@ -386,6 +386,11 @@ async fn the_json_api_answers_with_problems_an_openapi_document_and_exactly_once
         problem(http.post(&submit).bearer_auth(&citizen).json(&body).send().await.expect("answer")).await;
     assert_eq!(status, 400);
     assert!(detail.contains("Idempotency-Key"), "{detail}");
+    let journalization = format!("{base}/api/v1/hearings/{ACTIVE}/journalization?steps=done");
+    let (status, _, detail) =
+        problem(http.get(&journalization).bearer_auth(&citizen).send().await.expect("answer")).await;
+    assert_eq!(status, 400);
+    assert!(detail.contains("steps: 'done'"), "{detail}");
     let (status, _, detail) = problem(
         http.post(&submit)
             .bearer_auth(&citizen)

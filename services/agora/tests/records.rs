@@ -128,7 +128,8 @@ async fn conclude(d: &mut Distributed, hearing_id: &str, people: &People) {
 
 async fn journalization(port: u16, token: &str, hearing_id: &str) -> Option<records_pb::Journalization> {
     let mut records = RecordsServiceClient::new(channel(port));
-    let request = authorized(token, records_pb::JournalizationRequest { hearing_id: hearing_id.into() });
+    let request =
+        authorized(token, records_pb::JournalizationRequest { hearing_id: hearing_id.into(), ..Default::default() });
     records.get_journalization(request).await.ok().map(|r| r.into_inner())
 }
 

@@ -6,7 +6,6 @@
 use agora_proto::hearing::v1 as hearing;
 use agora_proto::identity::v1 as identity;
 use agora_proto::notification::v1 as notification;
-use agora_proto::records::v1 as records;
 use agora_proto::response::v1 as response;
 use axum::Json;
 use axum::body::Bytes;
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Gateway;
-use crate::api::{ApiJson, ApiResult, Hearing, ResponseItem, StoredFile, read_multipart, required};
+use crate::api::{ApiJson, ApiQuery, ApiResult, Hearing, ResponseItem, StoredFile, read_multipart, required};
 use crate::problem::Problem;
 use crate::session::Caller;
 
@@ -191,15 +190,16 @@ pub async fn add_review_comment(
 
 /// Retries a hearing's parked journalization steps (owner and administrators).
 #[utoipa::path(post, path = "/api/v1/hearings/{hearing_id}/journalization/retry", tag = "hearings",
-    params(("hearing_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = crate::api::Journalization), (status = 403, body = Problem)))]
+    params(("hearing_id" = String, Path), crate::api::JournalizationQuery), security(("bearer" = [])),
+    responses((status = 200, body = crate::api::Journalization), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn retry_journalization(
     State(gw): State<Gateway>,
     caller: Caller,
     Path(hearing_id): Path<String>,
+    ApiQuery(query): ApiQuery<crate::api::JournalizationQuery>,
 ) -> ApiResult<Json<crate::api::Journalization>> {
     required(&caller)?;
-    let request = records::JournalizationRequest { hearing_id };
+    let request = query.request(hearing_id)?;
     let j = gw.services.records.clone().retry_parked_steps(caller.grpc(request)).await?.into_inner();
     Ok(Json(crate::api::journalization_json(j)))
 }

@@ -688,21 +688,46 @@ pub struct Journalization {
     pub case_number: String,
     pub journalized_at: String,
     pub steps_left: i32,
+    /// Steps done; listed in `steps` unless `?steps=open` was asked for.
+    pub steps_done: i32,
     pub errors: Vec<String>,
     pub steps: Vec<JournalStep>,
 }
 
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct JournalizationQuery {
+    /// `open`: only the steps not done yet (what a status needs, for a hearing of thousands of
+    /// filed responses); `all` (the default): every step.
+    pub steps: Option<String>,
+}
+
+impl JournalizationQuery {
+    /// The records service's request for `hearing_id` with the steps asked for.
+    pub fn request(self, hearing_id: String) -> Result<records::JournalizationRequest, Problem> {
+        let only_open_steps = match self.steps.as_deref() {
+            None | Some("all") => false,
+            Some("open") => true,
+            Some(other) => {
+                return Err(Problem::invalid(format!("steps: '{other}' is neither 'open' nor 'all'")));
+            }
+        };
+        Ok(records::JournalizationRequest { hearing_id, only_open_steps })
+    }
+}
+
 /// The hearing's journalization status (owner and administrators).
 #[utoipa::path(get, path = "/api/v1/hearings/{hearing_id}/journalization", tag = "hearings",
-    params(("hearing_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Journalization), (status = 403, body = Problem)))]
+    params(("hearing_id" = String, Path), JournalizationQuery), security(("bearer" = [])),
+    responses((status = 200, body = Journalization), (status = 400, body = Problem), (status = 403, body = Problem)))]
 async fn journalization(
     State(gw): State<Gateway>,
     caller: Caller,
     Path(hearing_id): Path<String>,
+    ApiQuery(query): ApiQuery<JournalizationQuery>,
 ) -> ApiResult<Json<Journalization>> {
     required(&caller)?;
-    let request = records::JournalizationRequest { hearing_id };
+    let request = query.request(hearing_id)?;
     let j = gw.services.records.clone().get_journalization(caller.grpc(request)).await?.into_inner();
     Ok(Json(journalization_json(j)))
 }
@@ -720,6 +745,7 @@ pub fn journalization_json(j: records::Journalization) -> Journalization {
         case_number: j.case_number,
         journalized_at: j.journalized_at,
         steps_left: j.steps_left,
+        steps_done: j.steps_done,
         errors: j.errors,
         steps: j
             .steps

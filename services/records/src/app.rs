@@ -27,7 +27,18 @@ pub enum RecordsError {
 pub struct JournalView {
     pub journal: Journal,
     pub status: JournalStatus,
+    /// Every step, or only those not done yet ([`Steps`]).
     pub steps: Vec<Step>,
+    /// How many steps are done.
+    pub steps_done: usize,
+}
+
+/// Which of a hearing's steps a view lists: a status needs only the steps not done yet, not
+/// the thousands of responses filed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steps {
+    All,
+    Open,
 }
 
 impl JournalView {
@@ -67,30 +78,51 @@ impl RecordsApp {
         Self { store, wake: Default::default() }
     }
 
-    async fn view(&self, journal: Journal) -> Result<JournalView, RecordsError> {
-        let steps = store::steps(&self.store, &journal.hearing_id).await?;
-        Ok(JournalView { status: JournalStatus::of(&journal, &steps), journal, steps })
+    async fn view(&self, journal: Journal, which: Steps) -> Result<JournalView, RecordsError> {
+        let (steps, steps_done) = match which {
+            Steps::All => {
+                let steps = store::steps(&self.store, &journal.hearing_id).await?;
+                let done = steps.iter().filter(|s| s.state == StepState::Done).count();
+                (steps, done)
+            }
+            Steps::Open => store::open_steps(&self.store, &journal.hearing_id).await?,
+        };
+        Ok(JournalView { status: JournalStatus::of(&journal, &steps), journal, steps, steps_done })
     }
 
+    /// A hearing's journalization with every step.
     pub async fn journalization(&self, principal: &Principal, id: &str) -> Result<JournalView, RecordsError> {
+        self.journalization_with(principal, id, Steps::All).await
+    }
+
+    /// A hearing's journalization with the steps asked for.
+    pub async fn journalization_with(
+        &self,
+        principal: &Principal,
+        id: &str,
+        which: Steps,
+    ) -> Result<JournalView, RecordsError> {
         let id = hearing_id(id)?;
         let journal = store::journal(&self.store, &id).await?;
         match journal {
-            Some(journal) if may_see(principal, &journal) => self.view(journal).await,
+            Some(journal) if may_see(principal, &journal) => self.view(journal, which).await,
             Some(_) => Err(RecordsError::NotAllowed(
                 "only the hearing's owner or an administrator may see its journalization".into(),
             )),
             // A hearing not heard of yet has nothing filed; only administrators are told so,
             // as nobody else can be known to own it.
-            None if principal.is_administrator() => {
-                Ok(JournalView { journal: Journal::new(&id), status: JournalStatus::NotJournalized, steps: Vec::new() })
-            }
+            None if principal.is_administrator() => Ok(JournalView {
+                journal: Journal::new(&id),
+                status: JournalStatus::NotJournalized,
+                steps: Vec::new(),
+                steps_done: 0,
+            }),
             None => Err(RecordsError::NotFound(id)),
         }
     }
 
     /// Administrators: every hearing with steps whose status is one of `statuses` (all when
-    /// empty).
+    /// empty), each with its steps not done yet.
     pub async fn journalizations(
         &self,
         principal: &Principal,
@@ -99,17 +131,28 @@ impl RecordsApp {
         if !principal.is_administrator() {
             return Err(RecordsError::NotAllowed("only administrators may list every journalization".into()));
         }
-        Ok(store::journals_with_steps(&self.store)
+        Ok(store::journals_with_open_steps(&self.store)
             .await?
             .into_iter()
-            .map(|(journal, steps)| JournalView { status: JournalStatus::of(&journal, &steps), journal, steps })
+            .map(|(journal, steps, steps_done)| JournalView {
+                status: JournalStatus::of(&journal, &steps),
+                journal,
+                steps,
+                steps_done,
+            })
             .filter(|view| statuses.is_empty() || statuses.contains(&view.status))
             .collect())
     }
 
-    /// Parked steps of the hearing start again from their first attempt.
-    pub async fn retry_parked(&self, principal: &Principal, id: &str) -> Result<JournalView, RecordsError> {
-        let view = self.journalization(principal, id).await?;
+    /// Parked steps of the hearing start again from their first attempt; the journalization
+    /// after it, with the steps asked for.
+    pub async fn retry_parked(
+        &self,
+        principal: &Principal,
+        id: &str,
+        which: Steps,
+    ) -> Result<JournalView, RecordsError> {
+        let view = self.journalization_with(principal, id, Steps::Open).await?;
         let actor = format!("user:{}", principal.user_id);
         let parked: Vec<&Step> = view.steps.iter().filter(|s| s.state == StepState::Parked).collect();
         if !parked.is_empty() {
@@ -128,7 +171,7 @@ impl RecordsApp {
             tx.commit().await.map_err(StoreError::from)?;
             self.wake.notify_waiters();
         }
-        self.journalization(principal, id).await
+        self.journalization_with(principal, id, which).await
     }
 }
 

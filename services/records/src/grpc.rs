@@ -7,7 +7,7 @@ use agora_proto::records::v1 as pb;
 use agora_proto::records::v1::records_service_server::{RecordsService, RecordsServiceServer};
 use tonic::{Request, Response, Status};
 
-use crate::app::{JournalView, RecordsApp, RecordsError, time};
+use crate::app::{JournalView, RecordsApp, RecordsError, Steps, time};
 use crate::domain::{JournalStatus, StepState};
 
 pub struct RecordsGrpc {
@@ -62,9 +62,14 @@ fn state_to_pb(state: StepState) -> pb::StepState {
     }
 }
 
+fn which(request: &pb::JournalizationRequest) -> Steps {
+    if request.only_open_steps { Steps::Open } else { Steps::All }
+}
+
 pub fn view_to_pb(view: JournalView) -> pb::Journalization {
     pb::Journalization {
         steps_left: i32::try_from(view.steps_left()).unwrap_or(i32::MAX),
+        steps_done: i32::try_from(view.steps_done).unwrap_or(i32::MAX),
         errors: view.errors(),
         hearing_id: view.journal.hearing_id.clone(),
         title: view.journal.title.clone(),
@@ -95,7 +100,9 @@ impl RecordsService for RecordsGrpc {
         request: Request<pb::JournalizationRequest>,
     ) -> Result<Response<pb::Journalization>, Status> {
         let principal = agora_auth::grpc::require_principal(&self.verifier, request.metadata())?;
-        let view = self.app.journalization(&principal, &request.get_ref().hearing_id).await.map_err(status_of)?;
+        let request = request.get_ref();
+        let view =
+            self.app.journalization_with(&principal, &request.hearing_id, which(request)).await.map_err(status_of)?;
         Ok(Response::new(view_to_pb(view)))
     }
 
@@ -114,7 +121,8 @@ impl RecordsService for RecordsGrpc {
         request: Request<pb::JournalizationRequest>,
     ) -> Result<Response<pb::Journalization>, Status> {
         let principal = agora_auth::grpc::require_principal(&self.verifier, request.metadata())?;
-        let view = self.app.retry_parked(&principal, &request.get_ref().hearing_id).await.map_err(status_of)?;
+        let request = request.get_ref();
+        let view = self.app.retry_parked(&principal, &request.hearing_id, which(request)).await.map_err(status_of)?;
         Ok(Response::new(view_to_pb(view)))
     }
 }

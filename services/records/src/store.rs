@@ -4,6 +4,8 @@
 //! (`RecordsStep`, `<hearing id>/<step key>`) and the journal's (`RecordsJournal`, the
 //! hearing id: case opened, hearing journalized).
 
+use std::collections::HashMap;
+
 use agora_eventstore::{DbTx, RecordedEvent, Store, StoreError, on_reader, on_tx};
 use agora_jobs::StepTable;
 use chrono::{DateTime, Utc};
@@ -182,27 +184,31 @@ pub async fn journal(store: &Store, hearing_id: &str) -> Result<Option<Journal>,
     row.map(|(state,)| serde_json::from_str(&state).map_err(|e| corrupt("records_journals.state", e))).transpose()
 }
 
-/// Every journal that has steps, with its steps.
-pub async fn journals_with_steps(store: &Store) -> Result<Vec<(Journal, Vec<Step>)>, StoreError> {
+/// A hearing's steps not done yet, in their order, and how many are done.
+pub async fn open_steps(store: &Store, hearing_id: &str) -> Result<(Vec<Step>, usize), StoreError> {
+    let (open, done) = STEPS.open_steps(store, Some(hearing_id)).await?;
+    Ok((open, done.get(hearing_id).copied().unwrap_or(0)))
+}
+
+/// Every journal that has steps, with its steps not done yet and how many are done.
+pub async fn journals_with_open_steps(store: &Store) -> Result<Vec<(Journal, Vec<Step>, usize)>, StoreError> {
+    let (open, done) = STEPS.open_steps::<crate::domain::Action>(store, None).await?;
+    let mut open_by_hearing: HashMap<String, Vec<Step>> = HashMap::new();
+    for step in open {
+        open_by_hearing.entry(step.group.clone()).or_default().push(step);
+    }
     let rows: Vec<(String, String)> = on_reader!(store.backend(), pool => {
-        sqlx::query_as(
-            "SELECT j.state, s.step FROM records_journals j JOIN records_steps s \
-             ON s.group_id = j.hearing_id ORDER BY j.hearing_id, s.position",
-        )
-        .fetch_all(pool)
-        .await?
+        sqlx::query_as("SELECT hearing_id, state FROM records_journals ORDER BY hearing_id").fetch_all(pool).await?
     });
-    let mut out: Vec<(Journal, Vec<Step>)> = Vec::new();
-    for (journal, step) in rows {
-        let step: Step = serde_json::from_str(&step).map_err(|e| corrupt("records_steps.step", e))?;
-        match out.last_mut() {
-            Some((j, steps)) if j.hearing_id == step.group => steps.push(step),
-            _ => {
-                let journal: Journal =
-                    serde_json::from_str(&journal).map_err(|e| corrupt("records_journals.state", e))?;
-                out.push((journal, vec![step]));
-            }
+    let mut out = Vec::new();
+    for (hearing_id, journal) in rows {
+        let open = open_by_hearing.remove(&hearing_id).unwrap_or_default();
+        let done = done.get(&hearing_id).copied().unwrap_or(0);
+        if open.is_empty() && done == 0 {
+            continue;
         }
+        let journal: Journal = serde_json::from_str(&journal).map_err(|e| corrupt("records_journals.state", e))?;
+        out.push((journal, open, done));
     }
     Ok(out)
 }

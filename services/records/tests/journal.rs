@@ -13,7 +13,7 @@ use agora_eventstore::Store;
 use agora_eventstore::jetstream::handle_once;
 use agora_eventstore::relay::IntegrationMapper;
 use agora_proto::hearing::v1 as pb;
-use agora_records::app::{RecordsApp, RecordsError};
+use agora_records::app::{RecordsApp, RecordsError, Steps};
 use agora_records::archive::Archive;
 use agora_records::domain::{AttachmentRef, JournalStatus, Policy, RetryPolicy, StepState};
 use agora_records::esdh::{DocumentFile, RecordsSystem};
@@ -299,6 +299,9 @@ async fn two_workers_file_a_hearing_of_many_responses_together_each_document_onc
         let first = setup.worker_reading(sbsys(&double), quick_retries(3), many.clone());
         let second = setup.worker_reading(sbsys(&double), quick_retries(3), many);
         setup.whole_life().await;
+        let app = RecordsApp::new(store.clone());
+        let status = app.journalization_with(&setup.owner, &setup.hearing_id, Steps::Open).await.expect("status");
+        assert_eq!((status.status, status.steps_left(), status.steps_done), (JournalStatus::InProgress, 6, 0));
         // Both take batches of the same queue at the same time, until neither finds any due.
         let mut rounds = 0;
         loop {
@@ -310,9 +313,17 @@ async fn two_workers_file_a_hearing_of_many_responses_together_each_document_onc
             assert!(rounds < 50, "the workers never came to rest");
         }
 
-        let view =
-            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        let view = app.journalization(&setup.owner, &setup.hearing_id).await.expect("status");
         assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
+        assert_eq!((view.steps.len(), view.steps_done), (RESPONSES as usize + 6, RESPONSES as usize + 6));
+        // A status leaves out the steps done: it does not grow with the responses filed.
+        let status = app.journalization_with(&setup.owner, &setup.hearing_id, Steps::Open).await.expect("status");
+        assert_eq!((status.status, status.steps.len(), status.steps_done), (view.status, 0, view.steps_done));
+        let admin = Principal::new(Uuid::now_v7(), Capacity::Employee).with_role(Role::Administrator);
+        let listed = app.journalizations(&admin, &[JournalStatus::Journalized]).await.expect("admin list");
+        let listed: Vec<(&str, usize, usize)> =
+            listed.iter().map(|v| (v.journal.hearing_id.as_str(), v.steps.len(), v.steps_done)).collect();
+        assert_eq!(listed, [(setup.hearing_id.as_str(), 0, view.steps_done)]);
         let mut numbers: Vec<i64> =
             double.documents().iter().filter_map(|d| d.name.strip_prefix("Høringssvar nr. ")?.parse().ok()).collect();
         numbers.sort_unstable();
@@ -428,7 +439,10 @@ async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_i
         // Nobody else sees or retries it; an administrator lists it among the failed.
         let stranger = Principal::new(Uuid::now_v7(), Capacity::Employee);
         assert!(matches!(app.journalization(&stranger, &setup.hearing_id).await, Err(RecordsError::NotAllowed(_))));
-        assert!(matches!(app.retry_parked(&stranger, &setup.hearing_id).await, Err(RecordsError::NotAllowed(_))));
+        assert!(matches!(
+            app.retry_parked(&stranger, &setup.hearing_id, Steps::All).await,
+            Err(RecordsError::NotAllowed(_))
+        ));
         let admin = Principal::new(Uuid::now_v7(), Capacity::Employee).with_role(Role::Administrator);
         let failed = app.journalizations(&admin, &[JournalStatus::Failed]).await.expect("admin list");
         assert_eq!(
@@ -442,7 +456,7 @@ async fn a_step_that_fails_too_often_is_parked_visibly_until_the_owner_retries_i
         assert!(matches!(app.journalization(&admin, "not-an-id").await, Err(RecordsError::Invalid(_))));
 
         double.heal();
-        let retried = app.retry_parked(&setup.owner, &setup.hearing_id).await.expect("owner retries");
+        let retried = app.retry_parked(&setup.owner, &setup.hearing_id, Steps::All).await.expect("owner retries");
         assert_eq!(retried.status, JournalStatus::InProgress);
         setup.run_until_quiet(&worker).await;
         let view = app.journalization(&setup.owner, &setup.hearing_id).await.expect("status");

@@ -1148,9 +1148,9 @@ async fn conclude_and_journalize(
     api.call(reqwest::Method::POST, &format!("{path}/conclusion"), owner, Some(conclusion)).await?;
     // Filing takes a while for tens of thousands of responses: allow a second for every 100.
     let seconds = 120 + responses / 100;
-    let status_path = format!("{path}/journalization");
-    // The status lists every step: asked once a second, not to slow the filing it watches.
-    let status = eventually_every(Duration::from_secs(1), seconds, "the hearing journalized", || async {
+    // The steps not done yet are all a status needs (every step would be one per response).
+    let status_path = format!("{path}/journalization?steps=open");
+    let status = eventually_every(Duration::from_millis(500), seconds, "the hearing journalized", || async {
         let status = api.call(reqwest::Method::GET, &status_path, owner, None).await.ok()?;
         matches!(status["status"].as_str(), Some("journalized" | "failed")).then_some(status)
     })

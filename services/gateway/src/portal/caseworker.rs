@@ -159,7 +159,9 @@ async fn render_workspace(page: &Page<'_>, hearing_id: &str, outcome: Outcome) -
         .services
         .records
         .clone()
-        .get_journalization(caller.grpc(records::JournalizationRequest { hearing_id: hearing_id.into() }))
+        .get_journalization(
+            caller.grpc(records::JournalizationRequest { hearing_id: hearing_id.into(), only_open_steps: true }),
+        )
         .await
         .ok()
         .map(|j| j.into_inner());
@@ -731,7 +733,7 @@ pub async fn retry_journalization(
     if let Err(problem) = caller.check_csrf(&gw, &form.csrf) {
         return error_page(&page, &problem);
     }
-    let request = caller.grpc(records::JournalizationRequest { hearing_id: hearing_id.clone() });
+    let request = caller.grpc(records::JournalizationRequest { hearing_id: hearing_id.clone(), only_open_steps: true });
     back_to_workspace(&page, &hearing_id, gw.services.records.clone().retry_parked_steps(request).await).await
 }
 
