@@ -288,8 +288,9 @@ impl StepTable {
         Ok((moved, recorded))
     }
 
-    /// [`StepTable::transition_all_in`] in a transaction of its own, committed; the steps that
-    /// moved.
+    /// [`StepTable::transition_all_in`] in a transaction of its own, committed and announced
+    /// quietly ([`Store::committed_quietly`]: the steps' next events find their chains' heads
+    /// without waking every reader of the log for a queue's bookkeeping); the steps that moved.
     pub async fn transition_all<A: Serialize + DeserializeOwned + Clone>(
         &self,
         store: &Store,

@@ -79,6 +79,7 @@ impl From<crate::sources::SourceError> for Failure {
 }
 
 /// What a step's work brought back.
+#[derive(Clone)]
 enum Outcome {
     Case(CaseRef),
     Document(String),
@@ -98,17 +99,18 @@ impl Worker {
     /// Runs every step due now (and those they make due, like the responses after their
     /// listing) until none is left; returns how many steps ran.
     ///
-    /// Steps are taken a batch at a time: the batch is started in one transaction (each
-    /// hearing's journal read once for all its steps), its steps are performed a few at once,
-    /// and their outcomes are recorded as they come, each transaction taking the outcomes that
-    /// came meanwhile. A hearing's thousands of responses then cost a commit per handful of
-    /// filings, not two each; an outcome that changes the journal (the case opened, the
-    /// responses listed, the case closed) is recorded in a transaction of its own, which holds
-    /// the journal.
+    /// Steps are taken `concurrency` at a time: the batch is started in one transaction (each
+    /// hearing's journal read once for all its steps), its steps are performed at once, and
+    /// their outcomes are recorded as they come, each transaction taking the outcomes that came
+    /// meanwhile. A hearing's thousands of responses then cost a commit per handful of filings,
+    /// not two each. No more are taken than are performed at once, so that each step's work
+    /// begins when its lease does, as when steps were taken one by one: a batch of a slow
+    /// records system's steps would otherwise leave the last of them too little of it.
     pub async fn run_due(&self) -> Result<usize, WorkerError> {
         let mut ran = 0;
+        let batch = i64::try_from(self.concurrency.max(1)).unwrap_or(i64::MAX);
         loop {
-            let due = store::due_steps(&self.store, self.now(), BATCH).await?;
+            let due = store::due_steps(&self.store, self.now(), batch).await?;
             let runnable = self.runnable(due).await?;
             let started = self.start_all(runnable).await?;
             if started.is_empty() {
@@ -119,7 +121,8 @@ impl Worker {
         }
     }
 
-    /// The steps of `due` whose turn has come, each with its hearing's journal.
+    /// The steps of `due` whose turn has come, each with its hearing's journal (read once for
+    /// all its steps: a batch is mostly one hearing's responses).
     async fn runnable(&self, due: Vec<Step>) -> Result<Vec<(Step, Arc<Journal>)>, WorkerError> {
         let mut journals: HashMap<String, Option<Arc<Journal>>> = HashMap::new();
         let mut runnable = Vec::with_capacity(due.len());
@@ -169,37 +172,29 @@ impl Worker {
             .collect())
     }
 
-    /// Performs started steps, a few at once, while their outcomes are recorded as they come.
-    /// The work on each stops well before its lease ends (counted from when the batch was
-    /// taken), so that no other worker starts a step while this one still calls the records
-    /// system; a step whose turn comes too late for that is left for after its lease.
+    /// Performs started steps, all at once, while their outcomes are recorded as they come.
+    /// The work on each stops well before its lease ends, so that no other worker starts a step
+    /// while this one still calls the records system.
     async fn perform_all(&self, started: Vec<(Step, Arc<Journal>)>) -> Result<(), WorkerError> {
         let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
-        let taken_at = tokio::time::Instant::now();
-        let deadline = taken_at + self.retry.lease.mul_f32(0.8);
+        let deadline = self.retry.lease.mul_f32(0.8);
         let perform = async move {
             let outcomes = &outcomes;
             futures::stream::iter(started)
-                .for_each_concurrent(self.concurrency.max(1), |(running, journal)| async move {
-                    // The recorder stopped (its transaction failed): no more is done now.
-                    if outcomes.is_closed() {
-                        return;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        tracing::warn!(hearing = %running.group, step = %running.key, "left for after its lease: the steps before it took too long");
-                        return;
-                    }
+                .for_each_concurrent(None, |(running, journal)| async move {
                     tracing::info!(hearing = %running.group, step = %running.key, attempt = running.attempts, "journalizing");
-                    let outcome = match tokio::time::timeout_at(deadline, self.perform(&running, &journal)).await {
+                    let outcome = match tokio::time::timeout(deadline, self.perform(&running, &journal)).await {
                         Ok(outcome) => outcome,
                         Err(_) => Err(Failure {
                             message: format!(
                                 "the step took longer than {} s, four fifths of its lease",
-                                self.retry.lease.mul_f32(0.8).as_secs()
+                                deadline.as_secs()
                             ),
                             final_error: false,
                         }),
                     };
+                    // A closed channel: the recorder gave up (the database is gone); the step
+                    // is done again after its lease.
                     let _ = outcomes.send((running, outcome));
                 })
                 .await;
@@ -219,7 +214,10 @@ impl Worker {
     }
 
     /// Records the outcomes of performed steps: those that change nothing but their step in
-    /// one transaction, each that changes the journal in one of its own.
+    /// one transaction, each that changes the journal in one of its own (it takes the journal's
+    /// lock, and the step and the journal's change must commit together). A failed
+    /// transaction is tried again, and one outcome that cannot be recorded does not keep the
+    /// others from it: an outcome lost means doing its step again after the lease.
     async fn record_all(&self, done: Vec<(Step, Result<Outcome, Failure>)>) -> Result<(), WorkerError> {
         let mut plain = Vec::new();
         let mut with_follow_up = Vec::new();
@@ -231,38 +229,36 @@ impl Worker {
                 None => plain.push((running, event)),
             }
         }
+        let mut first_error = None;
         if !plain.is_empty() {
             let outcomes: HashMap<(String, String), &'static str> = plain
                 .iter()
                 .map(|(running, event)| ((running.group.clone(), running.key.clone()), outcome_name(event)))
                 .collect();
-            // These steps are done: an outcome not recorded means doing them again after their
-            // lease, so a failed transaction (a connection that broke since it was last used
-            // fails once) is tried again before giving up.
-            let mut tries = 0;
-            let moved = loop {
-                match store::STEPS.transition_all(&self.store, plain.clone(), ACTOR).await {
-                    Ok(moved) => break moved,
-                    Err(e) if tries < 2 => {
-                        tries += 1;
-                        tracing::warn!(error = %e, "recording the outcomes of filed steps failed; tried again");
-                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            let recorded =
+                tried_again(|| async { Ok(store::STEPS.transition_all(&self.store, plain.clone(), ACTOR).await?) })
+                    .await;
+            match recorded {
+                Ok(moved) => {
+                    let metrics = agora_telemetry::metrics::global();
+                    // A step left out moved on without this worker: its lease ran out.
+                    for step in moved {
+                        if let Some(outcome) = outcomes.get(&(step.group, step.key)) {
+                            metrics.journal_step(outcome);
+                        }
                     }
-                    Err(e) => return Err(e.into()),
                 }
-            };
-            let metrics = agora_telemetry::metrics::global();
-            // A step left out moved on without this worker: its lease ran out.
-            for step in moved {
-                if let Some(outcome) = outcomes.get(&(step.group, step.key)) {
-                    metrics.journal_step(outcome);
-                }
+                Err(e) => first_error = Some(e),
             }
         }
         for (running, event, follow_up) in with_follow_up {
-            self.record_with_follow_up(running, event, follow_up).await?;
+            let recorded =
+                tried_again(|| self.record_with_follow_up(running.clone(), event.clone(), follow_up.clone())).await;
+            if let Err(e) = recorded {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The event that records a step's outcome, and what follows from it for the journal;
@@ -504,7 +500,29 @@ impl Worker {
     }
 }
 
-/// How a recorded outcome is counted in the journal step metric.
+/// Runs `record` up to three times: a connection that broke since it was last used (the
+/// database restarted) fails its next statement once, and a done step's outcome is worth a
+/// second try.
+async fn tried_again<T, F, Fut>(record: F) -> Result<T, WorkerError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, WorkerError>>,
+{
+    let mut tries: u64 = 0;
+    loop {
+        match record().await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) if tries < 2 => {
+                tries += 1;
+                tracing::warn!(error = %e, "recording the outcome of journalization steps failed; tried again");
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The outcome's name in the `agora_journal_steps_total` metric.
 fn outcome_name(event: &StepEvent) -> &'static str {
     match event {
         StepEvent::StepSucceeded { .. } => "succeeded",
@@ -514,7 +532,3 @@ fn outcome_name(event: &StepEvent) -> &'static str {
         _ => "parked",
     }
 }
-
-/// Steps taken at once: a hearing's responses are started with one commit per this many,
-/// few enough that a slow records system does not hold a batch past its lease.
-const BATCH: i64 = 32;
