@@ -99,16 +99,17 @@ impl Worker {
     /// Runs every step due now (and those they make due, like the responses after their
     /// listing) until none is left; returns how many steps ran.
     ///
-    /// Steps are taken `concurrency` at a time: the batch is started in one transaction (each
-    /// hearing's journal read once for all its steps), its steps are performed at once, and
-    /// their outcomes are recorded as they come, each transaction taking the outcomes that came
-    /// meanwhile. A hearing's thousands of responses then cost a commit per handful of filings,
-    /// not two each. No more are taken than are performed at once, so that each step's work
-    /// begins when its lease does, as when steps were taken one by one: a batch of a slow
-    /// records system's steps would otherwise leave the last of them too little of it.
+    /// Steps are taken a batch at a time: the batch is started in one transaction (each
+    /// hearing's journal read once for all its steps), its steps are performed `concurrency`
+    /// at once, and their outcomes are recorded as they come, each transaction taking the
+    /// outcomes that came meanwhile. A hearing's thousands of responses then cost a commit per
+    /// handful of filings, not two each. A batch is eight rounds of `concurrency` steps: taken
+    /// `concurrency` at a time, each batch waited for its slowest step, and the filing ran at
+    /// half the speed; more rounds would leave the last steps of a slow records system too
+    /// little of their lease.
     pub async fn run_due(&self) -> Result<usize, WorkerError> {
         let mut ran = 0;
-        let batch = i64::try_from(self.concurrency.max(1)).unwrap_or(i64::MAX);
+        let batch = i64::try_from(self.concurrency.max(1).saturating_mul(8)).unwrap_or(i64::MAX);
         loop {
             let due = store::due_steps(&self.store, self.now(), batch).await?;
             let runnable = self.runnable(due).await?;
@@ -172,29 +173,35 @@ impl Worker {
             .collect())
     }
 
-    /// Performs started steps, all at once, while their outcomes are recorded as they come.
-    /// The work on each stops well before its lease ends, so that no other worker starts a step
-    /// while this one still calls the records system.
+    /// Performs started steps, `concurrency` at once, while their outcomes are recorded as they
+    /// come. The work on each stops well before its lease ends (counted from when the batch was
+    /// started), so that no other worker starts a step while this one still calls the records
+    /// system; a step whose turn comes too late for that is left for after its lease.
     async fn perform_all(&self, started: Vec<(Step, Arc<Journal>)>) -> Result<(), WorkerError> {
         let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
-        let deadline = self.retry.lease.mul_f32(0.8);
+        let deadline = tokio::time::Instant::now() + self.retry.lease.mul_f32(0.8);
         let perform = async move {
             let outcomes = &outcomes;
             futures::stream::iter(started)
-                .for_each_concurrent(None, |(running, journal)| async move {
+                .for_each_concurrent(self.concurrency.max(1), |(running, journal)| async move {
+                    // The recorder gave up (the database is gone): no more is done now.
+                    if outcomes.is_closed() {
+                        return;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(hearing = %running.group, step = %running.key, "left for after its lease: the steps before it took too long");
+                        return;
+                    }
                     tracing::info!(hearing = %running.group, step = %running.key, attempt = running.attempts, "journalizing");
-                    let outcome = match tokio::time::timeout(deadline, self.perform(&running, &journal)).await {
+                    let outcome = match tokio::time::timeout_at(deadline, self.perform(&running, &journal)).await {
                         Ok(outcome) => outcome,
                         Err(_) => Err(Failure {
-                            message: format!(
-                                "the step took longer than {} s, four fifths of its lease",
-                                deadline.as_secs()
-                            ),
+                            message: "the step ran until four fifths of its lease were gone".into(),
                             final_error: false,
                         }),
                     };
-                    // A closed channel: the recorder gave up (the database is gone); the step
-                    // is done again after its lease.
+                    // A closed channel: the recorder gave up; the step is done again after its
+                    // lease.
                     let _ = outcomes.send((running, outcome));
                 })
                 .await;
