@@ -22,6 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(descriptors)?;
+    // The directory catches a new file; each file is named too, because once a warm target
+    // directory did not rebuild after a change to records.proto with the directory alone.
     println!("cargo:rerun-if-changed={}", root.display());
+    for file in files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
     Ok(())
 }

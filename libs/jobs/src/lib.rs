@@ -7,6 +7,6 @@ pub mod runner;
 pub mod step;
 pub mod table;
 
-pub use runner::{Outcome, Perform, Runner};
+pub use runner::{Outcome, Perform, Runner, recorded_with_retries};
 pub use step::{RetryPolicy, RetrySettings, Step, StepEvent, StepRefused, StepState};
 pub use table::{StepTable, new_event};

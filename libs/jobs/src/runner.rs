@@ -176,25 +176,45 @@ impl<P> Runner<P> {
                 while let Ok(more) = known.try_recv() {
                     transitions.push(more);
                 }
-                // These steps are done: an outcome not recorded means doing them again after
-                // their lease (an e-mail sent twice), so a failed transaction is tried again
-                // (a connection that broke since it was last used fails once) before giving up.
-                let mut tries = 0;
-                while let Err(e) = self.table.transition_all(&self.store, transitions.clone(), self.actor).await {
-                    tries += 1;
-                    if tries == 3 {
-                        let steps: Vec<&str> = transitions.iter().map(|(step, _)| step.key.as_str()).collect();
-                        tracing::error!(table = self.table.table, error = %e, ?steps,
-                            "the outcomes of done steps could not be recorded; they will be done again after their lease");
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                let recorded =
+                    recorded_with_retries(|| self.table.transition_all(&self.store, transitions.clone(), self.actor))
+                        .await;
+                if let Err(e) = recorded {
+                    let steps: Vec<&str> = transitions.iter().map(|(step, _)| step.key.as_str()).collect();
+                    tracing::error!(table = self.table.table, error = %e, ?steps,
+                        "the outcomes of done steps could not be recorded; they will be done again after their lease");
+                    return Err(e);
                 }
             }
             Ok(())
         };
         let ((), recorded) = tokio::join!(perform, record);
         recorded
+    }
+}
+
+/// Runs `record` (a transaction that records the outcomes of done steps) up to three times,
+/// waiting a little longer after each failure. An outcome not recorded means doing its step
+/// again after the lease (an e-mail sent twice, a document filed again), and a connection that
+/// broke since it was last used (the database restarted) fails its next statement once, so a
+/// failure is worth another try before giving up.
+pub async fn recorded_with_retries<T, E, F, Fut>(record: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tries: u64 = 0;
+    loop {
+        match record().await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) if tries < 2 => {
+                tries += 1;
+                tracing::warn!(error = %e, "recording the outcomes of done steps failed; tried again");
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -246,6 +246,12 @@ impl StepTable {
             let json = serde_json::to_string(&after).map_err(|e| corrupt("step", e))?;
             after_all.push((after, step_event, read_at, json));
         }
+        // No deadlock between two workers moving the same steps: each passes them in the one
+        // order `due_where` reads them in, so whatever the plan (the VALUES' order, or the
+        // table's), they lock the rows they share in the same order. Outcomes move only steps
+        // under the worker's own lease; one whose lease ran out meanwhile may meet another
+        // worker's start in another order, and PostgreSQL then aborts one of the two: the
+        // outcome is tried again at once, the start at the next poll.
         // One statement moves every row still at the sequence it was read at (VALUES names
         // its columns column1… on both databases), and returns those it moved.
         let mut changed = HashSet::new();
@@ -384,21 +390,31 @@ impl StepTable {
     ) -> Result<(Vec<Step<A>>, HashMap<String, usize>), StoreError> {
         let table = self.table;
         let of_group = if group.is_some() { " AND group_id = $2" } else { "" };
-        let open = format!("SELECT step FROM {table} WHERE state <> $1{of_group} ORDER BY group_id, position");
-        let done = format!("SELECT group_id, COUNT(*) FROM {table} WHERE state = $1{of_group} GROUP BY group_id");
-        let done_state = StepState::Done.as_str();
-        let (open, done): (Vec<(String,)>, Vec<(String, i64)>) = on_reader!(store.backend(), pool => {
-            let mut open = sqlx::query_as(&open).bind(done_state);
-            let mut done = sqlx::query_as(&done).bind(done_state);
+        // One statement, so that a step finishing meanwhile is counted once: open or done.
+        // The done counts come as rows without a step.
+        let sql = format!(
+            "SELECT group_id, position, step, 0 AS done FROM {table} WHERE state <> $1{of_group} \
+             UNION ALL \
+             SELECT group_id, 0, NULL, COUNT(*) FROM {table} WHERE state = $1{of_group} GROUP BY group_id \
+             ORDER BY 1, 2"
+        );
+        let rows: Vec<(String, i64, Option<String>, i64)> = on_reader!(store.backend(), pool => {
+            let mut query = sqlx::query_as(&sql).bind(StepState::Done.as_str());
             if let Some(group) = group {
-                open = open.bind(group);
-                done = done.bind(group);
+                query = query.bind(group);
             }
-            (open.fetch_all(pool).await?, done.fetch_all(pool).await?)
+            query.fetch_all(pool).await?
         });
-        let open = open.iter().map(|(json,)| self.decode(json)).collect::<Result<_, _>>()?;
-        let done =
-            done.into_iter().map(|(group, count)| (group, usize::try_from(count).unwrap_or(usize::MAX))).collect();
+        let mut open = Vec::new();
+        let mut done = HashMap::new();
+        for (group, _, step, count) in rows {
+            match step {
+                Some(json) => open.push(self.decode(&json)?),
+                None => {
+                    done.insert(group, usize::try_from(count).unwrap_or(usize::MAX));
+                }
+            }
+        }
         Ok((open, done))
     }
 

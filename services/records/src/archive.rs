@@ -66,6 +66,14 @@ pub struct Archive {
     cases: Mutex<HashMap<String, Arc<Mutex<CaseState>>>>,
 }
 
+/// What became of a staged document.
+enum Placed {
+    /// Moved into place under this number.
+    Moved(String),
+    /// Filed before, under this number.
+    Already(String),
+}
+
 /// What this process knows of a case folder once it has looked at it: filing a document then
 /// costs the same in a case of ten documents as in one of fifty thousand.
 #[derive(Default)]
@@ -107,6 +115,33 @@ async fn sync_folder(folder: &Path) -> Result<(), EsdhError> {
     #[cfg(not(unix))]
     let _ = folder;
     Ok(())
+}
+
+/// Writes a document's files into its staging folder, each flushed; what document.json lists
+/// of them.
+async fn stage_files(staging: &Path, folder_name: &str, document: &Document) -> Result<Vec<ArchivedFile>, EsdhError> {
+    tokio::fs::create_dir_all(staging).await.map_err(|e| io("create", staging, e))?;
+    let mut files = Vec::new();
+    let mut taken: Vec<String> = vec![DOCUMENT.to_string()];
+    for file in &document.files {
+        let mut name = safe_name(&file.name);
+        let mut n = 1;
+        while taken.contains(&name) {
+            n += 1;
+            name = format!("{n}-{}", safe_name(&file.name));
+        }
+        taken.push(name.clone());
+        // The staging folder is moved into place whole, after everything in it is flushed.
+        write_flushed(&staging.join(&name), &file.content).await?;
+        files.push(ArchivedFile {
+            name: file.name.clone(),
+            path: format!("{folder_name}/{name}"),
+            content_type: file.content_type.clone(),
+            size: file.content.len() as u64,
+            sha256: hex::encode(Sha256::digest(&file.content)),
+        });
+    }
+    Ok(files)
 }
 
 /// Writes a file and flushes it to disk.
@@ -220,6 +255,44 @@ impl Archive {
             .ok_or_else(|| EsdhError::Refused(format!("archive: no case {} (no {METADATA})", case.number)))
     }
 
+    /// Numbers a staged document and moves it into place, under the case's lock; or finds it
+    /// filed already (a repeated filing), and then leaves the staged copy to be removed.
+    async fn place(
+        &self,
+        state: &mut CaseState,
+        staging: &Path,
+        case_folder: &Path,
+        target: &Path,
+        document: &Document,
+        files: Vec<ArchivedFile>,
+    ) -> Result<Placed, EsdhError> {
+        let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
+        if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
+            return Ok(Placed::Already(filed.id));
+        }
+        let id = format!("{:04}", state.documents + 1);
+        let archived = ArchivedDocument {
+            id: id.clone(),
+            reference: document.reference.clone(),
+            title: document.title.clone(),
+            document_type: document.document_type.clone(),
+            filed_at: Utc::now(),
+            files,
+        };
+        let json = serde_json::to_vec_pretty(&archived).map_err(|e| EsdhError::Refused(e.to_string()))?;
+        write_flushed(&staging.join(DOCUMENT), &json).await?;
+        sync_folder(staging).await?;
+        // A folder of the same name without its document.json (an archive from before it, or
+        // a crash there) is replaced.
+        if tokio::fs::try_exists(target).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(target).await.map_err(|e| io("replace", target, e))?;
+        }
+        tokio::fs::rename(staging, target).await.map_err(|e| io("move into place", target, e))?;
+        state.documents += 1;
+        sync_folder(case_folder).await?;
+        Ok(Placed::Moved(id))
+    }
+
     /// The first time this process touches a case: clears what a crash left and counts what is
     /// filed.
     async fn scan(&self, case: &CaseRef, state: &mut CaseState) -> Result<(), EsdhError> {
@@ -280,10 +353,14 @@ impl RecordsSystem for Archive {
 
     async fn file_document(&self, case: &CaseRef, document: &Document) -> Result<String, EsdhError> {
         let lock = self.lock(&case.number).await;
-        let mut state = lock.lock().await;
-        self.scan(case, &mut state).await?;
-        if let Some(id) = state.earlier.get(&document.reference) {
-            return Ok(id.clone());
+        {
+            // Before anything is staged: the first touch of a case clears the staging folders
+            // a crash left, which must not take this filing's.
+            let mut state = lock.lock().await;
+            self.scan(case, &mut state).await?;
+            if let Some(id) = state.earlier.get(&document.reference) {
+                return Ok(id.clone());
+            }
         }
         // Named by the document's reference, not its number: a repeated filing finds the folder
         // by its name, and a folder is filed once it is in place with its document.json.
@@ -291,53 +368,24 @@ impl RecordsSystem for Archive {
         let folder_name = format!("{} {tag}", safe_name(&document.title));
         let case_folder = self.folder(&case.number);
         let target = case_folder.join(&folder_name);
-        let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
-        if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
-            return Ok(filed.id);
-        }
-        let id = format!("{:04}", state.documents + 1);
+        // The files are written and flushed before the case's lock is taken, beside those of
+        // other filings: only the number, document.json and the move into place are one at a
+        // time. A number is taken only once the document is in place, so a filing that fails
+        // leaves no gap.
         let staging = case_folder.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
-        tokio::fs::create_dir_all(&staging).await.map_err(|e| io("create", &staging, e))?;
-        let mut files = Vec::new();
-        let mut taken: Vec<String> = vec![DOCUMENT.to_string()];
-        for file in &document.files {
-            let mut name = safe_name(&file.name);
-            let mut n = 1;
-            while taken.contains(&name) {
-                n += 1;
-                name = format!("{n}-{}", safe_name(&file.name));
+        let files = match stage_files(&staging, &folder_name, document).await {
+            Ok(files) => files,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                return Err(e);
             }
-            taken.push(name.clone());
-            // The staging folder is moved into place whole, after everything in it is flushed.
-            write_flushed(&staging.join(&name), &file.content).await?;
-            files.push(ArchivedFile {
-                name: file.name.clone(),
-                path: format!("{folder_name}/{name}"),
-                content_type: file.content_type.clone(),
-                size: file.content.len() as u64,
-                sha256: hex::encode(Sha256::digest(&file.content)),
-            });
-        }
-        let archived = ArchivedDocument {
-            id: id.clone(),
-            reference: document.reference.clone(),
-            title: document.title.clone(),
-            document_type: document.document_type.clone(),
-            filed_at: Utc::now(),
-            files,
         };
-        let json = serde_json::to_vec_pretty(&archived).map_err(|e| EsdhError::Refused(e.to_string()))?;
-        write_flushed(&staging.join(DOCUMENT), &json).await?;
-        sync_folder(&staging).await?;
-        // A folder of the same name without its document.json (an archive from before it, or
-        // a crash there) is replaced.
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(&target).await.map_err(|e| io("replace", &target, e))?;
+        let mut state = lock.lock().await;
+        let placed = self.place(&mut state, &staging, &case_folder, &target, document, files).await;
+        if !matches!(placed, Ok(Placed::Moved(_))) {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
         }
-        tokio::fs::rename(&staging, &target).await.map_err(|e| io("move into place", &target, e))?;
-        sync_folder(&case_folder).await?;
-        state.documents += 1;
-        Ok(id)
+        placed.map(|(Placed::Moved(id) | Placed::Already(id))| id)
     }
 
     async fn close_case(&self, case: &CaseRef) -> Result<(), EsdhError> {
@@ -423,6 +471,49 @@ mod tests {
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with('.') || n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// Filings on one case at once (their files are written side by side, outside the case's
+    /// lock) get the numbers 1 to n, each once, with nothing left in staging; the same
+    /// document filed by several at once is filed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn documents_filed_at_once_on_one_case_are_numbered_without_gaps_or_repeats() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let archive = Arc::new(Archive::new(dir.path()));
+        let opened = archive.open_case(&case()).await.expect("open");
+        let filings = (0..40).map(|n| {
+            let (archive, opened) = (archive.clone(), opened.clone());
+            // Every tenth filing is of the same document.
+            let n = if n % 10 == 0 { 0 } else { n };
+            tokio::spawn(async move {
+                let reference = format!("agora:1:response-{n}");
+                let id = archive.file_document(&opened, &document(&reference, &format!("Høringssvar nr. {n}"))).await;
+                (reference, id.expect("filed"))
+            })
+        });
+        let mut by_reference: HashMap<String, Vec<String>> = HashMap::new();
+        for filing in futures::future::join_all(filings).await {
+            let (reference, id) = filing.expect("the filing's task");
+            by_reference.entry(reference).or_default().push(id);
+        }
+        let repeated = &by_reference["agora:1:response-0"];
+        assert_eq!(repeated.len(), 4);
+        assert!(repeated.iter().all(|id| id == &repeated[0]), "one document, one number: {repeated:?}");
+
+        let metadata = archive.metadata(&opened.number).await.expect("read").expect("exists");
+        let numbers: Vec<&str> = metadata.documents.iter().map(|d| d.id.as_str()).collect();
+        let expected: Vec<String> = (1..=37).map(|n| format!("{n:04}")).collect();
+        assert_eq!(numbers, expected.iter().map(String::as_str).collect::<Vec<_>>());
+        for document in &metadata.documents {
+            assert_eq!(by_reference[&document.reference][0], document.id, "{}", document.reference);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(&opened.number))
+            .expect("folder")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

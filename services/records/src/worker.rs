@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_eventstore::{Store, StoreError};
+use agora_jobs::recorded_with_retries;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -243,8 +244,7 @@ impl Worker {
                 .map(|(running, event)| ((running.group.clone(), running.key.clone()), outcome_name(event)))
                 .collect();
             let recorded =
-                tried_again(|| async { Ok(store::STEPS.transition_all(&self.store, plain.clone(), ACTOR).await?) })
-                    .await;
+                recorded_with_retries(|| store::STEPS.transition_all(&self.store, plain.clone(), ACTOR)).await;
             match recorded {
                 Ok(moved) => {
                     let metrics = agora_telemetry::metrics::global();
@@ -255,12 +255,13 @@ impl Worker {
                         }
                     }
                 }
-                Err(e) => first_error = Some(e),
+                Err(e) => first_error = Some(WorkerError::from(e)),
             }
         }
         for (running, event, follow_up) in with_follow_up {
             let recorded =
-                tried_again(|| self.record_with_follow_up(running.clone(), event.clone(), follow_up.clone())).await;
+                recorded_with_retries(|| self.record_with_follow_up(running.clone(), event.clone(), follow_up.clone()))
+                    .await;
             if let Err(e) = recorded {
                 first_error.get_or_insert(e);
             }
@@ -503,28 +504,6 @@ impl Worker {
                 _ = appended => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-        }
-    }
-}
-
-/// Runs `record` up to three times: a connection that broke since it was last used (the
-/// database restarted) fails its next statement once, and a done step's outcome is worth a
-/// second try.
-async fn tried_again<T, F, Fut>(record: F) -> Result<T, WorkerError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, WorkerError>>,
-{
-    let mut tries: u64 = 0;
-    loop {
-        match record().await {
-            Ok(recorded) => return Ok(recorded),
-            Err(e) if tries < 2 => {
-                tries += 1;
-                tracing::warn!(error = %e, "recording the outcome of journalization steps failed; tried again");
-                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-            }
-            Err(e) => return Err(e),
         }
     }
 }
