@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agora_eventstore::{Store, StoreError};
@@ -100,27 +101,116 @@ impl Worker {
     /// Runs every step due now (and those they make due, like the responses after their
     /// listing) until none is left; returns how many steps ran.
     ///
-    /// Steps are taken a batch at a time: the batch is started in one transaction (each
-    /// hearing's journal read once for all its steps), its steps are performed `concurrency`
-    /// at once, and their outcomes are recorded as they come, each transaction taking the
-    /// outcomes that came meanwhile. A hearing's thousands of responses then cost a commit per
-    /// handful of filings, not two each. A batch is eight rounds of `concurrency` steps: taken
-    /// `concurrency` at a time, each batch waited for its slowest step, and the filing ran at
-    /// half the speed; more rounds would leave the last steps of a slow records system too
-    /// little of their lease.
+    /// Steps are claimed a batch at a time: a batch is started in one transaction (each
+    /// hearing's journal read once for all its steps), and its outcomes are recorded as they
+    /// come, each transaction taking the outcomes that came meanwhile, so that a hearing's
+    /// thousands of responses cost a commit per handful of filings, not two each. The steps are
+    /// performed `concurrency` at once, and the next batch is claimed as soon as the last
+    /// step of one begins: no batch waits for its slowest step (batches taken and performed one
+    /// after another did, and filed at half the speed with `concurrency` steps a batch). A batch
+    /// is eight rounds of `concurrency` steps: more would leave the last steps of a slow
+    /// records system too little of their lease.
     pub async fn run_due(&self) -> Result<usize, WorkerError> {
-        let mut ran = 0;
-        let batch = i64::try_from(self.concurrency.max(1).saturating_mul(8)).unwrap_or(i64::MAX);
-        loop {
-            let due = store::due_steps(&self.store, self.now(), batch).await?;
-            let runnable = self.runnable(due).await?;
-            let started = self.start_all(runnable).await?;
-            if started.is_empty() {
-                return Ok(ran);
-            }
-            ran += started.len();
-            self.perform_all(started).await?;
+        let concurrency = self.concurrency.max(1);
+        let batch = i64::try_from(concurrency.saturating_mul(8)).unwrap_or(i64::MAX);
+        // Steps claimed whose outcomes are not recorded yet. A claim that finds nothing is the
+        // end only when there are none: a recorded outcome may make more steps due (the case
+        // opened, the responses listed).
+        let unrecorded = AtomicUsize::new(0);
+        let recorded = tokio::sync::Notify::new();
+        let ran = AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<WorkerError>> = std::sync::Mutex::new(None);
+        let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
+        let (unrecorded, recorded, ran, failed) = (&unrecorded, &recorded, &ran, &failed);
+        let perform = async move {
+            let outcomes = &outcomes;
+            let batches = futures::stream::unfold(true, |go_on| async move {
+                while go_on && !outcomes.is_closed() {
+                    let claimed = match self.claim(batch).await {
+                        Ok(claimed) => claimed,
+                        Err(e) => return Some((Err(e), false)),
+                    };
+                    if !claimed.is_empty() {
+                        unrecorded.fetch_add(claimed.len(), Ordering::SeqCst);
+                        ran.fetch_add(claimed.len(), Ordering::SeqCst);
+                        // Each step's work stops well before its lease ends, so that no other
+                        // worker starts it while this one still calls the records system.
+                        let deadline = tokio::time::Instant::now() + self.retry.lease.mul_f32(0.8);
+                        return Some((Ok((claimed, deadline)), true));
+                    }
+                    if unrecorded.load(Ordering::SeqCst) == 0 {
+                        return None;
+                    }
+                    // A permit left by a recording since the count was read wakes this at once.
+                    recorded.notified().await;
+                }
+                None
+            });
+            batches
+                .flat_map(|claimed| {
+                    let steps: Vec<_> = match claimed {
+                        Ok((steps, deadline)) => {
+                            steps.into_iter().map(|(step, journal)| Ok((step, journal, deadline))).collect()
+                        }
+                        Err(e) => vec![Err(e)],
+                    };
+                    futures::stream::iter(steps)
+                })
+                .for_each_concurrent(concurrency, |claimed| async move {
+                    match claimed {
+                        Ok((running, journal, deadline)) => {
+                            if let Some(outcome) = self.perform_before(&running, &journal, deadline, outcomes).await {
+                                // A closed channel: the recorder gave up; the step is done
+                                // again after its lease.
+                                if outcomes.send((running, outcome)).is_ok() {
+                                    return;
+                                }
+                            }
+                            // Not performed, or its outcome not to be recorded: no longer waited for.
+                            unrecorded.fetch_sub(1, Ordering::SeqCst);
+                            recorded.notify_one();
+                        }
+                        Err(e) => {
+                            if let Ok(mut failed) = failed.lock() {
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
+                })
+                .await;
+        };
+        let record = async move {
+            let recording = async {
+                while let Some(first) = known.recv().await {
+                    let mut done = vec![first];
+                    while let Ok(more) = known.try_recv() {
+                        done.push(more);
+                    }
+                    let count = done.len();
+                    self.record_all(done).await?;
+                    unrecorded.fetch_sub(count, Ordering::SeqCst);
+                    recorded.notify_one();
+                }
+                Ok::<(), WorkerError>(())
+            };
+            let result = recording.await;
+            // The receiver is gone now: a claim waiting for outcomes stops.
+            recorded.notify_one();
+            result
+        };
+        let ((), recorded_all) = tokio::join!(perform, record);
+        recorded_all?;
+        if let Some(e) = failed.lock().ok().and_then(|mut failed| failed.take()) {
+            return Err(e);
         }
+        Ok(ran.load(Ordering::SeqCst))
+    }
+
+    /// Claims up to `batch` due steps whose turn has come: started in one transaction.
+    async fn claim(&self, batch: i64) -> Result<Vec<(Step, Arc<Journal>)>, WorkerError> {
+        let due = store::due_steps(&self.store, self.now(), batch).await?;
+        let runnable = self.runnable(due).await?;
+        self.start_all(runnable).await
     }
 
     /// The steps of `due` whose turn has come, each with its hearing's journal (read once for
@@ -174,51 +264,31 @@ impl Worker {
             .collect())
     }
 
-    /// Performs started steps, `concurrency` at once, while their outcomes are recorded as they
-    /// come. The work on each stops well before its lease ends (counted from when the batch was
-    /// started), so that no other worker starts a step while this one still calls the records
-    /// system; a step whose turn comes too late for that is left for after its lease.
-    async fn perform_all(&self, started: Vec<(Step, Arc<Journal>)>) -> Result<(), WorkerError> {
-        let (outcomes, mut known) = tokio::sync::mpsc::unbounded_channel();
-        let deadline = tokio::time::Instant::now() + self.retry.lease.mul_f32(0.8);
-        let perform = async move {
-            let outcomes = &outcomes;
-            futures::stream::iter(started)
-                .for_each_concurrent(self.concurrency.max(1), |(running, journal)| async move {
-                    // The recorder gave up (the database is gone): no more is done now.
-                    if outcomes.is_closed() {
-                        return;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        tracing::warn!(hearing = %running.group, step = %running.key, "left for after its lease: the steps before it took too long");
-                        return;
-                    }
-                    tracing::info!(hearing = %running.group, step = %running.key, attempt = running.attempts, "journalizing");
-                    let outcome = match tokio::time::timeout_at(deadline, self.perform(&running, &journal)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Err(Failure {
-                            message: "the step ran until four fifths of its lease were gone".into(),
-                            final_error: false,
-                        }),
-                    };
-                    // A closed channel: the recorder gave up; the step is done again after its
-                    // lease.
-                    let _ = outcomes.send((running, outcome));
-                })
-                .await;
-        };
-        let record = async move {
-            while let Some(first) = known.recv().await {
-                let mut done = vec![first];
-                while let Ok(more) = known.try_recv() {
-                    done.push(more);
-                }
-                self.record_all(done).await?;
-            }
-            Ok::<(), WorkerError>(())
-        };
-        let ((), recorded) = tokio::join!(perform, record);
-        recorded
+    /// Performs a started step unless the recorder gave up (the database is gone) or its
+    /// deadline has passed (the steps before it took too long: it is left for after its
+    /// lease); cut short at the deadline.
+    async fn perform_before<T>(
+        &self,
+        running: &Step,
+        journal: &Journal,
+        deadline: tokio::time::Instant,
+        outcomes: &tokio::sync::mpsc::UnboundedSender<T>,
+    ) -> Option<Result<Outcome, Failure>> {
+        if outcomes.is_closed() {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(hearing = %running.group, step = %running.key, "left for after its lease: the steps before it took too long");
+            return None;
+        }
+        tracing::info!(hearing = %running.group, step = %running.key, attempt = running.attempts, "journalizing");
+        Some(match tokio::time::timeout_at(deadline, self.perform(running, journal)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure {
+                message: "the step ran until four fifths of its lease were gone".into(),
+                final_error: false,
+            }),
+        })
     }
 
     /// Records the outcomes of performed steps: those that change nothing but their step in

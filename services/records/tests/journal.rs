@@ -82,6 +82,19 @@ fn sources() -> Arc<FakeSources> {
     })
 }
 
+/// A hearing document and `count` responses without attachments.
+fn with_responses(count: i64) -> Arc<FakeSources> {
+    Arc::new(FakeSources {
+        files: [("f1".to_string(), file("kort.pdf", "application/pdf", "%PDF kort"))].into(),
+        responses: std::sync::Mutex::new(
+            (1..=count)
+                .map(|number| ResponseToFile { response_id: format!("r{number}"), number, attachments: vec![] })
+                .collect(),
+        ),
+        late: Default::default(),
+    })
+}
+
 struct Setup {
     store: Store,
     owner: Principal,
@@ -286,16 +299,7 @@ async fn two_workers_file_a_hearing_of_many_responses_together_each_document_onc
     for (store, _guard) in agora_eventstore::testing::both_backends().await {
         let mut setup = Setup::new(store.clone()).await;
         let double = SbsysDouble::start(&["12"]).await;
-        let many = FakeSources {
-            files: [("f1".to_string(), file("kort.pdf", "application/pdf", "%PDF kort"))].into(),
-            responses: std::sync::Mutex::new(
-                (1..=RESPONSES)
-                    .map(|number| ResponseToFile { response_id: format!("r{number}"), number, attachments: vec![] })
-                    .collect(),
-            ),
-            late: Default::default(),
-        };
-        let many = Arc::new(many);
+        let many = with_responses(RESPONSES);
         let first = setup.worker_reading(sbsys(&double), quick_retries(3), many.clone());
         let second = setup.worker_reading(sbsys(&double), quick_retries(3), many);
         setup.whole_life().await;
@@ -341,6 +345,43 @@ async fn two_workers_file_a_hearing_of_many_responses_together_each_document_onc
         });
         let steps = RESPONSES + 6;
         assert_eq!((started, succeeded), (steps, steps), "open, text, map, list, the responses, conclusion, close");
+    }
+}
+
+/// With a slow records system, a batch's later steps would run past their lease: the worker
+/// leaves them (or cuts them short) at four fifths of it, goes on with the next batch, and
+/// comes to rest; after the lease they are taken again, and every document is filed once.
+#[tokio::test]
+async fn with_a_slow_records_system_steps_are_left_for_after_their_lease_and_each_document_filed_once() {
+    const RESPONSES: i64 = 30;
+    for (store, _guard) in agora_eventstore::testing::both_backends().await {
+        let mut setup = Setup::new(store.clone()).await;
+        let double = SbsysDouble::start(&["12"]).await;
+        let many = with_responses(RESPONSES);
+        // Three at once, 250 ms a call, 0.8 s before a batch's deadline: of a batch of 24
+        // responses, no more than 12 can be begun in time.
+        let lease = std::time::Duration::from_secs(1);
+        let retry = RetryPolicy { lease, ..quick_retries(5) };
+        let worker =
+            setup.worker_reading(Arc::new(Sbsys::new(sbsys_config(&double, 10)).expect("adapter")), retry, many);
+        setup.whole_life().await;
+        double.delay(std::time::Duration::from_millis(250));
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(60), worker.run_due());
+        rest.await.expect("the worker comes to rest").expect("worker");
+        let steps = agora_records::store::STEPS.steps::<agora_records::domain::Action>(&store, &setup.hearing_id);
+        let unfinished = steps.await.expect("steps").into_iter().filter(|s| s.state != StepState::Done).count();
+        assert!(unfinished > 0, "every step was begun within its batch's lease");
+
+        double.heal();
+        setup.advance(lease.as_secs() as i64 + 1);
+        setup.run_until_quiet(&worker).await;
+        let view =
+            RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+        assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
+        let mut numbers: Vec<i64> =
+            double.documents().iter().filter_map(|d| d.name.strip_prefix("Høringssvar nr. ")?.parse().ok()).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=RESPONSES).collect::<Vec<_>>(), "every response filed, once");
     }
 }
 
