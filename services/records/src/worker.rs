@@ -194,7 +194,8 @@ impl Worker {
                 Ok::<(), WorkerError>(())
             };
             let result = recording.await;
-            // The receiver is gone now: a claim waiting for outcomes stops.
+            // Closed, so that a claim waiting for outcomes that will not be recorded stops.
+            drop(known);
             recorded.notify_one();
             result
         };

@@ -95,6 +95,14 @@ fn with_responses(count: i64) -> Arc<FakeSources> {
     })
 }
 
+/// Every one of `count` responses is filed in the double, once.
+fn assert_each_response_filed_once(double: &SbsysDouble, count: i64) {
+    let mut numbers: Vec<i64> =
+        double.documents().iter().filter_map(|d| d.name.strip_prefix("Høringssvar nr. ")?.parse().ok()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=count).collect::<Vec<_>>(), "every response filed, once");
+}
+
 struct Setup {
     store: Store,
     owner: Principal,
@@ -328,10 +336,7 @@ async fn two_workers_file_a_hearing_of_many_responses_together_each_document_onc
         let listed: Vec<(&str, usize, usize)> =
             listed.iter().map(|v| (v.journal.hearing_id.as_str(), v.steps.len(), v.steps_done)).collect();
         assert_eq!(listed, [(setup.hearing_id.as_str(), 0, view.steps_done)]);
-        let mut numbers: Vec<i64> =
-            double.documents().iter().filter_map(|d| d.name.strip_prefix("Høringssvar nr. ")?.parse().ok()).collect();
-        numbers.sort_unstable();
-        assert_eq!(numbers, (1..=RESPONSES).collect::<Vec<_>>(), "every response filed, once");
+        assert_each_response_filed_once(&double, RESPONSES);
         assert_eq!(double.documents().len(), RESPONSES as usize + 3, "and the text, the map and the conclusion");
         assert_eq!(i64::from(view.journal.documents_filed), RESPONSES + 3);
         // No step was taken by both: each was started once, and succeeded once.
@@ -378,11 +383,40 @@ async fn with_a_slow_records_system_steps_are_left_for_after_their_lease_and_eac
         let view =
             RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
         assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
-        let mut numbers: Vec<i64> =
-            double.documents().iter().filter_map(|d| d.name.strip_prefix("Høringssvar nr. ")?.parse().ok()).collect();
-        numbers.sort_unstable();
-        assert_eq!(numbers, (1..=RESPONSES).collect::<Vec<_>>(), "every response filed, once");
+        assert_each_response_filed_once(&double, RESPONSES);
     }
+}
+
+/// Outcomes that cannot be recorded (here a trigger refuses every finished step; in life, a
+/// database that went away): the worker stops with the error instead of waiting for the
+/// outcomes to be recorded, and once they can be, the next run (after the lease) files every
+/// document once.
+#[tokio::test]
+async fn a_worker_that_cannot_record_outcomes_stops_and_the_next_run_files_each_document_once() {
+    let Some(database) = agora_eventstore::testing::postgres(4).await else { return };
+    let store = database.store.clone();
+    let mut setup = Setup::new(store.clone()).await;
+    let double = SbsysDouble::start(&["12"]).await;
+    let retry = RetryPolicy { lease: std::time::Duration::from_secs(60), ..quick_retries(5) };
+    let worker = setup.worker_reading(sbsys(&double), retry, with_responses(5));
+    setup.whole_life().await;
+    let refuse = "CREATE FUNCTION refuse_done() RETURNS trigger LANGUAGE plpgsql AS \
+                  $$ BEGIN RAISE EXCEPTION 'no outcome may be recorded'; END $$";
+    let trigger = "CREATE TRIGGER refuse_done BEFORE UPDATE ON records_steps \
+                   FOR EACH ROW WHEN (NEW.state = 'done') EXECUTE FUNCTION refuse_done()";
+    store.execute_ddl(&[refuse, trigger]).await.expect("the trigger");
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(60), worker.run_due()).await;
+    let stopped = stopped.expect("the worker stops");
+    assert!(stopped.is_err(), "the worker said it recorded what it did: {stopped:?}");
+    assert_eq!(double.cases().len(), 1, "the case was opened");
+
+    store.execute_ddl(&["DROP TRIGGER refuse_done ON records_steps"]).await.expect("no trigger");
+    setup.advance(61);
+    setup.run_until_quiet(&worker).await;
+    let view = RecordsApp::new(store.clone()).journalization(&setup.owner, &setup.hearing_id).await.expect("status");
+    assert_eq!(view.status, JournalStatus::Journalized, "{:?}", view.errors());
+    assert_eq!(double.cases().len(), 1, "the repeated opening found the case");
+    assert_each_response_filed_once(&double, 5);
 }
 
 #[tokio::test]

@@ -1075,12 +1075,13 @@ async fn surge_on(
         by_use.join(", ")
     );
     println!(
-        "exactly once: {} in the event store, {} in the read model, {} filed in the records journal ({journal_seconds:.1} s), \
+        "exactly once: {} in the event store, {} in the read model, {} filed in the records journal ({journal_seconds:.1} s, {:.0} a second), \
          {} handled by the notification service through JetStream, {} receipts in the respondents' mail (all there \
          {:.1} s after the surge); lost {}, duplicated {}, never acknowledged {}, a retry's receipt changed {}",
         check.in_store,
         check.in_read_model,
         check.journalized,
+        check.journalized as f64 / journal_seconds.max(0.001),
         notified.map(|n| n.to_string()).unwrap_or_else(|| "none (left out)".into()),
         receipts.map(|n| n.to_string()).unwrap_or_else(|| "no".into()),
         receipts_seconds.unwrap_or_default(),
