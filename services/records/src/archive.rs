@@ -117,6 +117,79 @@ async fn sync_folder(folder: &Path) -> Result<(), EsdhError> {
     Ok(())
 }
 
+/// Files a document on a case whose folder was scanned: its files are written and flushed
+/// before the case's lock is taken, beside those of other filings; only the number,
+/// document.json and the move into place are one at a time. A number is taken only once the
+/// document is in place, so a filing that fails leaves no gap.
+async fn stage_and_place(
+    lock: Arc<Mutex<CaseState>>,
+    case_folder: PathBuf,
+    document: Document,
+) -> Result<String, EsdhError> {
+    // Named by the document's reference, not its number: a repeated filing finds the folder by
+    // its name, and a folder is filed once it is in place with its document.json.
+    let tag = &hex::encode(Sha256::digest(document.reference.as_bytes()))[..8];
+    let folder_name = format!("{} {tag}", safe_name(&document.title));
+    let target = case_folder.join(&folder_name);
+    // A repeat (after a crash, or a step's lease) finds it without writing it again; a folder
+    // appears whole, so this needs no lock, and the check under the lock below decides.
+    let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
+    if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
+        return Ok(filed.id);
+    }
+    let staging = case_folder.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
+    let files = match stage_files(&staging, &folder_name, &document).await {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e);
+        }
+    };
+    let mut state = lock.lock().await;
+    let placed = place(&mut state, &staging, &case_folder, &target, &document, files).await;
+    if !matches!(placed, Ok(Placed::Moved(_))) {
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+    }
+    placed.map(|(Placed::Moved(id) | Placed::Already(id))| id)
+}
+
+/// Numbers a staged document and moves it into place, under the case's lock; or finds it
+/// filed already (a repeated filing), and then leaves the staged copy to be removed.
+async fn place(
+    state: &mut CaseState,
+    staging: &Path,
+    case_folder: &Path,
+    target: &Path,
+    document: &Document,
+    files: Vec<ArchivedFile>,
+) -> Result<Placed, EsdhError> {
+    let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
+    if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
+        return Ok(Placed::Already(filed.id));
+    }
+    let id = format!("{:04}", state.documents + 1);
+    let archived = ArchivedDocument {
+        id: id.clone(),
+        reference: document.reference.clone(),
+        title: document.title.clone(),
+        document_type: document.document_type.clone(),
+        filed_at: Utc::now(),
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&archived).map_err(|e| EsdhError::Refused(e.to_string()))?;
+    write_flushed(&staging.join(DOCUMENT), &json).await?;
+    sync_folder(staging).await?;
+    // A folder of the same name without its document.json (an archive from before it, or
+    // a crash there) is replaced.
+    if tokio::fs::try_exists(target).await.unwrap_or(false) {
+        tokio::fs::remove_dir_all(target).await.map_err(|e| io("replace", target, e))?;
+    }
+    tokio::fs::rename(staging, target).await.map_err(|e| io("move into place", target, e))?;
+    state.documents += 1;
+    sync_folder(case_folder).await?;
+    Ok(Placed::Moved(id))
+}
+
 /// Writes a document's files into its staging folder, each flushed; what document.json lists
 /// of them.
 async fn stage_files(staging: &Path, folder_name: &str, document: &Document) -> Result<Vec<ArchivedFile>, EsdhError> {
@@ -255,44 +328,6 @@ impl Archive {
             .ok_or_else(|| EsdhError::Refused(format!("archive: no case {} (no {METADATA})", case.number)))
     }
 
-    /// Numbers a staged document and moves it into place, under the case's lock; or finds it
-    /// filed already (a repeated filing), and then leaves the staged copy to be removed.
-    async fn place(
-        &self,
-        state: &mut CaseState,
-        staging: &Path,
-        case_folder: &Path,
-        target: &Path,
-        document: &Document,
-        files: Vec<ArchivedFile>,
-    ) -> Result<Placed, EsdhError> {
-        let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
-        if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
-            return Ok(Placed::Already(filed.id));
-        }
-        let id = format!("{:04}", state.documents + 1);
-        let archived = ArchivedDocument {
-            id: id.clone(),
-            reference: document.reference.clone(),
-            title: document.title.clone(),
-            document_type: document.document_type.clone(),
-            filed_at: Utc::now(),
-            files,
-        };
-        let json = serde_json::to_vec_pretty(&archived).map_err(|e| EsdhError::Refused(e.to_string()))?;
-        write_flushed(&staging.join(DOCUMENT), &json).await?;
-        sync_folder(staging).await?;
-        // A folder of the same name without its document.json (an archive from before it, or
-        // a crash there) is replaced.
-        if tokio::fs::try_exists(target).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(target).await.map_err(|e| io("replace", target, e))?;
-        }
-        tokio::fs::rename(staging, target).await.map_err(|e| io("move into place", target, e))?;
-        state.documents += 1;
-        sync_folder(case_folder).await?;
-        Ok(Placed::Moved(id))
-    }
-
     /// The first time this process touches a case: clears what a crash left and counts what is
     /// filed.
     async fn scan(&self, case: &CaseRef, state: &mut CaseState) -> Result<(), EsdhError> {
@@ -362,30 +397,13 @@ impl RecordsSystem for Archive {
                 return Ok(id.clone());
             }
         }
-        // Named by the document's reference, not its number: a repeated filing finds the folder
-        // by its name, and a folder is filed once it is in place with its document.json.
-        let tag = &hex::encode(Sha256::digest(document.reference.as_bytes()))[..8];
-        let folder_name = format!("{} {tag}", safe_name(&document.title));
-        let case_folder = self.folder(&case.number);
-        let target = case_folder.join(&folder_name);
-        // The files are written and flushed before the case's lock is taken, beside those of
-        // other filings: only the number, document.json and the move into place are one at a
-        // time. A number is taken only once the document is in place, so a filing that fails
-        // leaves no gap.
-        let staging = case_folder.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
-        let files = match stage_files(&staging, &folder_name, document).await {
-            Ok(files) => files,
-            Err(e) => {
-                let _ = tokio::fs::remove_dir_all(&staging).await;
-                return Err(e);
-            }
-        };
-        let mut state = lock.lock().await;
-        let placed = self.place(&mut state, &staging, &case_folder, &target, document, files).await;
-        if !matches!(placed, Ok(Placed::Moved(_))) {
-            let _ = tokio::fs::remove_dir_all(&staging).await;
-        }
-        placed.map(|(Placed::Moved(id) | Placed::Already(id))| id)
+        // A task of its own, so that a caller who stops waiting (a step's deadline) does not
+        // stop the filing between its move into place and the count of the case's documents:
+        // the next document would take the same number. The caller's repeat finds it filed.
+        let filing = tokio::spawn(stage_and_place(lock, self.folder(&case.number), document.clone()));
+        filing
+            .await
+            .map_err(|e| EsdhError::Unavailable(format!("archive: filing {} stopped: {e}", document.reference)))?
     }
 
     async fn close_case(&self, case: &CaseRef) -> Result<(), EsdhError> {

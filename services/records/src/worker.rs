@@ -108,11 +108,13 @@ impl Worker {
     /// performed `concurrency` at once, and the next batch is claimed as soon as the last
     /// step of one begins: no batch waits for its slowest step (batches taken and performed one
     /// after another did, and filed at half the speed with `concurrency` steps a batch). A batch
-    /// is eight rounds of `concurrency` steps: more would leave the last steps of a slow
-    /// records system too little of their lease.
+    /// and the steps still running before it are eight rounds of `concurrency` steps: more
+    /// would leave the last steps of a slow records system too little of their lease.
     pub async fn run_due(&self) -> Result<usize, WorkerError> {
         let concurrency = self.concurrency.max(1);
-        let batch = i64::try_from(concurrency.saturating_mul(8)).unwrap_or(i64::MAX);
+        // A batch is claimed with up to `concurrency - 1` steps of the one before still running:
+        // with those, eight rounds in all stand before its last step.
+        let batch = i64::try_from(concurrency.saturating_mul(7).saturating_add(1)).unwrap_or(i64::MAX);
         // Steps claimed whose outcomes are not recorded yet. A claim that finds nothing is the
         // end only when there are none: a recorded outcome may make more steps due (the case
         // opened, the responses listed).
@@ -126,7 +128,11 @@ impl Worker {
             let outcomes = &outcomes;
             let batches = futures::stream::unfold(true, |go_on| async move {
                 while go_on && !outcomes.is_closed() {
-                    let claimed = match self.claim(batch).await {
+                    // Read before the claim: an outcome recorded while the claim reads may make
+                    // steps due that it did not see, so only a claim that began with nothing
+                    // left to record and found nothing ends the run.
+                    let pending = unrecorded.load(Ordering::SeqCst);
+                    let claimed = match self.claim(batch, || outcomes.is_closed()).await {
                         Ok(claimed) => claimed,
                         Err(e) => return Some((Err(e), false)),
                     };
@@ -138,7 +144,7 @@ impl Worker {
                         let deadline = tokio::time::Instant::now() + self.retry.lease.mul_f32(0.8);
                         return Some((Ok((claimed, deadline)), true));
                     }
-                    if unrecorded.load(Ordering::SeqCst) == 0 {
+                    if pending == 0 {
                         return None;
                     }
                     // A permit left by a recording since the count was read wakes this at once.
@@ -207,10 +213,15 @@ impl Worker {
         Ok(ran.load(Ordering::SeqCst))
     }
 
-    /// Claims up to `batch` due steps whose turn has come: started in one transaction.
-    async fn claim(&self, batch: i64) -> Result<Vec<(Step, Arc<Journal>)>, WorkerError> {
+    /// Claims up to `batch` due steps whose turn has come: started in one transaction, unless
+    /// `stopped` says by then that they would not be performed (the recorder gave up), since
+    /// a start costs an attempt.
+    async fn claim(&self, batch: i64, stopped: impl Fn() -> bool) -> Result<Vec<(Step, Arc<Journal>)>, WorkerError> {
         let due = store::due_steps(&self.store, self.now(), batch).await?;
         let runnable = self.runnable(due).await?;
+        if stopped() {
+            return Ok(Vec::new());
+        }
         self.start_all(runnable).await
     }
 

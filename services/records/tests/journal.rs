@@ -363,7 +363,7 @@ async fn with_a_slow_records_system_steps_are_left_for_after_their_lease_and_eac
         let mut setup = Setup::new(store.clone()).await;
         let double = SbsysDouble::start(&["12"]).await;
         let many = with_responses(RESPONSES);
-        // Three at once, 250 ms a call, 0.8 s before a batch's deadline: of a batch of 24
+        // Three at once, 250 ms a call, 0.8 s before a batch's deadline: of a batch of 22
         // responses, no more than 12 can be begun in time.
         let lease = std::time::Duration::from_secs(1);
         let retry = RetryPolicy { lease, ..quick_retries(5) };
