@@ -133,9 +133,8 @@ async fn stage_and_place(
     let target = case_folder.join(&folder_name);
     // A repeat (after a crash, or a step's lease) finds it without writing it again; a folder
     // appears whole, so this needs no lock, and the check under the lock below decides.
-    let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
-    if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
-        return Ok(filed.id);
+    if let Some(id) = filed_as(&target, &document.reference).await? {
+        return Ok(id);
     }
     let staging = case_folder.join(format!(".staging-{}", uuid::Uuid::new_v4().simple()));
     let files = match stage_files(&staging, &folder_name, &document).await {
@@ -153,6 +152,12 @@ async fn stage_and_place(
     placed.map(|(Placed::Moved(id) | Placed::Already(id))| id)
 }
 
+/// The number of the document filed in `target` under `reference`, if it is there.
+async fn filed_as(target: &Path, reference: &str) -> Result<Option<String>, EsdhError> {
+    let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
+    Ok(filed.filter(|f| f.reference == reference).map(|f| f.id))
+}
+
 /// Numbers a staged document and moves it into place, under the case's lock; or finds it
 /// filed already (a repeated filing), and then leaves the staged copy to be removed.
 async fn place(
@@ -163,9 +168,8 @@ async fn place(
     document: &Document,
     files: Vec<ArchivedFile>,
 ) -> Result<Placed, EsdhError> {
-    let filed: Option<ArchivedDocument> = read_json(&target.join(DOCUMENT), "a filed document").await?;
-    if let Some(filed) = filed.filter(|f| f.reference == document.reference) {
-        return Ok(Placed::Already(filed.id));
+    if let Some(id) = filed_as(target, &document.reference).await? {
+        return Ok(Placed::Already(id));
     }
     let id = format!("{:04}", state.documents + 1);
     let archived = ArchivedDocument {
@@ -433,6 +437,16 @@ mod tests {
         }
     }
 
+    /// What a case folder holds of staging folders and temporary files.
+    fn leftovers(folder: &Path) -> Vec<String> {
+        std::fs::read_dir(folder)
+            .expect("folder")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') || n.contains(".tmp-"))
+            .collect()
+    }
+
     fn document(reference: &str, title: &str) -> Document {
         Document {
             reference: reference.into(),
@@ -484,12 +498,7 @@ mod tests {
             let bytes = std::fs::read(folder.join(&file.path)).expect("file on disk");
             assert_eq!(hex::encode(Sha256::digest(&bytes)), file.sha256);
         }
-        let leftovers: Vec<_> = std::fs::read_dir(&folder)
-            .expect("folder")
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.') || n.contains(".tmp-"))
-            .collect();
+        let leftovers = leftovers(&folder);
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
@@ -527,12 +536,7 @@ mod tests {
         for document in &metadata.documents {
             assert_eq!(by_reference[&document.reference][0], document.id, "{}", document.reference);
         }
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(&opened.number))
-            .expect("folder")
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with('.'))
-            .collect();
+        let leftovers = leftovers(&dir.path().join(&opened.number));
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 

@@ -165,7 +165,13 @@ impl Worker {
                 .for_each_concurrent(concurrency, |claimed| async move {
                     match claimed {
                         Ok((running, journal, deadline)) => {
-                            if let Some(outcome) = self.perform_before(&running, &journal, deadline, outcomes).await {
+                            // The recorder gave up (the database is gone): no more is done now.
+                            let performed = if outcomes.is_closed() {
+                                None
+                            } else {
+                                self.perform_before(&running, &journal, deadline).await
+                            };
+                            if let Some(outcome) = performed {
                                 // A closed channel: the recorder gave up; the step is done
                                 // again after its lease.
                                 if outcomes.send((running, outcome)).is_ok() {
@@ -276,19 +282,14 @@ impl Worker {
             .collect())
     }
 
-    /// Performs a started step unless the recorder gave up (the database is gone) or its
-    /// deadline has passed (the steps before it took too long: it is left for after its
-    /// lease); cut short at the deadline.
-    async fn perform_before<T>(
+    /// Performs a started step unless its deadline has passed (the steps before it took too
+    /// long: it is left for after its lease); cut short at the deadline.
+    async fn perform_before(
         &self,
         running: &Step,
         journal: &Journal,
         deadline: tokio::time::Instant,
-        outcomes: &tokio::sync::mpsc::UnboundedSender<T>,
     ) -> Option<Result<Outcome, Failure>> {
-        if outcomes.is_closed() {
-            return None;
-        }
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(hearing = %running.group, step = %running.key, "left for after its lease: the steps before it took too long");
             return None;

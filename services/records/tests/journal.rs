@@ -367,8 +367,7 @@ async fn with_a_slow_records_system_steps_are_left_for_after_their_lease_and_eac
         // responses, no more than 12 can be begun in time.
         let lease = std::time::Duration::from_secs(1);
         let retry = RetryPolicy { lease, ..quick_retries(5) };
-        let worker =
-            setup.worker_reading(Arc::new(Sbsys::new(sbsys_config(&double, 10)).expect("adapter")), retry, many);
+        let worker = setup.worker_reading(sbsys(&double), retry, many);
         setup.whole_life().await;
         double.delay(std::time::Duration::from_millis(250));
         let rest = tokio::time::timeout(std::time::Duration::from_secs(60), worker.run_due());
