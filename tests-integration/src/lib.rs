@@ -66,6 +66,15 @@ impl People {
     }
 }
 
+fn hearing_app(
+    store: Store,
+    files: object_store::local::LocalFileSystem,
+    now: Arc<Mutex<DateTime<Utc>>>,
+) -> HearingApp {
+    let clock: agora_hearing::app::Clock = Arc::new(move || now.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()));
+    HearingApp::new(store, Arc::new(files), b"test-pseudonym-key", agora_vault::MemoryKeys::shared(), clock)
+}
+
 impl Default for People {
     fn default() -> Self {
         Self::new()
@@ -94,16 +103,7 @@ impl Harness {
         let files = object_store::local::LocalFileSystem::new_with_prefix(files_dir.path())
             .unwrap_or_else(|e| panic!("files: {e}"));
         let now = Arc::new(Mutex::new(at("2026-11-22T10:00:00Z")));
-        let clock_now = now.clone();
-        let clock: agora_hearing::app::Clock =
-            Arc::new(move || clock_now.lock().map(|t| *t).unwrap_or_else(|_| Utc::now()));
-        let app = HearingApp::new(
-            store.clone(),
-            Arc::new(files),
-            b"test-pseudonym-key",
-            agora_vault::MemoryKeys::shared(),
-            clock,
-        );
+        let app = hearing_app(store.clone(), files, now.clone());
         let key = SigningKey::generate_with_kid("test").unwrap_or_else(|e| panic!("key: {e}"));
         let issuer = TokenIssuer::new(key, "agora-test", "agora", chrono::Duration::hours(1));
         let verifier = Arc::new(issuer.verifier());
@@ -136,6 +136,14 @@ impl Harness {
             _sqlite_dir: sqlite_dir,
             _server: server,
         }
+    }
+
+    /// Another instance of the hearing service's application, on `store` (one waiting for
+    /// the read models, say), with the harness's files and clock.
+    pub fn app_on(&self, store: Store) -> HearingApp {
+        let files = object_store::local::LocalFileSystem::new_with_prefix(self.files_dir.path())
+            .unwrap_or_else(|e| panic!("files: {e}"));
+        hearing_app(store, files, self.now.clone())
     }
 
     pub fn set_now(&self, time: &str) {

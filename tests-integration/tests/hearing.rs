@@ -325,6 +325,31 @@ async fn visibility(mut h: Harness) {
 }
 on_both_backends!(visibility_rules_hold_in_lists_and_reads, visibility);
 
+/// An owner creates a hearing while the read model runs behind (nothing applies it until the
+/// hearing is written): the dashboard she reads right after the answer already lists it,
+/// because the command waits for the read model.
+async fn dashboard_read_back(mut h: Harness) {
+    let people = People::new();
+    h.define_reference_data(&people.admin).await;
+    h.settle().await;
+    let app = h.app_on(h.store.clone().waiting_for_read_models(std::time::Duration::from_secs(60)));
+    let karen = people.karen.clone();
+    let owner = tokio::spawn(async move {
+        let (id, _) = app.create(&karen, "lokalplan").await.expect("create");
+        let listed = agora_hearing::queries::dashboard(&app.store, &karen).await.expect("dashboard");
+        (id.to_string(), listed.into_iter().map(|h| h.id).collect::<Vec<_>>())
+    });
+    agora_eventstore::testing::eventually(30, "the hearing in the log", || async {
+        let events = h.store.read_log(agora_eventstore::LogPosition::START, 10_000).await.expect("log");
+        events.iter().any(|e| e.event_type == "HearingCreated").then_some(())
+    })
+    .await;
+    h.settle().await;
+    let (id, listed) = owner.await.expect("owner");
+    assert_eq!(listed, vec![id], "the dashboard read right after the hearing's creation lists it");
+}
+on_both_backends!(a_created_hearing_is_on_the_dashboard_read_right_after, dashboard_read_back);
+
 async fn search(mut h: Harness) {
     let people = People::new();
     h.define_reference_data(&people.admin).await;

@@ -392,6 +392,36 @@ async fn moderation(mut h: Harness) {
 }
 on_both_backends!(moderation_publication_and_authors, moderation);
 
+/// A caseworker approves a response while the read model runs behind (nothing applies it
+/// until the approval is written): the list she reads right after the approval's answer
+/// already has it among the approved, because the approval waits for the read model.
+async fn moderation_read_back(mut h: Harness) {
+    use agora_response::domain::{ModerationStatus, ResponseCommand};
+
+    let people = People::new();
+    let Service { hearing, runner, intake, owner, _worker, .. } = Service::start(&mut h, &people).await;
+    let receipt = intake.submit(submission(hearing, "a", "Jeg støtter planen.")).await.expect("submit");
+    runner.catch_up().await.expect("read model");
+    let store = h.store.clone().waiting_for_read_models(std::time::Duration::from_secs(60));
+    let app = agora_response::app::ResponseApp::new(store, intake.clone(), clock("2026-12-01T12:00:00Z"));
+    let caseworker = tokio::spawn(async move {
+        app.execute(receipt.response_id, &owner, ResponseCommand::Approve).await.expect("approve");
+        let (approved, _) =
+            app.list_for_hearing(Some(&owner), hearing, Some(ModerationStatus::Approved), 1, 20).await.expect("list");
+        approved.into_iter().map(|r| r.response_id).collect::<Vec<_>>()
+    });
+    let stream = receipt.response_id.to_string();
+    agora_eventstore::testing::eventually(30, "the approval in the log", || async {
+        let events = h.store.read_stream(agora_response::domain::AGGREGATE_TYPE, &stream, 0).await.expect("stream");
+        events.iter().any(|e| e.event_type == "ResponseApproved").then_some(())
+    })
+    .await;
+    runner.catch_up().await.expect("read model");
+    let approved = caseworker.await.expect("caseworker");
+    assert_eq!(approved, vec![receipt.response_id], "the list read right after the approval shows it approved");
+}
+on_both_backends!(a_moderation_shows_in_the_list_read_right_after_it, moderation_read_back);
+
 async fn review_comments(mut h: Harness) {
     use agora_response::app::ResponseApp;
     use agora_response::domain::Actor;

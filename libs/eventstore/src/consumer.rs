@@ -75,7 +75,7 @@ impl ProjectionRunner {
     }
 
     fn checkpoint_name(projection: &dyn Projection) -> String {
-        format!("projection:{}", projection.name())
+        projection_checkpoint(projection.name())
     }
 
     /// Applies the next batch to one projection; returns the number of events it read
@@ -105,6 +105,7 @@ impl ProjectionRunner {
         projection.apply_batch(&mut tx, &wanted).await?;
         save_checkpoint(&mut tx, &name, last).await?;
         tx.commit().await?;
+        self.store.checkpoint_moved().notify_waiters();
         let metrics = agora_telemetry::metrics::global();
         metrics.events_handled(projection.name(), wanted.len() as u64);
         metrics.consumer_position(projection.name(), last.position);
@@ -187,6 +188,84 @@ impl ProjectionRunner {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
         }
+    }
+}
+
+fn projection_checkpoint(projection: &str) -> String {
+    format!("projection:{projection}")
+}
+
+/// Whether the projection's checkpoint has passed the stream's last event. A checkpoint moves
+/// only past events it applied or passed over, so past the last event means the read model
+/// shows the stream as it is now.
+const READ_MODEL_HAS_STREAM: &str = "SELECT c.tx_id > e.tx_id OR (c.tx_id = e.tx_id AND c.position >= e.position) \
+    FROM events e JOIN checkpoints c ON c.name = $1 \
+    WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 ORDER BY e.sequence DESC LIMIT 1";
+
+/// How often a waiting command looks again when no projection of this process has moved:
+/// another replica may be the one applying the events.
+const READ_MODEL_POLL: Duration = Duration::from_millis(20);
+
+impl Store {
+    /// Waits until the read model of `projection` shows the stream's last event, so that the
+    /// page or list a person reads right after a command shows what the command did (the
+    /// caseworker's approval, the citizen's withdrawal), however far the read model lags in a
+    /// surge. Waits at most as long as [`Store::waiting_for_read_models`] says, and not at
+    /// all without it. Returns whether the read model shows the event; a command has already
+    /// succeeded when it asks, so a read model still behind, or a failed check, is only
+    /// logged, not an error for its caller.
+    pub async fn await_read_model(&self, projection: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
+        let Some(within) = self.read_model_wait() else {
+            return true;
+        };
+        let checkpoint = projection_checkpoint(projection);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the check, so that a checkpoint moved during it still wakes.
+            let moved = self.checkpoint_moved().notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            match self.read_model_has(&checkpoint, aggregate_type, aggregate_id).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(projection, error = %e, "cannot tell whether the read model shows a command yet");
+                    return false;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    projection,
+                    aggregate_type,
+                    aggregate_id,
+                    waited_ms = within.as_millis() as u64,
+                    "the read model is behind: a command is answered before it shows there"
+                );
+                return false;
+            }
+            tokio::select! {
+                _ = moved => {}
+                _ = tokio::time::sleep(READ_MODEL_POLL.min(deadline - now)) => {}
+            }
+        }
+    }
+
+    async fn read_model_has(
+        &self,
+        checkpoint: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<bool, StoreError> {
+        let passed: Option<bool> = crate::on_reader!(self.backend(), pool => {
+            sqlx::query_scalar(READ_MODEL_HAS_STREAM)
+                .bind(checkpoint)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(passed.unwrap_or(false))
     }
 }
 

@@ -239,6 +239,11 @@ pub struct Store {
     /// Last known (sequence, hash) per stream: lets an append chain onto the event the
     /// command just loaded without reading it again.
     heads: Arc<Mutex<HashMap<StreamKey, (i64, String)>>>,
+    /// Woken when a projection in this process moves its checkpoint.
+    checkpoint_moved: Arc<tokio::sync::Notify>,
+    /// How long a command waits for the read models it feeds (see
+    /// [`Store::await_read_model`]); `None`: it does not wait.
+    read_model_wait: Option<Duration>,
 }
 
 fn insert_events_sql(postgres: bool, rows: usize) -> String {
@@ -381,7 +386,24 @@ impl Store {
             backend: Arc::new(backend),
             appended: Arc::new(tokio::sync::Notify::new()),
             heads: Arc::new(Mutex::new(HashMap::new())),
+            checkpoint_moved: Arc::new(tokio::sync::Notify::new()),
+            read_model_wait: None,
         }
+    }
+
+    /// The same store, with commands that feed a read model answering only once it shows
+    /// them, or once `within` has passed (see [`Store::await_read_model`]).
+    pub fn waiting_for_read_models(mut self, within: Duration) -> Self {
+        self.read_model_wait = Some(within);
+        self
+    }
+
+    pub(crate) fn read_model_wait(&self) -> Option<Duration> {
+        self.read_model_wait
+    }
+
+    pub(crate) fn checkpoint_moved(&self) -> &tokio::sync::Notify {
+        &self.checkpoint_moved
     }
 
     pub fn backend(&self) -> &Backend {

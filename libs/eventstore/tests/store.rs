@@ -653,6 +653,45 @@ async fn projections(db: Db) {
     assert_eq!(total, store.log_extent().await.or_fail("log_extent").0);
 }
 
+on_both_backends!(a_command_waits_until_the_read_model_shows_what_it_wrote);
+
+/// What a command's caller reads next shows the command: the store waits for the projection's
+/// checkpoint to pass the stream's last event, woken by a runner of its own process or
+/// noticing (by looking again) one of another replica's.
+async fn a_command_waits_until_the_read_model_shows_what_it_wrote(db: Db) {
+    let store = db.store.clone();
+    store.execute_ddl(&[COUNTS_TABLE]).await.or_fail("creating test_counts");
+    let counters = counter_store(&store, None);
+    let at_once = store.clone().waiting_for_read_models(Duration::ZERO);
+    add(&counters, "w-a", &[1]).await;
+    add(&counters, "w-b", &[1]).await;
+    assert!(!at_once.await_read_model("test-counts", COUNTER, "w-a").await, "no projection has run yet");
+
+    let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(CountPerAggregate)]);
+    catch_up(&runner, 2).await;
+    assert!(at_once.await_read_model("test-counts", COUNTER, "w-a").await, "applied");
+    assert!(!at_once.await_read_model("another-projection", COUNTER, "w-a").await, "only that projection counts");
+
+    // The stream's next event is waited for again, and the runner of this process wakes the
+    // command waiting for it.
+    add(&counters, "w-a", &[2]).await;
+    assert!(!at_once.await_read_model("test-counts", COUNTER, "w-a").await, "the new event is not applied yet");
+    let patient = store.clone().waiting_for_read_models(Duration::from_secs(60));
+    let command = tokio::spawn(async move { patient.await_read_model("test-counts", COUNTER, "w-a").await });
+    catch_up(&runner, 1).await;
+    assert!(testing_wait(command).await, "the command answered once the read model showed its event");
+    assert_eq!(counts(&store).await, vec![("w-a".to_string(), 2), ("w-b".to_string(), 1)]);
+
+    // A projection run by another replica (another store, whose runs do not wake this one).
+    add(&counters, "w-b", &[2]).await;
+    let patient = store.clone().waiting_for_read_models(Duration::from_secs(60));
+    let command = tokio::spawn(async move { patient.await_read_model("test-counts", COUNTER, "w-b").await });
+    let replica = ProjectionRunner::new(db.another_store().await, vec![Arc::new(CountPerAggregate)]);
+    catch_up(&replica, 1).await;
+    assert!(testing_wait(command).await, "the command answered once another replica's read model showed its event");
+    assert_eq!(counts(&store).await, vec![("w-a".to_string(), 2), ("w-b".to_string(), 2)]);
+}
+
 on_both_backends!(a_projection_reads_only_its_aggregates);
 
 /// Counts the events of the counters only, and refuses any other (the runner must not hand it

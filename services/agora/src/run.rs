@@ -73,7 +73,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if settings.gateway_only() {
         return run_gateway(&args, &settings, stop_requested, started).await;
     }
-    let store = args.connect.store().await?;
+    let mut store = args.connect.store().await?;
+    if args.read_model_wait_ms > 0 {
+        store = store.waiting_for_read_models(Duration::from_millis(args.read_model_wait_ms));
+    }
     let runs = |target: &str| settings.targets.iter().any(|t| t == target);
     let (with_hearing, with_response) = (runs("hearing"), runs("response"));
     let mut projections: Vec<Arc<dyn agora_eventstore::consumer::Projection>> = Vec::new();
@@ -345,9 +348,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         router.serve_with_incoming_shutdown(incoming, grpc_shutdown).await.map_err(anyhow::Error::from)
     });
 
-    // Read models first, so the demo seed and the scheduler see what exists.
+    // Read models first, so the demo seed and the scheduler see what exists; kept up from
+    // then on before the seed's commands, which wait for them.
     let runner = ProjectionRunner::new(store.clone(), projections);
     runner.catch_up().await.context("cannot bring the read models up to date")?;
+    tasks.spawn(until_stopped(runner.clone().run(shutdown_future(&stop_rx))));
     if let Some(app) = &hearing {
         if settings.embedded
             && !args.no_demo
@@ -365,7 +370,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown_future(&stop_rx),
         )));
     }
-    tasks.spawn(until_stopped(runner.run(shutdown_future(&stop_rx))));
     if let (Some(app), true) = (&response, args.retention_days > 0) {
         let (app, days) = (app.clone(), args.retention_days);
         tasks.spawn(until_stopped(every(Duration::from_secs(3600), shutdown_future(&stop_rx), move || {

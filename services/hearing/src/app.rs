@@ -23,6 +23,7 @@ use crate::domain::reference::{self, KleEntry, Reference, ReferenceCommand, Refe
 use crate::domain::{
     Hearing, HearingChanges, HearingCommand, HearingError, HearingStatus, Invitee, InviteeKind, StoredFile,
 };
+use crate::projections::READ_MODEL;
 
 /// Why a request was not carried out; the gRPC adapter maps each to its status code.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +254,14 @@ impl HearingApp {
         loop {
             match self.execute_once(id, context.clone(), &authorize, command.clone()).await {
                 Err(AppError::Conflict) if attempt < COMMAND_ATTEMPTS => attempt += 1,
-                outcome => return outcome,
+                outcome => {
+                    if let Ok((_, _, true)) = outcome {
+                        self.store
+                            .await_read_model(READ_MODEL, <Hearing as cqrs_es::Aggregate>::TYPE, &id.to_string())
+                            .await;
+                    }
+                    return outcome;
+                }
             }
         }
     }
@@ -762,6 +770,7 @@ impl HearingApp {
         }
         let metadata = actor(principal).with_command("ChangeReferenceData").to_metadata();
         self.references.commit(events, loaded, metadata).await?;
+        self.store.await_read_model(READ_MODEL, <Reference as cqrs_es::Aggregate>::TYPE, aggregate_id).await;
         Ok(())
     }
 

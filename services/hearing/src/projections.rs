@@ -61,11 +61,7 @@ pub async fn migrate(store: &Store) -> Result<(), StoreError> {
 }
 
 fn apply_failed(event: &RecordedEvent, reason: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Apply {
-        projection: "hearing-read-model".into(),
-        position: event.position(),
-        reason: reason.to_string(),
-    }
+    ProjectionError::Apply { projection: READ_MODEL.into(), position: event.position(), reason: reason.to_string() }
 }
 
 /// The hearing list and membership tables.
@@ -204,10 +200,13 @@ struct Touched {
     fresh: bool,
 }
 
+/// The read model's name: its checkpoint's key, and what a command waits for.
+pub const READ_MODEL: &str = "hearing-read-model";
+
 #[async_trait]
 impl Projection for HearingListProjection {
     fn name(&self) -> &str {
-        "hearing-read-model"
+        READ_MODEL
     }
 
     fn aggregates(&self) -> Option<&[&'static str]> {

@@ -526,6 +526,7 @@ impl IdentityApp {
         }
         let metadata = EventContext::for_actor(format!("user:{}", caller.user_id)).with_command(name).to_metadata();
         self.users.commit(events, loaded, metadata).await?;
+        self.store.await_read_model(USER_READ_MODEL, USER_AGGREGATE, &user.id).await;
         Ok(user)
     }
 
@@ -792,7 +793,7 @@ where
     A: cqrs_es::Aggregate + Default + serde::Serialize + serde::de::DeserializeOwned,
 {
     let failed = |reason: String| ProjectionError::Apply {
-        projection: "identity-users".into(),
+        projection: USER_READ_MODEL.into(),
         position: event.position(),
         reason,
     };
@@ -814,10 +815,13 @@ where
     Ok(())
 }
 
+/// The user list's name: its checkpoint's key, and what a command waits for.
+pub const USER_READ_MODEL: &str = "identity-users";
+
 #[async_trait::async_trait]
 impl Projection for UserListProjection {
     fn name(&self) -> &str {
-        "identity-users"
+        USER_READ_MODEL
     }
 
     fn aggregates(&self) -> Option<&[&'static str]> {

@@ -35,6 +35,7 @@ on_both_backends!(
     signing_keys_rotate_without_a_valid_token_failing,
     erasure_destroys_the_key_and_the_log_still_verifies,
     the_contact_directory_answers_for_many_people_at_once,
+    a_role_assigned_is_in_the_user_list_read_right_after,
 );
 
 async fn development_login_is_off_unless_enabled(backend: Backend) {
@@ -292,4 +293,29 @@ async fn the_contact_directory_answers_for_many_people_at_once(backend: Backend)
     let refused =
         directory.get_contacts(stranger.request(GetContactsRequest { user_ids: vec![carl] })).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "only Agora's services may look people up");
+}
+
+/// An administrator gives a colleague a role while the user list runs behind (nothing applies
+/// it until the role is written): the list she reads right after the answer already shows it,
+/// because the command waits for the read model.
+async fn a_role_assigned_is_in_the_user_list_read_right_after(backend: Backend) {
+    let Some(env) = env(backend, true, vec![], TestClock::new()).await else { return };
+    let admin = env.app.dev_login("admin").await.unwrap();
+    let admin = env.app.verifier().verify(&admin.access_token).unwrap();
+    let erik = env.app.dev_login("erik").await.unwrap().user.user_id;
+    env.runner.catch_up().await.unwrap();
+    let waiting = env.app_on(env.store.clone().waiting_for_read_models(std::time::Duration::from_secs(60))).await;
+    let administrator = tokio::spawn(async move {
+        waiting.assign_role(&admin, erik, Role::HearingCreator).await.unwrap();
+        let users = waiting.list_users(&admin).await.unwrap();
+        users.into_iter().find(|u| u.user_id == erik).map(|u| u.roles)
+    });
+    agora_eventstore::testing::eventually(30, "the role in the log", || async {
+        let events = env.store.read_stream(USER_AGGREGATE, &erik.to_string(), 0).await.unwrap();
+        events.iter().any(|e| e.event_type == "RoleAssigned").then_some(())
+    })
+    .await;
+    env.runner.catch_up().await.unwrap();
+    let roles = administrator.await.unwrap();
+    assert_eq!(roles, Some(vec![Role::HearingCreator]), "the list read right after the role was given shows it");
 }

@@ -141,6 +141,10 @@ impl ResponseApp {
         }
         let metadata = EventContext::for_actor(actor.reference.clone()).with_command(command.name()).to_metadata();
         self.responses.commit(sealed, loaded, metadata).await?;
+        let stream = response_id.to_string();
+        self.store
+            .await_read_model(crate::projections::READ_MODEL, <Response as cqrs_es::Aggregate>::TYPE, &stream)
+            .await;
         Ok(after)
     }
 
@@ -412,6 +416,7 @@ impl ResponseApp {
             "ChangeResponseSettings",
         )
         .await?;
+        self.store.await_read_model(crate::projections::READ_MODEL, SETTINGS_AGGREGATE, &hearing_id.to_string()).await;
         Ok(())
     }
 }

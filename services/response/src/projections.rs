@@ -52,19 +52,18 @@ pub async fn migrate(store: &Store) -> Result<(), StoreError> {
 }
 
 fn failed(event: &RecordedEvent, reason: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Apply {
-        projection: "response-read-model".into(),
-        position: event.position(),
-        reason: reason.to_string(),
-    }
+    ProjectionError::Apply { projection: READ_MODEL.into(), position: event.position(), reason: reason.to_string() }
 }
+
+/// The read model's name: its checkpoint's key, and what a command waits for.
+pub const READ_MODEL: &str = "response-read-model";
 
 pub struct ResponseListProjection;
 
 #[async_trait]
 impl Projection for ResponseListProjection {
     fn name(&self) -> &str {
-        "response-read-model"
+        READ_MODEL
     }
 
     fn aggregates(&self) -> Option<&[&'static str]> {

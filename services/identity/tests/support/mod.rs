@@ -45,6 +45,7 @@ pub struct Env {
     pub store: Store,
     pub runner: ProjectionRunner,
     pub clock: TestClock,
+    settings: IdentitySettings,
     _database: Option<TestDatabase>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -67,10 +68,18 @@ pub async fn env(backend: Backend, dev_login: bool, providers: Vec<OidcProvider>
         }
     };
     agora_identity::store::migrate(&store).await.expect("identity tables");
-    let app =
-        IdentityApp::new(store.clone(), settings(dev_login), providers, clock.as_fn()).await.expect("identity app");
+    let settings = settings(dev_login);
+    let app = IdentityApp::new(store.clone(), settings.clone(), providers, clock.as_fn()).await.expect("identity app");
     let runner = ProjectionRunner::new(store.clone(), vec![Arc::new(UserListProjection)]);
-    Some(Env { app, store, runner, clock, _database: database, _dir: dir })
+    Some(Env { app, store, runner, clock, settings, _database: database, _dir: dir })
+}
+
+impl Env {
+    /// Another replica of the identity app (same keys and clock), on `store`: one waiting for
+    /// the read models, say.
+    pub async fn app_on(&self, store: Store) -> IdentityApp {
+        IdentityApp::new(store, self.settings.clone(), Vec::new(), self.clock.as_fn()).await.expect("identity app")
+    }
 }
 
 /// The real OpenID Connect provider process (tests/support/oidc_provider.py).
