@@ -195,23 +195,25 @@ fn projection_checkpoint(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
-/// Whether the projection's checkpoint has passed the stream's last event. A checkpoint moves
-/// only past events it applied or passed over, so past the last event means the read model
-/// shows the stream as it is now.
-const READ_MODEL_HAS_STREAM: &str = "SELECT c.tx_id > e.tx_id OR (c.tx_id = e.tx_id AND c.position >= e.position) \
-    FROM events e JOIN checkpoints c ON c.name = $1 \
-    WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 ORDER BY e.sequence DESC LIMIT 1";
+/// Whether the projection's checkpoint has passed every event of the stream. Its last event by
+/// sequence is not enough: on PostgreSQL a later event can come from a transaction that began
+/// earlier, so it sits earlier in the log. A checkpoint moves only past events it applied or
+/// passed over, so past all of them means the read model shows the stream as it is now. The
+/// parameters come in the order SQLite numbers them.
+const READ_MODEL_HAS_STREAM: &str = "WITH c AS (SELECT tx_id, position FROM checkpoints WHERE name = $1) \
+    SELECT NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 \
+    AND (e.tx_id, e.position) > (c.tx_id, c.position)) FROM c";
 
-/// How often a waiting command looks again when no projection of this process has moved:
-/// another replica may be the one applying the events.
-const READ_MODEL_POLL: Duration = Duration::from_millis(20);
+/// How soon a waiting command looks again when no projection of this process has moved
+/// (another replica may be the one applying the events), doubling up to the second figure.
+const READ_MODEL_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(160));
 
 impl Store {
-    /// Waits until the read model of `projection` shows the stream's last event, so that the
-    /// page or list a person reads right after a command shows what the command did (the
+    /// Waits until the read model of `projection` shows the stream's events, so that the page
+    /// or list a person reads right after a command shows what the command did (the
     /// caseworker's approval, the citizen's withdrawal), however far the read model lags in a
     /// surge. Waits at most as long as [`Store::waiting_for_read_models`] says, and not at
-    /// all without it. Returns whether the read model shows the event; a command has already
+    /// all without it. Returns whether the read model shows the stream; a command has already
     /// succeeded when it asks, so a read model still behind, or a failed check, is only
     /// logged, not an error for its caller.
     pub async fn await_read_model(&self, projection: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
@@ -220,15 +222,19 @@ impl Store {
         };
         let checkpoint = projection_checkpoint(projection);
         let deadline = tokio::time::Instant::now() + within;
+        let mut poll = READ_MODEL_POLL.0;
         loop {
             // Registered before the check, so that a checkpoint moved during it still wakes.
             let moved = self.checkpoint_moved().notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            match self.read_model_has(&checkpoint, aggregate_type, aggregate_id).await {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => {
+            // The check itself keeps to the deadline too (a pool busy in a surge).
+            let checked =
+                tokio::time::timeout_at(deadline, self.read_model_has(&checkpoint, aggregate_type, aggregate_id));
+            match checked.await {
+                Ok(Ok(true)) => return true,
+                Ok(Ok(false)) | Err(_) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(projection, error = %e, "cannot tell whether the read model shows a command yet");
                     return false;
                 }
@@ -246,7 +252,7 @@ impl Store {
             }
             tokio::select! {
                 _ = moved => {}
-                _ = tokio::time::sleep(READ_MODEL_POLL.min(deadline - now)) => {}
+                _ = tokio::time::sleep(poll.min(deadline - now)) => poll = (poll * 2).min(READ_MODEL_POLL.1),
             }
         }
     }

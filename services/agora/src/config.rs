@@ -249,9 +249,10 @@ pub struct RunArgs {
     /// (OS2agora keeps it 730 days); 0 keeps it.
     #[arg(long, env = "AGORA_RETENTION_DAYS", default_value_t = 730)]
     pub retention_days: i64,
-    /// Milliseconds a command (a moderation, a withdrawal, a hearing's change) waits before it
-    /// answers for the read models to show it, so that the page read next shows it; 0 answers
-    /// at once. A response's submission never waits: its receipt is its proof.
+    /// Milliseconds a person's command (a moderation, a withdrawal, a hearing's change, an
+    /// administrator's change of a user) waits before it answers for the read model it feeds
+    /// to show it, so that the page read next shows it; 0 answers at once. A submission, a
+    /// login and the scheduler's transitions never wait.
     #[arg(long, env = "AGORA_READ_MODEL_WAIT_MS", default_value_t = 2000)]
     pub read_model_wait_ms: u64,
     /// Offer the development login with demo users (on by default in the embedded mode only).

@@ -223,7 +223,8 @@ impl HearingApp {
         (self.clock)()
     }
 
-    /// Runs a command: load, check who may, decide, commit. Returns the hearing after it.
+    /// Runs a person's command: load, check who may, decide, commit. Returns the hearing after
+    /// it, once the read model shows it (the dashboard or list read next).
     async fn execute(
         &self,
         id: Uuid,
@@ -231,7 +232,10 @@ impl HearingApp {
         authorize: impl Fn(&Hearing) -> Result<(), AppError>,
         command: HearingCommand,
     ) -> Result<Hearing, AppError> {
-        let (_, after, _) = self.execute_tracked(id, context, authorize, command).await?;
+        let (_, after, written) = self.execute_tracked(id, context, authorize, command).await?;
+        if written {
+            self.store.await_read_model(READ_MODEL, <Hearing as cqrs_es::Aggregate>::TYPE, &id.to_string()).await;
+        }
         self.reveal_invitees(after).await
     }
 
@@ -254,14 +258,7 @@ impl HearingApp {
         loop {
             match self.execute_once(id, context.clone(), &authorize, command.clone()).await {
                 Err(AppError::Conflict) if attempt < COMMAND_ATTEMPTS => attempt += 1,
-                outcome => {
-                    if let Ok((_, _, true)) = outcome {
-                        self.store
-                            .await_read_model(READ_MODEL, <Hearing as cqrs_es::Aggregate>::TYPE, &id.to_string())
-                            .await;
-                    }
-                    return outcome;
-                }
+                outcome => return outcome,
             }
         }
     }

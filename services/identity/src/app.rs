@@ -526,8 +526,13 @@ impl IdentityApp {
         }
         let metadata = EventContext::for_actor(format!("user:{}", caller.user_id)).with_command(name).to_metadata();
         self.users.commit(events, loaded, metadata).await?;
-        self.store.await_read_model(USER_READ_MODEL, USER_AGGREGATE, &user.id).await;
         Ok(user)
+    }
+
+    /// An administrator's change of a user answers once the administrators' list shows it. A
+    /// login or an acceptance of the terms does not wait: nobody who does them reads the list.
+    async fn shown_in_user_list(&self, user_id: Uuid) {
+        self.store.await_read_model(USER_READ_MODEL, USER_AGGREGATE, &user_id.to_string()).await;
     }
 
     async fn load(&self, user_id: Uuid) -> Result<User, IdentityAppError> {
@@ -639,6 +644,7 @@ impl IdentityApp {
         role: Role,
     ) -> Result<UserView, IdentityAppError> {
         let user = self.execute(user_id, &caller(principal), UserCommand::AssignRole { role }).await?;
+        self.shown_in_user_list(user_id).await;
         self.view(&user).await
     }
 
@@ -649,6 +655,7 @@ impl IdentityApp {
         role: Role,
     ) -> Result<UserView, IdentityAppError> {
         let user = self.execute(user_id, &caller(principal), UserCommand::RevokeRole { role }).await?;
+        self.shown_in_user_list(user_id).await;
         self.view(&user).await
     }
 
@@ -680,6 +687,7 @@ impl IdentityApp {
         store::revoke_user_sessions(&self.store, user_id).await?;
         store::forget_logins(&self.store, user_id).await?;
         self.execute(user_id, &caller(principal), command).await?;
+        self.shown_in_user_list(user_id).await;
         tracing::info!(user = %user_id, "user erased");
         Ok(at)
     }
