@@ -121,6 +121,7 @@ pub fn router() -> (axum::Router<Gateway>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     // A path added by hand is in the document too, so it is not a route of the API only.
     openapi.paths.paths.retain(|path, _| path.starts_with("/api/v1/"));
+    crate::problem::document_refusals(&mut openapi);
     let router = router.route("/api/v1/problems/{kind}", axum::routing::get(problem_page)).fallback(not_found);
     (router, openapi)
 }

@@ -115,7 +115,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let mut response = (status, axum::Json(self)).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }
@@ -126,10 +126,8 @@ pub async fn api_errors_as_problems(request: axum::extract::Request, next: axum:
     let api = request.uri().path().starts_with("/api/");
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
     if !api || is_problem || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
@@ -162,9 +160,118 @@ pub async fn api_errors_as_problems(request: axum::extract::Request, next: axum:
     response
 }
 
+/// The content type of every refusal (RFC 9457).
+const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Completes the OpenAPI document with the refusals each operation can answer with, so that a
+/// client generated from it knows every status it must handle, and says that they come as
+/// `application/problem+json`. Which ones follow from the operation's shape rather than from
+/// each handler's annotations, which would repeat the same lines sixty times and drift:
+/// - every operation: 401 (a forged, expired or revoked token is refused even where none is
+///   needed), 429 (the rate limits), 503 and 504 (a service not reachable or not answering);
+/// - with parameters or a body: 400 (one that does not parse or breaks a rule);
+/// - with a path parameter: 404 (no such thing, or none the caller may see);
+/// - with a body: 413 (too large) and 415 (not of a type it reads);
+/// - with a required token: 403 (the caller may not do this; a form without its CSRF token);
+/// - a command (POST, PUT, PATCH, DELETE): 409 (the wrong state, or a concurrent change).
+pub fn document_refusals(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    let problem = |status: u16| {
+        let titles: Vec<&str> = KINDS.iter().filter(|(_, s, _)| *s == status).map(|(_, _, title)| *title).collect();
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        RefOr::T(ResponseBuilder::new().description(titles.join(" Or: ")).content(PROBLEM_JSON, content).build())
+    };
+    let complete = |path: &str, operation: &mut Operation, command: bool| {
+        let parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        let body = operation.request_body.is_some();
+        let token_required = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+        let mut statuses = vec![401, 429, 503, 504];
+        statuses.extend(
+            [
+                (parameters || body, 400),
+                (path.contains('{'), 404),
+                (body, 413),
+                (body, 415),
+                (token_required, 403),
+                (command, 409),
+            ]
+            .into_iter()
+            .filter_map(|(applies, status)| applies.then_some(status)),
+        );
+        let responses = &mut operation.responses.responses;
+        for status in statuses {
+            responses.entry(status.to_string()).or_insert_with(|| problem(status));
+        }
+        // Refusals declared by hand say application/json; what is sent is a problem.
+        for (status, response) in responses.iter_mut() {
+            let refusal = status.parse::<u16>().is_ok_and(|status| status >= 400);
+            if let (true, RefOr::T(response)) = (refusal, response)
+                && let Some(content) = response.content.shift_remove("application/json")
+            {
+                response.content.insert(PROBLEM_JSON.to_string(), content);
+            }
+        }
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        for (operation, command) in [
+            (&mut item.get, false),
+            (&mut item.head, false),
+            (&mut item.post, true),
+            (&mut item.put, true),
+            (&mut item.patch, true),
+            (&mut item.delete, true),
+        ] {
+            if let Some(operation) = operation {
+                complete(path, operation, command);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statuses the document gives an operation, each with the content type it comes in.
+    fn documented(method: &str, path: &str) -> Vec<(String, Vec<String>)> {
+        let (_, openapi) = crate::api::router();
+        let item = openapi.paths.paths.get(path).unwrap_or_else(|| panic!("no path {path}"));
+        let operation = match method {
+            "get" => &item.get,
+            "post" => &item.post,
+            _ => &item.delete,
+        };
+        let operation = operation.as_ref().unwrap_or_else(|| panic!("no {method} {path}"));
+        operation
+            .responses
+            .responses
+            .iter()
+            .map(|(status, response)| match response {
+                utoipa::openapi::RefOr::T(r) => (status.clone(), r.content.keys().cloned().collect()),
+                utoipa::openapi::RefOr::Ref(_) => (status.clone(), Vec::new()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_document_names_every_refusal_an_operation_can_answer_with_as_a_problem() {
+        let statuses = |d: &[(String, Vec<String>)]| d.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+        // A public read without parameters: only what any request can meet.
+        let public = documented("get", "/api/v1/reference/hearing-types");
+        assert_eq!(statuses(&public), ["200", "401", "429", "503", "504"]);
+        // A command on a hearing, with a body and a token: all of them.
+        let submit = documented("post", "/api/v1/hearings/{hearing_id}/responses");
+        for status in ["400", "401", "403", "404", "409", "413", "415", "429", "503", "504"] {
+            assert!(statuses(&submit).iter().any(|s| s == status), "submitting a response documents {status}");
+        }
+        for (status, types) in submit.iter().chain(&public) {
+            if status.as_str() >= "400" {
+                assert_eq!(types, &[PROBLEM_JSON.to_string()], "{status} comes as a problem");
+            }
+        }
+    }
 
     #[test]
     fn a_service_refusal_keeps_its_message_and_gets_a_stable_type() {
