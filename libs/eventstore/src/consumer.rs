@@ -208,6 +208,9 @@ const READ_MODEL_HAS_STREAM: &str = "WITH c AS (SELECT tx_id, position FROM chec
 /// (another replica may be the one applying the events), doubling up to the second figure.
 const READ_MODEL_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(160));
 
+/// The longest one look at the checkpoint may take past the wait's bound.
+const READ_MODEL_CHECK: Duration = Duration::from_secs(1);
+
 impl Store {
     /// Waits until the read model of `projection` shows the stream's events, so that the page
     /// or list a person reads right after a command shows what the command did (the
@@ -228,9 +231,11 @@ impl Store {
             let moved = self.checkpoint_moved().notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            // The check itself keeps to the deadline too (a pool busy in a surge).
+            // A check is given its time even at the deadline (a bound of zero checks once),
+            // but not a busy pool's whole acquire timeout.
+            let check_until = deadline.max(tokio::time::Instant::now() + READ_MODEL_CHECK);
             let checked =
-                tokio::time::timeout_at(deadline, self.read_model_has(&checkpoint, aggregate_type, aggregate_id));
+                tokio::time::timeout_at(check_until, self.read_model_has(&checkpoint, aggregate_type, aggregate_id));
             match checked.await {
                 Ok(Ok(true)) => return true,
                 Ok(Ok(false)) | Err(_) => {}
