@@ -208,7 +208,7 @@ async fn one_relay_publishes_and_another_takes_over_when_it_stops() {
                 sequence,
                 event_type: "Happened".into(),
                 event_version: "1".into(),
-                payload: serde_json::json!({"n": sequence}),
+                payload: serde_json::value::to_raw_value(&serde_json::json!({"n": sequence})).expect("payload"),
                 metadata: serde_json::json!({}),
             })
             .collect();

@@ -124,18 +124,21 @@ impl PersistedEventRepository for EventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let new_events: Vec<NewEvent> = events
+        let new_events = events
             .iter()
-            .map(|e| NewEvent {
-                aggregate_type: e.aggregate_type.clone(),
-                aggregate_id: e.aggregate_id.clone(),
-                sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
-                event_type: e.event_type.clone(),
-                event_version: e.event_version.clone(),
-                payload: e.payload.clone(),
-                metadata: e.metadata.clone(),
+            .map(|e| {
+                Ok(NewEvent {
+                    aggregate_type: e.aggregate_type.clone(),
+                    aggregate_id: e.aggregate_id.clone(),
+                    sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
+                    event_type: e.event_type.clone(),
+                    event_version: e.event_version.clone(),
+                    payload: serde_json::value::to_raw_value(&e.payload)?,
+                    metadata: e.metadata.clone(),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<NewEvent>, serde_json::Error>>()
+            .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
         let snapshot = match (snapshot_update, events.first()) {
             (Some((aggregate_id, payload, version)), Some(first)) => {
                 let current = first.sequence.saturating_sub(1);

@@ -158,7 +158,8 @@ async fn relay_reads_past_what_it_does_not_publish(db: Db, bus: Bus) {
         sequence,
         event_type: "StepDone".into(),
         event_version: "1".into(),
-        payload: serde_json::json!({ "recipient": "someone@example.org" }),
+        payload: serde_json::value::to_raw_value(&serde_json::json!({ "recipient": "someone@example.org" }))
+            .or_fail("payload"),
         metadata: serde_json::json!({}),
     };
     store.append(&[step("receipt/1", 1)], None).await.or_fail("a step");

@@ -300,7 +300,7 @@ async fn many_streams_in_one_append(db: Db) {
         sequence,
         event_type: if sequence == 1 { "StepPlanned" } else { "StepStarted" }.into(),
         event_version: "1".into(),
-        payload: json!({ "stream": stream }),
+        payload: serde_json::value::to_raw_value(&json!({ "stream": stream })).or_fail("payload"),
         metadata: json!({}),
     };
     let streams = 2_500;
@@ -739,7 +739,8 @@ async fn a_projection_reads_only_its_aggregates(db: Db) {
                 sequence,
                 event_type: "Happened".into(),
                 event_version: "1".into(),
-                payload: json!({ "text": "kilobytes of someone else's response" }),
+                payload: serde_json::value::to_raw_value(&json!({ "text": "kilobytes of someone else's response" }))
+                    .or_fail("payload"),
                 metadata: json!({}),
             })
             .collect()

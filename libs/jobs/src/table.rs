@@ -37,7 +37,7 @@ pub fn new_event(
     aggregate_id: String,
     sequence: i64,
     name: &str,
-    payload: serde_json::Value,
+    payload: &impl serde::Serialize,
     actor: &str,
 ) -> Result<NewEvent, StoreError> {
     let metadata = EventContext::for_actor(actor).with_command(name).to_metadata();
@@ -47,7 +47,7 @@ pub fn new_event(
         sequence,
         event_type: name.into(),
         event_version: "1".into(),
-        payload,
+        payload: serde_json::value::to_raw_value(payload).map_err(|e| corrupt("event payload", e))?,
         metadata: serde_json::to_value(metadata).map_err(|e| corrupt("metadata", e))?,
     })
 }
@@ -194,8 +194,7 @@ impl StepTable {
                 position: step.position,
                 action: step.action,
             };
-            let payload = serde_json::to_value(&first).map_err(|e| corrupt("step event", e))?;
-            events.push(new_event(self.aggregate, stream, 1, first.name(), payload, actor)?);
+            events.push(new_event(self.aggregate, stream, 1, first.name(), &first, actor)?);
         }
         store.append_in(tx, &events).await
     }
@@ -285,9 +284,8 @@ impl StepTable {
             if !changed.contains(&(after.group.clone(), after.key.clone())) {
                 continue;
             }
-            let payload = serde_json::to_value(&step_event).map_err(|e| corrupt("step event", e))?;
             let stream = Self::stream(&after.group, &after.key);
-            events.push(new_event(self.aggregate, stream, read_at + 1, step_event.name(), payload, actor)?);
+            events.push(new_event(self.aggregate, stream, read_at + 1, step_event.name(), &step_event, actor)?);
             moved.push(after);
         }
         let recorded = store.append_in(tx, &events).await?;

@@ -235,7 +235,7 @@ async fn append_in(args: &AppendArgs, options: PgConnectOptions) -> anyhow::Resu
     store.migrate().await?;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(max_writers + 2).connect_with(options).await?;
     sqlx::query("CREATE TABLE baseline (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
-    let payload = serde_json::Value::String("x".repeat(args.payload));
+    let payload = serde_json::value::to_raw_value(&"x".repeat(args.payload))?;
     let text = payload.to_string();
     println!(
         "{:>8} {:>7} {:>12} {:>9} {:>9} {:>12} {:>7}",
@@ -336,7 +336,7 @@ async fn fill_with_hearings(store: &Store, count: usize) -> anyhow::Result<()> {
                 sequence: s as i64 + 1,
                 event_type: cqrs_event_type(&event),
                 event_version: "1".into(),
-                payload: serde_json::to_value(&event)?,
+                payload: serde_json::value::to_raw_value(&event)?,
                 metadata: json!({"actor": "bench"}),
             });
         }

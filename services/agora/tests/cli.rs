@@ -231,7 +231,7 @@ async fn audit_verify_names_the_tampered_stream_and_position() {
                 sequence,
                 event_type: "HearingUpdated".into(),
                 event_version: "1".into(),
-                payload: serde_json::json!({"n": sequence}),
+                payload: serde_json::value::to_raw_value(&serde_json::json!({"n": sequence})).expect("payload"),
                 metadata: serde_json::json!({"actor": "user:x"}),
             })
             .collect();
@@ -387,7 +387,7 @@ async fn a_single_target_runs_on_postgresql_and_jetstream() {
             sequence,
             event_type: "HearingUpdated".into(),
             event_version: "1".into(),
-            payload: serde_json::json!({"n": sequence}),
+            payload: serde_json::value::to_raw_value(&serde_json::json!({"n": sequence})).expect("payload"),
             metadata: serde_json::json!({}),
         })
         .collect();

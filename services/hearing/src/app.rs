@@ -701,7 +701,7 @@ impl HearingApp {
                 sequence: next,
                 event_type: cqrs_es::DomainEvent::event_type(&event),
                 event_version: cqrs_es::DomainEvent::event_version(&event),
-                payload: serde_json::to_value(&event).map_err(|e| AppError::Internal(e.to_string()))?,
+                payload: serde_json::value::to_raw_value(&event).map_err(|e| AppError::Internal(e.to_string()))?,
                 metadata: metadata.clone(),
             });
         }

@@ -774,7 +774,10 @@ impl IdentityApp {
                     sequence: published.len() as i64 + 1,
                     event_type: "TermsPublished".into(),
                     event_version: "1".into(),
-                    payload: serde_json::json!({ "type": "TermsPublished", "data": terms }),
+                    payload: serde_json::value::to_raw_value(
+                        &serde_json::json!({ "type": "TermsPublished", "data": terms }),
+                    )
+                    .map_err(|e| IdentityAppError::Storage(e.to_string()))?,
                     metadata: serde_json::to_value(metadata).map_err(|e| IdentityAppError::Storage(e.to_string()))?,
                 }],
                 None,

@@ -103,7 +103,7 @@ pub async fn save(
     let payload =
         serde_json::to_value(Saved { hearing_id: hearing, kind: kind.as_str(), language: language.code(), template })
             .map_err(|e| StoreError::CorruptField { position: 0, field: "template", reason: e.to_string() })?;
-    let event = agora_jobs::new_event(AGGREGATE, stream, sequence, name, payload, actor)?;
+    let event = agora_jobs::new_event(AGGREGATE, stream, sequence, name, &payload, actor)?;
     let mut tx = store.begin().await?;
     let recorded = store.append_in(&mut tx, &[event]).await?;
     on_tx!(&mut tx, conn => {

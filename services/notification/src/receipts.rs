@@ -63,7 +63,7 @@ pub async fn collect(store: &Store, channel: &dyn DigitalPostChannel, now: DateT
         };
         let payload = serde_json::json!({ "message_id": message_id, "status": status, "reason": reason });
         let name = if status == "delivered" { "MessageDelivered" } else { "MessageUndeliverable" };
-        let event = agora_jobs::new_event(AGGREGATE, message_id.clone(), 1, name, payload, crate::outbox::ACTOR)?;
+        let event = agora_jobs::new_event(AGGREGATE, message_id.clone(), 1, name, &payload, crate::outbox::ACTOR)?;
         let mut tx = store.begin().await?;
         let recorded = match store.append_in(&mut tx, &[event]).await {
             Ok(recorded) => recorded,

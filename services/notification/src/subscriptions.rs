@@ -112,7 +112,7 @@ async fn record_in(
     payload: serde_json::Value,
     actor: &str,
 ) -> Result<(), StoreError> {
-    let event = agora_jobs::new_event(AGGREGATE, subscription_id.to_string(), sequence, name, payload, actor)?;
+    let event = agora_jobs::new_event(AGGREGATE, subscription_id.to_string(), sequence, name, &payload, actor)?;
     store.append_in(tx, &[event]).await?;
     Ok(())
 }

@@ -149,7 +149,7 @@ pub async fn register(
     let mut tx = store.begin().await?;
     // The secret is not in the event: the log outlives a rotated secret, and readers of it are many.
     let payload = serde_json::to_value(&webhook).map_err(corrupt)?;
-    let event = agora_jobs::new_event(AGGREGATE, webhook.webhook_id.clone(), 1, "WebhookRegistered", payload, actor)?;
+    let event = agora_jobs::new_event(AGGREGATE, webhook.webhook_id.clone(), 1, "WebhookRegistered", &payload, actor)?;
     store.append_in(&mut tx, &[event]).await?;
     on_tx!(&mut tx, conn => {
         sqlx::query(
@@ -191,7 +191,7 @@ pub async fn remove(store: &Store, webhook_id: &str, actor: &str) -> Result<Webh
         webhook_id.to_string(),
         sequence + 1,
         "WebhookRemoved",
-        serde_json::json!({ "webhook_id": webhook_id }),
+        &serde_json::json!({ "webhook_id": webhook_id }),
         actor,
     )?;
     store.append_in(&mut tx, &[event]).await?;

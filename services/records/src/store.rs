@@ -102,13 +102,12 @@ pub async fn append_journal_event(
     journal_event: &JournalEvent,
     actor: &str,
 ) -> Result<(i64, Vec<RecordedEvent>), StoreError> {
-    let payload = serde_json::to_value(journal_event).map_err(|e| corrupt("journal event", e))?;
     let new = agora_jobs::new_event(
         JOURNAL_AGGREGATE,
         hearing_id.into(),
         sequence + 1,
         journal_event.name(),
-        payload,
+        journal_event,
         actor,
     )?;
     Ok((sequence + 1, store.append_in(tx, &[new]).await?))

@@ -382,7 +382,8 @@ impl ResponseApp {
                     sequence,
                     event_type: event_type.into(),
                     event_version: "1".into(),
-                    payload,
+                    payload: serde_json::value::to_raw_value(&payload)
+                        .map_err(|e| ResponseAppError::Storage(e.to_string()))?,
                     metadata: serde_json::to_value(metadata).map_err(|e| ResponseAppError::Storage(e.to_string()))?,
                 }],
                 None,

@@ -291,7 +291,7 @@ async fn process(
             sequence: 1,
             event_type: cqrs_es::DomainEvent::event_type(&event),
             event_version: cqrs_es::DomainEvent::event_version(&event),
-            payload: serde_json::to_value(&event)?,
+            payload: serde_json::value::to_raw_value(&event)?,
             metadata: serde_json::json!({ "actor": submission.author, "command": "SubmitResponse" }),
         });
         new_receipts.push((key, content, receipt.clone()));
