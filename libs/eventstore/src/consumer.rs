@@ -224,7 +224,8 @@ impl Store {
             return true;
         };
         let checkpoint = projection_checkpoint(projection);
-        let deadline = tokio::time::Instant::now() + within;
+        let started = tokio::time::Instant::now();
+        let deadline = started + within;
         let mut poll = READ_MODEL_POLL.0;
         loop {
             // Registered before the check, so that a checkpoint moved during it still wakes.
@@ -250,7 +251,7 @@ impl Store {
                     projection,
                     aggregate_type,
                     aggregate_id,
-                    waited_ms = within.as_millis() as u64,
+                    waited_ms = started.elapsed().as_millis() as u64,
                     "the read model is behind: a command is answered before it shows there"
                 );
                 return false;

@@ -148,6 +148,32 @@ pub async fn nats() -> Option<TestBus> {
     }
 }
 
+/// A port nothing listens on, for a process about to be started, below the kernel's range for
+/// outgoing connections. A port from `bind(0)` comes from that range, and by the time the
+/// process binds it, one of the many connections opened meanwhile may have taken it as its own
+/// (a CI surge failed so: "Address already in use"). Nor is a port handed out twice in one
+/// process, where tests run side by side. Checked on every address, as a server binds.
+pub fn free_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let outgoing_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, outgoing_from.max(10_001));
+    for _ in 0..200 {
+        // A fresh RandomState is randomly keyed: a random number without a crate for it.
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = low + (random % u64::from(high - low)) as u16;
+        let Ok(mut handed_out) = HANDED_OUT.lock() else { break };
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// Polls `check` until it returns `Some`, failing the test with `what` after `seconds`.
 pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, check: F) -> T
 where

@@ -499,26 +499,9 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A port nothing listens on, below the kernel's range for outgoing connections. A port from
-/// `bind(0)` comes from that range, and by the time a service is started on it, one of the
-/// many connections the services started before it opened may have taken it as its own
-/// (the chaos surge in CI failed so: "Address already in use").
+/// A port for a process the bench starts (see [`agora_eventstore::testing::free_port`]).
 fn free_port() -> anyhow::Result<u16> {
-    use std::hash::{BuildHasher, Hasher};
-    let outgoing_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, outgoing_from.max(10_001));
-    for _ in 0..200 {
-        // A fresh RandomState is randomly keyed: a random number without a crate for it.
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let port = low + (random % u64::from(high - low)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(agora_eventstore::testing::free_port()?)
 }
 
 async fn http_ok(port: u16, path: &str) -> bool {

@@ -124,19 +124,8 @@ struct NatsNode {
 }
 
 /// The ports of a three-node cluster: each node's name, client, route and monitoring port.
-/// The nodes' ports, taken below Linux's ephemeral range (32768 and up): the last two nodes
-/// bind theirs seconds after they are chosen, and a port from that range could meanwhile
-/// become the local end of any of the suite's outgoing connections (it did once in a full
-/// run, and the cluster never had its quorum).
 fn cluster_ports() -> Vec<(String, u16, u16, u16)> {
-    let mut taken = std::collections::HashSet::new();
-    let mut port = || loop {
-        let candidate = 20_000 + (Uuid::new_v4().as_u128() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() && taken.insert(candidate) {
-            return candidate;
-        }
-    };
-    (1..=3).map(|n| (format!("nats-{n}"), port(), port(), port())).collect()
+    (1..=3).map(|n| (format!("nats-{n}"), free_port(), free_port(), free_port())).collect()
 }
 
 fn start_node(server: &Path, dir: &Path, nodes: &[(String, u16, u16, u16)], index: usize) -> NatsNode {

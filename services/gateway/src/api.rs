@@ -779,7 +779,7 @@ fn step_state(state: i32) -> &'static str {
 /// A hearing's document or image.
 #[utoipa::path(get, path = "/api/v1/hearings/{hearing_id}/files/{file_id}", tag = "hearings",
     params(("hearing_id" = String, Path), ("file_id" = String, Path)),
-    responses((status = 200, description = "the file", content_type = "application/octet-stream"), (status = 404, body = Problem)))]
+    responses((status = 200, description = "the file", content_type = "*/*"), (status = 404, body = Problem)))]
 pub async fn hearing_file(
     State(gw): State<Gateway>,
     caller: Caller,
@@ -1185,7 +1185,7 @@ pub struct ExportQuery {
 /// Exports a hearing's responses: responses.xlsx, respondents.xlsx, hearing.pdf, responses.pdf or attachments.zip.
 #[utoipa::path(get, path = "/api/v1/hearings/{hearing_id}/exports/{kind}", tag = "responses",
     params(("hearing_id" = String, Path), ("kind" = String, Path), ExportQuery), security(("bearer" = [])),
-    responses((status = 200, description = "the export", content_type = "application/octet-stream"),
+    responses((status = 200, description = "the export: a workbook (application/vnd.openxmlformats-officedocument.spreadsheetml.sheet), a PDF or a zip", content_type = "*/*"),
         (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn export(
     State(gw): State<Gateway>,

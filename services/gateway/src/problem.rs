@@ -168,11 +168,15 @@ const PROBLEM_JSON: &str = "application/problem+json";
 /// `application/problem+json`. Which ones follow from the operation's shape rather than from
 /// each handler's annotations, which would repeat the same lines sixty times and drift:
 /// - every operation: 401 (a forged, expired or revoked token is refused even where none is
-///   needed), 429 (the rate limits), 503 and 504 (a service not reachable or not answering);
+///   needed), 413 (a request that declares a body over the limit, whatever the operation),
+///   429 (the rate limits), 500 (logged, its detail withheld), 503 and 504 (a service not
+///   reachable or not answering);
 /// - with parameters or a body: 400 (one that does not parse or breaks a rule);
 /// - with a path parameter: 404 (no such thing, or none the caller may see);
-/// - with a body: 413 (too large) and 415 (not of a type it reads);
-/// - with a required token: 403 (the caller may not do this; a form without its CSRF token);
+/// - with a JSON body: 415 (a body of another type; the other bodies are read whatever their
+///   type says);
+/// - with a required token, and every command: 403 (the caller may not do this; a command
+///   from a browser session without its CSRF token);
 /// - a command (POST, PUT, PATCH, DELETE): 409 (the wrong state, or a concurrent change).
 pub fn document_refusals(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::Operation;
@@ -186,15 +190,15 @@ pub fn document_refusals(openapi: &mut utoipa::openapi::OpenApi) {
     let complete = |path: &str, operation: &mut Operation, command: bool| {
         let parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
         let body = operation.request_body.is_some();
+        let json_body = operation.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json"));
         let token_required = operation.security.as_ref().is_some_and(|s| !s.is_empty());
-        let mut statuses = vec![401, 429, 503, 504];
+        let mut statuses = vec![401, 413, 429, 500, 503, 504];
         statuses.extend(
             [
                 (parameters || body, 400),
                 (path.contains('{'), 404),
-                (body, 413),
-                (body, 415),
-                (token_required, 403),
+                (json_body, 415),
+                (token_required || command, 403),
                 (command, 409),
             ]
             .into_iter()
@@ -260,14 +264,20 @@ mod tests {
         let statuses = |d: &[(String, Vec<String>)]| d.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
         // A public read without parameters: only what any request can meet.
         let public = documented("get", "/api/v1/reference/hearing-types");
-        assert_eq!(statuses(&public), ["200", "401", "429", "503", "504"]);
-        // A command on a hearing, with a body and a token: all of them.
+        assert_eq!(statuses(&public), ["200", "401", "413", "429", "500", "503", "504"]);
+        // A command on a hearing, with a JSON body and a token: all of them.
         let submit = documented("post", "/api/v1/hearings/{hearing_id}/responses");
-        for status in ["400", "401", "403", "404", "409", "413", "415", "429", "503", "504"] {
+        for status in ["400", "401", "403", "404", "409", "413", "415", "429", "500", "503", "504"] {
             assert!(statuses(&submit).iter().any(|s| s == status), "submitting a response documents {status}");
         }
+        // A command without a token requirement still meets the CSRF check (403); a CSV body is
+        // read whatever its type says (no 415).
+        assert!(statuses(&documented("post", "/api/v1/me/subscriptions")).iter().any(|s| s == "403"));
+        assert!(
+            !statuses(&documented("post", "/api/v1/hearings/{hearing_id}/invitees/csv")).iter().any(|s| s == "415")
+        );
         for (status, types) in submit.iter().chain(&public) {
-            if status.as_str() >= "400" {
+            if status.parse::<u16>().is_ok_and(|status| status >= 400) {
                 assert_eq!(types, &[PROBLEM_JSON.to_string()], "{status} comes as a problem");
             }
         }

@@ -26,7 +26,7 @@ pub fn tool(variable: &str, what: &str) -> Option<std::path::PathBuf> {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    agora_eventstore::testing::free_port().expect("a free port")
 }
 
 pub async fn output(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
