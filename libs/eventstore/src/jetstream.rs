@@ -398,6 +398,9 @@ pub async fn handle_batch(
 /// The most events a consumer handles in one transaction.
 const CONSUMER_BATCH: usize = 256;
 
+/// How long a consumer whose pull met no responders waits before it pulls again.
+const NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(250);
+
 /// Runs a durable pull consumer with explicit acks until `shutdown` resolves. A message is
 /// acknowledged only after its effect committed; a crash before the ack means redelivery,
 /// which [`handle_once`] turns into a no-op. Messages that have already arrived when one is
@@ -437,6 +440,16 @@ pub async fn consume(
                 Some(Err(e)) => {
                     errors_in_a_row += 1;
                     tracing::warn!(consumer = handler.name(), error = %e, "JetStream delivery error");
+                    // A pull that met no responders (a cluster's consumer leader not elected
+                    // yet, or moving) is lost, and the stream would pull again only once it
+                    // missed a heartbeat, 30 s on. A CI surge on a new cluster waited so.
+                    if e.kind() == consumer::pull::MessagesErrorKind::NoResponders {
+                        tokio::select! {
+                            _ = &mut shutdown => return Ok(()),
+                            _ = tokio::time::sleep(NO_RESPONDERS_PAUSE) => {}
+                        }
+                        break;
+                    }
                     if errors_in_a_row >= 3 {
                         break;
                     }
