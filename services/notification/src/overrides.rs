@@ -100,10 +100,8 @@ pub async fn save(
         format!("{}/{}/{}", if hearing.is_empty() { "municipality" } else { hearing }, kind.as_str(), language.code());
     let sequence = store.read_stream(AGGREGATE, &stream, 0).await?.last().map(|e| e.sequence).unwrap_or(0) + 1;
     let name = if template.is_some() { "TemplateSaved" } else { "TemplateReset" };
-    let payload =
-        serde_json::to_value(Saved { hearing_id: hearing, kind: kind.as_str(), language: language.code(), template })
-            .map_err(|e| StoreError::CorruptField { position: 0, field: "template", reason: e.to_string() })?;
-    let event = agora_jobs::new_event(AGGREGATE, stream, sequence, name, &payload, actor)?;
+    let saved = Saved { hearing_id: hearing, kind: kind.as_str(), language: language.code(), template };
+    let event = agora_jobs::new_event(AGGREGATE, stream, sequence, name, &saved, actor)?;
     let mut tx = store.begin().await?;
     let recorded = store.append_in(&mut tx, &[event]).await?;
     on_tx!(&mut tx, conn => {

@@ -124,10 +124,6 @@ pub fn cloud_event(event: &IntegrationEvent) -> String {
     .to_string()
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::CorruptField { position: 0, field: "webhook", reason: e.to_string() }
-}
-
 /// Registers a webhook; the administrator's check is the caller's.
 pub async fn register(
     store: &Store,
@@ -148,8 +144,7 @@ pub async fn register(
     };
     let mut tx = store.begin().await?;
     // The secret is not in the event: the log outlives a rotated secret, and readers of it are many.
-    let payload = serde_json::to_value(&webhook).map_err(corrupt)?;
-    let event = agora_jobs::new_event(AGGREGATE, webhook.webhook_id.clone(), 1, "WebhookRegistered", &payload, actor)?;
+    let event = agora_jobs::new_event(AGGREGATE, webhook.webhook_id.clone(), 1, "WebhookRegistered", &webhook, actor)?;
     store.append_in(&mut tx, &[event]).await?;
     on_tx!(&mut tx, conn => {
         sqlx::query(
