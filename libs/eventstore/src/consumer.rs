@@ -105,7 +105,7 @@ impl ProjectionRunner {
         projection.apply_batch(&mut tx, &wanted).await?;
         save_checkpoint(&mut tx, &name, last).await?;
         tx.commit().await?;
-        self.store.checkpoint_moved().notify_waiters();
+        self.store.checkpoint_saved(&name, last);
         let metrics = agora_telemetry::metrics::global();
         metrics.events_handled(projection.name(), wanted.len() as u64);
         metrics.consumer_position(projection.name(), last.position);
@@ -147,6 +147,7 @@ impl ProjectionRunner {
             sqlx::query(RESET_CHECKPOINT).bind(&name).bind(crate::db::format_time(chrono::Utc::now())).execute(&mut **conn).await?;
         });
         tx.commit().await?;
+        self.store.checkpoint_saved(&name, LogPosition::START);
         // Larger batches: fewer commits while nothing else waits on this read model.
         let rebuilding = Self { batch: self.batch.max(10_000), ..self.clone() };
         let mut done = 0u64;
@@ -195,20 +196,20 @@ fn projection_checkpoint(projection: &str) -> String {
     format!("projection:{projection}")
 }
 
-/// Whether the projection's checkpoint has passed every event of the stream. Its last event by
-/// sequence is not enough: on PostgreSQL a later event can come from a transaction that began
-/// earlier, so it sits earlier in the log. A checkpoint moves only past events it applied or
-/// passed over, so past all of them means the read model shows the stream as it is now. The
-/// parameters come in the order SQLite numbers them.
-const READ_MODEL_HAS_STREAM: &str = "WITH c AS (SELECT tx_id, position FROM checkpoints WHERE name = $1) \
-    SELECT NOT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $2 AND e.aggregate_id = $3 \
-    AND (e.tx_id, e.position) > (c.tx_id, c.position)) FROM c";
+/// Where the stream's events end in the log: the greatest (transaction, position) of any of
+/// them. Its last event by sequence is not enough: on PostgreSQL a later event can come from a
+/// transaction that began earlier, so it sits earlier in the log. A checkpoint moves only past
+/// events it applied or passed over, so a checkpoint at or past this point means the read
+/// model shows the stream as it is now.
+const STREAM_LOG_END: &str = "SELECT tx_id, position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+    ORDER BY tx_id DESC, position DESC LIMIT 1";
 
-/// How soon a waiting command looks again when no projection of this process has moved
-/// (another replica may be the one applying the events), doubling up to the second figure.
+/// How soon a waiting command looks at the stored checkpoint again (another replica may be
+/// the one applying the events, whose steps do not wake this process), doubling up to the
+/// second figure.
 const READ_MODEL_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(160));
 
-/// The longest one look at the checkpoint may take past the wait's bound.
+/// The longest one look at the database may take past the wait's bound.
 const READ_MODEL_CHECK: Duration = Duration::from_secs(1);
 
 impl Store {
@@ -219,6 +220,10 @@ impl Store {
     /// all without it. Returns whether the read model shows the stream; a command has already
     /// succeeded when it asks, so a read model still behind, or a failed check, is only
     /// logged, not an error for its caller.
+    ///
+    /// The stream's end in the log is read once; then a step of the projection in this
+    /// process wakes the command, which compares positions without asking the database, and
+    /// the stored checkpoint is looked at only now and then for a replica's steps.
     pub async fn await_read_model(&self, projection: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
         let Some(within) = self.read_model_wait() else {
             return true;
@@ -226,58 +231,68 @@ impl Store {
         let checkpoint = projection_checkpoint(projection);
         let started = tokio::time::Instant::now();
         let deadline = started + within;
+        // Each look is given its time even at the deadline (a bound of zero looks once), but
+        // not a busy pool's whole acquire timeout.
+        let look_until = || deadline.max(tokio::time::Instant::now() + READ_MODEL_CHECK);
+        let behind = || {
+            tracing::warn!(
+                projection,
+                aggregate_type,
+                aggregate_id,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "the read model is behind: a command is answered before it shows there"
+            );
+            false
+        };
+        let cannot_tell = |e: StoreError| {
+            tracing::warn!(projection, error = %e, "cannot tell whether the read model shows a command yet");
+            false
+        };
+        // Watched before anything is read, so that a step during the first looks still counts.
+        let mut saved_here = self.watch_checkpoint(&checkpoint);
+        let end = match tokio::time::timeout_at(look_until(), self.stream_log_end(aggregate_type, aggregate_id)).await {
+            Ok(Ok(Some(end))) => end,
+            Ok(Ok(None)) => return true,
+            Ok(Err(e)) => return cannot_tell(e),
+            Err(_) => return behind(),
+        };
         let mut poll = READ_MODEL_POLL.0;
+        // The stored checkpoint is looked at first: a projection with nothing left to apply
+        // does not step, so nothing in this process would say it has passed the stream.
+        let mut next_look = tokio::time::Instant::now();
+        let mut watching = true;
         loop {
-            // Registered before the check, so that a checkpoint moved during it still wakes.
-            let moved = self.checkpoint_moved().notified();
-            tokio::pin!(moved);
-            moved.as_mut().enable();
-            // A check is given its time even at the deadline (a bound of zero checks once),
-            // but not a busy pool's whole acquire timeout.
-            let check_until = deadline.max(tokio::time::Instant::now() + READ_MODEL_CHECK);
-            let checked =
-                tokio::time::timeout_at(check_until, self.read_model_has(&checkpoint, aggregate_type, aggregate_id));
-            match checked.await {
-                Ok(Ok(true)) => return true,
-                Ok(Ok(false)) | Err(_) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(projection, error = %e, "cannot tell whether the read model shows a command yet");
-                    return false;
-                }
+            if *saved_here.borrow_and_update() >= end {
+                return true;
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                tracing::warn!(
-                    projection,
-                    aggregate_type,
-                    aggregate_id,
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    "the read model is behind: a command is answered before it shows there"
-                );
-                return false;
+            if tokio::time::Instant::now() >= next_look {
+                match tokio::time::timeout_at(look_until(), self.checkpoint(&checkpoint)).await {
+                    Ok(Ok(at)) if at >= end => return true,
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(e)) => return cannot_tell(e),
+                }
+                next_look = tokio::time::Instant::now() + poll;
+                poll = (poll * 2).min(READ_MODEL_POLL.1);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return behind();
             }
             tokio::select! {
-                _ = moved => {}
-                _ = tokio::time::sleep(poll.min(deadline - now)) => poll = (poll * 2).min(READ_MODEL_POLL.1),
+                changed = saved_here.changed(), if watching => watching = changed.is_ok(),
+                _ = tokio::time::sleep_until(next_look.min(deadline)) => {}
             }
         }
     }
 
-    async fn read_model_has(
+    async fn stream_log_end(
         &self,
-        checkpoint: &str,
         aggregate_type: &str,
         aggregate_id: &str,
-    ) -> Result<bool, StoreError> {
-        let passed: Option<bool> = crate::on_reader!(self.backend(), pool => {
-            sqlx::query_scalar(READ_MODEL_HAS_STREAM)
-                .bind(checkpoint)
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .fetch_optional(pool)
-                .await?
+    ) -> Result<Option<LogPosition>, StoreError> {
+        let end: Option<(i64, i64)> = crate::on_reader!(self.backend(), pool => {
+            sqlx::query_as(STREAM_LOG_END).bind(aggregate_type).bind(aggregate_id).fetch_optional(pool).await?
         });
-        Ok(passed.unwrap_or(false))
+        Ok(end.map(|(transaction, position)| LogPosition { transaction, position }))
     }
 }
 

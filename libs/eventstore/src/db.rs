@@ -242,8 +242,11 @@ pub struct Store {
     /// Last known (sequence, hash) per stream: lets an append chain onto the event the
     /// command just loaded without reading it again.
     heads: Arc<Mutex<HashMap<StreamKey, (i64, String)>>>,
-    /// Woken when a projection in this process moves its checkpoint.
-    checkpoint_moved: Arc<tokio::sync::Notify>,
+    /// Each projection's checkpoint as its runner in this process last saved it, watched by
+    /// the commands waiting for that read model (see [`Store::await_read_model`]): one
+    /// channel per projection, so that a step wakes only the commands waiting on its read
+    /// model, and they compare positions instead of asking the database again.
+    checkpoints_saved: Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<LogPosition>>>>,
     /// How long a command waits for the read models it feeds (see
     /// [`Store::await_read_model`]); `None`: it does not wait.
     read_model_wait: Option<Duration>,
@@ -389,7 +392,7 @@ impl Store {
             backend: Arc::new(backend),
             appended: Arc::new(tokio::sync::Notify::new()),
             heads: Arc::new(Mutex::new(HashMap::new())),
-            checkpoint_moved: Arc::new(tokio::sync::Notify::new()),
+            checkpoints_saved: Arc::new(Mutex::new(HashMap::new())),
             read_model_wait: None,
         }
     }
@@ -405,8 +408,27 @@ impl Store {
         self.read_model_wait
     }
 
-    pub(crate) fn checkpoint_moved(&self) -> &tokio::sync::Notify {
-        &self.checkpoint_moved
+    /// Tells the commands of this process waiting on a read model that its projection's
+    /// checkpoint is now `at` (forward after a step, back to the start for a rebuild).
+    pub(crate) fn checkpoint_saved(&self, checkpoint: &str, at: LogPosition) {
+        let mut saved = self.checkpoints_saved.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match saved.get(checkpoint) {
+            Some(sender) => {
+                sender.send_replace(at);
+            }
+            None => {
+                saved.insert(checkpoint.to_owned(), tokio::sync::watch::channel(at).0);
+            }
+        }
+    }
+
+    /// The checkpoint as a runner of this process last saved it (the start until one has).
+    pub(crate) fn watch_checkpoint(&self, checkpoint: &str) -> tokio::sync::watch::Receiver<LogPosition> {
+        let mut saved = self.checkpoints_saved.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        saved
+            .entry(checkpoint.to_owned())
+            .or_insert_with(|| tokio::sync::watch::channel(LogPosition::START).0)
+            .subscribe()
     }
 
     pub fn backend(&self) -> &Backend {
@@ -929,7 +951,7 @@ impl Store {
     }
 
     pub async fn checkpoint(&self, name: &str) -> Result<LogPosition, StoreError> {
-        let row: Option<(i64, i64)> = on_backend!(&*self.backend, pool => {
+        let row: Option<(i64, i64)> = crate::on_reader!(&*self.backend, pool => {
             sqlx::query_as("SELECT tx_id, position FROM checkpoints WHERE name = $1")
                 .bind(name)
                 .fetch_optional(pool)

@@ -1175,6 +1175,21 @@ pub const EXPORTS: &[(&str, response::ExportKind)] = &[
     ("attachments.zip", response::ExportKind::AttachmentsZip),
 ];
 
+/// The export's name in the document: one of [`EXPORTS`], so that a client (and schemathesis)
+/// knows the names that can answer 200 instead of guessing at a string.
+pub struct ExportName;
+
+impl utoipa::PartialSchema for ExportName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(EXPORTS.iter().map(|(name, _)| *name)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ExportName {}
+
 #[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
@@ -1184,7 +1199,7 @@ pub struct ExportQuery {
 
 /// Exports a hearing's responses: responses.xlsx, respondents.xlsx, hearing.pdf, responses.pdf or attachments.zip.
 #[utoipa::path(get, path = "/api/v1/hearings/{hearing_id}/exports/{kind}", tag = "responses",
-    params(("hearing_id" = String, Path), ("kind" = String, Path), ExportQuery), security(("bearer" = [])),
+    params(("hearing_id" = String, Path), ("kind" = inline(ExportName), Path), ExportQuery), security(("bearer" = [])),
     responses((status = 200, description = "the export: a workbook (application/vnd.openxmlformats-officedocument.spreadsheetml.sheet), a PDF or a zip", content_type = "*/*"),
         (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn export(
@@ -1433,5 +1448,17 @@ mod tests {
         assert_eq!(idempotency_key(&headers).expect("accepted"), "retry-7");
         headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&"x".repeat(201)).expect("header"));
         assert!(idempotency_key(&headers).is_err());
+    }
+
+    /// A client reads the names of the exports from the document, not from the prose.
+    #[test]
+    fn the_document_names_the_exports_a_hearing_has() {
+        let (_, openapi) = router();
+        let document = serde_json::to_value(&openapi).expect("the document is JSON");
+        let parameters = &document["paths"]["/api/v1/hearings/{hearing_id}/exports/{kind}"]["get"]["parameters"];
+        let kind = parameters.as_array().into_iter().flatten().find(|p| p["name"] == "kind").expect("a kind parameter");
+        let names: Vec<&str> = EXPORTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(kind["schema"]["enum"], serde_json::json!(names));
+        assert_eq!(kind["schema"]["type"], "string");
     }
 }
