@@ -221,9 +221,10 @@ impl Store {
     /// succeeded when it asks, so a read model still behind, or a failed check, is only
     /// logged, not an error for its caller.
     ///
-    /// The stream's end in the log is read once; then a step of the projection in this
-    /// process wakes the command, which compares positions without asking the database, and
-    /// the stored checkpoint is looked at only now and then for a replica's steps.
+    /// The stream's end in the log is read once. A step of the projection in this process
+    /// wakes only the commands waiting on its read model, and only one whose stream it passed
+    /// looks at the stored checkpoint to confirm; otherwise it is looked at now and then, for
+    /// a replica's steps.
     pub async fn await_read_model(&self, projection: &str, aggregate_type: &str, aggregate_id: &str) -> bool {
         let Some(within) = self.read_model_wait() else {
             return true;
@@ -231,9 +232,9 @@ impl Store {
         let checkpoint = projection_checkpoint(projection);
         let started = tokio::time::Instant::now();
         let deadline = started + within;
-        // Each look is given its time even at the deadline (a bound of zero looks once), but
-        // not a busy pool's whole acquire timeout.
-        let look_until = || deadline.max(tokio::time::Instant::now() + READ_MODEL_CHECK);
+        // The looks are given their time even at the deadline (a bound of zero looks once),
+        // but not a busy pool's whole acquire timeout.
+        let last_look_until = deadline.max(started + READ_MODEL_CHECK);
         let behind = || {
             tracing::warn!(
                 projection,
@@ -250,26 +251,30 @@ impl Store {
         };
         // Watched before anything is read, so that a step during the first looks still counts.
         let mut saved_here = self.watch_checkpoint(&checkpoint);
-        let end = match tokio::time::timeout_at(look_until(), self.stream_log_end(aggregate_type, aggregate_id)).await {
-            Ok(Ok(Some(end))) => end,
-            Ok(Ok(None)) => return true,
-            Ok(Err(e)) => return cannot_tell(e),
-            Err(_) => return behind(),
-        };
+        let end =
+            match tokio::time::timeout_at(last_look_until, self.stream_log_end(aggregate_type, aggregate_id)).await {
+                Ok(Ok(Some(end))) => end,
+                Ok(Ok(None)) => return true,
+                Ok(Err(e)) => return cannot_tell(e),
+                Err(_) => return behind(),
+            };
         let mut poll = READ_MODEL_POLL.0;
         // The stored checkpoint is looked at first: a projection with nothing left to apply
         // does not step, so nothing in this process would say it has passed the stream.
         let mut next_look = tokio::time::Instant::now();
         let mut watching = true;
         loop {
-            if *saved_here.borrow_and_update() >= end {
-                return true;
-            }
-            if tokio::time::Instant::now() >= next_look {
-                match tokio::time::timeout_at(look_until(), self.checkpoint(&checkpoint)).await {
+            let now = tokio::time::Instant::now();
+            // This process's runner having passed the stream is a reason to look, not the
+            // answer: a rebuild, here or in another process, may have set the stored
+            // checkpoint back since.
+            let passed_here = *saved_here.borrow_and_update() >= end;
+            if passed_here || now >= next_look || now >= deadline {
+                match tokio::time::timeout_at(last_look_until, self.checkpoint(&checkpoint)).await {
                     Ok(Ok(at)) if at >= end => return true,
-                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => return cannot_tell(e),
+                    Err(_) => return behind(),
                 }
                 next_look = tokio::time::Instant::now() + poll;
                 poll = (poll * 2).min(READ_MODEL_POLL.1);

@@ -690,6 +690,12 @@ async fn a_command_waits_until_the_read_model_shows_what_it_wrote(db: Db) {
     catch_up(&replica, 1).await;
     assert!(testing_wait(command).await, "the command answered once another replica's read model showed its event");
     assert_eq!(counts(&store).await, vec![("w-a".to_string(), 2), ("w-b".to_string(), 2)]);
+
+    // A rebuild started elsewhere sets the checkpoint back: what this process's runner saw last
+    // no longer answers for the read model.
+    assert!(at_once.await_read_model("test-counts", COUNTER, "w-a").await, "applied");
+    store.reset_checkpoint("projection:test-counts").await.or_fail("reset_checkpoint");
+    assert!(!at_once.await_read_model("test-counts", COUNTER, "w-a").await, "the read model is being rebuilt");
 }
 
 on_both_backends!(a_projection_reads_only_its_aggregates);

@@ -812,18 +812,68 @@ async fn inject(
     Ok(log)
 }
 
+/// Where PostgreSQL's writing stands: the next transaction id (each transaction that writes
+/// takes one) and the WAL's end. Both are read as they are now, unlike the statistics views,
+/// which a backend reports up to ten seconds late. They are the whole server's, so the figures
+/// are clean only when nothing else writes meanwhile.
+struct WriteMark {
+    next_transaction: i64,
+    wal: String,
+}
+
+/// What PostgreSQL wrote since a [`WriteMark`].
+#[derive(Default, Clone, Copy)]
+struct Written {
+    transactions: f64,
+    wal_bytes: f64,
+}
+
+impl Written {
+    fn per(self, n: u64) -> Written {
+        let n = n.max(1) as f64;
+        Written { transactions: self.transactions / n, wal_bytes: self.wal_bytes / n }
+    }
+}
+
+impl WriteMark {
+    async fn now(pool: &PgPool) -> anyhow::Result<Self> {
+        let (next_transaction, wal): (i64, String) =
+            sqlx::query_as("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, pg_current_wal_lsn()::text")
+                .fetch_one(pool)
+                .await?;
+        Ok(Self { next_transaction, wal })
+    }
+
+    async fn written_since(&self, pool: &PgPool) -> anyhow::Result<Written> {
+        let (next_transaction, wal_bytes): (i64, f64) = sqlx::query_as(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, \
+             pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8",
+        )
+        .bind(&self.wal)
+        .fetch_one(pool)
+        .await?;
+        Ok(Written { transactions: (next_transaction - self.next_transaction) as f64, wal_bytes })
+    }
+}
+
 /// Raw single-row INSERTs of the response text at the surge's concurrency, on connections of
-/// their own (the deployment is down meanwhile, so that it holds none of the server's).
-async fn baseline(options: &PgConnectOptions, clients: usize, seconds: u64) -> anyhow::Result<Measured> {
+/// their own (the deployment is down meanwhile, so that it holds none of the server's); with
+/// what PostgreSQL wrote for them.
+async fn baseline(options: &PgConnectOptions, clients: usize, seconds: u64) -> anyhow::Result<(Measured, Written)> {
     let pool = PgPoolOptions::new().max_connections(clients as u32).connect_with(options.clone()).await?;
-    measure(clients, seconds, move |_, _| {
-        let pool = pool.clone();
+    let mark = WriteMark::now(&pool).await?;
+    let inserts = pool.clone();
+    let measured = measure(clients, seconds, move |_, _| {
+        let pool = inserts.clone();
         async move {
             sqlx::query("INSERT INTO baseline (payload) VALUES ($1)").bind(TEXT).execute(&pool).await?;
             Ok(())
         }
     })
-    .await
+    .await?;
+    let written = mark.written_since(&pool).await?;
+    pool.close().await;
+    Ok((measured, written))
 }
 
 /// What each respondent writes (about 500 characters).
@@ -844,23 +894,36 @@ async fn surge_in(
     sqlx::query("CREATE TABLE baseline (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
     let baseline_seconds = if args.baseline_seconds == 0 { args.seconds } else { args.baseline_seconds };
     println!("raw single-row INSERT, {} clients, {} s ...", args.clients, baseline_seconds.div_ceil(2));
-    let before = baseline(&options, args.clients, baseline_seconds.div_ceil(2)).await?;
+    let mut rounds = vec![baseline(&options, args.clients, baseline_seconds.div_ceil(2)).await?];
     println!("starting the deployment: NATS, identity, hearing, response, records, notification, gateway");
     let (mut deployment, issuer) = deploy(args, schema, dir).await?;
     let result = surge_on(args, &mut deployment, &issuer, &pool).await;
     deployment.stop_all().await;
     let mut summary = result?;
-    let mut rounds = vec![before];
     if baseline_seconds / 2 > 0 {
         println!("raw single-row INSERT again, {} s ...", baseline_seconds / 2);
         rounds.push(baseline(&options, args.clients, baseline_seconds / 2).await?);
     }
     pool.close().await;
-    let baseline = Measured::merged(&rounds)?;
+    let written = rounds.iter().fold(Written::default(), |sum, (_, w)| Written {
+        transactions: sum.transactions + w.transactions,
+        wal_bytes: sum.wal_bytes + w.wal_bytes,
+    });
+    let measured: Vec<Measured> = rounds.into_iter().map(|(m, _)| m).collect();
+    let baseline = Measured::merged(&measured)?;
+    let per_insert = written.per(baseline.operations);
     let ratio = summary["per_second"].as_f64().unwrap_or_default() / baseline.per_second;
-    println!("raw single-row INSERT: {:.0}/s (p99 {:.1} ms); ratio {ratio:.2}", baseline.per_second, baseline.p99_ms);
+    println!(
+        "raw single-row INSERT: {:.0}/s (p99 {:.1} ms; {:.2} writing transactions and {:.1} kB of WAL each); ratio {ratio:.2}",
+        baseline.per_second,
+        baseline.p99_ms,
+        per_insert.transactions,
+        per_insert.wal_bytes / 1000.0
+    );
     summary["baseline_per_second"] = json!(baseline.per_second);
     summary["baseline_p99_ms"] = json!(baseline.p99_ms);
+    summary["baseline_pg_transactions_per_insert"] = json!(per_insert.transactions);
+    summary["baseline_pg_wal_bytes_per_insert"] = json!(per_insert.wal_bytes);
     summary["ratio"] = json!(ratio);
     Ok(summary)
 }
@@ -914,6 +977,7 @@ async fn surge_on(
     let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run = Arc::new(Uuid::new_v4().simple().to_string());
     let cpu_before = cpu_by_process(deployment);
+    let write_mark = WriteMark::now(pool).await?;
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let mut clients = tokio::task::JoinSet::new();
@@ -995,6 +1059,9 @@ async fn surge_on(
     } else {
         (None, None)
     };
+    // A response's whole cost to PostgreSQL, up to its receipt: taken, in the read model, in
+    // the notification service's digest, its receipt planned, sent and recorded.
+    let per_response = write_mark.written_since(pool).await?.per(acknowledged);
     println!("concluding the hearing and journalizing it ...");
     let journal_started = Instant::now();
     let journal = conclude_and_journalize(deployment, &api, &owner, &hearing_id, acknowledged).await?;
@@ -1057,6 +1124,8 @@ async fn surge_on(
         "lag_p50_ms": ms(&lag, 0.50),
         "lag_p99_ms": ms(&lag, 0.99),
         "cpu_seconds": cpu,
+        "pg_transactions_per_response": per_response.transactions,
+        "pg_wal_bytes_per_response": per_response.wal_bytes,
     });
     println!(
         "surge: {acknowledged} responses acknowledged in {elapsed:.1} s: {per_second:.0}/s, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
@@ -1073,6 +1142,11 @@ async fn surge_on(
         elapsed * cores() as f64,
         cores(),
         by_use.join(", ")
+    );
+    println!(
+        "PostgreSQL for each response, up to its receipt: {:.2} writing transactions, {:.1} kB of WAL (the whole server's)",
+        per_response.transactions,
+        per_response.wal_bytes / 1000.0
     );
     println!(
         "exactly once: {} in the event store, {} in the read model, {} filed in the records journal ({journal_seconds:.1} s, {:.0} a second), \
