@@ -245,7 +245,7 @@ pub struct Store {
     /// Each projection's checkpoint as its runner in this process last saved it, watched by
     /// the commands waiting for that read model (see [`Store::await_read_model`]): one
     /// channel per projection, so that a step wakes only the commands waiting on its read
-    /// model, and they compare positions instead of asking the database again.
+    /// model, and only those whose stream it passed look at the database.
     checkpoints_saved: Arc<Mutex<HashMap<String, tokio::sync::watch::Sender<LogPosition>>>>,
     /// How long a command waits for the read models it feeds (see
     /// [`Store::await_read_model`]); `None`: it does not wait.
@@ -411,24 +411,23 @@ impl Store {
     /// Tells the commands of this process waiting on a read model that its projection's
     /// checkpoint is now `at` (forward after a step, back to the start for a rebuild).
     pub(crate) fn checkpoint_saved(&self, checkpoint: &str, at: LogPosition) {
-        let mut saved = self.checkpoints_saved.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match saved.get(checkpoint) {
-            Some(sender) => {
-                sender.send_replace(at);
-            }
-            None => {
-                saved.insert(checkpoint.to_owned(), tokio::sync::watch::channel(at).0);
-            }
-        }
+        self.checkpoint_channel(checkpoint, |channel| {
+            channel.send_replace(at);
+        })
     }
 
     /// The checkpoint as a runner of this process last saved it (the start until one has).
     pub(crate) fn watch_checkpoint(&self, checkpoint: &str) -> tokio::sync::watch::Receiver<LogPosition> {
+        self.checkpoint_channel(checkpoint, tokio::sync::watch::Sender::subscribe)
+    }
+
+    fn checkpoint_channel<T>(
+        &self,
+        checkpoint: &str,
+        use_it: impl FnOnce(&tokio::sync::watch::Sender<LogPosition>) -> T,
+    ) -> T {
         let mut saved = self.checkpoints_saved.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        saved
-            .entry(checkpoint.to_owned())
-            .or_insert_with(|| tokio::sync::watch::channel(LogPosition::START).0)
-            .subscribe()
+        use_it(saved.entry(checkpoint.to_owned()).or_insert_with(|| tokio::sync::watch::channel(LogPosition::START).0))
     }
 
     pub fn backend(&self) -> &Backend {
